@@ -1,0 +1,239 @@
+"""Typed records: documents, queries, qrels, runs and datasets."""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Iterable, Iterator, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import MappingProxyType
+from typing import Any
+
+from routerank.errors import DuplicateIdError, SplitNotFoundError, UnknownIdError
+
+
+@dataclass(frozen=True, slots=True)
+class Document:
+    id: str
+    text: str
+    title: str = ""
+    metadata: Mapping[str, Any] = field(default_factory=dict, compare=False, hash=False)
+
+    @property
+    def full_text(self) -> str:
+        """Title and body joined, the text retrievers and rerankers see."""
+        if self.title and self.text:
+            return f"{self.title} {self.text}"
+        return self.title or self.text
+
+
+@dataclass(frozen=True, slots=True)
+class Query:
+    id: str
+    text: str
+    answers: tuple[str, ...] = ()
+    metadata: Mapping[str, Any] = field(default_factory=dict, compare=False, hash=False)
+
+
+@dataclass(frozen=True, slots=True)
+class ScoredDoc:
+    doc_id: str
+    score: float
+    rank: int
+
+
+@dataclass(frozen=True, slots=True)
+class Ranking:
+    """One query's result list, best first. Stored as two parallel tuples to stay cheap at scale."""
+
+    doc_ids: tuple[str, ...] = ()
+    scores: tuple[float, ...] = ()
+
+    def __post_init__(self) -> None:
+        if len(self.doc_ids) != len(self.scores):
+            raise ValueError(f"Ranking has {len(self.doc_ids)} doc ids but {len(self.scores)} scores")
+
+    @classmethod
+    def from_scores(cls, scores: Mapping[str, float], k: int | None = None) -> Ranking:
+        """Sort a doc→score mapping, best first; ties break by doc id so results are deterministic."""
+        items = sorted(scores.items(), key=lambda item: (-item[1], item[0]))
+        if k is not None:
+            items = items[:k]
+        return cls(tuple(d for d, _ in items), tuple(float(s) for _, s in items))
+
+    def __len__(self) -> int:
+        return len(self.doc_ids)
+
+    def __iter__(self) -> Iterator[ScoredDoc]:
+        for rank, (doc_id, score) in enumerate(zip(self.doc_ids, self.scores), start=1):
+            yield ScoredDoc(doc_id, score, rank)
+
+    def top(self, k: int) -> Ranking:
+        return Ranking(self.doc_ids[:k], self.scores[:k])
+
+    def as_dict(self) -> dict[str, float]:
+        return dict(zip(self.doc_ids, self.scores))
+
+
+@dataclass(frozen=True)
+class Run:
+    """Query id → ranking. The unit every retriever and reranker produces."""
+
+    rankings: Mapping[str, Ranking]
+    name: str = "run"
+
+    def __getitem__(self, query_id: str) -> Ranking:
+        return self.rankings[query_id]
+
+    def __contains__(self, query_id: object) -> bool:
+        return query_id in self.rankings
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self.rankings)
+
+    def __len__(self) -> int:
+        return len(self.rankings)
+
+    def top(self, k: int) -> Run:
+        return Run({q: r.top(k) for q, r in self.rankings.items()}, self.name)
+
+    def as_dict(self) -> dict[str, dict[str, float]]:
+        return {q: r.as_dict() for q, r in self.rankings.items()}
+
+
+@dataclass(frozen=True)
+class Qrels:
+    """Query id → {doc id: graded relevance}."""
+
+    judgments: Mapping[str, Mapping[str, int]]
+
+    def __getitem__(self, query_id: str) -> Mapping[str, int]:
+        return self.judgments[query_id]
+
+    def __contains__(self, query_id: object) -> bool:
+        return query_id in self.judgments
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self.judgments)
+
+    def __len__(self) -> int:
+        return len(self.judgments)
+
+    @property
+    def num_pairs(self) -> int:
+        return sum(len(docs) for docs in self.judgments.values())
+
+    def relevant(self, query_id: str, min_rel: int = 1) -> set[str]:
+        return {d for d, rel in self.judgments.get(query_id, {}).items() if rel >= min_rel}
+
+    def as_dict(self) -> dict[str, dict[str, int]]:
+        return {q: dict(d) for q, d in self.judgments.items()}
+
+
+class Corpus(Mapping[str, Document]):
+    """Documents in file order, addressable by id, with a content fingerprint for cache keys."""
+
+    def __init__(self, documents: Iterable[Document]):
+        self._docs: tuple[Document, ...] = tuple(documents)
+        self._by_id = {doc.id: i for i, doc in enumerate(self._docs)}
+        if len(self._by_id) != len(self._docs):
+            seen: set[str] = set()
+            dupes = [d.id for d in self._docs if d.id in seen or seen.add(d.id)]
+            raise DuplicateIdError(f"{len(dupes)} duplicate document ids, e.g. {dupes[:3]}")
+        self._fingerprint: str | None = None
+
+    def __getitem__(self, doc_id: str) -> Document:
+        return self._docs[self._by_id[doc_id]]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._by_id)
+
+    def __len__(self) -> int:
+        return len(self._docs)
+
+    @property
+    def documents(self) -> tuple[Document, ...]:
+        return self._docs
+
+    @property
+    def ids(self) -> list[str]:
+        return [d.id for d in self._docs]
+
+    def subset(self, doc_ids: Iterable[str]) -> Corpus:
+        wanted = set(doc_ids)
+        return Corpus(d for d in self._docs if d.id in wanted)
+
+    @property
+    def fingerprint(self) -> str:
+        """sha256 over ids, titles and texts in order: any edit gives a new key."""
+        if self._fingerprint is None:
+            h = hashlib.sha256()
+            for doc in self._docs:
+                for part in (doc.id, doc.title, doc.text):
+                    encoded = part.encode("utf-8")
+                    h.update(len(encoded).to_bytes(8, "little"))
+                    h.update(encoded)
+            self._fingerprint = h.hexdigest()
+        return self._fingerprint
+
+
+@dataclass(frozen=True)
+class Dataset:
+    """A BEIR collection: one corpus, all queries, qrels per split."""
+
+    name: str
+    corpus: Corpus
+    queries: Mapping[str, Query]
+    qrels: Mapping[str, Qrels]
+    path: Path | None = None
+
+    @property
+    def splits(self) -> list[str]:
+        return sorted(self.qrels)
+
+    def split_qrels(self, split: str) -> Qrels:
+        if split not in self.qrels:
+            raise SplitNotFoundError(
+                f"dataset {self.name!r} has no split {split!r}",
+                path=self.path,
+                fix=f"choose one of {self.splits}",
+            )
+        return self.qrels[split]
+
+    def split_queries(self, split: str) -> list[Query]:
+        """Queries judged in a split, in queries-file order."""
+        qrels = self.split_qrels(split)
+        return [q for qid, q in self.queries.items() if qid in qrels]
+
+
+def check_references(
+    qrels: Qrels,
+    corpus: Mapping[str, Any],
+    queries: Mapping[str, Any],
+    *,
+    path: str | Path | None = None,
+    lenient: bool = False,
+) -> tuple[Qrels, list[tuple[str, str]]]:
+    """Verify qrels only name known queries and documents.
+
+    Strict mode raises with a count and examples; lenient mode returns the cleaned qrels
+    and the dropped (query, doc) pairs so the caller can report them.
+    """
+    dropped: list[tuple[str, str]] = []
+    kept: dict[str, dict[str, int]] = {}
+    for qid, docs in qrels.judgments.items():
+        for did, rel in docs.items():
+            if qid not in queries or did not in corpus:
+                dropped.append((qid, did))
+            else:
+                kept.setdefault(qid, {})[did] = rel
+    if dropped and not lenient:
+        unknown_q = sorted({q for q, _ in dropped if q not in queries})
+        unknown_d = sorted({d for _, d in dropped if d not in corpus})
+        raise UnknownIdError(
+            f"{len(dropped)} judgments name unknown ids ({len(unknown_q)} queries e.g. {unknown_q[:3]}, "
+            f"{len(unknown_d)} documents e.g. {unknown_d[:3]})",
+            path=path,
+            fix="correct the ids, or pass --lenient (lenient=True) to drop these judgments",
+        )
+    return Qrels(MappingProxyType(kept)), dropped

@@ -1,0 +1,71 @@
+"""The Retriever role: index a corpus, then turn queries into a Run."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+from pathlib import Path
+from typing import Any, ClassVar, Protocol, runtime_checkable
+
+from routerank.data.types import Corpus, Query, Run
+from routerank.errors import RouterankError
+
+
+@runtime_checkable
+class Retriever(Protocol):
+    name: str
+
+    def index(self, corpus: Corpus) -> None: ...
+
+    def search(self, queries: Iterable[Query] | Mapping[str, Query], k: int = 100) -> Run: ...
+
+    def save(self, path: str | Path) -> None: ...
+
+
+class NotIndexedError(RouterankError):
+    """search() was called before index() or load()."""
+
+
+def as_query_list(queries: Iterable[Query] | Mapping[str, Query] | Sequence[str]) -> list[Query]:
+    """Accept queries as Query objects, a {id: Query} mapping, or plain strings (ids q0, q1, ...)."""
+    if isinstance(queries, Mapping):
+        queries = queries.values()
+    out: list[Query] = []
+    for i, q in enumerate(queries):
+        if isinstance(q, Query):
+            out.append(q)
+        elif isinstance(q, str):
+            out.append(Query(f"q{i}", q))
+        else:
+            raise TypeError(f"expected Query or str, got {type(q).__name__}")
+    return out
+
+
+class IndexedRetriever:
+    """Shared save/load for retrievers that keep an index: the store adds a manifest and checksums."""
+
+    kind: ClassVar[str]
+    name: str
+
+    def config(self) -> dict[str, Any]:
+        raise NotImplementedError
+
+    def _write_files(self, folder: Path) -> None:
+        raise NotImplementedError
+
+    def _read_files(self, folder: Path, manifest: dict[str, Any]) -> None:
+        raise NotImplementedError
+
+    @property
+    def corpus_fingerprint(self) -> str | None:
+        return getattr(self, "_fingerprint", None)
+
+    def save(self, path: str | Path) -> None:
+        from routerank.retrieve.store import save_index
+
+        save_index(self, path)
+
+    @classmethod
+    def load(cls, path: str | Path, corpus: Corpus | None = None):
+        from routerank.retrieve.store import load_index
+
+        return load_index(path, expected=cls, corpus=corpus)

@@ -1,0 +1,78 @@
+"""BM25 over bm25s sparse matrices, with PyStemmer stemming and English stopwords."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+from types import MappingProxyType
+from typing import Any
+
+from routerank.data.types import Corpus, Query, Ranking, Run
+from routerank.retrieve.base import IndexedRetriever, NotIndexedError, as_query_list
+
+
+class BM25Retriever(IndexedRetriever):
+    kind = "bm25"
+
+    def __init__(self, k1: float = 1.5, b: float = 0.75, method: str = "lucene", stopwords: str | None = "en",
+                 stemmer: str | None = "english", progress: bool = False):
+        self.k1, self.b, self.method = k1, b, method
+        self.stopwords, self.stemmer_lang = stopwords, stemmer
+        self.progress = progress
+        self.name = "bm25"
+        self._model = None
+        self._doc_ids: list[str] = []
+        self._stemmer = None
+
+    def config(self) -> dict[str, Any]:
+        return {"k1": self.k1, "b": self.b, "method": self.method, "stopwords": self.stopwords,
+                "stemmer": self.stemmer_lang}
+
+    def _tokenize(self, texts: list[str]):
+        import bm25s
+
+        if self._stemmer is None and self.stemmer_lang:
+            import Stemmer
+
+            self._stemmer = Stemmer.Stemmer(self.stemmer_lang)
+        return bm25s.tokenize(texts, stopwords=self.stopwords, stemmer=self._stemmer, show_progress=self.progress)
+
+    def index(self, corpus: Corpus) -> None:
+        import bm25s
+
+        tokens = self._tokenize([doc.full_text for doc in corpus.documents])
+        model = bm25s.BM25(k1=self.k1, b=self.b, method=self.method)
+        model.index(tokens, show_progress=self.progress)
+        self._model, self._doc_ids, self._fingerprint = model, corpus.ids, corpus.fingerprint
+
+    def search(self, queries: Iterable[Query] | Mapping[str, Query], k: int = 100) -> Run:
+        if self._model is None:
+            raise NotIndexedError("BM25Retriever.search() before index() or load()")
+        query_list = as_query_list(queries)
+        rankings: dict[str, Ranking] = {q.id: Ranking() for q in query_list}
+        tokens = self._tokenize([q.text for q in query_list])
+        vocab_inverse = {i: t for t, i in tokens.vocab.items()}
+        as_strings = [[vocab_inverse[i] for i in ids] for ids in tokens.ids]
+        nonempty = [i for i, toks in enumerate(as_strings) if toks]
+        k = min(k, len(self._doc_ids))
+        if nonempty and k > 0:
+            docs, scores = self._model.retrieve([as_strings[i] for i in nonempty], k=k, show_progress=self.progress)
+            ids = self._doc_ids
+            for row, i in enumerate(nonempty):
+                row_scores = scores[row].tolist()
+                keep = sum(1 for s in row_scores if s > 0)
+                rankings[query_list[i].id] = Ranking(
+                    tuple(ids[j] for j in docs[row, :keep].tolist()), tuple(row_scores[:keep])
+                )
+        return Run(MappingProxyType(rankings), self.name)
+
+    def _write_files(self, folder: Path) -> None:
+        self._model.save(str(folder))
+        (folder / "doc_ids.json").write_text(json.dumps(self._doc_ids))
+
+    def _read_files(self, folder: Path, manifest: dict[str, Any]) -> None:
+        import bm25s
+
+        self._model = bm25s.BM25.load(str(folder))
+        self._doc_ids = json.loads((folder / "doc_ids.json").read_text())

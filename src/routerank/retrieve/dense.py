@@ -1,0 +1,110 @@
+"""Dense retrieval: sentence-transformers embeddings in an exact FAISS inner-product index."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+from types import MappingProxyType
+from typing import Any
+
+import numpy as np
+
+from routerank.data.types import Corpus, Query, Ranking, Run
+from routerank.errors import CorruptIndexError, MissingDependencyError
+from routerank.models.spec import resolve_model
+from routerank.retrieve.base import IndexedRetriever, NotIndexedError, as_query_list
+
+DEFAULT_MODEL = "minilm"
+
+
+def load_sentence_transformer(spec: str, device: str | None = None, trust_remote_code: bool = False):
+    ref = resolve_model(spec, default_kind="st")
+    try:
+        from sentence_transformers import SentenceTransformer
+    except ImportError:
+        raise MissingDependencyError("dense retrieval needs sentence-transformers",
+                                     fix="pip install torch==2.13.0 && pip install 'routerank[dense]'") from None
+    return SentenceTransformer(ref.location, device=device, trust_remote_code=trust_remote_code,
+                               local_files_only=ref.is_local)
+
+
+def exact_ip_index(embeddings: np.ndarray):
+    try:
+        import faiss
+    except ImportError:
+        raise MissingDependencyError("dense retrieval needs faiss", fix="pip install faiss-cpu") from None
+    index = faiss.IndexFlatIP(embeddings.shape[1])
+    index.add(np.ascontiguousarray(embeddings, dtype=np.float32))
+    return index
+
+
+class DenseRetriever(IndexedRetriever):
+    kind = "dense"
+
+    def __init__(self, model: str = DEFAULT_MODEL, max_length: int | None = None, normalize: bool = True,
+                 batch_size: int = 64, device: str | None = None, progress: bool = True):
+        self.model_spec, self.max_length, self.normalize = model, max_length, normalize
+        self.batch_size, self.device, self.progress = batch_size, device, progress
+        self.name = "dense" if model == DEFAULT_MODEL else f"dense:{model}"
+        self._encoder = None
+        self._faiss = None
+        self._doc_ids: list[str] = []
+        self.embeddings: np.ndarray | None = None
+
+    def config(self) -> dict[str, Any]:
+        return {"model": self.model_spec, "max_length": self.max_length, "normalize": self.normalize}
+
+    @property
+    def encoder(self):
+        if self._encoder is None:
+            self._encoder = load_sentence_transformer(self.model_spec, self.device)
+            if self.max_length is not None:
+                self._encoder.max_seq_length = self.max_length
+        return self._encoder
+
+    def encode(self, texts: list[str], progress: bool | None = None) -> np.ndarray:
+        vectors = self.encoder.encode(
+            texts, batch_size=self.batch_size, convert_to_numpy=True, normalize_embeddings=self.normalize,
+            show_progress_bar=self.progress if progress is None else progress,
+        )
+        return np.asarray(vectors, dtype=np.float32)
+
+    def index(self, corpus: Corpus) -> None:
+        self.embeddings = self.encode([doc.full_text for doc in corpus.documents])
+        self._doc_ids, self._fingerprint = corpus.ids, corpus.fingerprint
+        self._faiss = exact_ip_index(self.embeddings)
+
+    def search(self, queries: Iterable[Query] | Mapping[str, Query], k: int = 100) -> Run:
+        if self._faiss is None:
+            raise NotIndexedError("DenseRetriever.search() before index() or load()")
+        query_list = as_query_list(queries)
+        k = min(k, len(self._doc_ids))
+        rankings: dict[str, Ranking] = {}
+        if query_list and k > 0:
+            vectors = self.encode([q.text for q in query_list], progress=False)
+            scores, docs = self._faiss.search(vectors, k)
+            ids = self._doc_ids
+            for row, query in enumerate(query_list):
+                valid = docs[row] >= 0
+                rankings[query.id] = Ranking(
+                    tuple(ids[j] for j in docs[row][valid].tolist()), tuple(scores[row][valid].tolist())
+                )
+        for query in query_list:
+            rankings.setdefault(query.id, Ranking())
+        return Run(MappingProxyType(rankings), self.name)
+
+    def _write_files(self, folder: Path) -> None:
+        from safetensors.numpy import save_file
+
+        save_file({"embeddings": self.embeddings}, str(folder / "embeddings.safetensors"))
+        (folder / "doc_ids.json").write_text(json.dumps(self._doc_ids))
+
+    def _read_files(self, folder: Path, manifest: dict[str, Any]) -> None:
+        from safetensors.numpy import load_file
+
+        self.embeddings = load_file(str(folder / "embeddings.safetensors"))["embeddings"]
+        self._doc_ids = json.loads((folder / "doc_ids.json").read_text())
+        if len(self._doc_ids) != self.embeddings.shape[0]:
+            raise CorruptIndexError(f"{len(self._doc_ids)} doc ids but {self.embeddings.shape[0]} vectors", path=folder)
+        self._faiss = exact_ip_index(self.embeddings)
