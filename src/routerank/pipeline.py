@@ -11,6 +11,8 @@
 
 from __future__ import annotations
 
+import re
+
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -49,6 +51,17 @@ def _split_top_level(text: str, spec: str) -> list[str]:
     return [p.strip() for p in parts]
 
 
+def _merge_params(parts: list[str]) -> list[str]:
+    """`rrf(bm25:k1=0.9,b=0.4,dense)`: a bare key=value continues the previous retriever's parameters."""
+    merged: list[str] = []
+    for part in parts:
+        if merged and re.match(r"^\w+=", part):
+            merged[-1] = f"{merged[-1]},{part}"
+        else:
+            merged.append(part)
+    return merged
+
+
 def parse(spec: str) -> Spec:
     text = ALIASES.get(spec.strip(), spec.strip())
     if not text:
@@ -59,7 +72,7 @@ def parse(spec: str) -> Spec:
         if name not in FUSIONS or not rest.endswith(")"):
             raise SpecError(f"cannot parse pipeline {spec!r}", fix=f"fusions are {FUSIONS}, e.g. rrf(bm25,dense)")
         children, weights = [], []
-        for part in _split_top_level(rest[:-1], spec):
+        for part in _merge_params(_split_top_level(rest[:-1], spec)):
             weight, star, child = part.partition("*")
             if star and name == "weighted":
                 try:

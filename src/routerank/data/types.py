@@ -123,6 +123,9 @@ class Qrels:
     def num_pairs(self) -> int:
         return sum(len(docs) for docs in self.judgments.values())
 
+    def subset(self, query_ids: Iterable[str]) -> Qrels:
+        return Qrels(MappingProxyType({q: self.judgments[q] for q in query_ids if q in self.judgments}))
+
     def relevant(self, query_id: str, min_rel: int = 1) -> set[str]:
         return {d for d, rel in self.judgments.get(query_id, {}).items() if rel >= min_rel}
 

@@ -41,6 +41,10 @@ class Evaluation:
     def __getitem__(self, measure: str) -> float:
         return self.means[measure]
 
+    @property
+    def num_queries(self) -> int:
+        return len(next(iter(self.per_query.values()), {}))
+
 
 def evaluate(run: Run, qrels: Qrels, measures: str | Sequence[str] = DEFAULT_MEASURES) -> Evaluation:
     import ir_measures

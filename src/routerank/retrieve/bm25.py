@@ -29,19 +29,19 @@ class BM25Retriever(IndexedRetriever):
         return {"k1": self.k1, "b": self.b, "method": self.method, "stopwords": self.stopwords,
                 "stemmer": self.stemmer_lang}
 
-    def _tokenize(self, texts: list[str]):
+    def _tokenize(self, texts: list[str], progress: bool = False):
         import bm25s
 
         if self._stemmer is None and self.stemmer_lang:
             import Stemmer
 
             self._stemmer = Stemmer.Stemmer(self.stemmer_lang)
-        return bm25s.tokenize(texts, stopwords=self.stopwords, stemmer=self._stemmer, show_progress=self.progress)
+        return bm25s.tokenize(texts, stopwords=self.stopwords, stemmer=self._stemmer, show_progress=progress)
 
     def index(self, corpus: Corpus) -> None:
         import bm25s
 
-        tokens = self._tokenize([doc.full_text for doc in corpus.documents])
+        tokens = self._tokenize([doc.full_text for doc in corpus.documents], self.progress)
         model = bm25s.BM25(k1=self.k1, b=self.b, method=self.method)
         model.index(tokens, show_progress=self.progress)
         self._model, self._doc_ids, self._fingerprint = model, corpus.ids, corpus.fingerprint
@@ -51,13 +51,14 @@ class BM25Retriever(IndexedRetriever):
             raise NotIndexedError("BM25Retriever.search() before index() or load()")
         query_list = as_query_list(queries)
         rankings: dict[str, Ranking] = {q.id: Ranking() for q in query_list}
-        tokens = self._tokenize([q.text for q in query_list])
+        progress = self.progress and len(query_list) >= 1000
+        tokens = self._tokenize([q.text for q in query_list], progress)
         vocab_inverse = {i: t for t, i in tokens.vocab.items()}
         as_strings = [[vocab_inverse[i] for i in ids] for ids in tokens.ids]
         nonempty = [i for i, toks in enumerate(as_strings) if toks]
         k = min(k, len(self._doc_ids))
         if nonempty and k > 0:
-            docs, scores = self._model.retrieve([as_strings[i] for i in nonempty], k=k, show_progress=self.progress)
+            docs, scores = self._model.retrieve([as_strings[i] for i in nonempty], k=k, show_progress=progress)
             ids = self._doc_ids
             for row, i in enumerate(nonempty):
                 row_scores = scores[row].tolist()

@@ -1,0 +1,208 @@
+"""The `routerank` command. Bad input becomes one line on stderr and exit code 2, never a traceback."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+from routerank.errors import RouterankError
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
+                  help="Domain-aware retrieval and reranking for RAG.")
+
+DatasetOpt = Annotated[str, typer.Option("--dataset", "-d", help="name under ROUTERANK_DATA, or a BEIR folder")]
+PipelineOpt = Annotated[str, typer.Option("--pipeline", "-p", help="bm25 | dense[:model] | hybrid | rrf(..) | null")]
+MeasuresOpt = Annotated[str, typer.Option("--measures", "-m", help="ir_measures names, space separated")]
+LenientOpt = Annotated[bool, typer.Option("--lenient", help="drop judgments naming unknown ids (and say which)")]
+JsonOpt = Annotated[bool, typer.Option("--json", help="machine-readable output on stdout")]
+
+
+def _console(stderr: bool = False):
+    from rich.console import Console
+
+    return Console(stderr=stderr)
+
+
+def _report_drops(split: str, dropped: list[tuple[str, str]]) -> None:
+    examples = ", ".join(f"{q}/{d}" for q, d in dropped[:5])
+    print(f"routerank: --lenient dropped {len(dropped)} judgments from split {split!r} naming unknown ids "
+          f"(e.g. {examples})", file=sys.stderr)
+
+
+def _load(dataset: str, split: str | None, lenient: bool):
+    from routerank.data.registry import load_dataset
+
+    return load_dataset(dataset, splits=None if split is None else [split], lenient=lenient, on_drop=_report_drops)
+
+
+def _retrieve(ds, pipeline: str, queries, k: int, rebuild: bool = False):
+    from routerank.pipeline import build
+
+    retriever = build(pipeline, ds.corpus, rebuild=rebuild, progress=True)
+    return retriever.search(queries, k)
+
+
+@app.command()
+def datasets(root: Annotated[Optional[Path], typer.Option(help="data root (default: ROUTERANK_DATA)")] = None,
+             as_json: JsonOpt = False) -> None:
+    """List the datasets under the data root, with docs, queries and judged pairs per split."""
+    from routerank.data.registry import data_root, list_datasets
+
+    root = root or data_root()
+    summaries = list_datasets(root)
+    if as_json:
+        print(json.dumps([{"name": s.name, "path": str(s.path), "docs": s.docs, "queries": s.queries,
+                           "splits": {k: {"queries": q, "pairs": p} for k, (q, p) in s.splits.items()}}
+                          for s in summaries], indent=2))
+        return
+    if not summaries:
+        raise RouterankError(f"no BEIR datasets under {root}", fix="set ROUTERANK_DATA to a folder of datasets")
+    from rich.table import Table
+
+    table = Table(title=f"datasets in {root}")
+    for col in ("name", "docs", "queries", "splits (judged queries / pairs)"):
+        table.add_column(col, justify="left" if col == "name" or col.startswith("splits") else "right")
+    for s in summaries:
+        splits = "  ".join(f"{k}: {q:,}/{p:,}" for k, (q, p) in s.splits.items())
+        table.add_row(s.name, f"{s.docs:,}", f"{s.queries:,}", splits)
+    _console().print(table)
+
+
+@app.command()
+def index(dataset: DatasetOpt, pipeline: PipelineOpt = "bm25",
+          rebuild: Annotated[bool, typer.Option(help="ignore a cached index")] = False,
+          out: Annotated[Optional[Path], typer.Option(help="also save the index to this folder")] = None) -> None:
+    """Build (or verify) the cached index for a pipeline on a dataset's corpus."""
+    from routerank.data.registry import load_dataset
+    from routerank.pipeline import build
+
+    ds = load_dataset(dataset, splits=[])
+    retriever = build(pipeline, ds.corpus, rebuild=rebuild, progress=True)
+    if out is not None:
+        retriever.save(out)
+    print(f"indexed {len(ds.corpus):,} docs of {ds.name} with {retriever.name}", file=sys.stderr)
+
+
+@app.command()
+def search(dataset: DatasetOpt, pipeline: PipelineOpt = "bm25",
+           query: Annotated[Optional[str], typer.Option("--query", "-q", help="one ad-hoc query")] = None,
+           split: Annotated[Optional[str], typer.Option(help="search all queries judged in this split")] = None,
+           k: Annotated[int, typer.Option("-k", help="results per query")] = 10,
+           output: Annotated[Optional[Path], typer.Option(help="write a TREC run file")] = None,
+           as_json: JsonOpt = False) -> None:
+    """Search one query (--query) or a split's queries (--split) and print or save the run."""
+    from routerank.data.trec import write_run
+    from routerank.data.types import Query
+
+    if (query is None) == (split is None):
+        raise RouterankError("give exactly one of --query or --split")
+    ds = _load(dataset, split, lenient=False)
+    queries = [Query("q0", query)] if query is not None else ds.split_queries(split)
+    run = _retrieve(ds, pipeline, queries, k)
+    if output is not None:
+        write_run(run, output, tag=run.name.replace(" ", "_"))
+        print(f"wrote {sum(len(r) for r in run.rankings.values()):,} lines to {output}", file=sys.stderr)
+    if as_json:
+        print(json.dumps({q: [{"doc_id": d.doc_id, "score": d.score, "rank": d.rank} for d in r]
+                          for q, r in run.rankings.items()}, indent=2))
+    elif query is not None:
+        from rich.table import Table
+
+        table = Table(title=f"{run.name}: {query}")
+        for col in ("rank", "score", "doc", "text"):
+            table.add_column(col)
+        for doc in run["q0"]:
+            text = ds.corpus[doc.doc_id].full_text
+            table.add_row(str(doc.rank), f"{doc.score:.3f}", doc.doc_id, text[:100] + ("…" if len(text) > 100 else ""))
+        _console().print(table)
+
+
+def _print_evaluations(evals, as_json: bool, extra: dict | None = None) -> None:
+    if as_json:
+        print(json.dumps({**(extra or {}), "runs": {e.run_name: e.means for e in evals}}, indent=2))
+        return
+    from rich.table import Table
+
+    names = list(evals[0].means)
+    table = Table(title=", ".join(f"{k}={v}" for k, v in (extra or {}).items()))
+    table.add_column("run")
+    for name in names:
+        table.add_column(name, justify="right")
+    for e in evals:
+        table.add_row(e.run_name, *(f"{e.means[n]:.4f}" for n in names))
+    _console().print(table)
+
+
+@app.command()
+def evaluate(dataset: DatasetOpt, split: Annotated[str, typer.Option(help="qrels split")] = "test",
+             pipeline: PipelineOpt = "bm25", measures: MeasuresOpt = "nDCG@10 MRR@10 R@100",
+             k: Annotated[int, typer.Option("-k", help="retrieval depth")] = 100,
+             run: Annotated[Optional[Path], typer.Option(help="evaluate this TREC run instead")] = None,
+             save_run: Annotated[Optional[Path], typer.Option(help="write the run as a TREC file")] = None,
+             lenient: LenientOpt = False, as_json: JsonOpt = False) -> None:
+    """Run a pipeline on a split's queries and score it against the qrels."""
+    from routerank.data.trec import read_run, write_run
+    from routerank.evaluate.measures import evaluate as score, parse_measures
+
+    parse_measures(measures)
+    ds = _load(dataset, split, lenient)
+    qrels = ds.split_qrels(split)
+    result = read_run(run) if run is not None else _retrieve(ds, pipeline, ds.split_queries(split), k)
+    if save_run is not None:
+        write_run(result, save_run, tag=result.name)
+    evaluation = score(result, qrels, measures)
+    _print_evaluations([evaluation], as_json, {"dataset": ds.name, "split": split, "queries": evaluation.num_queries})
+
+
+@app.command()
+def compare(run_a: Annotated[Path, typer.Argument(help="baseline TREC run")],
+            run_b: Annotated[Path, typer.Argument(help="TREC run to compare")],
+            dataset: DatasetOpt, split: Annotated[str, typer.Option(help="qrels split")] = "test",
+            measures: MeasuresOpt = "nDCG@10 MRR@10 R@100", lenient: LenientOpt = False,
+            trials: Annotated[int, typer.Option(help="randomisation test permutations")] = 10_000,
+            as_json: JsonOpt = False) -> None:
+    """Two runs side by side, with paired t-test and randomisation-test p-values per measure."""
+    from routerank.data.trec import read_run
+    from routerank.evaluate.measures import evaluate as score, parse_measures
+    from routerank.evaluate.significance import paired_test
+
+    parse_measures(measures)
+    a, b = read_run(run_a), read_run(run_b)
+    qrels = _load(dataset, split, lenient).split_qrels(split)
+    ea, eb = score(a, qrels, measures), score(b, qrels, measures)
+    rows = []
+    for name in ea.means:
+        test = paired_test(ea.per_query[name], eb.per_query[name], trials=trials)
+        rows.append({"measure": name, "a": test.mean_a, "b": test.mean_b, "delta": test.delta,
+                     "t_test_p": test.t_pvalue, "randomization_p": test.randomization_pvalue, "queries": test.n})
+    if as_json:
+        print(json.dumps({"a": str(run_a), "b": str(run_b), "split": split, "measures": rows}, indent=2))
+        return
+    from rich.table import Table
+
+    table = Table(title=f"A = {run_a.name}   B = {run_b.name}   ({split}, {rows[0]['queries']} queries)")
+    for col in ("measure", "A", "B", "B-A", "t-test p", "rand. p"):
+        table.add_column(col, justify="left" if col == "measure" else "right")
+    for r in rows:
+        table.add_row(r["measure"], f"{r['a']:.4f}", f"{r['b']:.4f}", f"{r['delta']:+.4f}",
+                      f"{r['t_test_p']:.4g}", f"{r['randomization_p']:.4g}")
+    _console().print(table)
+
+
+def main() -> None:
+    try:
+        app(standalone_mode=True)
+    except RouterankError as exc:
+        print(f"routerank: error: {exc}", file=sys.stderr)
+        sys.exit(2)
+    except KeyboardInterrupt:
+        print("routerank: interrupted", file=sys.stderr)
+        sys.exit(130)
+
+
+if __name__ == "__main__":
+    main()

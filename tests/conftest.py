@@ -1,0 +1,62 @@
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import pytest
+
+from routerank.data.registry import data_root
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _isolated_cache(tmp_path_factory):
+    """Tests never read or write the user's cache unless ROUTERANK_CACHE is set on purpose."""
+    if "ROUTERANK_CACHE" not in os.environ:
+        os.environ["ROUTERANK_CACHE"] = str(tmp_path_factory.mktemp("routerank-cache"))
+    yield
+
+
+def shared_dataset(name: str) -> Path:
+    folder = data_root() / name
+    if not (folder / "corpus.jsonl").exists():
+        pytest.skip(f"dataset {name} not found under {data_root()} (set ROUTERANK_DATA)")
+    return folder
+
+
+@pytest.fixture(scope="session")
+def scifact():
+    from routerank.data.registry import load_dataset
+
+    return load_dataset(str(shared_dataset("scifact")))
+
+
+@pytest.fixture(scope="session")
+def nfcorpus():
+    from routerank.data.registry import load_dataset
+
+    return load_dataset(str(shared_dataset("nfcorpus")))
+
+
+def write_jsonl(path: Path, records) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("".join(json.dumps(r) + "\n" for r in records), encoding="utf-8")
+    return path
+
+
+@pytest.fixture
+def tiny_beir(tmp_path: Path) -> Path:
+    """A small valid BEIR folder that tests then break one way at a time."""
+    folder = tmp_path / "tiny"
+    write_jsonl(folder / "corpus.jsonl", [
+        {"_id": "d1", "title": "Aspirin", "text": "Aspirin reduces the risk of heart attack."},
+        {"_id": "d2", "title": "Statins", "text": "Statins lower cholesterol in adults."},
+        {"_id": "d3", "title": "Only a title", "text": ""},
+    ])
+    write_jsonl(folder / "queries.jsonl", [
+        {"_id": "q1", "text": "does aspirin prevent heart attacks", "answers": ["yes"]},
+        {"_id": "q2", "text": "what lowers cholesterol"},
+    ])
+    (folder / "qrels").mkdir()
+    (folder / "qrels" / "test.tsv").write_text("query-id\tcorpus-id\tscore\nq1\td1\t1\nq2\td2\t2\n")
+    return folder

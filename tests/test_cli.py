@@ -1,0 +1,100 @@
+"""The real entry point, in a subprocess: exit codes and stderr are what users see."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+
+def cli(*args: str, env_extra: dict | None = None) -> subprocess.CompletedProcess:
+    env = {**os.environ, **(env_extra or {})}
+    return subprocess.run([sys.executable, "-m", "routerank.cli", *args], capture_output=True, text=True, env=env,
+                          timeout=300)
+
+
+def assert_clean_error(result: subprocess.CompletedProcess, needle: str) -> None:
+    assert result.returncode == 2, result.stderr
+    assert "Traceback" not in result.stderr
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith("routerank: error:") and needle in lines[0], result.stderr
+
+
+def test_datasets_json_lists_shared_collections(scifact):
+    result = cli("datasets", "--json", env_extra={"ROUTERANK_DATA": str(scifact.path.parent)})
+    assert result.returncode == 0, result.stderr
+    listed = {d["name"]: d for d in json.loads(result.stdout)}
+    assert listed["scifact"]["splits"]["test"] == {"queries": 300, "pairs": 339}
+
+
+def test_evaluate_bm25_on_scifact_json(scifact, tmp_path):
+    result = cli("evaluate", "-d", str(scifact.path), "--split", "test", "--pipeline", "bm25", "--json",
+                 "--save-run", str(tmp_path / "bm25.trec"))
+    assert result.returncode == 0, result.stderr
+    scores = json.loads(result.stdout)["runs"]["bm25"]
+    assert scores["nDCG@10"] >= 0.67 and set(scores) == {"nDCG@10", "MRR@10", "R@100"}
+    lines = (tmp_path / "bm25.trec").read_text().splitlines()
+    assert 29_000 < len(lines) <= 300 * 100  # docs matching no query term are not retrieved
+    assert len({line.split()[0] for line in lines}) == 300
+
+
+def test_compare_reports_p_values(scifact, tmp_path):
+    for name, spec in (("a", "bm25"), ("b", "bm25:k1=0.9,b=0.4")):
+        assert cli("evaluate", "-d", str(scifact.path), "-p", spec, "--save-run", str(tmp_path / f"{name}.trec"),
+                   "--json").returncode == 0
+    result = cli("compare", str(tmp_path / "a.trec"), str(tmp_path / "b.trec"), "-d", str(scifact.path),
+                 "--trials", "500", "--json")
+    assert result.returncode == 0, result.stderr
+    rows = {r["measure"]: r for r in json.loads(result.stdout)["measures"]}
+    assert 0 < rows["nDCG@10"]["t_test_p"] <= 1 and rows["nDCG@10"]["queries"] == 300
+
+
+@pytest.mark.parametrize(("args", "needle"), [
+    (("evaluate", "-d", "no-such-dataset"), "no dataset 'no-such-dataset'"),
+    (("evaluate", "-d", "{tiny}", "--split", "dev"), "no qrels for split 'dev'"),
+    (("evaluate", "-d", "{tiny}", "-m", "nDCG@10 bogus@1"), "unknown measure 'bogus@1'"),
+    (("evaluate", "-d", "{tiny}", "-p", "bm26"), "unknown retriever 'bm26'"),
+    (("search", "-d", "{tiny}"), "exactly one of --query or --split"),
+])
+def test_bad_requests_are_one_line_and_exit_2(tiny_beir, args, needle):
+    assert_clean_error(cli(*(a.format(tiny=tiny_beir) for a in args)), needle)
+
+
+@pytest.mark.parametrize(("breakage", "needle"), [
+    (lambda f: (f / "corpus.jsonl").write_text('{"_id": "d1", "text": \n'), "corpus.jsonl:1: malformed JSON"),
+    (lambda f: (f / "queries.jsonl").write_text('{"text": "x"}\n'), 'queries.jsonl:1: record has no "_id"'),
+    (lambda f: (f / "corpus.jsonl").write_bytes(b'{"_id": "d1", "text": "\xff"}\n'), "not UTF-8"),
+    (lambda f: (f / "corpus.jsonl").write_text(""), "file is empty"),
+    (lambda f: (f / "qrels" / "test.tsv").write_text("q1\tghost\t1\n"), "1 judgments name unknown ids"),
+])
+def test_bad_files_are_one_line_and_exit_2(tiny_beir, breakage, needle):
+    breakage(tiny_beir)
+    assert_clean_error(cli("evaluate", "-d", str(tiny_beir)), needle)
+
+
+def test_lenient_drops_and_says_what(tiny_beir):
+    with open(tiny_beir / "qrels" / "test.tsv", "a") as handle:
+        handle.write("q1\tghost\t1\n")
+    result = cli("evaluate", "-d", str(tiny_beir), "--lenient", "--json")
+    assert result.returncode == 0, result.stderr
+    assert "dropped 1 judgments" in result.stderr and "q1/ghost" in result.stderr
+    assert json.loads(result.stdout)["queries"] == 2
+
+
+def test_corrupt_saved_index_is_refused_on_search(tiny_beir, tmp_path):
+    assert cli("index", "-d", str(tiny_beir), "--out", str(tmp_path / "idx")).returncode == 0
+    (tmp_path / "idx" / "doc_ids.json").write_text('["d2", "d1", "d3"]')
+    code = ("import sys\nfrom routerank.retrieve import BM25Retriever\nfrom routerank.errors import CorruptIndexError\n"
+            f"try:\n    BM25Retriever.load({str(tmp_path / 'idx')!r})\nexcept CorruptIndexError as e:\n"
+            "    print(e); sys.exit(3)\n")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert result.returncode == 3 and "checksum" in result.stdout
+
+
+def test_search_one_query_prints_a_table(tiny_beir):
+    result = cli("search", "-d", str(tiny_beir), "-q", "aspirin heart", "-k", "2")
+    assert result.returncode == 0, result.stderr
+    assert "d1" in result.stdout
