@@ -48,6 +48,14 @@ def atomic_dir(path: str | Path) -> Iterator[Path]:
         raise
 
 
+def cache_root() -> Path:
+    """`ROUTERANK_CACHE`, else `$XDG_CACHE_HOME/routerank`, else `~/.cache/routerank`."""
+    configured = os.environ.get("ROUTERANK_CACHE")
+    if configured:
+        return Path(configured).expanduser()
+    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "routerank"
+
+
 def sha256_file(path: str | Path, chunk: int = 1 << 20) -> str:
     h = hashlib.sha256()
     with open(path, "rb") as handle:

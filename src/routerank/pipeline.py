@@ -7,6 +7,9 @@
     hybrid                        rrf(bm25,dense)
     rrf(A,B,...)                  reciprocal rank fusion of any specs
     weighted(0.3*A,0.7*B)         min-max normalised score fusion
+    RETRIEVER>>RERANKER@N         rerank the retriever's top N (e.g. bm25>>ce:/models/ce@100)
+
+Stages chain left to right: `bm25>>ce:/m@100>>pointwise@20` reranks 100, then the top 20 of that.
 """
 
 from __future__ import annotations
@@ -125,10 +128,60 @@ def make_retriever(spec: str | Spec, progress: bool = False):
     return FusionRetriever(children, method=node.name, weights=node.weights or None)
 
 
+DEFAULT_RERANK_DEPTH = 100
+
+
+def split_stages(spec: str) -> tuple[str, list[tuple[str, int]]]:
+    """`bm25>>ce:/m@100` → ("bm25", [("ce:/m", 100)])."""
+    first, *rest = [part.strip() for part in spec.split(">>")]
+    stages = []
+    for part in rest:
+        name, at, depth = part.rpartition("@")
+        if not at:
+            name, depth = part, str(DEFAULT_RERANK_DEPTH)
+        if not name or not depth.isdigit() or int(depth) < 1:
+            raise SpecError(f"bad rerank stage {part!r} in {spec!r}", fix="e.g. bm25>>pointwise@100")
+        stages.append((name, int(depth)))
+    return first, stages
+
+
+@dataclass
+class Pipeline:
+    """A retriever followed by rerank stages; searches like a retriever."""
+
+    retriever: object
+    stages: list[tuple[object, int]]
+    corpus: Corpus
+
+    @property
+    def name(self) -> str:
+        return ">>".join([self.retriever.name, *(f"{r.name}@{d}" for r, d in self.stages)])
+
+    def search(self, queries, k: int = 100):
+        from routerank.retrieve.base import as_query_list
+
+        query_list = as_query_list(queries)
+        depth = max([k, *(d for _, d in self.stages)])
+        run = self.retriever.search(query_list, depth)
+        for reranker, stage_depth in self.stages:
+            run = reranker.rerank_run(query_list, run, self.corpus, stage_depth)
+        return run.top(k)
+
+
 def build(spec: str, corpus: Corpus, *, cache: bool = True, cache_dir: str | Path | None = None,
-          rebuild: bool = False, progress: bool = False):
-    """A retriever for `spec`, indexed on `corpus`; leaf indexes come from (and go to) the cache."""
-    return _ready(make_retriever(spec, progress), corpus, cache, cache_dir, rebuild)
+          rebuild: bool = False, progress: bool = False, reranker_options: dict | None = None):
+    """A retriever (or a Pipeline, if `spec` has `>>` stages) for `spec`, indexed on `corpus`.
+
+    Leaf indexes come from (and go to) the cache.
+    """
+    first, stages = split_stages(spec)
+    retriever = _ready(make_retriever(first, progress), corpus, cache, cache_dir, rebuild)
+    if not stages:
+        return retriever
+    from routerank.rerank.registry import make_reranker
+
+    rerankers = [(make_reranker(name, **(reranker_options or {})), depth) for name, depth in stages]
+    return Pipeline(retriever, rerankers, corpus)
 
 
 def _ready(retriever, corpus: Corpus, cache: bool, cache_dir, rebuild: bool):

@@ -8,25 +8,16 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import sys
 from pathlib import Path
 from typing import Any
 
 from routerank.data.types import Corpus
 from routerank.errors import CorruptIndexError, StaleIndexError
-from routerank.fsutil import atomic_dir, sha256_file
+from routerank.fsutil import atomic_dir, cache_root, sha256_file
 
 MANIFEST = "manifest.json"
 FORMAT_VERSION = 1
-
-
-def cache_root() -> Path:
-    configured = os.environ.get("ROUTERANK_CACHE")
-    if configured:
-        return Path(configured).expanduser()
-    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
-    return Path(base) / "routerank"
 
 
 def index_key(kind: str, config: dict[str, Any], fingerprint: str) -> str:

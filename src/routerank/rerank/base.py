@@ -1,0 +1,108 @@
+"""The Reranker role: reorder a query's candidates; the batch form reranks a whole run."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+from types import MappingProxyType
+from typing import Protocol, runtime_checkable
+
+import numpy as np
+
+from routerank.data.types import Corpus, Document, Query, Ranking, Run
+from routerank.errors import RouterankError
+
+DocsLike = Sequence[Document] | Sequence[str]
+
+
+@runtime_checkable
+class Reranker(Protocol):
+    name: str
+
+    def rerank(self, query: Query | str, docs: DocsLike, top_k: int | None = None) -> Ranking: ...
+
+    def rerank_run(self, queries: Iterable[Query] | Mapping[str, Query], run: Run, corpus: Corpus,
+                   depth: int = 100) -> Run: ...
+
+
+def as_documents(docs: DocsLike) -> list[Document]:
+    """Documents as given, or plain strings numbered "0", "1", ... in input order."""
+    out = []
+    for i, doc in enumerate(docs):
+        if isinstance(doc, Document):
+            out.append(doc)
+        elif isinstance(doc, str):
+            out.append(Document(str(i), doc))
+        else:
+            raise TypeError(f"expected Document or str, got {type(doc).__name__}")
+    return out
+
+
+def as_query(query: Query | str) -> Query:
+    return query if isinstance(query, Query) else Query("q0", query)
+
+
+def candidates(run: Run, query_id: str, corpus: Corpus, depth: int) -> list[Document]:
+    ranking = run[query_id] if query_id in run else Ranking()
+    missing = [d for d in ranking.doc_ids[:depth] if d not in corpus]
+    if missing:
+        raise RouterankError(f"run names {len(missing)} documents not in the corpus, e.g. {missing[:3]}",
+                             fix="rerank a run made on the same corpus")
+    return [corpus[d] for d in ranking.doc_ids[:depth]]
+
+
+def merge_below(reranked: Ranking, original: Ranking, depth: int) -> Ranking:
+    """Reranked head, then the retriever's tail below it (kept for deep-cutoff recall)."""
+    tail = original.doc_ids[depth:]
+    if not tail:
+        return reranked
+    floor = min(reranked.scores, default=0.0)
+    tail_scores = tuple(floor - 1.0 - i for i in range(len(tail)))
+    return Ranking(reranked.doc_ids + tail, reranked.scores + tail_scores)
+
+
+class BaseReranker:
+    """Shared batch form: rerank each query's top `depth` from a run, keeping the tail below."""
+
+    name: str = "reranker"
+
+    def rerank(self, query: Query | str, docs: DocsLike, top_k: int | None = None) -> Ranking:
+        raise NotImplementedError
+
+    def rerank_run(self, queries: Iterable[Query] | Mapping[str, Query], run: Run, corpus: Corpus,
+                   depth: int = 100) -> Run:
+        from routerank.retrieve.base import as_query_list
+
+        out = {}
+        for query in as_query_list(queries):
+            docs = candidates(run, query.id, corpus, depth)
+            reranked = self.rerank(query, docs) if docs else Ranking()
+            out[query.id] = merge_below(reranked, run[query.id] if query.id in run else Ranking(), depth)
+        return Run(MappingProxyType(out), f"{run.name}>>{self.name}")
+
+
+class PointwiseReranker(BaseReranker):
+    """A reranker that scores (query, doc) pairs independently; batches all pairs of a run at once."""
+
+    def score_pairs(self, pairs: Sequence[tuple[str, str]]) -> np.ndarray:
+        raise NotImplementedError
+
+    def rerank(self, query: Query | str, docs: DocsLike, top_k: int | None = None) -> Ranking:
+        query, documents = as_query(query), as_documents(docs)
+        scores = self.score_pairs([(query.text, d.full_text) for d in documents])
+        return Ranking.from_scores(dict(zip((d.id for d in documents), scores.tolist())), top_k)
+
+    def rerank_run(self, queries: Iterable[Query] | Mapping[str, Query], run: Run, corpus: Corpus,
+                   depth: int = 100) -> Run:
+        from routerank.retrieve.base import as_query_list
+
+        query_list = as_query_list(queries)
+        per_query = [(q, candidates(run, q.id, corpus, depth)) for q in query_list]
+        pairs = [(q.text, d.full_text) for q, docs in per_query for d in docs]
+        scores = self.score_pairs(pairs).tolist() if pairs else []
+        out, start = {}, 0
+        for query, docs in per_query:
+            chunk = scores[start:start + len(docs)]
+            start += len(docs)
+            reranked = Ranking.from_scores(dict(zip((d.id for d in docs), chunk)))
+            out[query.id] = merge_below(reranked, run[query.id] if query.id in run else Ranking(), depth)
+        return Run(MappingProxyType(out), f"{run.name}>>{self.name}")

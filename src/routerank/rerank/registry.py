@@ -1,0 +1,42 @@
+"""Reranker spec strings → rerankers, importing each family only when named.
+
+    pointwise:<llm>      yes/no next-token softmax (default llm: smollm2)
+    qlm:<llm>            mean log P(query | doc)
+    ce:<folder>          sentence-transformers CrossEncoder
+    listwise:<llm>       RankGPT-style sliding window
+    icr:<llm>            in-context reranking from attention (2 forward passes)
+    idcm:<selector>,<scorer>   passage cascade for long documents
+"""
+
+from __future__ import annotations
+
+import importlib
+
+from routerank.errors import SpecError
+
+FAMILIES = {
+    "pointwise": "routerank.rerank.pointwise:PointwiseLLMReranker",
+    "qlm": "routerank.rerank.qlm:QueryLikelihoodReranker",
+    "ce": "routerank.rerank.cross_encoder:CrossEncoderReranker",
+    "listwise": "routerank.rerank.listwise:ListwiseReranker",
+    "icr": "routerank.rerank.icr:ICRReranker",
+    "idcm": "routerank.rerank.idcm:IDCMReranker",
+}
+
+
+def reranker_class(family: str):
+    if family not in FAMILIES:
+        raise SpecError(f"unknown reranker {family!r}", fix=f"choose one of {sorted(FAMILIES)}")
+    module, attr = FAMILIES[family].split(":")
+    try:
+        return getattr(importlib.import_module(module), attr)
+    except ModuleNotFoundError as exc:
+        if exc.name and exc.name.startswith("routerank"):
+            raise SpecError(f"reranker family {family!r} is not available in this version") from None
+        raise
+
+
+def make_reranker(spec: str, **options):
+    """`family:arg` → a reranker; each family's `from_spec(arg, **options)` reads its own argument."""
+    family, _, arg = spec.strip().partition(":")
+    return reranker_class(family).from_spec(arg.strip(), **options)
