@@ -1,0 +1,50 @@
+"""Query likelihood: score = mean log P(query tokens | document) under the same decoder backbone.
+
+A 135M model's yes/no judgement is near random zero-shot, while the likelihood of the query given the
+document does separate relevant from irrelevant (UPR, Sachan et al. 2022), so this is the zero-shot baseline.
+"""
+
+from __future__ import annotations
+
+from routerank.rerank.pointwise import PointwiseLLMReranker
+
+QLM_PROMPT = "Passage: {document}\nPlease write a question based on this passage.\nQuestion:"
+
+
+class QueryLikelihoodReranker(PointwiseLLMReranker):
+    kind = "qlm"
+
+    def doc_ids(self, document: str) -> list[int]:
+        passage = self._ids(" " + document)[: self.max_doc_tokens]
+        head, _, tail = QLM_PROMPT.partition(" {document}")
+        return self._ids(head) + passage + self._ids(tail)
+
+    def _score_query(self, query: str, docs: list[str], bar) -> list[float]:
+        query_ids = self._ids(" " + query.strip())
+        rows = [self.doc_ids(doc) + query_ids for doc in docs]
+        scores = [0.0] * len(rows)
+        for batch in self._batches([len(r) for r in rows]):
+            values = self._likelihood([rows[i] for i in batch], len(query_ids))
+            for i, value in zip(batch, values):
+                scores[i] = value
+            bar.update(len(batch))
+        return scores
+
+    def _likelihood(self, rows: list[list[int]], query_len: int) -> list[float]:
+        import torch
+
+        width = max(len(r) for r in rows)
+        ids = torch.full((len(rows), width), self.tokenizer.pad_token_id or 0, dtype=torch.long)
+        mask = torch.zeros_like(ids)
+        for i, row in enumerate(rows):
+            ids[i, : len(row)] = torch.tensor(row)
+            mask[i, : len(row)] = 1
+        with torch.inference_mode():
+            hidden = self._decoder(input_ids=ids.to(self.device), attention_mask=mask.to(self.device)).last_hidden_state
+            self.forward_passes += 1
+            starts = torch.tensor([len(r) - query_len - 1 for r in rows])
+            positions = starts.unsqueeze(1) + torch.arange(query_len)
+            picked = hidden[torch.arange(len(rows)).unsqueeze(1), positions.to(self.device)]
+            logits = self.model.get_output_embeddings()(picked).to(torch.float32).log_softmax(-1)
+            targets = ids[torch.arange(len(rows)).unsqueeze(1), positions + 1].to(self.device)
+            return logits.gather(-1, targets.unsqueeze(-1)).squeeze(-1).mean(-1).cpu().tolist()
