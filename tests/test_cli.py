@@ -98,3 +98,17 @@ def test_search_one_query_prints_a_table(tiny_beir):
     result = cli("search", "-d", str(tiny_beir), "-q", "aspirin heart", "-k", "2")
     assert result.returncode == 0, result.stderr
     assert "d1" in result.stdout
+
+
+@pytest.mark.slow
+def test_evaluate_a_rerank_pipeline_on_a_sample(scifact):
+    result = cli("evaluate", "-d", str(scifact.path), "-p", "bm25>>qlm@3", "--sample", "2", "--rerank-opt",
+                 "max_doc_tokens=32", "--json")
+    assert result.returncode == 0, result.stderr
+    out = json.loads(result.stdout)
+    assert out["queries"] == 2 and "bm25>>qlm" in out["runs"]
+
+
+def test_unknown_rerank_option_is_one_line(tiny_beir):
+    assert_clean_error(cli("evaluate", "-d", str(tiny_beir), "-p", "bm25>>pointwise@2", "--rerank-opt", "nope"),
+                       "bad --rerank-opt")

@@ -39,10 +39,36 @@ def _load(dataset: str, split: str | None, lenient: bool):
     return load_dataset(dataset, splits=None if split is None else [split], lenient=lenient, on_drop=_report_drops)
 
 
-def _retrieve(ds, pipeline: str, queries, k: int, rebuild: bool = False):
+def _parse_options(items: list[str] | None) -> dict:
+    """`--rerank-opt max_doc_tokens=128` → {"max_doc_tokens": 128}; numbers become numbers."""
+    options = {}
+    for item in items or []:
+        key, eq, value = item.partition("=")
+        if not eq or not key.isidentifier():
+            raise RouterankError(f"bad --rerank-opt {item!r}", fix="use KEY=VALUE, e.g. max_doc_tokens=128")
+        for cast in (int, float):
+            try:
+                options[key] = cast(value)
+                break
+            except ValueError:
+                continue
+        else:
+            options[key] = {"true": True, "false": False}.get(value.lower(), value)
+    return options
+
+
+def _sample(queries, sample: int | None, seed: int):
+    import random
+
+    if not sample or sample >= len(queries):
+        return queries
+    return sorted(random.Random(seed).sample(queries, sample), key=lambda q: q.id)
+
+
+def _retrieve(ds, pipeline: str, queries, k: int, rebuild: bool = False, rerank_options: dict | None = None):
     from routerank.pipeline import build
 
-    retriever = build(pipeline, ds.corpus, rebuild=rebuild, progress=True)
+    retriever = build(pipeline, ds.corpus, rebuild=rebuild, progress=True, reranker_options=rerank_options)
     return retriever.search(queries, k)
 
 
@@ -143,6 +169,10 @@ def evaluate(dataset: DatasetOpt, split: Annotated[str, typer.Option(help="qrels
              k: Annotated[int, typer.Option("-k", help="retrieval depth")] = 100,
              run: Annotated[Optional[Path], typer.Option(help="evaluate this TREC run instead")] = None,
              save_run: Annotated[Optional[Path], typer.Option(help="write the run as a TREC file")] = None,
+             sample: Annotated[Optional[int], typer.Option(help="a seeded sample of N queries")] = None,
+             seed: Annotated[int, typer.Option(help="seed for --sample")] = 13,
+             rerank_opt: Annotated[Optional[list[str]], typer.Option(
+                 "--rerank-opt", help="KEY=VALUE passed to rerankers, e.g. max_doc_tokens=128")] = None,
              lenient: LenientOpt = False, as_json: JsonOpt = False) -> None:
     """Run a pipeline on a split's queries and score it against the qrels."""
     from routerank.data.trec import read_run, write_run
@@ -150,8 +180,10 @@ def evaluate(dataset: DatasetOpt, split: Annotated[str, typer.Option(help="qrels
 
     parse_measures(measures)
     ds = _load(dataset, split, lenient)
-    qrels = ds.split_qrels(split)
-    result = read_run(run) if run is not None else _retrieve(ds, pipeline, ds.split_queries(split), k)
+    queries = _sample(ds.split_queries(split), sample, seed)
+    qrels = ds.split_qrels(split).subset(q.id for q in queries)
+    result = read_run(run) if run is not None else _retrieve(ds, pipeline, queries, k,
+                                                             rerank_options=_parse_options(rerank_opt))
     if save_run is not None:
         write_run(result, save_run, tag=result.name)
     evaluation = score(result, qrels, measures)

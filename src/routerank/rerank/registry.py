@@ -39,4 +39,11 @@ def reranker_class(family: str):
 def make_reranker(spec: str, **options):
     """`family:arg` → a reranker; each family's `from_spec(arg, **options)` reads its own argument."""
     family, _, arg = spec.strip().partition(":")
-    return reranker_class(family).from_spec(arg.strip(), **options)
+    cls = reranker_class(family)
+    try:
+        return cls.from_spec(arg.strip(), **options)
+    except TypeError as exc:
+        if "unexpected keyword argument" not in str(exc):
+            raise
+        raise SpecError(f"reranker {family!r} does not take that option: {exc}",
+                        fix="check the --rerank-opt names against the reranker's parameters") from None
