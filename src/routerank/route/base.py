@@ -1,0 +1,25 @@
+"""The Router role: map each query to a decision (a domain expert, a retriever, or the generalist)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Protocol, runtime_checkable
+
+GENERALIST = "generalist"
+
+
+@dataclass(frozen=True)
+class RouteDecision:
+    query_id: str
+    choice: str  # a domain label, or GENERALIST when no domain is likely enough
+    confidence: float
+    probabilities: dict[str, float]
+
+
+@runtime_checkable
+class Router(Protocol):
+    name: str
+    labels: Sequence[str]
+
+    def route(self, queries) -> list[RouteDecision]: ...
