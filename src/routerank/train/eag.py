@@ -131,17 +131,21 @@ class EntityAbstractor:
         return self.abstract_pairs([(query, document)])[0]
 
     def abstract_pairs(self, pairs: Sequence[tuple[str, str]], batch_size: int = 64) -> list[AbstractedPair]:
-        texts = [t for pair in pairs for t in pair]
-        docs = (list(self.nlp.pipe(texts, batch_size=batch_size)) if self.granularity != "none"
-                else [None] * len(texts))
+        groups = self.abstract_groups([list(pair) for pair in pairs], batch_size)
+        return [AbstractedPair(texts[0], texts[1], mapping) for texts, mapping in groups]
+
+    def abstract_groups(self, groups: Sequence[Sequence[str]], batch_size: int = 64
+                        ) -> list[tuple[list[str], dict[str, str]]]:
+        """Abstract each group of texts (a query and its documents) with one shared placeholder table."""
+        texts = [t for group in groups for t in group]
+        docs = iter(self.nlp.pipe(texts, batch_size=batch_size) if self.granularity != "none"
+                    else [None] * len(texts))
         out = []
-        for i, (query, document) in enumerate(pairs):
+        for group in groups:
             table: dict[tuple[str, str], str] = {}
             counts: dict[str, int] = {}
-            rendered = [self._replace(text, self.entities(text, doc), table, counts)
-                        for text, doc in ((query, docs[2 * i]), (document, docs[2 * i + 1]))]
-            mapping = {placeholder: surface for (_, surface), placeholder in table.items()}
-            out.append(AbstractedPair(rendered[0], rendered[1], mapping))
+            rendered = [self._replace(text, self.entities(text, next(docs)), table, counts) for text in group]
+            out.append((rendered, {placeholder: surface for (_, surface), placeholder in table.items()}))
         return out
 
     @staticmethod
