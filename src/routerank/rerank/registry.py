@@ -6,6 +6,7 @@
     listwise:<llm>       RankGPT-style sliding window
     icr:<llm>            in-context reranking from attention (2 forward passes)
     idcm:<selector>,<scorer>   passage cascade for long documents
+    r2r:<bank-folder>    route each query to a LoRA domain expert, then rerank with it
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ FAMILIES = {
     "listwise": "routerank.rerank.listwise:ListwiseReranker",
     "icr": "routerank.rerank.icr:ICRReranker",
     "idcm": "routerank.rerank.idcm:IDCMReranker",
+    "r2r": "routerank.route.r2r:R2RReranker",  # routing lives a layer up; named here so pipelines can use it
 }
 
 

@@ -6,7 +6,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Protocol, runtime_checkable
 
-GENERALIST = "generalist"
+from routerank.rerank.experts import GENERALIST
+
+__all__ = ["GENERALIST", "RouteDecision", "Router"]
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,104 @@
+"""A bank of LoRA domain experts over one frozen yes/no reranker backbone.
+
+Adapters are named by domain and switched with peft's `set_adapter`, so a batch whose queries go to
+different experts is scored group by group without reloading any weights. `GENERALIST` scores with the
+adapters disabled, which is exactly the bare backbone.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+
+import numpy as np
+
+from routerank.errors import RouterankError
+from routerank.fsutil import sha256_file
+
+MANIFEST = "routerank_expert.json"
+GENERALIST = "generalist"  # the bare backbone, adapters off
+
+
+class ExpertMismatchError(RouterankError):
+    """An expert trained on another backbone (or template) than the bank's."""
+
+
+def read_manifest(folder: Path) -> dict:
+    path = folder / MANIFEST
+    if not path.exists() or not (folder / "adapter_model.safetensors").exists():
+        raise RouterankError("not an expert folder (needs adapter_model.safetensors and routerank_expert.json)",
+                             path=folder, fix="train one with `routerank train expert`")
+    return json.loads(path.read_text())
+
+
+class ExpertBank:
+    def __init__(self, experts: Mapping[str, str | Path], backbone: str = "smollm2", *, max_doc_tokens: int = 256,
+                 cache: bool = True, progress: bool = False, loaded=None):
+        from peft import PeftModel
+
+        from routerank.models.llm import load_causal_lm, resolve_llm
+        from routerank.rerank.pointwise import PointwiseLLMReranker
+
+        if not experts:
+            raise RouterankError("an expert bank needs at least one expert")
+        if GENERALIST in experts:
+            raise RouterankError(f"{GENERALIST!r} is reserved for the bare backbone")
+        self.folders = {domain: Path(folder) for domain, folder in experts.items()}
+        self.manifests = {domain: read_manifest(folder) for domain, folder in self.folders.items()}
+        fingerprint = resolve_llm(backbone).fingerprint
+        templates = set()
+        for domain, manifest in self.manifests.items():
+            if manifest.get("backbone_fingerprint") != fingerprint:
+                raise ExpertMismatchError(
+                    f"expert {domain!r} was trained on backbone {manifest.get('backbone')!r} "
+                    f"({manifest.get('backbone_fingerprint')}), not {backbone!r} ({fingerprint})",
+                    path=self.folders[domain], fix="load it onto the backbone it was trained on")
+            templates.add(manifest.get("template", "chatml"))
+        if len(templates) != 1:
+            raise ExpertMismatchError(f"experts use different prompt templates {sorted(templates)}")
+        self.backbone, self.domains = backbone, list(self.folders)
+        model, tokenizer = loaded if loaded is not None else load_causal_lm(backbone)
+        first, *rest = self.domains
+        self.peft = PeftModel.from_pretrained(model, str(self.folders[first]), adapter_name=first)
+        for domain in rest:
+            self.peft.load_adapter(str(self.folders[domain]), adapter_name=domain)
+        self.peft.eval()
+        template = templates.pop()
+        # one scorer view per expert: same weights, its own score-cache namespace
+        self.scorers = {GENERALIST: PointwiseLLMReranker.from_model(
+            model, tokenizer, name=backbone, template=template, max_doc_tokens=max_doc_tokens, progress=progress,
+            cache=cache)}
+        for domain in self.domains:
+            digest = sha256_file(self.folders[domain] / "adapter_model.safetensors")[:12]
+            self.scorers[domain] = PointwiseLLMReranker.from_model(
+                model, tokenizer, name=f"{backbone}+{domain}@{digest}", template=template,
+                max_doc_tokens=max_doc_tokens, progress=progress, cache=cache)
+
+    @contextmanager
+    def active(self, expert: str):
+        if expert == GENERALIST:
+            with self.peft.disable_adapter():
+                yield self.scorers[GENERALIST]
+            return
+        if expert not in self.scorers:
+            raise RouterankError(f"no expert {expert!r} in this bank", fix=f"one of {self.domains} or {GENERALIST}")
+        self.peft.set_adapter(expert)
+        yield self.scorers[expert]
+
+    def score_pairs(self, pairs: Sequence[tuple[str, str]], experts: Sequence[str]) -> np.ndarray:
+        """Score each pair with its own expert; pairs are grouped by expert, adapters switched in place."""
+        if len(pairs) != len(experts):
+            raise RouterankError(f"{len(pairs)} pairs but {len(experts)} expert names")
+        scores = np.zeros(len(pairs), dtype=np.float64)
+        for expert in dict.fromkeys(experts):
+            rows = [i for i, e in enumerate(experts) if e == expert]
+            with self.active(expert) as scorer:
+                scores[rows] = scorer.score_pairs([pairs[i] for i in rows])
+        return scores
+
+    def hidden_state(self, texts: Sequence[str]) -> np.ndarray:
+        """The frozen backbone's hidden state (adapters off): what the router reads."""
+        with self.active(GENERALIST) as scorer:
+            return scorer.hidden_state(texts)
