@@ -1,0 +1,214 @@
+"""Listwise LLM reranking with a sliding window (RankGPT-style).
+
+The model sees `window` passages numbered [1]..[n] and answers with a permutation such as `[2] > [1] > [3]`.
+Windows slide from the bottom of the list to the top, `step` at a time, so a strong passage found low in the list
+can climb all the way up. Model answers are parsed forgivingly (see `parse_permutation`): duplicates, unknown ids,
+missing ids and prose are repaired, and every repair is counted, because a small model's "ranking" is often mostly
+repairs and the numbers should say so.
+
+The generator is any `generate(prompt) -> str`; the default runs greedy decoding on a causal LM with its chat
+template.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, fields
+
+from routerank.data.types import Query, Ranking
+from routerank.errors import RouterankError
+from routerank.models.llm import DEFAULT_LLM, load_causal_lm
+from routerank.rerank.base import BaseReranker, DocsLike, as_documents, as_query
+
+Generator = Callable[[str], str]
+
+
+@dataclass(frozen=True)
+class ListwiseTemplate:
+    name: str
+    system: str
+    head: str  # formatted with {count} and {query}
+    passage: str  # formatted with {index} and {passage}
+    tail: str  # formatted with {count} and {query}
+
+    def render(self, query: str, passages: Sequence[str]) -> str:
+        body = "".join(self.passage.format(index=i, passage=p) for i, p in enumerate(passages, start=1))
+        count = len(passages)
+        return self.head.format(count=count, query=query) + body + self.tail.format(count=count, query=query)
+
+
+TEMPLATE = ListwiseTemplate(
+    name="rank-ids",
+    system="You rank search results. You answer only with passage identifiers in order of relevance.",
+    head="Below are {count} passages, each with an identifier in square brackets.\nQuery: {query}\n\n",
+    passage="[{index}] {passage}\n",
+    tail=("\nOrder all {count} passages by how relevant they are to the query: {query}\n"
+          "List the most relevant first, every identifier exactly once, in the form [2] > [1]. "
+          "Write nothing else."),
+)
+
+
+@dataclass(frozen=True)
+class Repairs:
+    """What parsing had to fix. `windows` counts model answers; the rest count fixes across them."""
+
+    windows: int = 0
+    duplicates: int = 0
+    out_of_range: int = 0
+    missing: int = 0
+    extra_text: int = 0  # answers with prose around the list
+    unparsed: int = 0  # answers with no identifier at all
+    repaired_windows: int = 0  # answers that needed any fix
+
+    def __add__(self, other: Repairs) -> Repairs:
+        return Repairs(*(getattr(self, f.name) + getattr(other, f.name) for f in fields(self)))
+
+    @property
+    def total(self) -> int:
+        """Fixes made, not counting the windows themselves."""
+        return self.duplicates + self.out_of_range + self.missing + self.extra_text + self.unparsed
+
+
+@dataclass(frozen=True)
+class Permutation:
+    order: tuple[int, ...]  # 0-based positions into the window, best first; always a full permutation
+    repairs: Repairs
+
+
+_BRACKETED = re.compile(r"\[\s*(\d+)\s*\]")
+_NUMBER = re.compile(r"\d+")
+_LIST_ONLY = re.compile(r"^[\s\[\]\d>,.;]*$")
+
+
+def parse_permutation(text: str, n: int) -> Permutation:
+    """Model answer → a full permutation of 0..n-1: ids read in order, first mention wins, missing ids keep
+    their original order at the end. Bare numbers are read only when no bracketed id is present."""
+    found = [int(m) for m in _BRACKETED.findall(text)] or [int(m) for m in _NUMBER.findall(text)]
+    seen: list[int] = []
+    duplicates = out_of_range = 0
+    for ident in found:
+        if not 1 <= ident <= n:
+            out_of_range += 1
+        elif ident - 1 in seen:
+            duplicates += 1
+        else:
+            seen.append(ident - 1)
+    missing = [i for i in range(n) if i not in seen]
+    repairs = Repairs(windows=1, duplicates=duplicates, out_of_range=out_of_range,
+                      missing=len(missing) if found else 0, extra_text=int(bool(found) and not _LIST_ONLY.match(text)),
+                      unparsed=int(not found))
+    return Permutation(tuple(seen + missing), repairs + Repairs(repaired_windows=int(repairs.total > 0)))
+
+
+def window_starts(n: int, window: int, step: int) -> list[int]:
+    """Start positions, bottom of the list first; the last window always starts at the top."""
+    if n <= window:
+        return [0]
+    starts = list(range(n - window, 0, -step))
+    return starts + [0] if starts[-1] != 0 else starts
+
+
+@dataclass(frozen=True, slots=True)
+class ListwiseRanking(Ranking):
+    """A Ranking that also says how much of it the parser had to repair."""
+
+    repairs: Repairs = Repairs()
+
+
+class ChatGenerator:
+    """Greedy decoding with the tokenizer's chat template; counts decoder forward passes (one per new token)."""
+
+    def __init__(self, model, tokenizer, *, system: str | None = None, max_new_tokens: int = 128):
+        self.model, self.tokenizer, self.system = model, tokenizer, system
+        self.max_new_tokens = max_new_tokens
+        self.forward_passes = 0
+
+    def __call__(self, prompt: str) -> str:
+        import torch
+
+        messages = [{"role": "system", "content": self.system}] if self.system else []
+        ids = self.tokenizer.apply_chat_template([*messages, {"role": "user", "content": prompt}],
+                                                 add_generation_prompt=True, return_tensors="pt", return_dict=True)
+        device = next(self.model.parameters()).device
+        with torch.inference_mode():
+            out = self.model.generate(input_ids=ids["input_ids"].to(device),
+                                      attention_mask=ids["attention_mask"].to(device), do_sample=False,
+                                      max_new_tokens=self.max_new_tokens, pad_token_id=self.tokenizer.pad_token_id,
+                                      temperature=None, top_p=None, top_k=None)
+        new = out[0, ids["input_ids"].shape[1]:]
+        self.forward_passes += int(new.shape[0])
+        return self.tokenizer.decode(new, skip_special_tokens=True)
+
+
+class ListwiseReranker(BaseReranker):
+    kind = "listwise"
+
+    def __init__(self, model: str = DEFAULT_LLM, *, window: int = 20, step: int = 10, max_doc_tokens: int = 128,
+                 generate: Generator | None = None, tokenizer=None, max_new_tokens: int | None = None,
+                 device: str | None = None, dtype: str | None = None, trust_remote_code: bool = False,
+                 _loaded=None):
+        window, step, max_doc_tokens = int(window), int(step), int(max_doc_tokens)
+        if window < 2 or not 1 <= step < window:
+            raise RouterankError(f"bad sliding window (window={window}, step={step})",
+                                 fix="use window >= 2 and 1 <= step < window, e.g. window=20 step=10")
+        if max_doc_tokens < 1:
+            raise RouterankError(f"max_doc_tokens must be positive, got {max_doc_tokens}")
+        self.model_spec, self.template = model, TEMPLATE
+        self.window, self.step, self.max_doc_tokens = window, step, max_doc_tokens
+        self.name = f"{self.kind}:{model}" if model != DEFAULT_LLM else self.kind
+        self.tokenizer = tokenizer
+        if generate is None:
+            if _loaded is None:
+                _loaded = load_causal_lm(model, device=device, dtype=dtype, trust_remote_code=trust_remote_code)
+            llm, self.tokenizer = _loaded
+            generate = ChatGenerator(llm, self.tokenizer, system=self.template.system,
+                                     max_new_tokens=max_new_tokens or self._answer_budget())
+        self.generate = generate
+        self.stats = Repairs()
+
+    @classmethod
+    def from_spec(cls, arg: str, **options) -> ListwiseReranker:
+        return cls(arg or DEFAULT_LLM, **options)
+
+    @classmethod
+    def from_model(cls, model, tokenizer, *, name: str = "custom", **options) -> ListwiseReranker:
+        return cls(name, _loaded=(model, tokenizer), **options)
+
+    @property
+    def forward_passes(self) -> int:
+        return getattr(self.generate, "forward_passes", 0)
+
+    def _answer_budget(self) -> int:
+        """Tokens for a full answer over one window, plus a little room for an end token or a stray word."""
+        answer = " > ".join(f"[{i}]" for i in range(self.window, 0, -1))
+        return len(self.tokenizer(answer, add_special_tokens=False)["input_ids"]) + 8
+
+    def truncate(self, text: str) -> str:
+        """One line of at most `max_doc_tokens` tokens (whitespace words when there is no tokenizer)."""
+        text = " ".join(text.split())
+        if self.tokenizer is None:
+            return " ".join(text.split()[: self.max_doc_tokens])
+        ids = self.tokenizer(text, add_special_tokens=False)["input_ids"]
+        if len(ids) <= self.max_doc_tokens:
+            return text
+        return self.tokenizer.decode(ids[: self.max_doc_tokens]).strip()
+
+    def prompt(self, query: str, passages: Sequence[str]) -> str:
+        return self.template.render(query, [self.truncate(p) for p in passages])
+
+    def rerank(self, query: Query | str, docs: DocsLike, top_k: int | None = None) -> ListwiseRanking:
+        query, documents = as_query(query), as_documents(docs)
+        order = list(range(len(documents)))
+        repairs = Repairs()
+        if len(documents) > 1:
+            for start in window_starts(len(documents), self.window, self.step):
+                span = order[start:start + self.window]
+                answer = self.generate(self.prompt(query.text, [documents[i].full_text for i in span]))
+                permutation = parse_permutation(answer, len(span))
+                order[start:start + len(span)] = [span[i] for i in permutation.order]
+                repairs = repairs + permutation.repairs
+        self.stats = self.stats + repairs
+        kept = order[:top_k] if top_k is not None else order
+        return ListwiseRanking(tuple(documents[i].id for i in kept),
+                               tuple(float(len(order) - rank) for rank in range(len(kept))), repairs)
