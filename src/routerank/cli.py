@@ -225,6 +225,44 @@ def compare(run_a: Annotated[Path, typer.Argument(help="baseline TREC run")],
     _console().print(table)
 
 
+train_app = typer.Typer(no_args_is_help=True, help="Fine-tune rerankers on a dataset's train split.")
+
+
+@train_app.command("cross-encoder")
+def train_cross_encoder(
+        dataset: DatasetOpt,
+        objective: Annotated[str, typer.Option(help="bce (pointwise) | infonce (1 positive vs its negatives)")] = "infonce",
+        negatives: Annotated[int, typer.Option(help="BM25 hard negatives per positive")] = 3,
+        max_queries: Annotated[int, typer.Option(help="train on at most N queries (0 = all)")] = 300,
+        epochs: Annotated[int, typer.Option(help="passes over the training groups")] = 1,
+        max_length: Annotated[int, typer.Option(help="tokens per (query, document) pair")] = 256,
+        lr: Annotated[float, typer.Option(help="peak AdamW learning rate")] = 2e-4,
+        temperature: Annotated[float, typer.Option(help="InfoNCE softmax temperature")] = 1.0,
+        batch_groups: Annotated[int, typer.Option(help="groups (1 positive + negatives) per micro-batch")] = 4,
+        grad_accum: Annotated[int, typer.Option(help="micro-batches per optimizer step")] = 1,
+        holdout: Annotated[int, typer.Option(help="train-split queries kept out of training, as a dev set")] = 0,
+        split: Annotated[str, typer.Option(help="qrels split to train on")] = "train",
+        base_model: Annotated[str, typer.Option(help="encoder to start from (model spec)")] = "minilm",
+        out: Annotated[Optional[Path], typer.Option(help="model folder (default: cache/models/ce-DATASET-OBJECTIVE)")] = None,
+        seed: Annotated[int, typer.Option(help="seed for sampling, negatives, head init and shuffling")] = 13,
+        as_json: JsonOpt = False) -> None:
+    """Fine-tune a cross-encoder with BM25 hard negatives; the folder it writes reranks as `ce:<folder>`."""
+    from routerank.train.cross_encoder import CrossEncoderTrainConfig, train_cross_encoder as train
+
+    config = CrossEncoderTrainConfig(
+        dataset, objective=objective, base_model=base_model, split=split, negatives=negatives,
+        max_queries=max_queries or None, epochs=epochs, max_length=max_length, batch_groups=batch_groups,
+        grad_accum=grad_accum, lr=lr, temperature=temperature, holdout=holdout, seed=seed)
+    result = train(config, out)
+    if as_json:
+        print(json.dumps({"path": str(result.path), **result.manifest}, indent=2))
+    print(f"trained {result.groups:,} groups for {result.steps} steps in {result.seconds:.0f}s "
+          f"(loss {result.first_loss:.4f} -> {result.last_loss:.4f}); rerank with ce:{result.path}", file=sys.stderr)
+
+
+app.add_typer(train_app, name="train")
+
+
 def main() -> None:
     try:
         app(standalone_mode=True)

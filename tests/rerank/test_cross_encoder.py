@@ -1,0 +1,111 @@
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from routerank.errors import SpecError
+from routerank.rerank.registry import make_reranker
+
+
+@pytest.fixture(scope="module")
+def ce_folder(tmp_path_factory):
+    """MiniLM with a fresh, seeded 1-logit head, saved the way the trainer saves: untrained but a real CrossEncoder."""
+    import torch
+
+    from routerank.train.cross_encoder import new_cross_encoder
+
+    torch.manual_seed(0)
+    folder = tmp_path_factory.mktemp("ce") / "fresh"
+    new_cross_encoder("minilm", max_length=64, device="cpu").save_pretrained(str(folder), create_model_card=False)
+    return folder
+
+
+@pytest.fixture(scope="module")
+def reranker(ce_folder):
+    return make_reranker(f"ce:{ce_folder}", device="cpu", progress=False)
+
+
+def test_import_routerank_rerank_cross_encoder_loads_no_torch():
+    code = ("import sys, routerank.rerank.cross_encoder, routerank.train.cross_encoder\n"
+            "print([m for m in ('torch', 'transformers', 'sentence_transformers') if m in sys.modules])\n")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert result.stdout.strip() == "[]"
+
+
+@pytest.mark.parametrize("arg", ["", "/no/such/folder"])
+def test_missing_folder_is_a_spec_error_that_says_how_to_train_one(arg):
+    with pytest.raises(SpecError, match="routerank train cross-encoder"):
+        make_reranker(f"ce:{arg}")
+
+
+def test_an_embedding_model_is_refused(tmp_path):
+    from routerank.models.spec import resolve_model
+
+    with pytest.raises(SpecError, match="not a cross-encoder"):
+        make_reranker(f"ce:{resolve_model('minilm').location}")
+
+
+def test_a_folder_without_weights_or_with_bad_config_is_refused(tmp_path):
+    (tmp_path / "config.json").write_text(json.dumps({"architectures": ["BertForSequenceClassification"]}))
+    with pytest.raises(SpecError, match="no weights"):
+        make_reranker(f"ce:{tmp_path}")
+    (tmp_path / "model.safetensors").write_bytes(b"")
+    (tmp_path / "config.json").write_text("{not json")
+    with pytest.raises(SpecError, match="not valid JSON"):
+        make_reranker(f"ce:{tmp_path}")
+
+
+def test_unknown_option_is_a_spec_error(ce_folder):
+    with pytest.raises(SpecError, match="does not take that option"):
+        make_reranker(f"ce:{ce_folder}", max_doc_tokens=128)
+
+
+def test_loads_by_spec_with_its_saved_max_length_and_an_override(reranker, ce_folder):
+    assert reranker.name == f"ce:{ce_folder}"
+    assert reranker.max_length == 64
+    assert make_reranker(f"ce:{ce_folder}", max_length=32, device="cpu").max_length == 32
+
+
+def test_scores_are_raw_logits_independent_of_batching(reranker, scifact):
+    docs = [d.full_text for d in scifact.corpus.documents[:7]]
+    pairs = [("does aspirin prevent heart attacks", d) for d in docs]
+    batched = reranker.score_pairs(pairs)
+    reranker.batch_size = 2
+    try:
+        small_batches = reranker.score_pairs(pairs)
+    finally:
+        reranker.batch_size = 32
+    one_by_one = np.concatenate([reranker.score_pairs([p]) for p in pairs])
+    assert batched.shape == (7,) and batched.dtype == np.float64
+    np.testing.assert_allclose(batched, small_batches, atol=1e-5)
+    np.testing.assert_allclose(batched, one_by_one, atol=1e-5)
+    assert len(set(np.round(batched, 6))) > 1
+    assert reranker.score_pairs([]).shape == (0,)
+
+
+def test_rerank_orders_documents_by_score(reranker):
+    docs = ["Aspirin lowers heart attack risk.", "Cats sleep a lot.", "Statins lower cholesterol."]
+    ranking = reranker.rerank("aspirin and heart attacks", docs)
+    scores = reranker.score_pairs([("aspirin and heart attacks", d) for d in docs])
+    assert list(ranking.doc_ids) == [str(i) for i in np.argsort(-scores, kind="stable")]
+    assert list(ranking.scores) == sorted(ranking.scores, reverse=True)
+
+
+def test_pipeline_reranks_a_permutation_of_bm25_top_10(ce_folder, reranker, scifact):
+    from routerank.pipeline import build
+
+    queries = scifact.split_queries("test")[:4]
+    bm25 = build("bm25", scifact.corpus).search(queries, 10)
+    pipeline = build(f"bm25>>ce:{ce_folder}@10", scifact.corpus, reranker_options={"device": "cpu"})
+    run = pipeline.search(queries, 10)
+    assert run.name.endswith(f">>ce:{ce_folder}")
+    for query in queries:
+        got, base = run[query.id], bm25[query.id]
+        assert sorted(got.doc_ids) == sorted(base.doc_ids)
+        expected = reranker.score_pairs([(query.text, scifact.corpus[d].full_text) for d in got.doc_ids])
+        np.testing.assert_allclose(got.scores, expected, atol=1e-5)
+        assert list(got.scores) == sorted(got.scores, reverse=True)

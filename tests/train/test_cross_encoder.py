@@ -1,0 +1,179 @@
+from __future__ import annotations
+
+import json
+import math
+
+import numpy as np
+import pytest
+
+from routerank.errors import RouterankError, SpecError
+from routerank.train.cross_encoder import (
+    LOG,
+    MANIFEST,
+    CrossEncoderTrainConfig,
+    group_loss,
+    mean_loss,
+    mine_pools,
+    new_cross_encoder,
+    sample_groups,
+    select_queries,
+    train_cross_encoder,
+)
+
+TINY = dict(max_queries=12, negatives=1, max_length=48, epochs=3, batch_groups=4, lr=2e-4, seed=7)
+
+
+@pytest.mark.parametrize("bad, match", [
+    (dict(objective="listwise"), "unknown objective"),
+    (dict(negatives=0), "negatives must be at least 1"),
+    (dict(negatives=5, negative_depth=3), "negative_depth"),
+    (dict(max_length=1024), "max_length"),
+    (dict(max_queries=0), "max_queries"),
+    (dict(temperature=0.0), "positive"),
+])
+def test_bad_config_is_a_spec_error(bad, match):
+    with pytest.raises(SpecError, match=match):
+        CrossEncoderTrainConfig("scifact", **bad)
+
+
+def test_default_output_folder_is_in_the_cache(monkeypatch, tmp_path):
+    monkeypatch.setenv("ROUTERANK_CACHE", str(tmp_path))
+    config = CrossEncoderTrainConfig("/data/beir/scifact", objective="bce")
+    assert config.default_out() == tmp_path / "models" / "ce-scifact-bce"
+
+
+def test_losses_on_known_logits():
+    import torch
+
+    flat = torch.zeros(2, 4)
+    assert math.isclose(float(group_loss("infonce", flat)), math.log(4), rel_tol=1e-6)
+    assert math.isclose(float(group_loss("bce", flat)), math.log(2), rel_tol=1e-6)
+    separated = torch.tensor([[5.0, -5.0, -5.0]])
+    assert float(group_loss("infonce", separated)) < 1e-3
+    assert float(group_loss("bce", separated)) < 1e-2
+    sharper = float(group_loss("infonce", torch.tensor([[1.0, 0.0]]), temperature=0.1))
+    assert sharper < float(group_loss("infonce", torch.tensor([[1.0, 0.0]]), temperature=1.0))
+    with pytest.raises(SpecError):
+        group_loss("hinge", flat)
+
+
+def test_select_queries_holds_out_a_seeded_disjoint_dev_set(scifact):
+    train, held = select_queries(scifact, "train", 50, seed=3, holdout=20)
+    again, held_again = select_queries(scifact, "train", 50, seed=3, holdout=20)
+    assert len(train) == 50 and len(held) == 20
+    assert [q.id for q in train] == [q.id for q in again] and [q.id for q in held] == [q.id for q in held_again]
+    assert not {q.id for q in train} & {q.id for q in held}
+    qrels = scifact.split_qrels("train")
+    assert all(qrels.relevant(q.id) for q in train + held)
+    everything, _ = select_queries(scifact, "train", None, seed=3)
+    assert len(everything) == len([q for q in scifact.split_queries("train") if qrels.relevant(q.id)])
+    with pytest.raises(RouterankError, match="too few"):
+        select_queries(scifact, "train", None, seed=3, holdout=10_000)
+
+
+def test_hard_negatives_come_from_bm25_skip_relevant_documents_and_are_redrawn_per_seed(scifact):
+    from routerank.pipeline import build
+
+    queries, _ = select_queries(scifact, "train", 10, seed=1)
+    pools = mine_pools(scifact, queries, "train", depth=10, minimum=3, seed=1)
+    qrels = scifact.split_qrels("train")
+    bm25 = build("bm25", scifact.corpus).search(queries, 30)
+    text_of = {d.full_text: d.id for d in scifact.corpus.documents}
+    for query, pool in zip(queries, pools):
+        relevant = qrels.relevant(query.id)
+        assert pool.query_id == query.id and {text_of[p] for p in pool.positives} == relevant
+        assert [text_of[n] for n in pool.negatives] == [d for d in bm25[query.id].doc_ids if d not in relevant][:10]
+
+    groups = sample_groups(pools, negatives=3, seed=1)
+    assert len(groups) == sum(len(qrels.relevant(q.id)) for q in queries)
+    for group in groups:
+        assert len(set(group.negatives)) == 3
+        assert group.pairs()[0] == (group.query, group.positive) and len(group.pairs()) == 4
+    assert groups == sample_groups(pools, negatives=3, seed=1)
+    assert groups != sample_groups(pools, negatives=3, seed=2)
+
+
+@pytest.fixture(scope="module", params=["bce", "infonce"])
+def trained(request, scifact, tmp_path_factory):
+    config = CrossEncoderTrainConfig("scifact", objective=request.param, **TINY)
+    out = tmp_path_factory.mktemp("models") / f"ce-{request.param}"
+    return config, train_cross_encoder(config, out, dataset=scifact, device="cpu", progress=False)
+
+
+def _fresh_model(config):
+    import torch
+
+    torch.manual_seed(config.seed)
+    return new_cross_encoder(config.base_model, config.max_length, device="cpu")
+
+
+def test_training_lowers_the_loss_on_its_groups(trained, scifact):
+    config, result = trained
+    queries, _ = select_queries(scifact, "train", config.max_queries, config.seed)
+    pools = mine_pools(scifact, queries, "train", config.negative_depth, config.negatives, config.seed)
+    groups = sample_groups(pools, config.negatives, config.seed)
+    before = mean_loss(_fresh_model(config), groups, config.objective, config.temperature)
+    from routerank.rerank.cross_encoder import load_cross_encoder
+
+    after = mean_loss(load_cross_encoder(result.path, device="cpu"), groups, config.objective, config.temperature)
+    assert after < before - 0.05, (before, after)
+
+
+def test_the_folder_holds_safetensors_a_manifest_and_a_step_log(trained):
+    config, result = trained
+    assert (result.path / "model.safetensors").is_file()
+    assert not list(result.path.parent.glob(".*.tmp"))
+    manifest = json.loads((result.path / MANIFEST).read_text())
+    assert manifest["dataset"] == "scifact" and manifest["config"]["objective"] == config.objective
+    assert manifest["negatives"]["miner"] == "bm25" and manifest["negatives"]["per_group"] == 1
+    assert manifest["steps"] == result.steps and manifest["config"]["seed"] == config.seed
+    assert manifest["seconds"]["training"] > 0 and manifest["queries"] == config.max_queries
+    log = [json.loads(line) for line in (result.path / LOG).read_text().splitlines()]
+    assert [r["step"] for r in log] == list(range(1, result.steps + 1))
+    assert log[0]["loss"] == pytest.approx(result.first_loss, abs=1e-5)
+
+
+def test_the_trained_folder_reranks_as_a_ce_spec_and_differs_from_the_fresh_head(trained, scifact):
+    from routerank.pipeline import build
+    from routerank.rerank.cross_encoder import CrossEncoderReranker
+    from routerank.rerank.registry import make_reranker
+
+    config, result = trained
+    reranker = make_reranker(f"ce:{result.path}", device="cpu", progress=False)
+    assert reranker.max_length == config.max_length
+    queries = scifact.split_queries("test")[:3]
+    pairs = [(q.text, d.full_text) for q in queries for d in scifact.corpus.documents[:4]]
+    fresh = CrossEncoderReranker.from_model(_fresh_model(config), progress=False)
+    assert np.abs(reranker.score_pairs(pairs) - fresh.score_pairs(pairs)).max() > 1e-3
+
+    run = build(f"bm25>>ce:{result.path}@10", scifact.corpus, reranker_options={"device": "cpu"}).search(queries, 10)
+    bm25 = build("bm25", scifact.corpus).search(queries, 10)
+    for query in queries:
+        assert sorted(run[query.id].doc_ids) == sorted(bm25[query.id].doc_ids)
+        expected = reranker.score_pairs([(query.text, scifact.corpus[d].full_text) for d in run[query.id].doc_ids])
+        np.testing.assert_allclose(run[query.id].scores, expected, atol=1e-5)
+
+
+def test_cli_trains_and_reports(scifact, tmp_path):
+    from typer.testing import CliRunner
+
+    from routerank.cli import app
+
+    out = tmp_path / "cli-model"
+    result = CliRunner().invoke(app, ["train", "cross-encoder", "--dataset", str(scifact.path), "--objective", "bce",
+                                      "--max-queries", "4", "--negatives", "1", "--max-length", "32",
+                                      "--out", str(out), "--json"])
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.stdout)["config"]["max_queries"] == 4
+    assert (out / MANIFEST).is_file()
+
+
+def test_cli_bad_objective_is_one_line_and_exit_2(tmp_path):
+    import subprocess
+    import sys
+
+    proc = subprocess.run([sys.executable, "-m", "routerank.cli", "train", "cross-encoder", "--dataset", "scifact",
+                           "--objective", "hinge", "--out", str(tmp_path / "m")], capture_output=True, text=True)
+    assert proc.returncode == 2
+    assert proc.stderr.strip().splitlines() == [
+        "routerank: error: unknown objective 'hinge' (fix: choose one of bce, infonce)"]
