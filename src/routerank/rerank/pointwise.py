@@ -102,6 +102,20 @@ class PointwiseLLMReranker(PointwiseReranker):
     def _ids(self, text: str) -> list[int]:
         return self.tokenizer(text, add_special_tokens=False)["input_ids"]
 
+    def right_pad(self, rows: list[list[int]]):
+        """(ids, attention mask), both [len(rows), longest] on the model's device, pads on the right.
+
+        Causal attention never looks right, so each row's last real token sees exactly its own prompt."""
+        import torch
+
+        width = max(len(r) for r in rows)
+        ids = torch.full((len(rows), width), self.tokenizer.pad_token_id or 0, dtype=torch.long)
+        mask = torch.zeros_like(ids)
+        for i, row in enumerate(rows):
+            ids[i, : len(row)] = torch.tensor(row)
+            mask[i, : len(row)] = 1
+        return ids.to(self.device), mask.to(self.device)
+
     def doc_ids(self, document: str) -> list[int]:
         return self._ids(self.template.document.format(document=document))[: self.max_doc_tokens]
 
@@ -192,13 +206,8 @@ class PointwiseLLMReranker(PointwiseReranker):
     def _forward(self, rows: list[list[int]], prefix_kv) -> list[float]:
         import torch
 
-        width = max(len(r) for r in rows)
-        pad = self.tokenizer.pad_token_id or 0
-        ids = torch.full((len(rows), width), pad, dtype=torch.long)
-        mask = torch.zeros((len(rows), width), dtype=torch.long)
-        for i, row in enumerate(rows):
-            ids[i, : len(row)] = torch.tensor(row)
-            mask[i, : len(row)] = 1
+        ids, mask = self.right_pad(rows)
+        width = ids.shape[1]
         last = torch.tensor([len(r) - 1 for r in rows])
         with torch.inference_mode():
             kwargs = {"use_cache": False}
@@ -206,10 +215,10 @@ class PointwiseLLMReranker(PointwiseReranker):
                 past = copy.deepcopy(prefix_kv)
                 past.batch_repeat_interleave(len(rows))
                 offset = past.get_seq_length()
-                mask = torch.cat([torch.ones((len(rows), offset), dtype=torch.long), mask], dim=1)
+                mask = torch.cat([torch.ones((len(rows), offset), dtype=torch.long, device=mask.device), mask], dim=1)
                 kwargs = {"past_key_values": past, "use_cache": True,
                           "position_ids": (offset + torch.arange(width)).unsqueeze(0).expand(len(rows), -1).to(self.device)}
-            out = self._decoder(input_ids=ids.to(self.device), attention_mask=mask.to(self.device), **kwargs)
+            out = self._decoder(input_ids=ids, attention_mask=mask, **kwargs)
             self.forward_passes += 1
             hidden = out.last_hidden_state[torch.arange(len(rows)), last.to(self.device)].to(torch.float32)
             logits = hidden @ self._answer_rows.to(hidden.device).T
@@ -223,14 +232,9 @@ class PointwiseLLMReranker(PointwiseReranker):
         out = np.zeros((len(rows), self.model.config.hidden_size), dtype=np.float32)
         for start in range(0, len(rows), batch_size):
             chunk = rows[start:start + batch_size]
-            width = max(len(r) for r in chunk)
-            ids = torch.full((len(chunk), width), self.tokenizer.pad_token_id or 0, dtype=torch.long)
-            mask = torch.zeros_like(ids)
-            for i, row in enumerate(chunk):
-                ids[i, : len(row)] = torch.tensor(row)
-                mask[i, : len(row)] = 1
+            ids, mask = self.right_pad(chunk)
             with torch.inference_mode():
-                hidden = self._decoder(input_ids=ids.to(self.device), attention_mask=mask.to(self.device)).last_hidden_state
+                hidden = self._decoder(input_ids=ids, attention_mask=mask).last_hidden_state
             last = torch.tensor([len(r) - 1 for r in chunk], device=self.device)
             out[start:start + len(chunk)] = hidden[torch.arange(len(chunk)), last].to(torch.float32).cpu().numpy()
         return out

@@ -33,18 +33,13 @@ class QueryLikelihoodReranker(PointwiseLLMReranker):
     def _likelihood(self, rows: list[list[int]], query_len: int) -> list[float]:
         import torch
 
-        width = max(len(r) for r in rows)
-        ids = torch.full((len(rows), width), self.tokenizer.pad_token_id or 0, dtype=torch.long)
-        mask = torch.zeros_like(ids)
-        for i, row in enumerate(rows):
-            ids[i, : len(row)] = torch.tensor(row)
-            mask[i, : len(row)] = 1
+        ids, mask = self.right_pad(rows)
         with torch.inference_mode():
-            hidden = self._decoder(input_ids=ids.to(self.device), attention_mask=mask.to(self.device)).last_hidden_state
+            hidden = self._decoder(input_ids=ids, attention_mask=mask).last_hidden_state
             self.forward_passes += 1
             starts = torch.tensor([len(r) - query_len - 1 for r in rows])
             positions = starts.unsqueeze(1) + torch.arange(query_len)
             picked = hidden[torch.arange(len(rows)).unsqueeze(1), positions.to(self.device)]
             logits = self.model.get_output_embeddings()(picked).to(torch.float32).log_softmax(-1)
-            targets = ids[torch.arange(len(rows)).unsqueeze(1), positions + 1].to(self.device)
+            targets = ids[torch.arange(len(rows)).unsqueeze(1), (positions + 1).to(self.device)]
             return logits.gather(-1, targets.unsqueeze(-1)).squeeze(-1).mean(-1).cpu().tolist()

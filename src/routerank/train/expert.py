@@ -146,16 +146,9 @@ class ExpertTrainer:
         import torch
 
         rows = [self.scorer.prompt_ids(q, d) for group in groups for q, d in group]
-        width = max(len(r) for r in rows)
-        pad = self.scorer.tokenizer.pad_token_id or 0
-        ids = torch.full((len(rows), width), pad, dtype=torch.long)
-        mask = torch.zeros_like(ids)
-        for i, row in enumerate(rows):
-            ids[i, : len(row)] = torch.tensor(row)
-            mask[i, : len(row)] = 1
-        device = self.scorer.device
-        hidden = self.scorer._decoder(input_ids=ids.to(device), attention_mask=mask.to(device)).last_hidden_state
-        last = hidden[torch.arange(len(rows)), torch.tensor([len(r) - 1 for r in rows]).to(device)]
+        ids, mask = self.scorer.right_pad(rows)
+        hidden = self.scorer._decoder(input_ids=ids, attention_mask=mask).last_hidden_state
+        last = hidden[torch.arange(len(rows)), torch.tensor([len(r) - 1 for r in rows]).to(ids.device)]
         return (last.float() @ self.answer).view(len(groups), -1)
 
     def dev_loss(self, dev: list[TrainExample]) -> float:
