@@ -60,6 +60,17 @@ def merge_below(reranked: Ranking, original: Ranking, depth: int) -> Ranking:
     return Ranking(reranked.doc_ids + tail, reranked.scores + tail_scores)
 
 
+def assemble_run(per_query: list[tuple[Query, list[Document]]], scores: list[float], run: Run, depth: int,
+                 name: str) -> Run:
+    """Cut one flat list of pair scores back into per-query rankings, each above its retriever tail."""
+    out, start = {}, 0
+    for query, docs in per_query:
+        chunk, start = scores[start:start + len(docs)], start + len(docs)
+        reranked = Ranking.from_scores(dict(zip((d.id for d in docs), chunk)))
+        out[query.id] = merge_below(reranked, run[query.id] if query.id in run else Ranking(), depth)
+    return Run(MappingProxyType(out), name)
+
+
 class BaseReranker:
     """Shared batch form: rerank each query's top `depth` from a run, keeping the tail below."""
 
@@ -99,10 +110,4 @@ class PointwiseReranker(BaseReranker):
         per_query = [(q, candidates(run, q.id, corpus, depth)) for q in query_list]
         pairs = [(q.text, d.full_text) for q, docs in per_query for d in docs]
         scores = self.score_pairs(pairs).tolist() if pairs else []
-        out, start = {}, 0
-        for query, docs in per_query:
-            chunk = scores[start:start + len(docs)]
-            start += len(docs)
-            reranked = Ranking.from_scores(dict(zip((d.id for d in docs), chunk)))
-            out[query.id] = merge_below(reranked, run[query.id] if query.id in run else Ranking(), depth)
-        return Run(MappingProxyType(out), f"{run.name}>>{self.name}")
+        return assemble_run(per_query, scores, run, depth, f"{run.name}>>{self.name}")

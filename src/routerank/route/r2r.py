@@ -11,12 +11,11 @@ import os
 import time
 from collections.abc import Iterable, Mapping
 from pathlib import Path
-from types import MappingProxyType
 
 from routerank.data.types import Corpus, Query, Ranking, Run
 from routerank.errors import RouterankError, SpecError
 from routerank.fsutil import atomic_write
-from routerank.rerank.base import BaseReranker, as_documents, as_query, candidates, merge_below
+from routerank.rerank.base import BaseReranker, as_documents, as_query, assemble_run, candidates
 from routerank.rerank.experts import ExpertBank
 from routerank.route.expert import SoftmaxRouter
 
@@ -77,13 +76,7 @@ class R2RReranker(BaseReranker):
         for (query, docs), expert in zip(per_query, experts):
             pairs += [(query.text, d.full_text) for d in docs]
             names += [expert] * len(docs)
-        scores = self._score(pairs, names)
-        out, start = {}, 0
-        for query, docs in per_query:
-            chunk, start = scores[start:start + len(docs)], start + len(docs)
-            reranked = Ranking.from_scores(dict(zip((d.id for d in docs), chunk)))
-            out[query.id] = merge_below(reranked, run[query.id] if query.id in run else Ranking(), depth)
-        return Run(MappingProxyType(out), f"{run.name}>>{self.name}")
+        return assemble_run(per_query, self._score(pairs, names), run, depth, f"{run.name}>>{self.name}")
 
     def _score(self, pairs, experts) -> list[float]:
         start = time.perf_counter()
