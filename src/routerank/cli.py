@@ -260,7 +260,63 @@ def train_cross_encoder(
           f"(loss {result.first_loss:.4f} -> {result.last_loss:.4f}); rerank with ce:{result.path}", file=sys.stderr)
 
 
+@train_app.command("expert")
+def train_expert_command(
+        dataset: Annotated[str, typer.Option("--dataset", "-d", help="dataset name; comma-separate several to pool")],
+        domain: Annotated[str, typer.Option(help="the expert's domain label (what the router predicts)")],
+        eag: Annotated[bool, typer.Option("--eag/--no-eag", help="stage 1 on entity-abstracted pairs, then original")] = False,
+        granularity: Annotated[str, typer.Option(help="EAG masking: ner | ner+patterns")] = "ner+patterns",
+        objective: Annotated[str, typer.Option(help="contrastive (InfoNCE) | sft (yes/no cross-entropy)")] = "contrastive",
+        backbone: Annotated[str, typer.Option(help="LLM spec of the frozen backbone")] = "smollm2",
+        miner: Annotated[str, typer.Option(help="retriever that mines hard negatives (bm25 | dense)")] = "bm25",
+        negatives: Annotated[int, typer.Option(help="hard negatives per positive")] = 3,
+        max_queries: Annotated[int, typer.Option(help="training queries per dataset (0 = all)")] = 300,
+        dev_queries: Annotated[int, typer.Option(help="dev queries per dataset, for the early stop")] = 50,
+        max_doc_tokens: Annotated[int, typer.Option(help="document tokens kept per pair")] = 128,
+        epochs: Annotated[int, typer.Option(help="passes over the training queries (per stage)")] = 1,
+        lr: Annotated[float, typer.Option(help="AdamW learning rate")] = 2e-4,
+        grad_accum: Annotated[int, typer.Option(help="query groups per optimizer step")] = 4,
+        lora_r: Annotated[int, typer.Option(help="LoRA rank")] = 32,
+        lora_alpha: Annotated[int, typer.Option(help="LoRA alpha")] = 64,
+        out: Annotated[Optional[Path], typer.Option(help="expert folder (default: cache/experts/DOMAIN-HASH)")] = None,
+        seed: Annotated[int, typer.Option(help="seed for sampling, positives, LoRA init and shuffling")] = 13,
+        as_json: JsonOpt = False) -> None:
+    """Train a LoRA domain expert for R2R; rerunning after a kill resumes from the last checkpoint."""
+    from routerank.train.expert import ExpertConfig, train_expert
+
+    config = ExpertConfig(dataset, domain, backbone=backbone, objective=objective, eag=eag, granularity=granularity,
+                          miner=miner, negatives=negatives, max_queries=max_queries or None, dev_queries=dev_queries,
+                          max_doc_tokens=max_doc_tokens, epochs=epochs, lr=lr, grad_accum=grad_accum, lora_r=lora_r,
+                          lora_alpha=lora_alpha, seed=seed)
+    path = train_expert(config, out)
+    manifest = json.loads((path / "routerank_expert.json").read_text())
+    if as_json:
+        print(json.dumps({"path": str(path), **manifest}, indent=2))
+    metrics = manifest["metrics"]
+    print(f"trained expert {domain!r} on {metrics['examples']:,} groups in {metrics['train_seconds']:.0f}s "
+          f"(dev loss {metrics['dev_loss']}); it is at {path}", file=sys.stderr)
+
+
 app.add_typer(train_app, name="train")
+
+experiment_app = typer.Typer(no_args_is_help=True, help="Staged, cached experiments that write reports/.")
+
+
+@experiment_app.command("r2r")
+def experiment_r2r(
+        config: Annotated[Path, typer.Option(help="TOML config, e.g. configs/r2r-cpu.toml")],
+        work_dir: Annotated[Optional[Path], typer.Option(help="stages live here (default: cache/r2r/PROFILE-HASH)")] = None,
+        report: Annotated[Path, typer.Option(help="markdown report; figures go in a folder beside it")] = Path("reports/r2r.md"),
+        max_minutes: Annotated[Optional[float], typer.Option(help="start no new stage after this long")] = None,
+        only: Annotated[Optional[str], typer.Option(help="run only these stage kinds: train,route,score")] = None) -> None:
+    """The R2R multi-domain experiment: trains experts, routes, reranks, and writes the report; resumable."""
+    from routerank.experiments.r2r import main_from_cli
+
+    path = main_from_cli(config, work_dir, report, max_minutes, only)
+    print(f"wrote {path}", file=sys.stderr)
+
+
+app.add_typer(experiment_app, name="experiment")
 
 
 def main() -> None:

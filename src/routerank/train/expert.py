@@ -77,6 +77,7 @@ class TrainState:
     best_dev: float = float("inf")
     bad_evals: int = 0
     done_stages: list[int] = field(default_factory=list)
+    seconds: float = 0.0  # training time over every sitting, checkpoints included
 
 
 def mine_examples(ds: Dataset, queries: list[Query], split: str, negatives: int, miner: str = "bm25",
@@ -138,6 +139,8 @@ class ExpertTrainer:
         self.optimizer = torch.optim.AdamW(self.params, lr=config.lr)
         self.state = TrainState()
         self.log_path = self.state_dir / "log.jsonl"
+        self._mark = time.perf_counter()
+        self.sources: dict = {}  # what the examples came from, recorded in the manifest
 
     # scoring ---------------------------------------------------------------------------------------------
 
@@ -163,6 +166,11 @@ class ExpertTrainer:
 
     # checkpoints -----------------------------------------------------------------------------------------
 
+    def _tick(self) -> None:
+        now = time.perf_counter()
+        self.state.seconds += now - self._mark
+        self._mark = now
+
     def save_state(self) -> None:
         import torch
         from peft import get_peft_model_state_dict
@@ -174,6 +182,7 @@ class ExpertTrainer:
             for name, value in slots.items():
                 tensors[f"optim.{index}.{name}"] = torch.as_tensor(value).detach().contiguous().cpu()
         tensors["rng.torch"] = torch.get_rng_state()
+        self._tick()
         with atomic_dir(self.state_dir) as tmp:
             save_file(tensors, str(tmp / "state.safetensors"))
             meta = {"config": _jsonable(self.config), "state": asdict(self.state),
@@ -222,11 +231,13 @@ class ExpertTrainer:
         resumed = self.load_state()
         stages = [abstracted, train] if abstracted is not None else [train]
         start, steps_this_run = time.perf_counter(), 0
+        self._mark = start
         self.model.train()
         for stage in range(self.state.stage, len(stages)):
             data = stages[stage]
             if stage != self.state.stage:
-                self.state = TrainState(stage=stage, done_stages=[*self.state.done_stages, self.state.stage])
+                self.state = TrainState(stage=stage, done_stages=[*self.state.done_stages, self.state.stage],
+                                        seconds=self.state.seconds)
                 self.optimizer.state.clear()
             while self.state.epoch < self.config.epochs:
                 order = list(range(len(data)))
@@ -260,8 +271,11 @@ class ExpertTrainer:
                 bar.close()
                 self.state.epoch += 1
                 self.state.cursor = 0
-        metrics = {"dev_loss": self.dev_loss(dev) if dev else None, "resumed": resumed,
-                   "train_seconds_this_run": time.perf_counter() - start, "examples": len(train)}
+        self._tick()
+        metrics = {"train_seconds": self.state.seconds, "dev_loss": self.dev_loss(dev) if dev else None,
+                   "resumed": resumed,
+                   "train_seconds_this_run": time.perf_counter() - start, "examples": len(train),
+                   "steps": self.state.step, "stages": len(stages), "device": str(self.scorer.device)}
         return self.save_expert(metrics)
 
     def _step(self, batch: list[TrainExample]) -> float:
@@ -278,7 +292,8 @@ class ExpertTrainer:
 
         manifest = {"domain": self.config.domain, "backbone": self.config.backbone,
                     "backbone_fingerprint": resolve_llm(self.config.backbone).fingerprint,
-                    "template": self.config.template, "config": _jsonable(self.config), "metrics": metrics}
+                    "template": self.config.template, "config": _jsonable(self.config), "metrics": metrics,
+                    "training_data": self.sources}
         with atomic_dir(self.out) as tmp:
             self.model.save_pretrained(str(tmp))
             (tmp / MANIFEST).write_text(json.dumps(manifest, indent=2))
@@ -298,3 +313,72 @@ class TrainingInterrupted(RouterankError):
 
 def _jsonable(config: ExpertConfig) -> dict:
     return json.loads(json.dumps(asdict(config)))
+
+
+# dataset name -> the domain whose entity patterns EAG applies (others get NER only)
+PATTERN_DOMAINS = {"scifact": "medical", "nfcorpus": "medical", "pubmedqa": "medical", "tatqa": "finance",
+                   "coliee-statutes": "legal", "aila-statutes": "legal", "aila-cases": "legal"}
+
+
+@dataclass(frozen=True)
+class PreparedData:
+    train: list[TrainExample]
+    dev: list[TrainExample]
+    abstracted: list[TrainExample] | None
+    sources: dict  # per dataset: splits and query counts, for the manifest
+
+
+def prepare_data(config: ExpertConfig, *, progress: bool = True) -> PreparedData:
+    """Mine (and, with EAG, abstract) the training and dev examples of every dataset in `config.dataset`.
+
+    `dataset` may name several comma-separated datasets: that is pooled training, with `max_queries` and
+    `dev_queries` applied per dataset.
+    """
+    from routerank.data.registry import load_dataset
+
+    names = [n.strip() for n in config.dataset.split(",") if n.strip()]
+    if not names:
+        raise SpecError("ExpertConfig.dataset names no dataset")
+    if config.eag and config.granularity == "none":
+        raise SpecError("EAG with masking granularity 'none' is plain training",
+                        fix="use eag=False, or granularity 'ner' / 'ner+patterns'")
+    train, dev, abstracted, sources = [], [], [] if config.eag else None, {}
+    for name in names:
+        ds = load_dataset(name)
+        train_q, dev_q, train_split, dev_split = split_train_dev(ds, config)
+        examples = mine_examples(ds, train_q, train_split, config.negatives, config.miner, config.seed)
+        dev_examples = mine_examples(ds, dev_q, dev_split, config.negatives, config.miner, config.seed)
+        if not examples:
+            raise RouterankError(f"no training examples from {name!r}: no query had a judged positive and "
+                                 f"{config.negatives} unjudged negatives", fix="lower --negatives or check the qrels")
+        train += examples
+        dev += dev_examples
+        if abstracted is not None:
+            from routerank.train.eag import EntityAbstractor
+
+            domain = PATTERN_DOMAINS.get(name)
+            abstractor = EntityAbstractor(config.granularity, domains=[domain] if domain else [])
+            abstracted += abstract_examples(examples, abstractor)
+        sources[name] = {"train_split": train_split, "dev_split": dev_split, "train_queries": len(train_q),
+                         "train_examples": len(examples), "dev_queries": len(dev_q), "dev_examples": len(dev_examples)}
+        if progress:
+            print(f"{name}: {len(examples)} training groups, {len(dev_examples)} dev groups", flush=True)
+    return PreparedData(train, dev, abstracted, sources)
+
+
+def default_expert_dir(config: ExpertConfig) -> Path:
+    import hashlib
+
+    from routerank.fsutil import cache_root
+
+    digest = hashlib.sha256(json.dumps(_jsonable(config), sort_keys=True).encode()).hexdigest()[:10]
+    return cache_root() / "experts" / f"{config.domain}-{digest}"
+
+
+def train_expert(config: ExpertConfig, out: str | Path | None = None, *, loaded=None, progress: bool = True) -> Path:
+    """Mine data, train (resuming any checkpoint for the same config), and save the expert folder."""
+    out = Path(out) if out is not None else default_expert_dir(config)
+    data = prepare_data(config, progress=progress)
+    trainer = ExpertTrainer(config, out, loaded=loaded, progress=progress)
+    trainer.sources = data.sources
+    return trainer.fit(data.train, data.dev, abstracted=data.abstracted)

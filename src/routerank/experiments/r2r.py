@@ -1,0 +1,426 @@
+"""The R2R multi-domain experiment, staged and cached so it can be finished over several sittings.
+
+    routerank experiment r2r --config configs/r2r-cpu.toml
+
+Every trained adapter and every reranked run is a stage under the work dir (default
+`<cache>/r2r/<profile>-<config hash>`); a stage that is present and was made by the same config is skipped,
+training resumes from its last checkpoint after a kill, and pair scores sit in the on-disk score cache.
+`--max-minutes` stops starting new stages after that long and still writes the report of what exists.
+
+Systems, all reranking the same BM25 candidates of each domain's seeded test queries:
+  (a) generalist: the bare backbone, zero-shot      (b) pooled: one LoRA on all domains' training data
+  (c) experts without EAG, oracle-routed            (d) R2R: EAG experts, chosen per query by the latent router
+  (e) R2R with oracle routing                       (f) the trained cross-encoder (an outside reference)
+Plus the routing table (router and baselines, on every test query), the forgetting matrix (every EAG expert
+on every domain), the cost of misrouting, and the EAG masking-granularity ablation.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import random
+import time
+import tomllib
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from routerank.data.types import Query, Run
+from routerank.errors import RouterankError, SpecError
+from routerank.fsutil import atomic_write, cache_root
+
+MEASURES = "nDCG@5 nDCG@10 MRR@10 R@100"
+SYSTEMS = {  # run name -> (letter, title)
+    "bm25": ("", "BM25 (candidates)"),
+    "generalist": ("a", "generalist backbone, zero-shot"),
+    "pooled": ("b", "one LoRA, all domains pooled"),
+    "plain": ("c", "per-domain experts, no EAG (oracle)"),
+    "r2r": ("d", "R2R: EAG experts + latent router"),
+    "oracle": ("e", "R2R, oracle routing"),
+    "ce": ("f", "cross-encoder (MiniLM, trained)"),
+}
+
+
+@dataclass(frozen=True)
+class R2RConfig:
+    profile: str
+    domains: dict[str, str]  # dataset -> domain label
+    backbone: str = "smollm2"
+    objective: str = "contrastive"
+    train_queries: int | None = 300
+    dev_queries: int = 50
+    negatives: int = 3
+    max_doc_tokens: int = 192
+    epochs: int = 1
+    lr: float = 2e-4
+    grad_accum: int = 4
+    eval_every: int = 25
+    test_queries: int | None = 50  # per domain, seeded; None = all
+    depth: int = 20
+    candidates: int = 100  # BM25 depth kept below the reranked top (R@100)
+    ablation: tuple[str, ...] = ("ner",)  # extra EAG granularities (none = system c, ner+patterns = system e)
+    ablation_domains: tuple[str, ...] = ()  # datasets the ablation runs on; empty = all
+    router_train_queries: int = 300  # per domain
+    router_threshold: float = 0.0  # below it a query goes to the generalist
+    cross_encoder: str | None = None  # reranker spec for system (f)
+    seed: int = 13
+
+    def __post_init__(self):
+        if len(self.domains) < 2:
+            raise SpecError("the R2R experiment needs at least two domains")
+        if len(set(self.domains.values())) != len(self.domains):
+            raise SpecError("two datasets share a domain label", fix="give each dataset its own label")
+        unknown = [d for d in self.ablation_domains if d not in self.domains]
+        if unknown:
+            raise SpecError(f"ablation_domains {unknown} are not among the domains {list(self.domains)}")
+        from routerank.train.eag import GRANULARITIES
+
+        bad = [g for g in self.ablation if g not in GRANULARITIES or g in ("none", "ner+patterns")]
+        if bad:
+            raise SpecError(f"ablation granularities {bad}", fix="'none' and 'ner+patterns' always run; add 'ner'")
+
+    @classmethod
+    def load(cls, path: str | Path) -> R2RConfig:
+        path = Path(path)
+        try:
+            raw = tomllib.loads(path.read_text())
+        except FileNotFoundError:
+            raise RouterankError("no such config file", path=path) from None
+        except tomllib.TOMLDecodeError as exc:
+            raise SpecError(f"not valid TOML: {exc}", path=path) from None
+        known = set(cls.__dataclass_fields__)
+        extra = sorted(set(raw) - known)
+        if extra:
+            raise SpecError(f"unknown config keys {extra}", path=path, fix=f"known keys: {sorted(known)}")
+        for key in ("train_queries", "test_queries"):
+            if raw.get(key) == 0:
+                raw[key] = None  # 0 = all
+        for key in ("ablation", "ablation_domains"):
+            if key in raw:
+                raw[key] = tuple(raw[key])
+        try:
+            return cls(**raw)
+        except TypeError as exc:
+            raise SpecError(str(exc), path=path) from None
+
+    def digest(self) -> str:
+        return hashlib.sha256(json.dumps(asdict(self), sort_keys=True).encode()).hexdigest()[:10]
+
+
+@dataclass
+class Stage:
+    name: str
+    kind: str  # "train" | "score" | "route"
+    done: bool = False
+    seconds: float | None = None
+    note: str = ""
+
+
+class R2RExperiment:
+    def __init__(self, config: R2RConfig, work_dir: str | Path | None = None, *, progress: bool = True,
+                 loaded_factory=None):
+        self.config = config
+        self.work = Path(work_dir) if work_dir else cache_root() / "r2r" / f"{config.profile}-{config.digest()}"
+        self.progress = progress
+        self._loaded_factory = loaded_factory  # () -> (model, tokenizer); tests pass a tiny model
+        self._datasets: dict = {}
+        self._bank = None
+        self.stages: list[Stage] = []
+
+    # data ------------------------------------------------------------------------------------------------
+
+    def dataset(self, name: str):
+        from routerank.data.registry import load_dataset
+
+        if name not in self._datasets:
+            self._datasets[name] = load_dataset(name)
+        return self._datasets[name]
+
+    def test_queries(self, name: str) -> list[Query]:
+        queries = self.dataset(name).split_queries("test")
+        n = self.config.test_queries
+        if n and n < len(queries):
+            queries = sorted(random.Random(self.config.seed).sample(queries, n), key=lambda q: q.id)
+        return queries
+
+    def candidates(self, name: str) -> Run:
+        from routerank.data.trec import read_run, write_run
+        from routerank.pipeline import build
+
+        path = self.work / "candidates" / f"{name}.trec"
+        if path.exists():
+            return read_run(path)
+        run = build("bm25", self.dataset(name).corpus).search(self.test_queries(name), self.config.candidates)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        write_run(run, path, tag="bm25")
+        return run
+
+    # experts ---------------------------------------------------------------------------------------------
+
+    def expert_configs(self) -> dict[str, object]:
+        """Adapter name -> ExpertConfig, in training order (the R2R experts first)."""
+        from routerank.train.expert import ExpertConfig
+
+        c = self.config
+        base = dict(backbone=c.backbone, objective=c.objective, negatives=c.negatives, max_queries=c.train_queries,
+                    dev_queries=c.dev_queries, max_doc_tokens=c.max_doc_tokens, epochs=c.epochs, lr=c.lr,
+                    grad_accum=c.grad_accum, eval_every=c.eval_every, seed=c.seed)
+        out = {}
+        for name, label in c.domains.items():
+            out[f"eag-{name}"] = ExpertConfig(name, label, eag=True, granularity="ner+patterns", **base)
+        out["pooled"] = ExpertConfig(",".join(c.domains), "pooled", **base)
+        for name, label in c.domains.items():
+            out[f"plain-{name}"] = ExpertConfig(name, label, **base)
+        for granularity in c.ablation:
+            for name in c.ablation_domains or c.domains:
+                tag = granularity.replace("+", "_")
+                out[f"eag_{tag}-{name}"] = ExpertConfig(name, c.domains[name], eag=True, granularity=granularity,
+                                                        **base)
+        return out
+
+    def expert_dir(self, adapter: str) -> Path:
+        return self.work / "experts" / adapter
+
+    def expert_ready(self, adapter: str, config) -> bool:
+        from routerank.train.expert import MANIFEST, _jsonable
+
+        manifest = self.expert_dir(adapter) / MANIFEST
+        if not manifest.exists():
+            return False
+        if json.loads(manifest.read_text()).get("config") != _jsonable(config):
+            raise RouterankError(f"expert {adapter!r} in the work dir was trained with another config",
+                                 path=self.expert_dir(adapter), fix="delete it, or use another --work-dir")
+        return True
+
+    def train(self, adapter: str) -> None:
+        from routerank.train.expert import train_expert
+
+        loaded = self._loaded_factory() if self._loaded_factory else None
+        train_expert(self.expert_configs()[adapter], self.expert_dir(adapter), loaded=loaded, progress=self.progress)
+        self._bank = None  # the bank must pick the new adapter up
+
+    # scoring ---------------------------------------------------------------------------------------------
+
+    def bank(self):
+        from routerank.rerank.experts import ExpertBank
+
+        ready = {a: self.expert_dir(a) for a, cfg in self.expert_configs().items() if self.expert_ready(a, cfg)}
+        if self._bank is None or set(self._bank.domains) != set(ready):
+            if not ready:
+                raise RouterankError("no trained expert yet")
+            loaded = self._loaded_factory() if self._loaded_factory else None
+            self._bank = ExpertBank(ready, self.config.backbone, max_doc_tokens=self.config.max_doc_tokens,
+                                    progress=self.progress, loaded=loaded)
+        return self._bank
+
+    def run_path(self, system: str, dataset: str) -> Path:
+        return self.work / "runs" / system / f"{dataset}.trec"
+
+    def score_run(self, system: str, dataset: str, experts: str | dict[str, str]) -> None:
+        """Rerank `dataset`'s candidates with one adapter (or a query -> adapter map) and save the run."""
+        from routerank.data.trec import write_run
+        from routerank.rerank.base import assemble_run, candidates
+
+        ds, run = self.dataset(dataset), self.candidates(dataset)
+        queries = self.test_queries(dataset)
+        per_query = [(q, candidates(run, q.id, ds.corpus, self.config.depth)) for q in queries]
+        pairs, names = [], []
+        for query, docs in per_query:
+            adapter = experts if isinstance(experts, str) else experts[query.id]
+            pairs += [(query.text, d.full_text) for d in docs]
+            names += [adapter] * len(docs)
+        start = time.perf_counter()
+        scores = self.bank().score_pairs(pairs, names).tolist()
+        seconds = time.perf_counter() - start
+        out = assemble_run(per_query, scores, run, self.config.depth, system)
+        path = self.run_path(system, dataset)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        write_run(out, path, tag=system.replace(" ", "_"))
+        self._write_meta(path, {"pairs": len(pairs), "seconds": seconds, "adapters": sorted(set(names))})
+
+    def score_cross_encoder(self, dataset: str) -> None:
+        from routerank.data.trec import write_run
+        from routerank.rerank.registry import make_reranker
+
+        ds = self.dataset(dataset)
+        reranker = make_reranker(self.config.cross_encoder)
+        start = time.perf_counter()
+        out = reranker.rerank_run(self.test_queries(dataset), self.candidates(dataset), ds.corpus, self.config.depth)
+        path = self.run_path("ce", dataset)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        write_run(out, path, tag="ce")
+        self._write_meta(path, {"seconds": time.perf_counter() - start, "reranker": self.config.cross_encoder})
+
+    @staticmethod
+    def _write_meta(path: Path, meta: dict) -> None:
+        with atomic_write(path.with_suffix(".json")) as out:
+            json.dump(meta, out, indent=2)
+
+    # routing ---------------------------------------------------------------------------------------------
+
+    def routing(self) -> dict:
+        """Fit the latent router and its baselines on train queries; score them on every test query."""
+        from routerank.experiments.routing import cached_features, metrics
+        from routerank.route.expert import CentroidRouter, OracleRouter, RandomRouter, SoftmaxRouter
+
+        path = self.work / "router" / "routing.json"
+        if path.exists():
+            return json.loads(path.read_text())
+        c = self.config
+        labels = list(c.domains.values())
+        train, test = [], []
+        for name, label in c.domains.items():
+            pool = self.dataset(name).split_queries("train")
+            pool = random.Random(c.seed).sample(pool, min(c.router_train_queries, len(pool)))
+            train += [(q.text, label) for q in pool]
+            test += [(f"{name}:{q.id}", q.text, label) for q in self.dataset(name).split_queries("test")]
+        backbone = self.bank().hidden_state
+        minilm = None
+
+        def encode_minilm(texts):
+            nonlocal minilm
+            from routerank.retrieve.dense import DenseRetriever
+
+            minilm = minilm or DenseRetriever(progress=False)
+            return minilm.encode(texts, progress=False)
+
+        feats = {}
+        for enc, fn in (("backbone", backbone), ("minilm", encode_minilm)):
+            for group, texts in (("train", [t for t, _ in train]), ("test", [t for _, t, _ in test])):
+                name = f"r2r-{c.backbone if enc == 'backbone' else enc}-{group}"
+                feats[enc, group] = cached_features(name.replace("/", "_").replace(":", "_"), texts, fn)
+        # the latency of routing alone: the router's forward on fresh (uncached) query texts
+        sample = [t for _, t, _ in test[:: max(1, len(test) // 50)]]
+        start = time.perf_counter()
+        backbone(sample)
+        route_seconds_per_query = (time.perf_counter() - start) / max(len(sample), 1)
+
+        def unused(_texts):
+            raise AssertionError("features are precomputed")
+
+        y_train, y_test = [label for _, label in train], [label for _, _, label in test]
+        routers = {
+            "latent-linear (backbone h_q)": ("backbone", SoftmaxRouter(labels, unused, name="latent-linear")),
+            "latent-mlp (backbone h_q)": ("backbone", SoftmaxRouter(labels, unused, hidden=256, name="latent-mlp")),
+            "logreg (MiniLM)": ("minilm", SoftmaxRouter(labels, unused, name="minilm-logreg")),
+            "centroid (backbone h_q)": ("backbone", CentroidRouter(labels, unused)),
+        }
+        report = {"train_queries": len(train), "test_queries": len(test), "labels": labels,
+                  "route_seconds_per_query": route_seconds_per_query, "routers": {}, "decisions": {}}
+        for title, (enc, router) in routers.items():
+            router.fit([t for t, _ in train], y_train, features=feats[enc, "train"])
+            probs = router.predict_proba([t for _, t, _ in test], features=feats[enc, "test"])
+            predicted = [labels[i] if p[i] >= c.router_threshold else "generalist"
+                         for p, i in zip(probs, probs.argmax(1))]
+            report["routers"][title] = {"features": enc, **metrics(y_test, predicted, labels)}
+            if title.startswith("latent-linear"):
+                report["decisions"] = {qid: p for (qid, _, _), p in zip(test, predicted)}
+                router.threshold = c.router_threshold
+                router.features = backbone
+                self._save_bank(router)
+        random_router = RandomRouter(labels, seed=c.seed)
+        queries = [Query(qid, text) for qid, text, _ in test]
+        report["routers"]["random"] = {"features": None, **metrics(
+            y_test, [d.choice for d in random_router.route(queries)], labels)}
+        oracle = OracleRouter(labels, {qid: label for qid, _, label in test})
+        report["routers"]["oracle"] = {"features": None, **metrics(
+            y_test, [d.choice for d in oracle.route(queries)], labels)}
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with atomic_write(path) as out:
+            json.dump(report, out, indent=2)
+        return report
+
+    def _save_bank(self, router) -> None:
+        """A bank folder usable as `r2r:<work>/bank` in any pipeline: the EAG experts plus this router."""
+        from routerank.route.r2r import save_bank
+
+        experts = {label: self.expert_dir(f"eag-{name}") for name, label in self.config.domains.items()}
+        # the bank names adapters by domain label; the router predicts labels
+        save_bank(self.work / "bank", self.config.backbone, experts, router)
+
+    # the plan --------------------------------------------------------------------------------------------
+
+    def plan(self) -> list[tuple[str, str, object]]:
+        """(stage name, kind, action) in order; each action is skipped when its output exists."""
+        c, steps = self.config, []
+        names = list(c.domains)
+        label_to_name = {label: name for name, label in c.domains.items()}
+        configs = self.expert_configs()
+
+        def train(adapter):
+            return (f"train {adapter}", "train", lambda: self.expert_ready(adapter, configs[adapter]),
+                    lambda: self.train(adapter))
+
+        def score(system, dataset, experts):
+            return (f"score {system} on {dataset}", "score", lambda: self.run_path(system, dataset).exists(),
+                    lambda: self.score_run(system, dataset, experts))
+
+        def r2r_score(dataset):
+            def action():
+                decisions = self.routing()["decisions"]
+                chosen = {q.id: decisions[f"{dataset}:{q.id}"] for q in self.test_queries(dataset)}
+                experts = {qid: ("generalist" if label == "generalist" else f"eag-{label_to_name[label]}")
+                           for qid, label in chosen.items()}
+                self.score_run("r2r", dataset, experts)
+            return (f"score r2r on {dataset}", "score", lambda: self.run_path("r2r", dataset).exists(), action)
+
+        for name in names:
+            steps.append(train(f"eag-{name}"))
+        steps.append(("route (latent router + baselines)", "route",
+                      lambda: (self.work / "router" / "routing.json").exists(), self.routing))
+        for name in names:
+            steps += [score("generalist", name, "generalist"), score(f"eag-{name}", name, f"eag-{name}"),
+                      r2r_score(name)]
+        steps.append(train("pooled"))
+        steps += [score("pooled", name, "pooled") for name in names]
+        for name in names:
+            steps += [train(f"plain-{name}"), score(f"plain-{name}", name, f"plain-{name}")]
+        if c.cross_encoder:
+            steps += [(f"score ce on {name}", "score", (lambda n=name: self.run_path("ce", n).exists()),
+                       (lambda n=name: self.score_cross_encoder(n))) for name in names]
+        for expert in names:  # the forgetting matrix, off the diagonal
+            steps += [score(f"eag-{expert}", name, f"eag-{expert}") for name in names if name != expert]
+        for adapter in configs:
+            if adapter.startswith("eag_"):
+                dataset = adapter.split("-", 1)[1]
+                steps += [train(adapter), score(adapter, dataset, adapter)]
+        return steps
+
+    def run(self, max_minutes: float | None = None, only: set[str] | None = None) -> list[Stage]:
+        start = time.perf_counter()
+        self.stages = []
+        stopped = False
+        for name, kind, is_done, action in self.plan():
+            stage = Stage(name, kind)
+            self.stages.append(stage)
+            if is_done():
+                stage.done, stage.note = True, "cached"
+                continue
+            if stopped or (only and kind not in only):
+                stage.note = "pending"
+                continue
+            if max_minutes is not None and time.perf_counter() - start > 60 * max_minutes:
+                stopped, stage.note = True, "pending (time budget reached)"
+                continue
+            if self.progress:
+                print(f"[r2r] {name}", flush=True)
+            began = time.perf_counter()
+            action()
+            stage.done, stage.seconds, stage.note = True, time.perf_counter() - began, "ran"
+        return self.stages
+
+
+def main_from_cli(config_path: Path, work_dir: Path | None, report: Path, max_minutes: float | None,
+                  only: str | None, progress: bool = True) -> Path:
+    from routerank.experiments.r2r_report import write_report
+
+    config = R2RConfig.load(config_path)
+    experiment = R2RExperiment(config, work_dir, progress=progress)
+    kinds = set(only.split(",")) if only else None
+    if kinds and not kinds <= {"train", "route", "score"}:
+        raise SpecError(f"--only {only!r}", fix="a comma list of train, route, score")
+    stages = experiment.run(max_minutes, kinds)
+    return write_report(experiment, stages, report, config_path)
+
+
+__all__ = ["R2RConfig", "R2RExperiment", "SYSTEMS", "Stage", "main_from_cli"]

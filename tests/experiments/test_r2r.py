@@ -1,0 +1,110 @@
+"""The staged R2R experiment runner, end to end on a tiny random-init backbone and real data slices."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from routerank.errors import RouterankError, SpecError
+from routerank.experiments.r2r import R2RConfig, R2RExperiment
+from routerank.experiments.r2r_report import write_report
+
+
+def tiny_config(**overrides) -> R2RConfig:
+    base = dict(profile="test", domains={"scifact": "science", "nfcorpus": "medical"}, train_queries=4,
+                dev_queries=2, negatives=1, max_doc_tokens=24, eval_every=100, test_queries=3, depth=3,
+                candidates=10, ablation=("ner",), ablation_domains=("scifact",), router_train_queries=30)
+    base.update(overrides)
+    return R2RConfig(**base)
+
+
+def factory():
+    from routerank.models.llm import tiny_llm
+
+    return tiny_llm(seed=0)
+
+
+@pytest.fixture(scope="module")
+def finished(tmp_path_factory, scifact, nfcorpus):
+    work = tmp_path_factory.mktemp("r2r")
+    experiment = R2RExperiment(tiny_config(), work / "work", progress=False, loaded_factory=factory)
+    stages = experiment.run()
+    return experiment, stages, work
+
+
+@pytest.mark.slow
+def test_every_stage_runs_and_the_report_has_every_section(finished):
+    experiment, stages, work = finished
+    assert stages and all(s.done and s.note == "ran" for s in stages)
+    report = write_report(experiment, stages, work / "reports" / "r2r.md")
+    text = report.read_text()
+    for section in ("## nDCG@10", "## MRR@10", "## R@100", "## Routing", "## Forgetting matrix",
+                    "## The cost of misrouting", "## EAG masking granularity", "## Training", "## The claims"):
+        assert section in text
+    data = json.loads(report.with_suffix(".json").read_text())
+    for system in ("bm25", "generalist", "pooled", "plain", "r2r", "oracle"):
+        assert set(data["table"][system]) >= {"scifact", "nfcorpus"}, system
+    assert data["table"]["r2r"]["scifact"]["queries"] == 3
+    assert "p_vs_generalist" in data["table"]["r2r"]["scifact"]
+    assert all(v is not None for row in data["forgetting"]["values"] for v in row)
+    assert data["table"]["eag_ner"]["scifact"]["nDCG@10"] >= 0
+    assert (work / "reports" / "r2r" / "forgetting.png").exists()
+    routing = data["routing"]["routers"]
+    assert routing["oracle"]["accuracy"] == 1.0 and "confusion" in routing["latent-linear (backbone h_q)"]
+    # training times are recorded from the adapters' manifests
+    assert data["training"]["eag-scifact"]["stages"] == 2 and data["training"]["plain-scifact"]["stages"] == 1
+    assert data["training"]["pooled"]["data"].keys() == {"scifact", "nfcorpus"}
+
+
+@pytest.mark.slow
+def test_a_rerun_skips_every_stage_and_recomputes_only_what_is_missing(finished):
+    experiment, _, _ = finished
+    again = R2RExperiment(experiment.config, experiment.work, progress=False, loaded_factory=factory)
+    assert all(s.note == "cached" for s in again.run())
+    experiment.run_path("generalist", "nfcorpus").unlink()
+    stages = R2RExperiment(experiment.config, experiment.work, progress=False, loaded_factory=factory).run()
+    assert [s.name for s in stages if s.note == "ran"] == ["score generalist on nfcorpus"]
+
+
+@pytest.mark.slow
+def test_r2r_routes_each_query_to_an_expert_and_mixes_adapters_in_one_run(finished):
+    experiment, _, _ = finished
+    meta = json.loads(experiment.run_path("r2r", "scifact").with_suffix(".json").read_text())
+    assert set(meta["adapters"]) <= {"eag-scifact", "eag-nfcorpus", "generalist"}
+    bank = json.loads((experiment.work / "bank" / "bank.json").read_text())
+    assert set(bank["experts"]) == {"science", "medical"}
+
+
+def test_a_time_budget_of_zero_starts_nothing_but_still_reports(tmp_path, scifact, nfcorpus):
+    experiment = R2RExperiment(tiny_config(seed=99), tmp_path / "w", progress=False, loaded_factory=factory)
+    stages = experiment.run(max_minutes=0)
+    assert stages and not any(s.done for s in stages)
+    report = write_report(experiment, stages, tmp_path / "r.md")
+    assert "pending" in report.read_text()
+
+
+def test_config_errors_are_clear(tmp_path):
+    with pytest.raises(SpecError, match="at least two domains"):
+        tiny_config(domains={"scifact": "science"})
+    with pytest.raises(SpecError, match="ablation_domains"):
+        tiny_config(ablation_domains=("tatqa",))
+    bad = tmp_path / "bad.toml"
+    bad.write_text('profile = "cpu"\ndomains = { scifact = "science", nfcorpus = "medical" }\nnegativs = 3\n')
+    with pytest.raises(SpecError, match="unknown config keys \\['negativs'\\]"):
+        R2RConfig.load(bad)
+    bad.write_text("profile = \n")
+    with pytest.raises(SpecError, match="not valid TOML"):
+        R2RConfig.load(bad)
+    with pytest.raises(RouterankError, match="no such config"):
+        R2RConfig.load(tmp_path / "missing.toml")
+
+
+def test_the_shipped_configs_load():
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[2] / "configs"
+    cpu, gpu = R2RConfig.load(root / "r2r-cpu.toml"), R2RConfig.load(root / "r2r-gpu.toml")
+    assert cpu.profile == "cpu" and gpu.profile == "gpu" and len(cpu.domains) >= 3 and len(gpu.domains) >= 3
+    assert gpu.test_queries is None and gpu.train_queries is None and gpu.depth == 100 and gpu.negatives == 7
+    assert cpu.digest() != gpu.digest()
