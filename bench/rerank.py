@@ -13,13 +13,13 @@ from __future__ import annotations
 
 import argparse
 import json
-import random
 import time
 from pathlib import Path
 
 import numpy as np
 
 from routerank.data.registry import load_dataset
+from routerank.data.types import sample_queries
 from routerank.evaluate import evaluate
 from routerank.models.llm import load_causal_lm
 from routerank.pipeline import build
@@ -43,7 +43,7 @@ def plain_loop(model, tokenizer, prompts: list[str], batch_size: int = 16) -> np
 
 def sample_pairs(dataset: str, queries: int, depth: int, seed: int):
     ds = load_dataset(dataset, splits=["test"])
-    chosen = sorted(random.Random(seed).sample(ds.split_queries("test"), queries), key=lambda q: q.id)
+    chosen = sample_queries(ds.split_queries("test"), queries, seed)
     run = build("bm25", ds.corpus).search(chosen, depth)
     return ds, chosen, run
 

@@ -112,3 +112,31 @@ def test_evaluate_a_rerank_pipeline_on_a_sample(scifact):
 def test_unknown_rerank_option_is_one_line(tiny_beir):
     assert_clean_error(cli("evaluate", "-d", str(tiny_beir), "-p", "bm25>>pointwise@2", "--rerank-opt", "nope"),
                        "bad --rerank-opt")
+
+
+@pytest.mark.slow
+def test_train_expert_writes_an_expert_folder_the_bank_loads(scifact, tmp_path):
+    out = tmp_path / "science"
+    result = cli("train", "expert", "-d", "scifact", "--domain", "science", "--max-queries", "2", "--dev-queries",
+                 "1", "--negatives", "1", "--max-doc-tokens", "24", "--grad-accum", "1", "--out", str(out), "--json",
+                 env_extra={"ROUTERANK_DATA": str(scifact.path.parent)})
+    assert result.returncode == 0, result.stderr
+    manifest = json.loads(result.stdout)
+    assert manifest["domain"] == "science" and manifest["config"]["lora_r"] == 32
+    assert manifest["metrics"]["steps"] == 2 and manifest["training_data"]["scifact"]["train_examples"] == 2
+    assert (out / "adapter_model.safetensors").exists() and "trained expert 'science'" in result.stderr
+
+
+@pytest.mark.parametrize("args, needle", [
+    (["--eag", "--granularity", "none"], "granularity 'none' is plain training"),
+    (["--objective", "ranknet"], "unknown objective"),
+    (["--granularity", "words"], "unknown masking granularity"),
+])
+def test_train_expert_bad_settings_are_one_line(scifact, args, needle):
+    result = cli("train", "expert", "-d", "scifact", "--domain", "science", *args,
+                 env_extra={"ROUTERANK_DATA": str(scifact.path.parent)})
+    assert_clean_error(result, needle)
+
+
+def test_experiment_r2r_with_a_missing_config_is_one_line(tmp_path):
+    assert_clean_error(cli("experiment", "r2r", "--config", str(tmp_path / "nope.toml")), "no such config file")

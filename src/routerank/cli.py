@@ -57,14 +57,6 @@ def _parse_options(items: list[str] | None) -> dict:
     return options
 
 
-def _sample(queries, sample: int | None, seed: int):
-    import random
-
-    if not sample or sample >= len(queries):
-        return queries
-    return sorted(random.Random(seed).sample(queries, sample), key=lambda q: q.id)
-
-
 def _retrieve(ds, pipeline: str, queries, k: int, rebuild: bool = False, rerank_options: dict | None = None):
     from routerank.pipeline import build
 
@@ -176,11 +168,12 @@ def evaluate(dataset: DatasetOpt, split: Annotated[str, typer.Option(help="qrels
              lenient: LenientOpt = False, as_json: JsonOpt = False) -> None:
     """Run a pipeline on a split's queries and score it against the qrels."""
     from routerank.data.trec import read_run, write_run
+    from routerank.data.types import sample_queries
     from routerank.evaluate.measures import evaluate as score, parse_measures
 
     parse_measures(measures)
     ds = _load(dataset, split, lenient)
-    queries = _sample(ds.split_queries(split), sample, seed)
+    queries = sample_queries(ds.split_queries(split), sample, seed)
     qrels = ds.split_qrels(split).subset(q.id for q in queries)
     result = read_run(run) if run is not None else _retrieve(ds, pipeline, queries, k,
                                                              rerank_options=_parse_options(rerank_opt))

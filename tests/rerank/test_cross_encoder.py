@@ -109,3 +109,16 @@ def test_pipeline_reranks_a_permutation_of_bm25_top_10(ce_folder, reranker, scif
         expected = reranker.score_pairs([(query.text, scifact.corpus[d].full_text) for d in got.doc_ids])
         np.testing.assert_allclose(got.scores, expected, atol=1e-5)
         assert list(got.scores) == sorted(got.scores, reverse=True)
+
+
+def test_a_bare_name_finds_a_model_saved_in_the_cache(ce_folder):
+    import shutil
+
+    from routerank.fsutil import cache_root
+    from routerank.rerank.cross_encoder import check_model_folder
+
+    target = cache_root() / "models" / "ce-test-bare-name"
+    shutil.copytree(ce_folder, target, dirs_exist_ok=True)
+    assert check_model_folder("ce-test-bare-name") == target
+    with pytest.raises(SpecError, match="does not exist"):
+        check_model_folder("ce-no-such-model")

@@ -240,3 +240,12 @@ def check_references(
             fix="correct the ids, or pass --lenient (lenient=True) to drop these judgments",
         )
     return Qrels(MappingProxyType(kept)), dropped
+
+
+def sample_queries(queries: list[Query], n: int | None, seed: int) -> list[Query]:
+    """The seeded query sample every protocol uses: `n` queries drawn with `seed`, sorted by id (all if n is None)."""
+    import random
+
+    if not n or n >= len(queries):
+        return list(queries)
+    return sorted(random.Random(seed).sample(list(queries), n), key=lambda q: q.id)

@@ -25,7 +25,7 @@ import tomllib
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from routerank.data.types import Query, Run
+from routerank.data.types import Query, Run, sample_queries
 from routerank.errors import RouterankError, SpecError
 from routerank.fsutil import atomic_write, cache_root
 
@@ -137,11 +137,7 @@ class R2RExperiment:
         return self._datasets[name]
 
     def test_queries(self, name: str) -> list[Query]:
-        queries = self.dataset(name).split_queries("test")
-        n = self.config.test_queries
-        if n and n < len(queries):
-            queries = sorted(random.Random(self.config.seed).sample(queries, n), key=lambda q: q.id)
-        return queries
+        return sample_queries(self.dataset(name).split_queries("test"), self.config.test_queries, self.config.seed)
 
     def candidates(self, name: str) -> Run:
         from routerank.data.trec import read_run, write_run

@@ -11,11 +11,11 @@ from __future__ import annotations
 
 import argparse
 import json
-import random
 import time
 from pathlib import Path
 
 from routerank.data.registry import load_dataset
+from routerank.data.types import sample_queries
 from routerank.evaluate import evaluate, paired_test
 from routerank.pipeline import build
 from routerank.rerank.registry import make_reranker
@@ -29,11 +29,12 @@ def protocol_name(sample: int | None, depth: int, max_doc_tokens: int) -> str:
 
 
 def run(dataset: str, split: str, rerankers: list[str], sample: int | None, depth: int, max_doc_tokens: int,
-        seed: int, output: Path) -> list[dict]:
+        seed: int, output: Path, from_run: Path | None = None) -> list[dict]:
+    """Rerank and score; with `from_run`, score that saved run (made with this protocol) as the one reranker's row."""
+    if from_run is not None and len(rerankers) != 1:
+        raise SystemExit("--from-run names the run of exactly one reranker")
     ds = load_dataset(dataset, splits=[split])
-    queries = ds.split_queries(split)
-    if sample and sample < len(queries):
-        queries = sorted(random.Random(seed).sample(queries, sample), key=lambda q: q.id)
+    queries = sample_queries(ds.split_queries(split), sample, seed)
     qrels = ds.split_qrels(split).subset(q.id for q in queries)
     bm25 = build("bm25", ds.corpus).search(queries, 100)
     base = evaluate(bm25, qrels, MEASURES)
@@ -41,16 +42,26 @@ def run(dataset: str, split: str, rerankers: list[str], sample: int | None, dept
     rows = [{"dataset": dataset, "split": split, "system": "bm25", "protocol": protocol, "queries": len(queries),
              **base.means}]
     for spec in rerankers:
-        options = {"max_doc_tokens": max_doc_tokens} if spec.split(":")[0] in ("pointwise", "qlm") else {}
-        reranker = make_reranker(spec, **options)
-        start = time.perf_counter()
-        reranked = reranker.rerank_run(queries, bm25, ds.corpus, depth)
-        seconds = time.perf_counter() - start
+        if from_run is not None:
+            from routerank.data.trec import read_run
+
+            saved = read_run(from_run)
+            missing = [q.id for q in queries if q.id not in saved]
+            if missing:
+                raise SystemExit(f"{from_run} lacks {len(missing)} of the protocol's queries, e.g. {missing[:3]}")
+            reranked, seconds = saved, None
+        else:
+            options = {"max_doc_tokens": max_doc_tokens} if spec.split(":")[0] in ("pointwise", "qlm") else {}
+            reranker = make_reranker(spec, **options)
+            start = time.perf_counter()
+            reranked = reranker.rerank_run(queries, bm25, ds.corpus, depth)
+            seconds = time.perf_counter() - start
         result = evaluate(reranked, qrels, MEASURES)
         test = paired_test(base.per_query["nDCG@10"], result.per_query["nDCG@10"])
         rows.append({"dataset": dataset, "split": split, "system": f"bm25>>{spec}@{depth}", "protocol": protocol,
                      "queries": len(queries), **result.means, "p_vs_bm25_nDCG@10": test.t_pvalue,
-                     "rerank_seconds": seconds, "pairs": sum(min(depth, len(bm25[q.id])) for q in queries)})
+                     "rerank_seconds": seconds, "pairs": sum(min(depth, len(bm25[q.id])) for q in queries),
+                     **({"from_run": str(from_run)} if from_run else {})})
         print(json.dumps(rows[-1]))
     merge(output, rows)
     return rows
@@ -78,9 +89,10 @@ def main() -> None:
     parser.add_argument("--max-doc-tokens", type=int, default=256)
     parser.add_argument("--seed", type=int, default=13)
     parser.add_argument("--output", type=Path, default=Path("reports/rerank-table.json"))
+    parser.add_argument("--from-run", type=Path, help="score this saved TREC run instead of reranking again")
     args = parser.parse_args()
     run(args.dataset, args.split, args.rerankers, args.sample or None, args.depth, args.max_doc_tokens, args.seed,
-        args.output)
+        args.output, args.from_run)
 
 
 if __name__ == "__main__":

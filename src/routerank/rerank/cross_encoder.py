@@ -29,6 +29,10 @@ def default_device() -> str:
 def check_model_folder(folder: str | Path) -> Path:
     """The folder as a Path, if it holds a scoring model; otherwise a SpecError that says how to get one."""
     path = Path(folder).expanduser()
+    if not path.exists() and str(folder).strip() and "/" not in str(folder):
+        from routerank.fsutil import cache_root
+
+        path = cache_root() / "models" / str(folder)  # a bare name: a model `routerank train` saved in the cache
     if not str(folder).strip():
         raise SpecError("ce needs a model folder, e.g. ce:/path/to/model", fix=TRAIN_HINT)
     if not path.is_dir():

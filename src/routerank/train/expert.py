@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import random
+import sys
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -55,6 +56,13 @@ class ExpertConfig:
             raise SpecError(f"unknown objective {self.objective!r}", fix=f"choose one of {OBJECTIVES}")
         if self.negatives < 1 or self.grad_accum < 1 or self.epochs < 1:
             raise SpecError("negatives, grad_accum and epochs must be at least 1")
+        from routerank.train.eag import GRANULARITIES
+
+        if self.granularity not in GRANULARITIES:
+            raise SpecError(f"unknown masking granularity {self.granularity!r}", fix=f"choose one of {GRANULARITIES}")
+        if self.eag and self.granularity == "none":
+            raise SpecError("EAG with masking granularity 'none' is plain training",
+                            fix="use eag=False, or granularity 'ner' / 'ner+patterns'")
 
 
 @dataclass(frozen=True)
@@ -339,9 +347,6 @@ def prepare_data(config: ExpertConfig, *, progress: bool = True) -> PreparedData
     names = [n.strip() for n in config.dataset.split(",") if n.strip()]
     if not names:
         raise SpecError("ExpertConfig.dataset names no dataset")
-    if config.eag and config.granularity == "none":
-        raise SpecError("EAG with masking granularity 'none' is plain training",
-                        fix="use eag=False, or granularity 'ner' / 'ner+patterns'")
     train, dev, abstracted, sources = [], [], [] if config.eag else None, {}
     for name in names:
         ds = load_dataset(name)
@@ -362,7 +367,7 @@ def prepare_data(config: ExpertConfig, *, progress: bool = True) -> PreparedData
         sources[name] = {"train_split": train_split, "dev_split": dev_split, "train_queries": len(train_q),
                          "train_examples": len(examples), "dev_queries": len(dev_q), "dev_examples": len(dev_examples)}
         if progress:
-            print(f"{name}: {len(examples)} training groups, {len(dev_examples)} dev groups", flush=True)
+            print(f"{name}: {len(examples)} training groups, {len(dev_examples)} dev groups", file=sys.stderr)
     return PreparedData(train, dev, abstracted, sources)
 
 
