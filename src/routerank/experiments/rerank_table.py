@@ -51,7 +51,8 @@ def run(dataset: str, split: str, rerankers: list[str], sample: int | None, dept
                 raise SystemExit(f"{from_run} lacks {len(missing)} of the protocol's queries, e.g. {missing[:3]}")
             reranked, seconds = saved, None
         else:
-            options = {"max_doc_tokens": max_doc_tokens} if spec.split(":")[0] in ("pointwise", "qlm") else {}
+            family = spec.split(":")[0]
+            options = {"max_doc_tokens": max_doc_tokens} if family in ("pointwise", "qlm", "icr", "listwise") else {}
             reranker = make_reranker(spec, **options)
             start = time.perf_counter()
             reranked = reranker.rerank_run(queries, bm25, ds.corpus, depth)
