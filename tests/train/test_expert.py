@@ -97,3 +97,25 @@ def test_eag_trains_two_stages_on_abstracted_then_original(examples, tmp_path):
     out = trainer.fit(examples, [], abstracted=abstracted)
     stages = {json.loads(line)["stage"] for line in (out / "train_log.jsonl").read_text().splitlines()}
     assert stages == {0, 1}
+
+
+def test_gradient_accumulation_equals_the_full_batch_gradient(examples, tmp_path):
+    from routerank.models.llm import tiny_llm
+    from routerank.train.losses import ranking_loss
+
+    trainer = ExpertTrainer(config(), tmp_path / "acc", loaded=tiny_llm(seed=0), progress=False)
+    trainer.model.eval()  # LoRA dropout off, so both paths see the same function
+    batch = examples[:3]
+    trainer.optimizer.zero_grad()
+    ranking_loss("contrastive", trainer.logits([ex.pairs() for ex in batch])).backward()
+    full = [p.grad.clone() for p in trainer.params]
+    loss = trainer.accumulate(batch)
+    accumulated = [p.grad.clone() for p in trainer.params]
+    assert loss > 0 and any(g.abs().sum() > 0 for g in full)
+    assert all(torch_allclose(a, b) for a, b in zip(full, accumulated))
+
+
+def torch_allclose(a, b) -> bool:
+    import torch
+
+    return torch.allclose(a, b, atol=1e-6, rtol=1e-4)

@@ -286,12 +286,21 @@ class ExpertTrainer:
                    "steps": self.state.step, "stages": len(stages), "device": str(self.scorer.device)}
         return self.save_expert(metrics)
 
-    def _step(self, batch: list[TrainExample]) -> float:
+    def accumulate(self, batch: list[TrainExample]) -> float:
+        """Gradients of the batch's mean loss, one forward/backward per group (gradient accumulation), so memory
+        holds a single group (1 positive + n negatives) whatever the effective batch; returns the mean loss."""
         self.optimizer.zero_grad()
-        loss = ranking_loss(self.config.objective, self.logits([ex.pairs() for ex in batch]), self.config.temperature)
-        loss.backward()
+        total = 0.0
+        for example in batch:
+            loss = ranking_loss(self.config.objective, self.logits([example.pairs()]), self.config.temperature)
+            (loss / len(batch)).backward()
+            total += float(loss.item())
+        return total / len(batch)
+
+    def _step(self, batch: list[TrainExample]) -> float:
+        loss = self.accumulate(batch)
         self.optimizer.step()
-        return float(loss.item())
+        return loss
 
     def save_expert(self, metrics: dict) -> Path:
         import shutil
