@@ -64,6 +64,20 @@ def option_value(text: str):
     return text
 
 
+def timed_cascade(selector: str, scorer: PointwiseReranker, queries, bm25_run, corpus, *, depth: int, k: int,
+                  size: int, stride: int, scores: dict[tuple[str, str], float] | None = None):
+    """(reranker, run, seconds): one selector's cascade over each query's BM25 top `depth`, models loaded first.
+
+    The scorer's pair scores land in `scores` when given (for replaying other aggregations)."""
+    recorder = Recorder(scorer, scores if scores is not None else {})
+    reranker = IDCMReranker(selector, recorder, k=k, size=size, stride=stride)
+    if reranker.selector is not None and hasattr(reranker.selector, "encoder"):
+        reranker.selector.encoder  # load the bi-encoder before the clock starts
+    started = time.perf_counter()
+    run = reranker.rerank_run(queries, bm25_run, corpus, depth=depth)
+    return reranker, run, time.perf_counter() - started
+
+
 def reselect_seconds(reranker: IDCMReranker, queries, heads_by_query) -> float:
     """Selection time again, now that every passage vector is stored (as an index-time encoding would give)."""
     started = time.perf_counter()
@@ -167,12 +181,8 @@ def main() -> None:
     recorded: dict[str, dict[tuple[str, str], float]] = {}
     for selector in args.selectors.split(","):
         scores = recorded.setdefault(selector, {})
-        reranker = IDCMReranker(selector, Recorder(scorer, scores), k=args.k, size=args.size, stride=args.stride)
-        if reranker.selector is not None and hasattr(reranker.selector, "encoder"):
-            reranker.selector.encoder  # load the bi-encoder before the clock starts
-        started = time.perf_counter()
-        run = reranker.rerank_run(queries, bm25_run, dataset.corpus, depth=args.depth)
-        seconds = time.perf_counter() - started
+        reranker, run, seconds = timed_cascade(selector, scorer, queries, bm25_run, dataset.corpus, depth=args.depth,
+                                               k=args.k, size=args.size, stride=args.stride, scores=scores)
         pairs_per_second = reranker.stats.scored_pairs / max(reranker.stats.score_seconds, 1e-9)
         row = {"name": reranker.name, "seconds": round(seconds, 2), **reranker.stats.as_dict(),
                "scorer_pairs_per_second": round(pairs_per_second, 2), "by_aggregate": {}}

@@ -163,24 +163,37 @@ def listwise_part(args) -> dict:
     }
 
 
-def latency_part(args) -> dict:
-    from routerank.rerank.icr import ICRReranker
-    from routerank.rerank.listwise import ListwiseReranker
+def make_family(family: str, loaded, max_doc_tokens: int):
+    """A fresh reranker of one family on an already-loaded (model, tokenizer), its pass counter at zero."""
+    if family == "icr":
+        from routerank.rerank.icr import ICRReranker
 
-    ds = load_dataset("scifact")
-    queries = sample(ds, args.queries, args.seed)[: args.latency_queries]
-    run = bm25_run(ds, queries, 50)
-    loaded = load_model()
+        return ICRReranker.from_model(*loaded, name="smollm2", max_doc_tokens=max_doc_tokens)
+    if family == "listwise":
+        from routerank.rerank.listwise import ListwiseReranker
+
+        return ListwiseReranker.from_model(*loaded, name="smollm2", window=20, step=10, max_doc_tokens=max_doc_tokens)
+    if family == "pointwise":
+        from routerank.rerank.pointwise import PointwiseLLMReranker
+
+        return PointwiseLLMReranker.from_model(*loaded, name="smollm2", max_doc_tokens=max_doc_tokens, progress=False)
+    raise ValueError(f"unknown family {family!r}")
+
+
+def latency_queries_for(family: str, n: int, queries: list) -> list:
+    """Listwise at N >= 50 is slow: it times the first query only."""
+    return queries[:1] if family == "listwise" and n >= 50 else queries
+
+
+def latency_rows(ds, queries, run: Run, loaded, *, max_doc_tokens: int, ns=(10, 20, 50),
+                 families=("icr", "listwise")) -> list[dict]:
+    """Seconds and forward passes per query for each family at each N (BM25 top N of `run`), one row each."""
     rows = []
-    for n in (10, 20, 50):
-        for family in ("icr", "listwise"):
-            if family == "icr":
-                reranker = ICRReranker.from_model(*loaded, name="smollm2", max_doc_tokens=args.max_doc_tokens)
-            else:
-                reranker = ListwiseReranker.from_model(*loaded, name="smollm2", window=20, step=10,
-                                                       max_doc_tokens=args.max_doc_tokens)
+    for n in ns:
+        for family in families:
+            reranker = make_family(family, loaded, max_doc_tokens)
             seconds = []
-            for query in queries[: (1 if family == "listwise" and n == 50 else len(queries))]:
+            for query in latency_queries_for(family, n, queries):
                 docs = [ds.corpus[d] for d in run[query.id].doc_ids[:n]]
                 start = time.perf_counter()
                 reranker.rerank(query, docs)
@@ -191,6 +204,14 @@ def latency_part(args) -> dict:
                          "forward_passes_per_query": reranker.forward_passes / len(seconds),
                          **({"prompt_tokens_last_query": prompt_tokens} if prompt_tokens else {})})
             print(rows[-1], file=sys.stderr, flush=True)
+    return rows
+
+
+def latency_part(args) -> dict:
+    ds = load_dataset("scifact")
+    queries = sample(ds, args.queries, args.seed)[: args.latency_queries]
+    run = bm25_run(ds, queries, 50)
+    rows = latency_rows(ds, queries, run, load_model(), max_doc_tokens=args.max_doc_tokens)
     return {"dataset": "scifact", "queries": f"first {len(queries)} of the ICR sample (listwise N=50: first 1)",
             "candidates": "BM25 top N", "max_doc_tokens": args.max_doc_tokens, "rows": rows,
             "note": "listwise forward passes = generated tokens (one decoder call each, prefill included)"}

@@ -37,6 +37,18 @@ def test_batched_scores_equal_unbatched_forward(tiny, prefix_cache):
     assert reranker.forward_passes >= 3  # the token budget forced several batches
 
 
+def test_forward_passes_count_the_prefix_pass_and_grow_with_more_documents(tiny):
+    def passes(docs: int) -> int:
+        reranker = PointwiseLLMReranker.from_model(*tiny, max_doc_tokens=16, max_batch=2, progress=False)
+        assert reranker.forward_passes == 0
+        reranker.score_pairs([("what does aspirin do", f"document number {i}") for i in range(docs)])
+        return reranker.forward_passes
+
+    one, six = passes(1), passes(6)
+    assert one >= 1 and six > one
+    assert (one, six) == (2, 4)  # one shared prefix pass per query + one per batch of at most 2 documents
+
+
 def test_prompt_ids_match_whole_prompt_tokenization_and_truncate_only_the_doc(tiny):
     model, tokenizer = tiny
     reranker = PointwiseLLMReranker.from_model(model, tokenizer, max_doc_tokens=8, progress=False)
