@@ -80,6 +80,21 @@ def merge(output: Path, rows: list[dict]) -> None:
         out.write("\n")
 
 
+def markdown(rows: list[dict]) -> str:
+    """The table as markdown: each reranker row beside BM25 on the same queries, grouped by protocol."""
+    base = {(r["dataset"], r["protocol"]): r for r in rows if r["system"] == "bm25"}
+    lines = ["| dataset | system | protocol | nDCG@10 | BM25, same queries | p vs BM25 | MRR@10 |",
+             "|---|---|---|---:|---:|---:|---:|"]
+    for r in sorted(rows, key=lambda r: (r["dataset"], r["protocol"], r["system"])):
+        if r["system"] == "bm25":
+            continue
+        b = base.get((r["dataset"], r["protocol"]))
+        p = r.get("p_vs_bm25_nDCG@10")
+        lines.append(f"| {r['dataset']} | `{r['system']}` | {r['protocol']} | {r['nDCG@10']:.4f} | "
+                     f"{b['nDCG@10'] if b else float('nan'):.4f} | {p:.2g} | {r['MRR@10']:.4f} |")
+    return "\n".join(lines)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--dataset", default="scifact")
@@ -91,7 +106,11 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=13)
     parser.add_argument("--output", type=Path, default=Path("reports/rerank-table.json"))
     parser.add_argument("--from-run", type=Path, help="score this saved TREC run instead of reranking again")
+    parser.add_argument("--markdown", action="store_true", help="print the table in --output as markdown and exit")
     args = parser.parse_args()
+    if args.markdown:
+        print(markdown(json.loads(args.output.read_text())))
+        return
     run(args.dataset, args.split, args.rerankers, args.sample or None, args.depth, args.max_doc_tokens, args.seed,
         args.output, args.from_run)
 
