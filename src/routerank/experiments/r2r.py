@@ -256,8 +256,8 @@ class R2RExperiment:
 
     def routing(self) -> dict:
         """Fit the latent router and its baselines on train queries; score them on every test query."""
-        from routerank.experiments.routing import cached_features, metrics
-        from routerank.route.expert import CentroidRouter, OracleRouter, RandomRouter, SoftmaxRouter
+        from routerank.experiments.routing import cached_features, metrics, standard_routers
+        from routerank.route.expert import OracleRouter, RandomRouter
 
         path = self.work / "router" / "routing.json"
         if path.exists():
@@ -291,16 +291,8 @@ class R2RExperiment:
         backbone(sample)
         route_seconds_per_query = (time.perf_counter() - start) / max(len(sample), 1)
 
-        def unused(_texts):
-            raise AssertionError("features are precomputed")
-
         y_train, y_test = [label for _, label in train], [label for _, _, label in test]
-        routers = {
-            "latent-linear (backbone h_q)": ("backbone", SoftmaxRouter(labels, unused, name="latent-linear")),
-            "latent-mlp (backbone h_q)": ("backbone", SoftmaxRouter(labels, unused, hidden=256, name="latent-mlp")),
-            "logreg (MiniLM)": ("minilm", SoftmaxRouter(labels, unused, name="minilm-logreg")),
-            "centroid (backbone h_q)": ("backbone", CentroidRouter(labels, unused)),
-        }
+        routers = standard_routers(labels)
         report = {"train_queries": len(train), "test_queries": len(test), "labels": labels,
                   "route_seconds_per_query": route_seconds_per_query, "routers": {}, "decisions": {}}
         for title, (enc, router) in routers.items():

@@ -63,6 +63,22 @@ def metrics(truth: list[str], predicted: list[str], labels: list[str]) -> dict:
             "confusion": {"rows": labels, "columns": columns, "counts": confusion}}
 
 
+def standard_routers(labels: list[str]) -> dict[str, tuple[str, object]]:
+    """Title -> (feature set, unfitted router): the latent router, its MLP variant and the learned baselines.
+    Features are precomputed (`fit`/`predict_proba` get `features=`), so the routers never encode text."""
+
+    def unused(_texts):
+        raise AssertionError("features are precomputed")
+
+    return {
+        "latent-linear (backbone h_q)": ("backbone", SoftmaxRouter(labels, unused, name="latent-linear")),
+        "latent-mlp (backbone h_q)": ("backbone", SoftmaxRouter(labels, unused, hidden=256, name="latent-mlp")),
+        "logreg (MiniLM)": ("minilm", SoftmaxRouter(labels, unused, name="minilm-logreg")),
+        "centroid (backbone h_q)": ("backbone", CentroidRouter(labels, unused)),
+        "centroid (MiniLM)": ("minilm", CentroidRouter(labels, unused)),
+    }
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--train-per-domain", type=int, default=300)
@@ -97,16 +113,7 @@ def main() -> None:
              for enc in encoders for g, texts in groups.items()}
     y_train, y_test = [label for _, label in train], [label for _, label in test]
 
-    def unused(_texts):
-        raise AssertionError("features are precomputed")
-
-    routers = {
-        "latent-linear (backbone h_q)": ("backbone", SoftmaxRouter(labels, unused, name="latent-linear")),
-        "latent-mlp (backbone h_q)": ("backbone", SoftmaxRouter(labels, unused, hidden=256, name="latent-mlp")),
-        "logreg (MiniLM)": ("minilm", SoftmaxRouter(labels, unused, name="minilm-logreg")),
-        "centroid (backbone h_q)": ("backbone", CentroidRouter(labels, unused)),
-        "centroid (MiniLM)": ("minilm", CentroidRouter(labels, unused)),
-    }
+    routers = standard_routers(labels)
     report = {"domains": DOMAINS, "train_queries": len(train), "test_queries": len(test), "seed": args.seed,
               "command": "python -m routerank.experiments.routing " + " ".join(
                   f"--{k.replace('_', '-')} {v}" for k, v in vars(args).items() if k != "output"),
