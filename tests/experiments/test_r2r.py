@@ -108,3 +108,30 @@ def test_the_shipped_configs_load():
     assert cpu.profile == "cpu" and gpu.profile == "gpu" and len(cpu.domains) >= 3 and len(gpu.domains) >= 3
     assert gpu.test_queries is None and gpu.train_queries is None and gpu.depth == 100 and gpu.negatives == 7
     assert cpu.digest() != gpu.digest()
+
+
+def test_stages_wait_for_their_inputs_and_respect_another_process_lock(tmp_path, scifact, nfcorpus):
+    import subprocess
+    import sys
+
+    from routerank.experiments.r2r import StageLock
+
+    experiment = R2RExperiment(tiny_config(seed=7, test_queries=2, depth=2), tmp_path / "w", progress=False,
+                               loaded_factory=factory)
+    sleeper = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        lock = StageLock(experiment.work / "locks", "score generalist on scifact")
+        lock.path.parent.mkdir(parents=True, exist_ok=True)
+        lock.path.write_text(f"{sleeper.pid} score generalist on scifact\n")
+        stages = {s.name: s for s in experiment.run(only={"score", "route"})}
+    finally:
+        sleeper.kill()
+        sleeper.wait()
+    assert stages["score generalist on scifact"].note == f"pending (running in process {sleeper.pid})"
+    assert stages["score generalist on nfcorpus"].done  # the generalist needs no trained expert
+    assert stages["score eag-scifact on scifact"].note == "pending (its inputs are not ready)"
+    assert stages["route (latent router + baselines)"].note == "pending (its inputs are not ready)"
+    assert stages["train eag-scifact"].note == "pending" and not stages["train eag-scifact"].done
+    # the sleeper is gone now: its lock is stale and is taken over
+    again = {s.name: s for s in experiment.run(only={"score"})}
+    assert again["score generalist on scifact"].note == "ran" and not lock.path.exists()

@@ -22,6 +22,7 @@ import json
 import random
 import time
 import tomllib
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -209,6 +210,25 @@ class R2RExperiment:
                                     progress=self.progress, loaded=loaded)
         return self._bank
 
+    def score_pairs(self, pairs, adapters):
+        """Scores through the expert bank; before any expert exists, the generalist is the bare backbone (the
+        same scorer and score-cache key as the bank's generalist)."""
+        if set(adapters) <= {"generalist"} and not any(
+                self.expert_ready(a, cfg) for a, cfg in self.expert_configs().items()):
+            from routerank.rerank.pointwise import PointwiseLLMReranker
+            from routerank.train.expert import ExpertConfig
+
+            loaded = self._loaded_factory() if self._loaded_factory else None
+            if loaded is None:
+                from routerank.models.llm import load_causal_lm
+
+                loaded = load_causal_lm(self.config.backbone)
+            scorer = PointwiseLLMReranker.from_model(
+                *loaded, name=self.config.backbone, template=ExpertConfig("-", "-").template,
+                max_doc_tokens=self.config.max_doc_tokens, progress=self.progress, cache=True)
+            return scorer.score_pairs(pairs)
+        return self.bank().score_pairs(pairs, adapters)
+
     def run_path(self, system: str, dataset: str) -> Path:
         return self.work / "runs" / system / f"{dataset}.trec"
 
@@ -226,7 +246,7 @@ class R2RExperiment:
             pairs += [(query.text, d.full_text) for d in docs]
             names += [adapter] * len(docs)
         start = time.perf_counter()
-        scores = self.bank().score_pairs(pairs, names).tolist()
+        scores = self.score_pairs(pairs, names).tolist()
         seconds = time.perf_counter() - start
         out = assemble_run(per_query, scores, run, self.config.depth, system)
         path = self.run_path(system, dataset)
@@ -328,20 +348,25 @@ class R2RExperiment:
 
     # the plan --------------------------------------------------------------------------------------------
 
-    def plan(self) -> list[tuple[str, str, object]]:
-        """(stage name, kind, action) in order; each action is skipped when its output exists."""
+    def plan(self) -> list[Step]:
+        """The stages in order; each is skipped when its output exists, and waits while its inputs do not."""
         c, steps = self.config, []
         names = list(c.domains)
         label_to_name = {label: name for name, label in c.domains.items()}
         configs = self.expert_configs()
 
-        def train(adapter):
-            return (f"train {adapter}", "train", lambda: self.expert_ready(adapter, configs[adapter]),
-                    lambda: self.train(adapter))
+        def ready(*adapters):
+            return lambda: all(a == "generalist" or self.expert_ready(a, configs[a]) for a in adapters)
 
-        def score(system, dataset, experts):
-            return (f"score {system} on {dataset}", "score", lambda: self.run_path(system, dataset).exists(),
-                    lambda: self.score_run(system, dataset, experts))
+        def train(adapter):
+            return Step(f"train {adapter}", "train", ready(adapter), lambda: self.train(adapter))
+
+        def score(system, dataset, adapter):
+            return Step(f"score {system} on {dataset}", "score", lambda: self.run_path(system, dataset).exists(),
+                        lambda: self.score_run(system, dataset, adapter), needs=ready(adapter))
+
+        eag = [f"eag-{name}" for name in names]
+        routed = lambda: (self.work / "router" / "routing.json").exists()  # noqa: E731
 
         def r2r_score(dataset):
             def action():
@@ -350,12 +375,11 @@ class R2RExperiment:
                 experts = {qid: ("generalist" if label == "generalist" else f"eag-{label_to_name[label]}")
                            for qid, label in chosen.items()}
                 self.score_run("r2r", dataset, experts)
-            return (f"score r2r on {dataset}", "score", lambda: self.run_path("r2r", dataset).exists(), action)
+            return Step(f"score r2r on {dataset}", "score", lambda: self.run_path("r2r", dataset).exists(), action,
+                        needs=lambda: routed() and ready(*eag)())
 
-        for name in names:
-            steps.append(train(f"eag-{name}"))
-        steps.append(("route (latent router + baselines)", "route",
-                      lambda: (self.work / "router" / "routing.json").exists(), self.routing))
+        steps += [train(adapter) for adapter in eag]
+        steps.append(Step("route (latent router + baselines)", "route", routed, self.routing, needs=ready(*eag)))
         for name in names:
             steps += [score("generalist", name, "generalist"), score(f"eag-{name}", name, f"eag-{name}"),
                       r2r_score(name)]
@@ -364,8 +388,8 @@ class R2RExperiment:
         for name in names:
             steps += [train(f"plain-{name}"), score(f"plain-{name}", name, f"plain-{name}")]
         if c.cross_encoder:
-            steps += [(f"score ce on {name}", "score", (lambda n=name: self.run_path("ce", n).exists()),
-                       (lambda n=name: self.score_cross_encoder(n))) for name in names]
+            steps += [Step(f"score ce on {name}", "score", (lambda n=name: self.run_path("ce", n).exists()),
+                           (lambda n=name: self.score_cross_encoder(n))) for name in names]
         for expert in names:  # the forgetting matrix, off the diagonal
             steps += [score(f"eag-{expert}", name, f"eag-{expert}") for name in names if name != expert]
         for adapter in configs:
@@ -375,27 +399,99 @@ class R2RExperiment:
         return steps
 
     def run(self, max_minutes: float | None = None, only: set[str] | None = None) -> list[Stage]:
+        """One pass over the plan. Stages that another process is running (a live lock) or whose inputs are
+        missing are left pending, so two processes (e.g. `--only train` and `--only route,score`) can share
+        a work dir."""
         start = time.perf_counter()
         self.stages = []
         stopped = False
-        for name, kind, is_done, action in self.plan():
-            stage = Stage(name, kind)
+        for step in self.plan():
+            stage = Stage(step.name, step.kind)
             self.stages.append(stage)
-            if is_done():
+            if step.done():
                 stage.done, stage.note = True, "cached"
                 continue
-            if stopped or (only and kind not in only):
+            if stopped or (only and step.kind not in only):
                 stage.note = "pending"
                 continue
             if max_minutes is not None and time.perf_counter() - start > 60 * max_minutes:
                 stopped, stage.note = True, "pending (time budget reached)"
                 continue
-            if self.progress:
-                print(f"[r2r] {name}", flush=True)
-            began = time.perf_counter()
-            action()
-            stage.done, stage.seconds, stage.note = True, time.perf_counter() - began, "ran"
+            if not step.needs():
+                stage.note = "pending (its inputs are not ready)"
+                continue
+            with StageLock(self.work / "locks", step.name) as held:
+                if not held:
+                    stage.note = f"pending (running in process {held.owner})"
+                    continue
+                if step.done():  # finished by another process while we looked
+                    stage.done, stage.note = True, "cached"
+                    continue
+                if self.progress:
+                    print(f"[r2r] {step.name}", flush=True)
+                began = time.perf_counter()
+                step.action()
+                stage.done, stage.seconds, stage.note = True, time.perf_counter() - began, "ran"
         return self.stages
+
+
+@dataclass(frozen=True)
+class Step:
+    name: str
+    kind: str  # "train" | "route" | "score"
+    done: Callable[[], bool]
+    action: Callable[[], object]
+    needs: Callable[[], bool] = lambda: True
+
+
+class StageLock:
+    """An exclusive per-stage lock file holding the owner's pid; a lock whose process is gone is taken over."""
+
+    def __init__(self, folder: Path, stage: str):
+        self.path = folder / (hashlib.sha256(stage.encode()).hexdigest()[:16] + ".lock")
+        self.stage, self.owner, self.held = stage, None, False
+
+    def __bool__(self) -> bool:
+        return self.held
+
+    def __enter__(self) -> StageLock:
+        import os
+
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        for _ in range(2):
+            try:
+                fd = os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
+            except FileExistsError:
+                try:
+                    self.owner = int(self.path.read_text().split()[0])
+                except (OSError, ValueError, IndexError):
+                    self.owner = None
+                if self.owner is not None and _alive(self.owner):
+                    return self
+                self.path.unlink(missing_ok=True)  # stale: its process is gone
+                continue
+            with os.fdopen(fd, "w") as out:
+                out.write(f"{os.getpid()} {self.stage}\n")
+            self.held, self.owner = True, os.getpid()
+            return self
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if self.held:
+            self.path.unlink(missing_ok=True)
+            self.held = False
+
+
+def _alive(pid: int) -> bool:
+    import os
+
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 def main_from_cli(config_path: Path, work_dir: Path | None, report: Path, max_minutes: float | None,
@@ -411,4 +507,4 @@ def main_from_cli(config_path: Path, work_dir: Path | None, report: Path, max_mi
     return write_report(experiment, stages, report, config_path)
 
 
-__all__ = ["R2RConfig", "R2RExperiment", "SYSTEMS", "Stage", "main_from_cli"]
+__all__ = ["R2RConfig", "R2RExperiment", "SYSTEMS", "Stage", "StageLock", "Step", "main_from_cli"]
