@@ -29,6 +29,7 @@ from pathlib import Path
 from routerank.data.types import Query, Run, sample_queries
 from routerank.errors import RouterankError, SpecError
 from routerank.fsutil import atomic_write, cache_root
+from routerank.rerank.experts import GENERALIST
 
 MEASURES = "nDCG@5 nDCG@10 MRR@10 R@100"
 SYSTEMS = {  # run name -> (letter, title)
@@ -126,6 +127,7 @@ class R2RExperiment:
         self._loaded_factory = loaded_factory  # () -> (model, tokenizer); tests pass a tiny model
         self._datasets: dict = {}
         self._bank = None
+        self._generalist = None  # the bare-backbone scorer, used before any expert exists
         self.stages: list[Stage] = []
 
     # data ------------------------------------------------------------------------------------------------
@@ -189,11 +191,15 @@ class R2RExperiment:
                                  path=self.expert_dir(adapter), fix="delete it, or use another --work-dir")
         return True
 
+    def _loaded(self):
+        """A fresh (model, tokenizer) from the test factory, or None: the callee loads the configured backbone."""
+        return self._loaded_factory() if self._loaded_factory else None
+
     def train(self, adapter: str) -> None:
         from routerank.train.expert import train_expert
 
-        loaded = self._loaded_factory() if self._loaded_factory else None
-        train_expert(self.expert_configs()[adapter], self.expert_dir(adapter), loaded=loaded, progress=self.progress)
+        train_expert(self.expert_configs()[adapter], self.expert_dir(adapter), loaded=self._loaded(),
+                     progress=self.progress)
         self._bank = None  # the bank must pick the new adapter up
 
     # scoring ---------------------------------------------------------------------------------------------
@@ -205,28 +211,25 @@ class R2RExperiment:
         if self._bank is None or set(self._bank.domains) != set(ready):
             if not ready:
                 raise RouterankError("no trained expert yet")
-            loaded = self._loaded_factory() if self._loaded_factory else None
             self._bank = ExpertBank(ready, self.config.backbone, max_doc_tokens=self.config.max_doc_tokens,
-                                    progress=self.progress, loaded=loaded)
+                                    progress=self.progress, loaded=self._loaded())
         return self._bank
 
     def score_pairs(self, pairs, adapters):
         """Scores through the expert bank; before any expert exists, the generalist is the bare backbone (the
         same scorer and score-cache key as the bank's generalist)."""
-        if set(adapters) <= {"generalist"} and not any(
+        if set(adapters) <= {GENERALIST} and not any(
                 self.expert_ready(a, cfg) for a, cfg in self.expert_configs().items()):
-            from routerank.rerank.pointwise import PointwiseLLMReranker
-            from routerank.train.expert import ExpertConfig
-
-            loaded = self._loaded_factory() if self._loaded_factory else None
-            if loaded is None:
+            if self._generalist is None:
                 from routerank.models.llm import load_causal_lm
+                from routerank.rerank.pointwise import PointwiseLLMReranker
+                from routerank.train.expert import ExpertConfig
 
-                loaded = load_causal_lm(self.config.backbone)
-            scorer = PointwiseLLMReranker.from_model(
-                *loaded, name=self.config.backbone, template=ExpertConfig("-", "-").template,
-                max_doc_tokens=self.config.max_doc_tokens, progress=self.progress, cache=True)
-            return scorer.score_pairs(pairs)
+                self._generalist = PointwiseLLMReranker.from_model(
+                    *(self._loaded() or load_causal_lm(self.config.backbone)), name=self.config.backbone,
+                    template=ExpertConfig("-", "-").template, max_doc_tokens=self.config.max_doc_tokens,
+                    progress=self.progress, cache=True)
+            return self._generalist.score_pairs(pairs)
         return self.bank().score_pairs(pairs, adapters)
 
     def run_path(self, system: str, dataset: str) -> Path:
@@ -318,7 +321,7 @@ class R2RExperiment:
         for title, (enc, router) in routers.items():
             router.fit([t for t, _ in train], y_train, features=feats[enc, "train"])
             probs = router.predict_proba([t for _, t, _ in test], features=feats[enc, "test"])
-            predicted = [labels[i] if p[i] >= c.router_threshold else "generalist"
+            predicted = [labels[i] if p[i] >= c.router_threshold else GENERALIST
                          for p, i in zip(probs, probs.argmax(1))]
             report["routers"][title] = {"features": enc, **metrics(y_test, predicted, labels)}
             if title.startswith("latent-linear"):
@@ -356,7 +359,7 @@ class R2RExperiment:
         configs = self.expert_configs()
 
         def ready(*adapters):
-            return lambda: all(a == "generalist" or self.expert_ready(a, configs[a]) for a in adapters)
+            return lambda: all(a == GENERALIST or self.expert_ready(a, configs[a]) for a in adapters)
 
         def train(adapter):
             return Step(f"train {adapter}", "train", ready(adapter), lambda: self.train(adapter))
@@ -372,7 +375,7 @@ class R2RExperiment:
             def action():
                 decisions = self.routing()["decisions"]
                 chosen = {q.id: decisions[f"{dataset}:{q.id}"] for q in self.test_queries(dataset)}
-                experts = {qid: ("generalist" if label == "generalist" else f"eag-{label_to_name[label]}")
+                experts = {qid: (GENERALIST if label == GENERALIST else f"eag-{label_to_name[label]}")
                            for qid, label in chosen.items()}
                 self.score_run("r2r", dataset, experts)
             return Step(f"score r2r on {dataset}", "score", lambda: self.run_path("r2r", dataset).exists(), action,
@@ -381,7 +384,7 @@ class R2RExperiment:
         steps += [train(adapter) for adapter in eag]
         steps.append(Step("route (latent router + baselines)", "route", routed, self.routing, needs=ready(*eag)))
         for name in names:
-            steps += [score("generalist", name, "generalist"), score(f"eag-{name}", name, f"eag-{name}"),
+            steps += [score("generalist", name, GENERALIST), score(f"eag-{name}", name, f"eag-{name}"),
                       r2r_score(name)]
         steps.append(train("pooled"))
         steps += [score("pooled", name, "pooled") for name in names]

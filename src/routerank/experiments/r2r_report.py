@@ -31,21 +31,21 @@ def collect(experiment) -> dict:
     evals: dict[str, dict[str, object]] = {}  # system -> dataset -> Evaluation
     meta: dict[str, dict[str, dict]] = {}
 
+    qrels = {d: experiment.dataset(d).split_qrels("test").subset(q.id for q in experiment.test_queries(d))
+             for d in names}
+
     def load(system: str, dataset: str, run_name: str | None = None):
         path = experiment.run_path(run_name or system, dataset)
         if not path.exists():
             return
-        qrels = experiment.dataset(dataset).split_qrels("test").subset(q.id for q in experiment.test_queries(dataset))
-        evals.setdefault(system, {})[dataset] = evaluate(read_run(path), qrels, MEASURES)
+        evals.setdefault(system, {})[dataset] = evaluate(read_run(path), qrels[dataset], MEASURES)
         side = path.with_suffix(".json")
         if side.exists():
             meta.setdefault(system, {})[dataset] = json.loads(side.read_text())
 
     for dataset in names:
         if (experiment.work / "candidates" / f"{dataset}.trec").exists():
-            qrels = experiment.dataset(dataset).split_qrels("test").subset(
-                q.id for q in experiment.test_queries(dataset))
-            evals.setdefault("bm25", {})[dataset] = evaluate(experiment.candidates(dataset), qrels, MEASURES)
+            evals.setdefault("bm25", {})[dataset] = evaluate(experiment.candidates(dataset), qrels[dataset], MEASURES)
         load("generalist", dataset)
         load("pooled", dataset)
         load("plain", dataset, f"plain-{dataset}")
