@@ -40,7 +40,7 @@ class Recorder(PointwiseReranker):
 
     def score_pairs(self, pairs):
         out = self.inner.score_pairs(pairs)
-        self.scores.update(zip(pairs, np.asarray(out, dtype=np.float64).tolist()))
+        self.scores.update(zip(pairs, np.asarray(out, dtype=np.float64).tolist(), strict=True))
         return out
 
 
@@ -64,15 +64,26 @@ def option_value(text: str):
     return text
 
 
-def timed_cascade(selector: str, scorer: PointwiseReranker, queries, bm25_run, corpus, *, depth: int, k: int,
-                  size: int, stride: int, scores: dict[tuple[str, str], float] | None = None):
+def timed_cascade(
+    selector: str,
+    scorer: PointwiseReranker,
+    queries,
+    bm25_run,
+    corpus,
+    *,
+    depth: int,
+    k: int,
+    size: int,
+    stride: int,
+    scores: dict[tuple[str, str], float] | None = None,
+):
     """(reranker, run, seconds): one selector's cascade over each query's BM25 top `depth`, models loaded first.
 
     The scorer's pair scores land in `scores` when given (for replaying other aggregations)."""
     recorder = Recorder(scorer, scores if scores is not None else {})
     reranker = IDCMReranker(selector, recorder, k=k, size=size, stride=stride)
     if reranker.selector is not None and hasattr(reranker.selector, "encoder"):
-        reranker.selector.encoder  # load the bi-encoder before the clock starts
+        _ = reranker.selector.encoder  # load the bi-encoder before the clock starts
     started = time.perf_counter()
     run = reranker.rerank_run(queries, bm25_run, corpus, depth=depth)
     return reranker, run, time.perf_counter() - started
@@ -99,9 +110,14 @@ def add_significance(results: dict, bm25_run, qrels) -> None:
         tests = {"vs_bm25": paired_test(bm25, row["per_query_ndcg10"])}
         if full is not None and name != "idcm:all":
             tests["vs_all_passages"] = paired_test(full, row["per_query_ndcg10"])
-        row["ndcg10_paired"] = {key: {"delta": round(t.delta, 4), "t_p": round(t.t_pvalue, 4),
-                                      "randomization_p": round(t.randomization_pvalue, 4)}
-                                for key, t in tests.items()}
+        row["ndcg10_paired"] = {
+            key: {
+                "delta": round(t.delta, 4),
+                "t_p": round(t.t_pvalue, 4),
+                "randomization_p": round(t.randomization_pvalue, 4),
+            }
+            for key, t in tests.items()
+        }
 
 
 def add_top_passage_recall(results: dict, recorded: dict, queries, heads_by_query, size: int, stride: int) -> None:
@@ -162,16 +178,29 @@ def main() -> None:
     started = time.perf_counter()
     scorer = make_reranker(args.scorer, **{k: option_value(v) for k, v in scorer_options.items()})
     scorer_load = time.perf_counter() - started
-    print(f"scorer {scorer.name} loaded in {scorer_load:.1f}s; {len(queries)} queries, {len(heads)} docs, "
-          f"{sum(passages)} passages", file=sys.stderr)
+    print(
+        f"scorer {scorer.name} loaded in {scorer_load:.1f}s; {len(queries)} queries, {len(heads)} docs, "
+        f"{sum(passages)} passages",
+        file=sys.stderr,
+    )
 
     report = {
-        "dataset": args.dataset, "split": args.split, "queries": len(queries), "depth": args.depth,
-        "k": args.k, "passage_size_words": args.size, "passage_stride_words": args.stride,
-        "scorer": args.scorer, "scorer_options": scorer_options, "scorer_load_seconds": round(scorer_load, 2),
-        "candidate_docs": len(heads), "passages_per_doc": {"mean": round(float(np.mean(passages)), 2),
-                                                          "median": float(np.median(passages)),
-                                                          "max": int(np.max(passages))},
+        "dataset": args.dataset,
+        "split": args.split,
+        "queries": len(queries),
+        "depth": args.depth,
+        "k": args.k,
+        "passage_size_words": args.size,
+        "passage_stride_words": args.stride,
+        "scorer": args.scorer,
+        "scorer_options": scorer_options,
+        "scorer_load_seconds": round(scorer_load, 2),
+        "candidate_docs": len(heads),
+        "passages_per_doc": {
+            "mean": round(float(np.mean(passages)), 2),
+            "median": float(np.median(passages)),
+            "max": int(np.max(passages)),
+        },
         "words_per_doc_median": float(np.median(words)),
         "command": " ".join(["python", *sys.argv]),
         "machine": {"cpus": __import__("os").cpu_count(), "python": platform.python_version()},
@@ -181,15 +210,39 @@ def main() -> None:
     recorded: dict[str, dict[tuple[str, str], float]] = {}
     for selector in args.selectors.split(","):
         scores = recorded.setdefault(selector, {})
-        reranker, run, seconds = timed_cascade(selector, scorer, queries, bm25_run, dataset.corpus, depth=args.depth,
-                                               k=args.k, size=args.size, stride=args.stride, scores=scores)
+        reranker, run, seconds = timed_cascade(
+            selector,
+            scorer,
+            queries,
+            bm25_run,
+            dataset.corpus,
+            depth=args.depth,
+            k=args.k,
+            size=args.size,
+            stride=args.stride,
+            scores=scores,
+        )
         pairs_per_second = reranker.stats.scored_pairs / max(reranker.stats.score_seconds, 1e-9)
-        row = {"name": reranker.name, "seconds": round(seconds, 2), **reranker.stats.as_dict(),
-               "scorer_pairs_per_second": round(pairs_per_second, 2), "by_aggregate": {}}
+        row = {
+            "name": reranker.name,
+            "seconds": round(seconds, 2),
+            **reranker.stats.as_dict(),
+            "scorer_pairs_per_second": round(pairs_per_second, 2),
+            "by_aggregate": {},
+        }
         for aggregate in aggregates:
-            replay = run if aggregate == "max" else IDCMReranker(
-                reranker.selector or "all", Replay(scores, scorer.name), k=args.k, size=args.size, stride=args.stride,
-                aggregate=aggregate).rerank_run(queries, bm25_run, dataset.corpus, depth=args.depth)
+            replay = (
+                run
+                if aggregate == "max"
+                else IDCMReranker(
+                    reranker.selector or "all",
+                    Replay(scores, scorer.name),
+                    k=args.k,
+                    size=args.size,
+                    stride=args.stride,
+                    aggregate=aggregate,
+                ).rerank_run(queries, bm25_run, dataset.corpus, depth=args.depth)
+            )
             evaluation = evaluate(replay, qrels, MEASURES)
             row["by_aggregate"][aggregate] = {m: round(v, 4) for m, v in evaluation.means.items()}
             if aggregate == "max":
@@ -199,23 +252,32 @@ def main() -> None:
             row["select_seconds_with_stored_passage_vectors"] = round(warm, 3)
         results[f"idcm:{selector}"] = row
         write(args.out, {**report, "results": results})
-        print(f"{selector:>8}: {seconds:7.1f}s  pairs {reranker.stats.scored_pairs:6d}  "
-              f"nDCG@10 {row['by_aggregate']['max']['nDCG@10']:.4f}", file=sys.stderr)
+        print(
+            f"{selector:>8}: {seconds:7.1f}s  pairs {reranker.stats.scored_pairs:6d}  "
+            f"nDCG@10 {row['by_aggregate']['max']['nDCG@10']:.4f}",
+            file=sys.stderr,
+        )
 
     if args.plain:
         started = time.perf_counter()
         run = scorer.rerank_run(queries, bm25_run, dataset.corpus, depth=args.depth)
         seconds = time.perf_counter() - started
         evaluation = evaluate(run, qrels, MEASURES)
-        results["plain"] = {"name": f"{scorer.name} on whole documents (truncated by the scorer)",
-                            "seconds": round(seconds, 2), "scored_pairs": len(heads),
-                            **{m: round(v, 4) for m, v in evaluation.means.items()},
-                            "per_query_ndcg10": evaluation.per_query["nDCG@10"]}
+        results["plain"] = {
+            "name": f"{scorer.name} on whole documents (truncated by the scorer)",
+            "seconds": round(seconds, 2),
+            "scored_pairs": len(heads),
+            **{m: round(v, 4) for m, v in evaluation.means.items()},
+            "per_query_ndcg10": evaluation.per_query["nDCG@10"],
+        }
     add_significance(results, bm25_run, qrels)
     add_top_passage_recall(results, recorded, queries, heads_by_query, args.size, args.stride)
     write(args.out, {**report, "results": results})
-    print(json.dumps({name: {k: v for k, v in row.items() if k != "per_query_ndcg10"}
-                      for name, row in results.items()}, indent=2))
+    print(
+        json.dumps(
+            {name: {k: v for k, v in row.items() if k != "per_query_ndcg10"} for name, row in results.items()}, indent=2
+        )
+    )
 
 
 if __name__ == "__main__":

@@ -30,7 +30,7 @@ FEATURE_SETS = {"cheap": ("bm25", "position", "first"), "mix": FEATURES}
 
 def top_passage_recall(features, targets, weights: dict[str, float], names, k: int) -> float:
     w = np.array([weights.get(name, 0.0) for name in names])
-    hits = [int(np.argmax(y)) in top_k(x @ w, k).tolist() for x, y in zip(features, targets) if len(y)]
+    hits = [int(np.argmax(y)) in top_k(x @ w, k).tolist() for x, y in zip(features, targets, strict=True) if len(y)]
     return float(np.mean(hits))
 
 
@@ -58,25 +58,43 @@ def main() -> None:
         docs = [split_passages(dataset.corpus[d], args.size, args.stride) for d in run[query.id].doc_ids]
         flat = [(query.text, p.full_text) for passages in docs for p in passages]
         scores, start = scorer.score_pairs(flat), 0
-        for passages, x in zip(docs, extractor.features(query.text, docs)):
+        for passages, x in zip(docs, extractor.features(query.text, docs), strict=True):
             features.append(x)
-            targets.append(scores[start:start + len(passages)])
+            targets.append(scores[start : start + len(passages)])
             start += len(passages)
         print(f"{n}/{len(queries)} queries, {sum(len(t) for t in targets)} passages scored", file=sys.stderr)
     seconds = time.perf_counter() - started
 
-    summary = {"dataset": args.dataset, "split": args.split, "queries": len(queries), "depth": args.depth,
-               "docs": len(targets), "passages": int(sum(len(t) for t in targets)),
-               "scoring_seconds": round(seconds, 1), "command": " ".join(["python", *sys.argv]), "selectors": {}}
+    summary = {
+        "dataset": args.dataset,
+        "split": args.split,
+        "queries": len(queries),
+        "depth": args.depth,
+        "docs": len(targets),
+        "passages": int(sum(len(t) for t in targets)),
+        "scoring_seconds": round(seconds, 1),
+        "command": " ".join(["python", *sys.argv]),
+        "selectors": {},
+    }
     for label, names in FEATURE_SETS.items():
         columns = [FEATURES.index(name) for name in names]
         weights = fit_linear([x[:, columns] for x in features], targets, names)
         path = LinearPassageSelector(weights).save(
-            f"{args.out}-{label}.json", scorer=args.scorer, dataset=args.dataset, split=args.split,
-            queries=len(queries), depth=args.depth, passage_size=args.size, passage_stride=args.stride)
+            f"{args.out}-{label}.json",
+            scorer=args.scorer,
+            dataset=args.dataset,
+            split=args.split,
+            queries=len(queries),
+            depth=args.depth,
+            passage_size=args.size,
+            passage_stride=args.stride,
+        )
         recall = top_passage_recall(features, targets, weights, FEATURES, args.k)
-        summary["selectors"][label] = {"path": str(path), "weights": {k: round(v, 4) for k, v in weights.items()},
-                                       f"train_top_passage_recall@{args.k}": round(recall, 4)}
+        summary["selectors"][label] = {
+            "path": str(path),
+            "weights": {k: round(v, 4) for k, v in weights.items()},
+            f"train_top_passage_recall@{args.k}": round(recall, 4),
+        }
     for name in ("bm25", "minilm", "first"):
         recall = top_passage_recall(features, targets, {name: 1.0}, FEATURES, args.k)
         summary["selectors"][f"{name} alone"] = {f"train_top_passage_recall@{args.k}": round(recall, 4)}

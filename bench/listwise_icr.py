@@ -47,8 +47,11 @@ def ndcg(run: Run, qrels, name: str):
 
 def compare(baseline, system) -> dict:
     test = paired_test(baseline.per_query["nDCG@10"], system.per_query["nDCG@10"])
-    return {"nDCG@10": round(system["nDCG@10"], 4), "delta_vs_bm25": round(test.delta, 4),
-            "randomization_p": round(test.randomization_pvalue, 4)}
+    return {
+        "nDCG@10": round(system["nDCG@10"], 4),
+        "delta_vs_bm25": round(test.delta, 4),
+        "randomization_p": round(test.randomization_pvalue, 4),
+    }
 
 
 def load_model():
@@ -64,8 +67,9 @@ def icr_part(args) -> dict:
     queries = sample(ds, args.queries, args.seed)
     qrels = ds.split_qrels("test").subset(q.id for q in queries)
     run = bm25_run(ds, queries, args.depth)
-    reranker = ICRReranker.from_model(*load_model(), name="smollm2", max_doc_tokens=args.max_doc_tokens,
-                                      exclude_sink=not args.keep_sink)
+    reranker = ICRReranker.from_model(
+        *load_model(), name="smollm2", max_doc_tokens=args.max_doc_tokens, exclude_sink=not args.keep_sink
+    )
     sink = "-keepsink" if args.keep_sink else ""
     folder = cache_root() / "bench" / f"icr-scifact-d{args.depth}-t{args.max_doc_tokens}{sink}"
     folder.mkdir(parents=True, exist_ok=True)
@@ -87,41 +91,75 @@ def icr_part(args) -> dict:
         out = {}
         for query in queries:
             real, null = attention[query.id]
-            score = real[layers.start:layers.stop].sum((0, 1))
+            score = real[layers.start : layers.stop].sum((0, 1))
             if calibrate:
-                score = score - null[layers.start:layers.stop].sum((0, 1))
-            out[query.id] = Ranking.from_scores(dict(zip(run[query.id].doc_ids, score.tolist())))
+                score = score - null[layers.start : layers.stop].sum((0, 1))
+            out[query.id] = Ranking.from_scores(dict(zip(run[query.id].doc_ids, score.tolist(), strict=True)))
         return Run(MappingProxyType(out))
 
     base = ndcg(run, qrels, "bm25")
-    variants = {"all": "all", "mid": "mid", "first_third": f"0:{num_layers // 3}",
-                "middle_third": f"{num_layers // 3}:{2 * num_layers // 3}",
-                "last_third": f"{2 * num_layers // 3}:{num_layers}"}
+    variants = {
+        "all": "all",
+        "mid": "mid",
+        "first_third": f"0:{num_layers // 3}",
+        "middle_third": f"{num_layers // 3}:{2 * num_layers // 3}",
+        "last_third": f"{2 * num_layers // 3}:{num_layers}",
+    }
     results, evaluations = {}, {}
     for name, spec in variants.items():
         layers = layer_range(spec, num_layers)
         evaluations[name] = ndcg(rerun(layers), qrels, name)
         results[name] = {"layers": f"{layers.start}:{layers.stop}", **compare(base, evaluations[name])}
     mid_vs_all = paired_test(evaluations["all"].per_query["nDCG@10"], evaluations["mid"].per_query["nDCG@10"])
-    shuffled = [ndcg(Run(MappingProxyType({q.id: Ranking.from_scores(dict(zip(
-        run[q.id].doc_ids, np.random.default_rng(seed).random(len(run[q.id])).tolist()))) for q in queries})), qrels,
-        "random")["nDCG@10"] for seed in range(20)]
-    results["all_uncalibrated"] = {"layers": f"0:{num_layers}",
-                                   **compare(base, ndcg(rerun(range(num_layers), False), qrels, "raw"))}
+    shuffled = [
+        ndcg(
+            Run(
+                MappingProxyType(
+                    {
+                        q.id: Ranking.from_scores(
+                            dict(
+                                zip(
+                                    run[q.id].doc_ids,
+                                    np.random.default_rng(seed).random(len(run[q.id])).tolist(),
+                                    strict=True,
+                                )
+                            )
+                        )
+                        for q in queries
+                    }
+                )
+            ),
+            qrels,
+            "random",
+        )["nDCG@10"]
+        for seed in range(20)
+    ]
+    results["all_uncalibrated"] = {
+        "layers": f"0:{num_layers}",
+        **compare(base, ndcg(rerun(range(num_layers), False), qrels, "raw")),
+    }
     per_layer = [round(ndcg(rerun(range(i, i + 1)), qrels, f"L{i}")["nDCG@10"], 4) for i in range(num_layers)]
     return {
-        "dataset": "scifact", "split": "test", "queries": len(queries), "seed": args.seed,
-        "candidates": f"BM25 top {args.depth}", "max_doc_tokens": args.max_doc_tokens,
+        "dataset": "scifact",
+        "split": "test",
+        "queries": len(queries),
+        "seed": args.seed,
+        "candidates": f"BM25 top {args.depth}",
+        "max_doc_tokens": args.max_doc_tokens,
         "model": "SmolLM2-135M-Instruct (packaged Q4_1 GGUF, dequantized, fp32, CPU)",
         "exclude_sink": not args.keep_sink,
         "bm25": {"nDCG@10": round(base["nDCG@10"], 4)},
         "random_order_of_the_same_candidates": {"nDCG@10": round(float(np.mean(shuffled)), 4), "seeds": 20},
         "icr": results,
-        "mid_vs_all": {"delta": round(mid_vs_all.delta, 4), "randomization_p": round(mid_vs_all.randomization_pvalue, 4),
-                       "t_p": round(mid_vs_all.t_pvalue, 4)},
+        "mid_vs_all": {
+            "delta": round(mid_vs_all.delta, 4),
+            "randomization_p": round(mid_vs_all.randomization_pvalue, 4),
+            "t_p": round(mid_vs_all.t_pvalue, 4),
+        },
         "icr_single_layer_nDCG@10": per_layer,
         "timing": "see the latency part (attention arrays are cached per query, so this part may not run the model)",
-        "forward_passes_this_run": reranker.forward_passes, "queries_scored_this_run": len(seconds),
+        "forward_passes_this_run": reranker.forward_passes,
+        "queries_scored_this_run": len(seconds),
     }
 
 
@@ -132,8 +170,9 @@ def listwise_part(args) -> dict:
     queries = sample(ds, args.queries, args.seed)[: args.listwise_queries]
     qrels = ds.split_qrels("test").subset(q.id for q in queries)
     run = bm25_run(ds, queries, args.depth)
-    reranker = ListwiseReranker.from_model(*load_model(), name="smollm2", window=20, step=10,
-                                           max_doc_tokens=args.max_doc_tokens)
+    reranker = ListwiseReranker.from_model(
+        *load_model(), name="smollm2", window=20, step=10, max_doc_tokens=args.max_doc_tokens
+    )
     out, seconds, answers = {}, [], []
     generate = reranker.generate
 
@@ -146,16 +185,26 @@ def listwise_part(args) -> dict:
         start = time.perf_counter()
         out[query.id] = reranker.rerank(query, [ds.corpus[d] for d in run[query.id].doc_ids])
         seconds.append(time.perf_counter() - start)
-        print(f"[{i + 1}/{len(queries)}] {query.id} {seconds[-1]:.1f}s {out[query.id].repairs}", file=sys.stderr,
-              flush=True)
+        print(
+            f"[{i + 1}/{len(queries)}] {query.id} {seconds[-1]:.1f}s {out[query.id].repairs}",
+            file=sys.stderr,
+            flush=True,
+        )
     base = ndcg(run, qrels, "bm25")
     system = ndcg(Run(MappingProxyType(dict(out))), qrels, "listwise")
     repairs: Repairs = reranker.stats
     return {
-        "dataset": "scifact", "split": "test", "queries": len(queries), "seed": args.seed,
-        "sample": f"first {len(queries)} of the ICR sample", "candidates": f"BM25 top {args.depth}",
-        "window": 20, "step": 10, "max_doc_tokens": args.max_doc_tokens,
-        "bm25": {"nDCG@10": round(base["nDCG@10"], 4)}, "listwise": compare(base, system),
+        "dataset": "scifact",
+        "split": "test",
+        "queries": len(queries),
+        "seed": args.seed,
+        "sample": f"first {len(queries)} of the ICR sample",
+        "candidates": f"BM25 top {args.depth}",
+        "window": 20,
+        "step": 10,
+        "max_doc_tokens": args.max_doc_tokens,
+        "bm25": {"nDCG@10": round(base["nDCG@10"], 4)},
+        "listwise": compare(base, system),
         "repairs": {**{k: getattr(repairs, k) for k in repairs.__dataclass_fields__}, "total": repairs.total},
         "seconds_per_query_mean": round(float(np.mean(seconds)), 2),
         "forward_passes_per_query_mean": round(generate.forward_passes / len(queries), 1),
@@ -185,8 +234,9 @@ def latency_queries_for(family: str, n: int, queries: list) -> list:
     return queries[:1] if family == "listwise" and n >= 50 else queries
 
 
-def latency_rows(ds, queries, run: Run, loaded, *, max_doc_tokens: int, ns=(10, 20, 50),
-                 families=("icr", "listwise")) -> list[dict]:
+def latency_rows(
+    ds, queries, run: Run, loaded, *, max_doc_tokens: int, ns=(10, 20, 50), families=("icr", "listwise")
+) -> list[dict]:
     """Seconds and forward passes per query for each family at each N (BM25 top N of `run`), one row each."""
     rows = []
     for n in ns:
@@ -198,11 +248,17 @@ def latency_rows(ds, queries, run: Run, loaded, *, max_doc_tokens: int, ns=(10, 
                 start = time.perf_counter()
                 reranker.rerank(query, docs)
                 seconds.append(time.perf_counter() - start)
-            prompt_tokens = (len(reranker.prefix_ids([d.full_text for d in docs])[0]) if family == "icr" else None)
-            rows.append({"family": family, "N": n, "queries": len(seconds),
-                         "seconds_per_query": round(float(np.mean(seconds)), 2),
-                         "forward_passes_per_query": reranker.forward_passes / len(seconds),
-                         **({"prompt_tokens_last_query": prompt_tokens} if prompt_tokens else {})})
+            prompt_tokens = len(reranker.prefix_ids([d.full_text for d in docs])[0]) if family == "icr" else None
+            rows.append(
+                {
+                    "family": family,
+                    "N": n,
+                    "queries": len(seconds),
+                    "seconds_per_query": round(float(np.mean(seconds)), 2),
+                    "forward_passes_per_query": reranker.forward_passes / len(seconds),
+                    **({"prompt_tokens_last_query": prompt_tokens} if prompt_tokens else {}),
+                }
+            )
             print(rows[-1], file=sys.stderr, flush=True)
     return rows
 
@@ -212,9 +268,14 @@ def latency_part(args) -> dict:
     queries = sample(ds, args.queries, args.seed)[: args.latency_queries]
     run = bm25_run(ds, queries, 50)
     rows = latency_rows(ds, queries, run, load_model(), max_doc_tokens=args.max_doc_tokens)
-    return {"dataset": "scifact", "queries": f"first {len(queries)} of the ICR sample (listwise N=50: first 1)",
-            "candidates": "BM25 top N", "max_doc_tokens": args.max_doc_tokens, "rows": rows,
-            "note": "listwise forward passes = generated tokens (one decoder call each, prefill included)"}
+    return {
+        "dataset": "scifact",
+        "queries": f"first {len(queries)} of the ICR sample (listwise N=50: first 1)",
+        "candidates": "BM25 top N",
+        "max_doc_tokens": args.max_doc_tokens,
+        "rows": rows,
+        "note": "listwise forward passes = generated tokens (one decoder call each, prefill included)",
+    }
 
 
 def main() -> None:
@@ -226,8 +287,12 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--depth", type=int, default=20)
     parser.add_argument("--max-doc-tokens", type=int, default=128)
-    parser.add_argument("--threads", type=int, default=1,
-                        help="torch CPU threads; 1 avoids OpenMP spin-waits when other jobs share the cores")
+    parser.add_argument(
+        "--threads",
+        type=int,
+        default=1,
+        help="torch CPU threads; 1 avoids OpenMP spin-waits when other jobs share the cores",
+    )
     parser.add_argument("--keep-sink", action="store_true", help="icr: score without excluding the first token")
     args = parser.parse_args()
     import torch
@@ -237,8 +302,12 @@ def main() -> None:
     result = {"part": globals()[f"{args.part}_part"](args)}["part"]
     result["command"] = ".venv/bin/python " + " ".join(shlex.quote(a) for a in sys.argv)
     result["wall_seconds"] = round(time.perf_counter() - started, 1)
-    result["machine"] = {"cpu_threads": torch.get_num_threads(), "torch": torch.__version__,
-                         "platform": platform.platform(), "load_average_at_end": os.getloadavg()}
+    result["machine"] = {
+        "cpu_threads": torch.get_num_threads(),
+        "torch": torch.__version__,
+        "platform": platform.platform(),
+        "load_average_at_end": os.getloadavg(),
+    }
     report = json.loads(REPORT.read_text()) if REPORT.exists() else {}
     report[args.part + ("_keep_sink" if args.keep_sink else "")] = result
     REPORT.parent.mkdir(parents=True, exist_ok=True)

@@ -47,8 +47,9 @@ def plain_loop(model, tokenizer, prompts: list[str], batch_size: int = 16) -> np
     tokenizer.padding_side = "left"
     scores = []
     for start in range(0, len(prompts), batch_size):
-        batch = tokenizer(prompts[start:start + batch_size], return_tensors="pt", padding=True,
-                          add_special_tokens=False)
+        batch = tokenizer(
+            prompts[start : start + batch_size], return_tensors="pt", padding=True, add_special_tokens=False
+        )
         with torch.no_grad():
             logits = model(**batch).logits[:, -1, [yes, no]]
         scores.extend(torch.softmax(logits.float(), -1)[:, 0].tolist())
@@ -81,9 +82,15 @@ def bench_pointwise(model, tokenizer, ds, queries, run, length: int) -> dict:
     tokens = sum(len(ours.prompt_ids(q, d)) for q, d in pairs)
     plain_t, plain_s = timings["plain"]
     ours_t, ours_s = timings["routerank"]
-    return {"doc_tokens": length, "pairs": len(pairs), "prompt_tokens": tokens,
-            "plain_docs_per_s": len(pairs) / plain_t, "routerank_docs_per_s": len(pairs) / ours_t,
-            "ratio": plain_t / ours_t, "max_abs_score_diff": float(np.abs(plain_s - ours_s).max())}
+    return {
+        "doc_tokens": length,
+        "pairs": len(pairs),
+        "prompt_tokens": tokens,
+        "plain_docs_per_s": len(pairs) / plain_t,
+        "routerank_docs_per_s": len(pairs) / ours_t,
+        "ratio": plain_t / ours_t,
+        "max_abs_score_diff": float(np.abs(plain_s - ours_s).max()),
+    }
 
 
 def bench_int8(model, tokenizer, ds, queries, run, length: int) -> dict:
@@ -93,8 +100,9 @@ def bench_int8(model, tokenizer, ds, queries, run, length: int) -> dict:
     out = {}
     for label, quantize in (("fp32", None), ("int8", "int8")):
         weights = copy.deepcopy(model) if quantize else model
-        reranker = PointwiseLLMReranker.from_model(weights, tokenizer, max_doc_tokens=length, progress=False,
-                                                   quantize=quantize)
+        reranker = PointwiseLLMReranker.from_model(
+            weights, tokenizer, max_doc_tokens=length, progress=False, quantize=quantize
+        )
         reranker.score_pairs([(queries[0].text, ds.corpus[run[queries[0].id].doc_ids[0]].full_text)])  # warm-up
         start = time.perf_counter()
         reranked = reranker.rerank_run(queries, run, ds.corpus, depth=len(next(iter(run.rankings.values()))))
@@ -112,16 +120,23 @@ def bench_families(loaded, ds, queries, ns: list[int], doc_tokens: int) -> dict:
     run = build("bm25", ds.corpus).search(queries, max(ns))
     make_family("pointwise", loaded, doc_tokens).score_pairs([(queries[0].text, "warm-up")])  # first-call costs
     rows = latency_rows(ds, queries, run, loaded, max_doc_tokens=doc_tokens, ns=ns, families=FAMILIES)
-    return {"dataset": ds.name, "split": "test", "query_ids": [q.id for q in queries], "candidates": "BM25 top N",
-            "N": ns, "max_doc_tokens": doc_tokens, "families": list(FAMILIES), "rows": rows,
-            "note": "forward passes = decoder calls: pointwise 1 prefix pass per query + 1 per token-budget batch; "
-                    "ICR 2 per prompt chunk; listwise 1 per generated token (prefill included). "
-                    "Listwise at N >= 50 times the first query only."}
+    return {
+        "dataset": ds.name,
+        "split": "test",
+        "query_ids": [q.id for q in queries],
+        "candidates": "BM25 top N",
+        "N": ns,
+        "max_doc_tokens": doc_tokens,
+        "families": list(FAMILIES),
+        "rows": rows,
+        "note": "forward passes = decoder calls: pointwise 1 prefix pass per query + 1 per token-budget batch; "
+        "ICR 2 per prompt chunk; listwise 1 per generated token (prefill included). "
+        "Listwise at N >= 50 times the first query only.",
+    }
 
 
 def bench_idcm(args) -> dict:
     from idcm import timed_cascade
-
     from routerank.errors import RouterankError
     from routerank.rerank.idcm import IDCMReranker
     from routerank.rerank.passages import split_passages
@@ -140,20 +155,42 @@ def bench_idcm(args) -> dict:
     IDCMReranker("bm25", scorer, k=1).rerank(queries[0], heads[:1])  # warm-up: scorer's first call, stemmer
     rows = {}
     for selector in ("bm25", "all"):
-        reranker, _, seconds = timed_cascade(selector, scorer, queries, bm25_run, ds.corpus, depth=args.idcm_depth,
-                                             k=args.idcm_k, size=args.idcm_size, stride=args.idcm_stride)
+        reranker, _, seconds = timed_cascade(
+            selector,
+            scorer,
+            queries,
+            bm25_run,
+            ds.corpus,
+            depth=args.idcm_depth,
+            k=args.idcm_k,
+            size=args.idcm_size,
+            stride=args.idcm_stride,
+        )
         stats = reranker.stats
-        rows[selector] = {"name": reranker.name, "seconds": round(seconds, 3), **stats.as_dict(),
-                          "scorer_pairs_per_second": round(stats.scored_pairs / max(stats.score_seconds, 1e-9), 2),
-                          "docs_per_second": round(stats.docs / max(seconds, 1e-9), 2)}
+        rows[selector] = {
+            "name": reranker.name,
+            "seconds": round(seconds, 3),
+            **stats.as_dict(),
+            "scorer_pairs_per_second": round(stats.scored_pairs / max(stats.score_seconds, 1e-9), 2),
+            "docs_per_second": round(stats.docs / max(seconds, 1e-9), 2),
+        }
     passages = [len(split_passages(d, args.idcm_size, args.idcm_stride)) for d in heads]
-    return {"dataset": args.idcm_dataset, "split": "test", "query_ids": [q.id for q in queries],
-            "candidates": f"BM25 top {args.idcm_depth}", "scorer": args.idcm_scorer, "k": args.idcm_k,
-            "passage_size_words": args.idcm_size, "passage_stride_words": args.idcm_stride,
-            "scorer_load_seconds": round(load_seconds, 2), "candidate_docs": len(heads),
-            "passages_per_doc_mean": round(float(np.mean(passages)), 2), "selectors": rows,
-            "speedup": round(rows["all"]["seconds"] / max(rows["bm25"]["seconds"], 1e-9), 2),
-            "pair_ratio": round(rows["bm25"]["scored_pairs"] / max(rows["all"]["scored_pairs"], 1), 4)}
+    return {
+        "dataset": args.idcm_dataset,
+        "split": "test",
+        "query_ids": [q.id for q in queries],
+        "candidates": f"BM25 top {args.idcm_depth}",
+        "scorer": args.idcm_scorer,
+        "k": args.idcm_k,
+        "passage_size_words": args.idcm_size,
+        "passage_stride_words": args.idcm_stride,
+        "scorer_load_seconds": round(load_seconds, 2),
+        "candidate_docs": len(heads),
+        "passages_per_doc_mean": round(float(np.mean(passages)), 2),
+        "selectors": rows,
+        "speedup": round(rows["all"]["seconds"] / max(rows["bm25"]["seconds"], 1e-9), 2),
+        "pair_ratio": round(rows["bm25"]["scored_pairs"] / max(rows["all"]["scored_pairs"], 1), 4),
+    }
 
 
 def parse_parts(text: str) -> list[str]:
@@ -221,8 +258,9 @@ def run_parts(args) -> dict:
         elif part == "families":
             family_ds = ds or load_dataset(args.dataset, splits=["test"])
             family_queries = sample_queries(family_ds.split_queries("test"), args.family_queries, args.seed)
-            result[part] = bench_families((model, tokenizer), family_ds, family_queries, args.family_n,
-                                          args.family_doc_tokens)
+            result[part] = bench_families(
+                (model, tokenizer), family_ds, family_queries, args.family_n, args.family_doc_tokens
+            )
         else:
             result[part] = bench_idcm(args)
         walls[part] = round(time.perf_counter() - started, 2)
@@ -233,21 +271,27 @@ def print_pointwise(result: dict, args) -> None:
     print(f"\npointwise on {result['device']}: {result['queries']} queries x BM25 top {args.depth}")
     print(f"{'doc tok':>8} {'plain doc/s':>12} {'routerank doc/s':>16} {'ratio':>6} {'max |diff|':>11}")
     for row in result["pointwise"]:
-        print(f"{row['doc_tokens']:>8} {row['plain_docs_per_s']:>12.2f} {row['routerank_docs_per_s']:>16.2f} "
-              f"{row['ratio']:>6.2f} {row['max_abs_score_diff']:>11.2e}")
+        print(
+            f"{row['doc_tokens']:>8} {row['plain_docs_per_s']:>12.2f} {row['routerank_docs_per_s']:>16.2f} "
+            f"{row['ratio']:>6.2f} {row['max_abs_score_diff']:>11.2e}"
+        )
 
 
 def print_int8(result: dict, args) -> None:
     i8 = result["int8"]
-    print(f"int8 dynamic quantization at {args.int8_length} tokens: {i8['speedup']:.2f}x docs/s, "
-          f"nDCG@10 {i8['fp32']['nDCG@10']:.4f} -> {i8['int8']['nDCG@10']:.4f} ({i8['ndcg_change']:+.4f})")
+    print(
+        f"int8 dynamic quantization at {args.int8_length} tokens: {i8['speedup']:.2f}x docs/s, "
+        f"nDCG@10 {i8['fp32']['nDCG@10']:.4f} -> {i8['int8']['nDCG@10']:.4f} ({i8['ndcg_change']:+.4f})"
+    )
 
 
 def print_families(result: dict, args) -> None:
     fam = result["families"]
     cells = {(r["family"], r["N"]): r for r in fam["rows"]}
-    print(f"\nfamilies on {result['device']}: {len(fam['query_ids'])} {fam['dataset']} queries x BM25 top N, "
-          f"{fam['max_doc_tokens']} doc tokens; s/q = seconds per query, fp/q = forward passes per query")
+    print(
+        f"\nfamilies on {result['device']}: {len(fam['query_ids'])} {fam['dataset']} queries x BM25 top N, "
+        f"{fam['max_doc_tokens']} doc tokens; s/q = seconds per query, fp/q = forward passes per query"
+    )
     print(f"{'N':>4}" + "".join(f" {name + ' s/q':>14} {'fp/q':>6}" for name in fam["families"]))
     for n in fam["N"]:
         line = f"{n:>4}"
@@ -265,13 +309,17 @@ def print_idcm(result: dict, args) -> None:
     if "skipped" in idcm:
         print(f"\nidcm: skipped ({idcm['skipped']})")
         return
-    print(f"\nidcm on {idcm['dataset']}: {len(idcm['query_ids'])} queries x {idcm['candidates']} "
-          f"({idcm['passages_per_doc_mean']:.1f} passages/doc), scorer {idcm['scorer']}")
+    print(
+        f"\nidcm on {idcm['dataset']}: {len(idcm['query_ids'])} queries x {idcm['candidates']} "
+        f"({idcm['passages_per_doc_mean']:.1f} passages/doc), scorer {idcm['scorer']}"
+    )
     print(f"{'selector':>10} {'pairs':>7} {'seconds':>8} {'pairs/s':>8} {'select s':>9} {'score s':>8}")
     for selector, row in idcm["selectors"].items():
         label = f"{selector} k={idcm['k']}" if selector != "all" else selector
-        print(f"{label:>10} {row['scored_pairs']:>7} {row['seconds']:>8.2f} {row['scorer_pairs_per_second']:>8.1f} "
-              f"{row['select_seconds']:>9.3f} {row['score_seconds']:>8.2f}")
+        print(
+            f"{label:>10} {row['scored_pairs']:>7} {row['seconds']:>8.2f} {row['scorer_pairs_per_second']:>8.1f} "
+            f"{row['select_seconds']:>9.3f} {row['score_seconds']:>8.2f}"
+        )
     print(f"bm25 k={idcm['k']} vs all: {idcm['speedup']:.2f}x faster, scores {idcm['pair_ratio']:.0%} of the pairs")
 
 

@@ -44,7 +44,9 @@ def raw_bm25(texts, doc_ids, queries, k):
     def search():
         tokens = bm25s.tokenize([q.text for q in queries], stopwords="en", stemmer=stemmer, show_progress=False)
         docs, scores = model.retrieve(tokens, k=k, show_progress=False)
-        return {q.id: {doc_ids[j]: float(s) for j, s in zip(docs[i], scores[i])} for i, q in enumerate(queries)}
+        return {
+            q.id: {doc_ids[j]: float(s) for j, s in zip(docs[i], scores[i], strict=True)} for i, q in enumerate(queries)
+        }
 
     run, t_search = timed(search)
     return run, t_index, t_search
@@ -71,8 +73,9 @@ def raw_dense(texts, doc_ids, queries, k, model_dir, batch_size):
     model = SentenceTransformer(model_dir, device="cpu")
 
     def index():
-        vectors = model.encode(texts, batch_size=batch_size, convert_to_numpy=True, normalize_embeddings=True,
-                               show_progress_bar=False)
+        vectors = model.encode(
+            texts, batch_size=batch_size, convert_to_numpy=True, normalize_embeddings=True, show_progress_bar=False
+        )
         flat = faiss.IndexFlatIP(vectors.shape[1])
         flat.add(np.asarray(vectors, dtype=np.float32))
         return flat
@@ -80,10 +83,17 @@ def raw_dense(texts, doc_ids, queries, k, model_dir, batch_size):
     flat, t_index = timed(index)
 
     def search():
-        vectors = model.encode([q.text for q in queries], batch_size=batch_size, convert_to_numpy=True,
-                               normalize_embeddings=True, show_progress_bar=False)
+        vectors = model.encode(
+            [q.text for q in queries],
+            batch_size=batch_size,
+            convert_to_numpy=True,
+            normalize_embeddings=True,
+            show_progress_bar=False,
+        )
         scores, docs = flat.search(np.asarray(vectors, dtype=np.float32), k)
-        return {q.id: {doc_ids[j]: float(s) for j, s in zip(docs[i], scores[i])} for i, q in enumerate(queries)}
+        return {
+            q.id: {doc_ids[j]: float(s) for j, s in zip(docs[i], scores[i], strict=True)} for i, q in enumerate(queries)
+        }
 
     run, t_search = timed(search)
     return run, t_index, t_search
@@ -93,7 +103,7 @@ def routerank_dense(corpus, queries, k, batch_size):
     from routerank.retrieve import DenseRetriever
 
     retriever = DenseRetriever(batch_size=batch_size, device="cpu", progress=False)
-    retriever.encoder  # load the model outside the timed region, as the raw side does
+    _ = retriever.encoder  # load the model outside the timed region, as the raw side does
     _, t_index = timed(lambda: retriever.index(corpus))
     run, t_search = timed(lambda: retriever.search(queries, k))
     return run, t_index, t_search
@@ -130,8 +140,15 @@ def main() -> None:
     queries = ds.split_queries(args.split)
     corpus = ds.corpus
     texts, doc_ids = [d.full_text for d in corpus.documents], corpus.ids
-    result = {"dataset": args.dataset, "split": args.split, "docs": len(corpus), "queries": len(queries),
-              "k": args.k, "repeats": args.repeats, "results": []}
+    result = {
+        "dataset": args.dataset,
+        "split": args.split,
+        "docs": len(corpus),
+        "queries": len(queries),
+        "k": args.k,
+        "repeats": args.repeats,
+        "results": [],
+    }
 
     rr_times, raw_times = [], []
     for repeat in range(args.repeats):  # interleaved, so drift in machine load hits both sides alike
@@ -144,9 +161,13 @@ def main() -> None:
                 retriever, rr_run, ti, ts = routerank_bm25(corpus, queries, args.k)
                 rr_times.append((ti, ts))
     med = lambda xs, i: statistics.median(x[i] for x in xs)  # noqa: E731
-    bm25_row = row("bm25", (med(rr_times, 0), med(rr_times, 1)), (med(raw_times, 0), med(raw_times, 1)),
-                   evaluate(rr_run, qrels, "nDCG@10")["nDCG@10"],
-                   evaluate(as_run(raw_run, "raw"), qrels, "nDCG@10")["nDCG@10"])
+    bm25_row = row(
+        "bm25",
+        (med(rr_times, 0), med(rr_times, 1)),
+        (med(raw_times, 0), med(raw_times, 1)),
+        evaluate(rr_run, qrels, "nDCG@10")["nDCG@10"],
+        evaluate(as_run(raw_run, "raw"), qrels, "nDCG@10")["nDCG@10"],
+    )
     with tempfile.TemporaryDirectory() as tmp:
         _, t_save = timed(lambda: retriever.save(Path(tmp) / "bm25"))
         _, t_load = timed(lambda: routerank.retrieve.BM25Retriever.load(Path(tmp) / "bm25", corpus=corpus))
@@ -164,8 +185,13 @@ def main() -> None:
         d_texts, d_ids = [d.full_text for d in dense_corpus.documents], dense_corpus.ids
         raw_run, ti, ts = raw_dense(d_texts, d_ids, queries, args.k, model_dir, args.batch_size)
         rr_run, rti, rts = routerank_dense(dense_corpus, queries, args.k, args.batch_size)
-        dense_row = row("dense", (rti, rts), (ti, ts), evaluate(rr_run, qrels, "nDCG@10")["nDCG@10"],
-                        evaluate(as_run(raw_run, "raw"), qrels, "nDCG@10")["nDCG@10"])
+        dense_row = row(
+            "dense",
+            (rti, rts),
+            (ti, ts),
+            evaluate(rr_run, qrels, "nDCG@10")["nDCG@10"],
+            evaluate(as_run(raw_run, "raw"), qrels, "nDCG@10")["nDCG@10"],
+        )
         dense_row["docs"] = len(dense_corpus)
         result["results"].append(dense_row)
 
@@ -178,8 +204,10 @@ def main() -> None:
         for side in ("routerank", "plain"):
             s = r[side]
             print(f"{r['retriever']:<10} {side:<10} {s['index_s']:>9.3f} {s['search_s']:>9.3f} {s['nDCG@10']:>8.4f}")
-        print(f"{r['retriever']:<10} {'ratio':<10} {r['ratio_index']:>9.3f} {r['ratio_search']:>9.3f} "
-              f"{r['ndcg_delta']:>+8.4f}   total overhead {r['overhead_total_pct']:+.1f}%")
+        print(
+            f"{r['retriever']:<10} {'ratio':<10} {r['ratio_index']:>9.3f} {r['ratio_search']:>9.3f} "
+            f"{r['ndcg_delta']:>+8.4f}   total overhead {r['overhead_total_pct']:+.1f}%"
+        )
 
 
 if __name__ == "__main__":

@@ -48,15 +48,21 @@ def write_jsonl(path: Path, records) -> Path:
 def tiny_beir(tmp_path: Path) -> Path:
     """A small valid BEIR folder that tests then break one way at a time."""
     folder = tmp_path / "tiny"
-    write_jsonl(folder / "corpus.jsonl", [
-        {"_id": "d1", "title": "Aspirin", "text": "Aspirin reduces the risk of heart attack."},
-        {"_id": "d2", "title": "Statins", "text": "Statins lower cholesterol in adults."},
-        {"_id": "d3", "title": "Only a title", "text": ""},
-    ])
-    write_jsonl(folder / "queries.jsonl", [
-        {"_id": "q1", "text": "does aspirin prevent heart attacks", "answers": ["yes"]},
-        {"_id": "q2", "text": "what lowers cholesterol"},
-    ])
+    write_jsonl(
+        folder / "corpus.jsonl",
+        [
+            {"_id": "d1", "title": "Aspirin", "text": "Aspirin reduces the risk of heart attack."},
+            {"_id": "d2", "title": "Statins", "text": "Statins lower cholesterol in adults."},
+            {"_id": "d3", "title": "Only a title", "text": ""},
+        ],
+    )
+    write_jsonl(
+        folder / "queries.jsonl",
+        [
+            {"_id": "q1", "text": "does aspirin prevent heart attacks", "answers": ["yes"]},
+            {"_id": "q2", "text": "what lowers cholesterol"},
+        ],
+    )
     (folder / "qrels").mkdir()
     (folder / "qrels" / "test.tsv").write_text("query-id\tcorpus-id\tscore\nq1\td1\t1\nq2\td2\t2\n")
     return folder

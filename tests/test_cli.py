@@ -12,8 +12,9 @@ import pytest
 
 def cli(*args: str, env_extra: dict | None = None) -> subprocess.CompletedProcess:
     env = {**os.environ, **(env_extra or {})}
-    return subprocess.run([sys.executable, "-m", "routerank.cli", *args], capture_output=True, text=True, env=env,
-                          timeout=300)
+    return subprocess.run(
+        [sys.executable, "-m", "routerank.cli", *args], capture_output=True, text=True, env=env, timeout=300
+    )
 
 
 def assert_clean_error(result: subprocess.CompletedProcess, needle: str) -> None:
@@ -31,8 +32,18 @@ def test_datasets_json_lists_shared_collections(scifact):
 
 
 def test_evaluate_bm25_on_scifact_json(scifact, tmp_path):
-    result = cli("evaluate", "-d", str(scifact.path), "--split", "test", "--pipeline", "bm25", "--json",
-                 "--save-run", str(tmp_path / "bm25.trec"))
+    result = cli(
+        "evaluate",
+        "-d",
+        str(scifact.path),
+        "--split",
+        "test",
+        "--pipeline",
+        "bm25",
+        "--json",
+        "--save-run",
+        str(tmp_path / "bm25.trec"),
+    )
     assert result.returncode == 0, result.stderr
     scores = json.loads(result.stdout)["runs"]["bm25"]
     assert scores["nDCG@10"] >= 0.67 and set(scores) == {"nDCG@10", "MRR@10", "R@100"}
@@ -43,33 +54,51 @@ def test_evaluate_bm25_on_scifact_json(scifact, tmp_path):
 
 def test_compare_reports_p_values(scifact, tmp_path):
     for name, spec in (("a", "bm25"), ("b", "bm25:k1=0.9,b=0.4")):
-        assert cli("evaluate", "-d", str(scifact.path), "-p", spec, "--save-run", str(tmp_path / f"{name}.trec"),
-                   "--json").returncode == 0
-    result = cli("compare", str(tmp_path / "a.trec"), str(tmp_path / "b.trec"), "-d", str(scifact.path),
-                 "--trials", "500", "--json")
+        assert (
+            cli(
+                "evaluate", "-d", str(scifact.path), "-p", spec, "--save-run", str(tmp_path / f"{name}.trec"), "--json"
+            ).returncode
+            == 0
+        )
+    result = cli(
+        "compare",
+        str(tmp_path / "a.trec"),
+        str(tmp_path / "b.trec"),
+        "-d",
+        str(scifact.path),
+        "--trials",
+        "500",
+        "--json",
+    )
     assert result.returncode == 0, result.stderr
     rows = {r["measure"]: r for r in json.loads(result.stdout)["measures"]}
     assert 0 < rows["nDCG@10"]["t_test_p"] <= 1 and rows["nDCG@10"]["queries"] == 300
 
 
-@pytest.mark.parametrize(("args", "needle"), [
-    (("evaluate", "-d", "no-such-dataset"), "no dataset 'no-such-dataset'"),
-    (("evaluate", "-d", "{tiny}", "--split", "dev"), "no qrels for split 'dev'"),
-    (("evaluate", "-d", "{tiny}", "-m", "nDCG@10 bogus@1"), "unknown measure 'bogus@1'"),
-    (("evaluate", "-d", "{tiny}", "-p", "bm26"), "unknown retriever 'bm26'"),
-    (("search", "-d", "{tiny}"), "exactly one of --query or --split"),
-])
+@pytest.mark.parametrize(
+    ("args", "needle"),
+    [
+        (("evaluate", "-d", "no-such-dataset"), "no dataset 'no-such-dataset'"),
+        (("evaluate", "-d", "{tiny}", "--split", "dev"), "no qrels for split 'dev'"),
+        (("evaluate", "-d", "{tiny}", "-m", "nDCG@10 bogus@1"), "unknown measure 'bogus@1'"),
+        (("evaluate", "-d", "{tiny}", "-p", "bm26"), "unknown retriever 'bm26'"),
+        (("search", "-d", "{tiny}"), "exactly one of --query or --split"),
+    ],
+)
 def test_bad_requests_are_one_line_and_exit_2(tiny_beir, args, needle):
     assert_clean_error(cli(*(a.format(tiny=tiny_beir) for a in args)), needle)
 
 
-@pytest.mark.parametrize(("breakage", "needle"), [
-    (lambda f: (f / "corpus.jsonl").write_text('{"_id": "d1", "text": \n'), "corpus.jsonl:1: malformed JSON"),
-    (lambda f: (f / "queries.jsonl").write_text('{"text": "x"}\n'), 'queries.jsonl:1: record has no "_id"'),
-    (lambda f: (f / "corpus.jsonl").write_bytes(b'{"_id": "d1", "text": "\xff"}\n'), "not UTF-8"),
-    (lambda f: (f / "corpus.jsonl").write_text(""), "file is empty"),
-    (lambda f: (f / "qrels" / "test.tsv").write_text("q1\tghost\t1\n"), "1 judgments name unknown ids"),
-])
+@pytest.mark.parametrize(
+    ("breakage", "needle"),
+    [
+        (lambda f: (f / "corpus.jsonl").write_text('{"_id": "d1", "text": \n'), "corpus.jsonl:1: malformed JSON"),
+        (lambda f: (f / "queries.jsonl").write_text('{"text": "x"}\n'), 'queries.jsonl:1: record has no "_id"'),
+        (lambda f: (f / "corpus.jsonl").write_bytes(b'{"_id": "d1", "text": "\xff"}\n'), "not UTF-8"),
+        (lambda f: (f / "corpus.jsonl").write_text(""), "file is empty"),
+        (lambda f: (f / "qrels" / "test.tsv").write_text("q1\tghost\t1\n"), "1 judgments name unknown ids"),
+    ],
+)
 def test_bad_files_are_one_line_and_exit_2(tiny_beir, breakage, needle):
     breakage(tiny_beir)
     assert_clean_error(cli("evaluate", "-d", str(tiny_beir)), needle)
@@ -87,9 +116,11 @@ def test_lenient_drops_and_says_what(tiny_beir):
 def test_corrupt_saved_index_is_refused_on_search(tiny_beir, tmp_path):
     assert cli("index", "-d", str(tiny_beir), "--out", str(tmp_path / "idx")).returncode == 0
     (tmp_path / "idx" / "doc_ids.json").write_text('["d2", "d1", "d3"]')
-    code = ("import sys\nfrom routerank.retrieve import BM25Retriever\nfrom routerank.errors import CorruptIndexError\n"
-            f"try:\n    BM25Retriever.load({str(tmp_path / 'idx')!r})\nexcept CorruptIndexError as e:\n"
-            "    print(e); sys.exit(3)\n")
+    code = (
+        "import sys\nfrom routerank.retrieve import BM25Retriever\nfrom routerank.errors import CorruptIndexError\n"
+        f"try:\n    BM25Retriever.load({str(tmp_path / 'idx')!r})\nexcept CorruptIndexError as e:\n"
+        "    print(e); sys.exit(3)\n"
+    )
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert result.returncode == 3 and "checksum" in result.stdout
 
@@ -102,24 +133,54 @@ def test_search_one_query_prints_a_table(tiny_beir):
 
 @pytest.mark.slow
 def test_evaluate_a_rerank_pipeline_on_a_sample(scifact):
-    result = cli("evaluate", "-d", str(scifact.path), "-p", "bm25>>qlm@3", "--sample", "2", "--rerank-opt",
-                 "max_doc_tokens=32", "--json")
+    result = cli(
+        "evaluate",
+        "-d",
+        str(scifact.path),
+        "-p",
+        "bm25>>qlm@3",
+        "--sample",
+        "2",
+        "--rerank-opt",
+        "max_doc_tokens=32",
+        "--json",
+    )
     assert result.returncode == 0, result.stderr
     out = json.loads(result.stdout)
     assert out["queries"] == 2 and "bm25>>qlm" in out["runs"]
 
 
 def test_unknown_rerank_option_is_one_line(tiny_beir):
-    assert_clean_error(cli("evaluate", "-d", str(tiny_beir), "-p", "bm25>>pointwise@2", "--rerank-opt", "nope"),
-                       "bad --rerank-opt")
+    assert_clean_error(
+        cli("evaluate", "-d", str(tiny_beir), "-p", "bm25>>pointwise@2", "--rerank-opt", "nope"), "bad --rerank-opt"
+    )
 
 
 @pytest.mark.slow
 def test_train_expert_writes_an_expert_folder_the_bank_loads(scifact, tmp_path):
     out = tmp_path / "science"
-    result = cli("train", "expert", "-d", "scifact", "--domain", "science", "--max-queries", "2", "--dev-queries",
-                 "1", "--negatives", "1", "--max-doc-tokens", "24", "--grad-accum", "1", "--out", str(out), "--json",
-                 env_extra={"ROUTERANK_DATA": str(scifact.path.parent)})
+    result = cli(
+        "train",
+        "expert",
+        "-d",
+        "scifact",
+        "--domain",
+        "science",
+        "--max-queries",
+        "2",
+        "--dev-queries",
+        "1",
+        "--negatives",
+        "1",
+        "--max-doc-tokens",
+        "24",
+        "--grad-accum",
+        "1",
+        "--out",
+        str(out),
+        "--json",
+        env_extra={"ROUTERANK_DATA": str(scifact.path.parent)},
+    )
     assert result.returncode == 0, result.stderr
     manifest = json.loads(result.stdout)
     assert manifest["domain"] == "science" and manifest["config"]["lora_r"] == 32
@@ -127,14 +188,25 @@ def test_train_expert_writes_an_expert_folder_the_bank_loads(scifact, tmp_path):
     assert (out / "adapter_model.safetensors").exists() and "trained expert 'science'" in result.stderr
 
 
-@pytest.mark.parametrize("args, needle", [
-    (["--eag", "--granularity", "none"], "granularity 'none' is plain training"),
-    (["--objective", "ranknet"], "unknown objective"),
-    (["--granularity", "words"], "unknown masking granularity"),
-])
+@pytest.mark.parametrize(
+    "args, needle",
+    [
+        (["--eag", "--granularity", "none"], "granularity 'none' is plain training"),
+        (["--objective", "ranknet"], "unknown objective"),
+        (["--granularity", "words"], "unknown masking granularity"),
+    ],
+)
 def test_train_expert_bad_settings_are_one_line(scifact, args, needle):
-    result = cli("train", "expert", "-d", "scifact", "--domain", "science", *args,
-                 env_extra={"ROUTERANK_DATA": str(scifact.path.parent)})
+    result = cli(
+        "train",
+        "expert",
+        "-d",
+        "scifact",
+        "--domain",
+        "science",
+        *args,
+        env_extra={"ROUTERANK_DATA": str(scifact.path.parent)},
+    )
     assert_clean_error(result, needle)
 
 

@@ -5,11 +5,13 @@ import sys
 
 
 def test_import_loads_no_heavy_dependencies():
-    code = ("import sys, routerank\n"
-            "routerank.load_dataset, routerank.evaluate, routerank.build_pipeline, routerank.Run\n"
-            "import routerank.retrieve, routerank.cli\n"
-            "heavy = [m for m in ('torch', 'transformers', 'faiss', 'sentence_transformers') if m in sys.modules]\n"
-            "print(heavy)\n")
+    code = (
+        "import sys, routerank\n"
+        "routerank.load_dataset, routerank.evaluate, routerank.build_pipeline, routerank.Run\n"
+        "import routerank.retrieve, routerank.cli\n"
+        "heavy = [m for m in ('torch', 'transformers', 'faiss', 'sentence_transformers') if m in sys.modules]\n"
+        "print(heavy)\n"
+    )
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert result.stdout.strip() == "[]"
 

@@ -14,9 +14,20 @@ def test_specs_parse():
     assert nested.children[0].arg == "k1=0.9" and nested.children[1].children[0].arg == "st:/m"
 
 
-@pytest.mark.parametrize("bad", ["", "bm26", "rrf(bm25,dense", "rrf(bm25))", "mean(bm25,dense)",
-                                 "weighted(0.3*bm25,dense)", "bm25:k1=abc", "bm25:q=1",
-                                 "weighted(x*bm25,0.5*null)"])
+@pytest.mark.parametrize(
+    "bad",
+    [
+        "",
+        "bm26",
+        "rrf(bm25,dense",
+        "rrf(bm25))",
+        "mean(bm25,dense)",
+        "weighted(0.3*bm25,dense)",
+        "bm25:k1=abc",
+        "bm25:q=1",
+        "weighted(x*bm25,0.5*null)",
+    ],
+)
 def test_bad_specs_raise_spec_errors(bad):
     with pytest.raises(SpecError):
         make_retriever(bad)

@@ -8,7 +8,9 @@ from pathlib import Path
 class RouterankError(Exception):
     """Base class; the CLI prints these as one line on stderr and exits with code 2."""
 
-    def __init__(self, message: str, *, path: str | Path | None = None, line: int | None = None, fix: str | None = None):
+    def __init__(
+        self, message: str, *, path: str | Path | None = None, line: int | None = None, fix: str | None = None
+    ):
         self.message = message
         self.path = str(path) if path is not None else None
         self.line = line
@@ -61,4 +63,3 @@ class SpecError(RouterankError):
 
 class MissingDependencyError(RouterankError):
     """An optional dependency needed for this feature is not installed."""
-

@@ -15,7 +15,6 @@ Stages chain left to right: `bm25>>ce:/m@100>>pointwise@20` reranks 100, then th
 from __future__ import annotations
 
 import re
-
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -89,8 +88,10 @@ def parse(spec: str) -> Spec:
         return Spec(name, children=tuple(children), weights=tuple(weights))
     name, _, arg = text.partition(":")
     if name not in ("bm25", "dense", "null"):
-        raise SpecError(f"unknown retriever {name!r} in pipeline {spec!r}",
-                        fix="use bm25, dense[:model], null, hybrid, rrf(...), weighted(...)")
+        raise SpecError(
+            f"unknown retriever {name!r} in pipeline {spec!r}",
+            fix="use bm25, dense[:model], null, hybrid, rrf(...), weighted(...)",
+        )
     return Spec(name, arg.strip())
 
 
@@ -168,8 +169,16 @@ class Pipeline:
         return run.top(k)
 
 
-def build(spec: str, corpus: Corpus, *, cache: bool = True, cache_dir: str | Path | None = None,
-          rebuild: bool = False, progress: bool = False, reranker_options: dict | None = None):
+def build(
+    spec: str,
+    corpus: Corpus,
+    *,
+    cache: bool = True,
+    cache_dir: str | Path | None = None,
+    rebuild: bool = False,
+    progress: bool = False,
+    reranker_options: dict | None = None,
+):
     """A retriever (or a Pipeline, if `spec` has `>>` stages) for `spec`, indexed on `corpus`.
 
     Leaf indexes come from (and go to) the cache.

@@ -4,8 +4,8 @@ from types import MappingProxyType
 
 import pytest
 
-from routerank.data.trec import read_run, write_run, write_trec_qrels
 from routerank.data.beir import read_qrels
+from routerank.data.trec import read_run, write_run, write_trec_qrels
 from routerank.data.types import Qrels, Ranking, Run
 from routerank.errors import DataFormatError, DuplicateIdError, EmptyFileError
 

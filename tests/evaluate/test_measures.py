@@ -12,8 +12,9 @@ from routerank.evaluate import evaluate, parse_measures
 
 def test_ndcg_and_mrr_by_hand():
     qrels = Qrels({"q1": {"a": 2, "b": 1}, "q2": {"c": 1}})
-    run = Run(MappingProxyType({"q1": Ranking(("b", "x", "a"), (3.0, 2.0, 1.0)),
-                                "q2": Ranking(("x", "c"), (2.0, 1.0))}))
+    run = Run(
+        MappingProxyType({"q1": Ranking(("b", "x", "a"), (3.0, 2.0, 1.0)), "q2": Ranking(("x", "c"), (2.0, 1.0))})
+    )
     result = evaluate(run, qrels, "nDCG@10 MRR@10 R@1")
     # trec_eval (and so BEIR) uses the grade itself as the gain, not 2**grade - 1
     dcg = 1 / math.log2(2) + 2 / math.log2(4)

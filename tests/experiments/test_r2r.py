@@ -12,9 +12,21 @@ from routerank.experiments.r2r_report import write_report
 
 
 def tiny_config(**overrides) -> R2RConfig:
-    base = dict(profile="test", domains={"scifact": "science", "nfcorpus": "medical"}, train_queries=4,
-                dev_queries=2, negatives=1, max_doc_tokens=24, eval_every=100, test_queries=3, depth=3,
-                candidates=10, ablation=("ner",), ablation_domains=("scifact",), router_train_queries=30)
+    base = dict(
+        profile="test",
+        domains={"scifact": "science", "nfcorpus": "medical"},
+        train_queries=4,
+        dev_queries=2,
+        negatives=1,
+        max_doc_tokens=24,
+        eval_every=100,
+        test_queries=3,
+        depth=3,
+        candidates=10,
+        ablation=("ner",),
+        ablation_domains=("scifact",),
+        router_train_queries=30,
+    )
     base.update(overrides)
     return R2RConfig(**base)
 
@@ -39,8 +51,17 @@ def test_every_stage_runs_and_the_report_has_every_section(finished):
     assert stages and all(s.done and s.note == "ran" for s in stages)
     report = write_report(experiment, stages, work / "reports" / "r2r.md")
     text = report.read_text()
-    for section in ("## nDCG@10", "## MRR@10", "## R@100", "## Routing", "## Forgetting matrix",
-                    "## The cost of misrouting", "## EAG masking granularity", "## Training", "## The claims"):
+    for section in (
+        "## nDCG@10",
+        "## MRR@10",
+        "## R@100",
+        "## Routing",
+        "## Forgetting matrix",
+        "## The cost of misrouting",
+        "## EAG masking granularity",
+        "## Training",
+        "## The claims",
+    ):
         assert section in text
     data = json.loads(report.with_suffix(".json").read_text())
     for system in ("bm25", "generalist", "pooled", "plain", "r2r", "oracle"):
@@ -116,8 +137,9 @@ def test_stages_wait_for_their_inputs_and_respect_another_process_lock(tmp_path,
 
     from routerank.experiments.r2r import StageLock
 
-    experiment = R2RExperiment(tiny_config(seed=7, test_queries=2, depth=2), tmp_path / "w", progress=False,
-                               loaded_factory=factory)
+    experiment = R2RExperiment(
+        tiny_config(seed=7, test_queries=2, depth=2), tmp_path / "w", progress=False, loaded_factory=factory
+    )
     sleeper = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
     try:
         lock = StageLock(experiment.work / "locks", "score generalist on scifact")

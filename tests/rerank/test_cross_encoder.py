@@ -30,8 +30,10 @@ def reranker(ce_folder):
 
 
 def test_import_routerank_rerank_cross_encoder_loads_no_torch():
-    code = ("import sys, routerank.rerank.cross_encoder, routerank.train.cross_encoder\n"
-            "print([m for m in ('torch', 'transformers', 'sentence_transformers') if m in sys.modules])\n")
+    code = (
+        "import sys, routerank.rerank.cross_encoder, routerank.train.cross_encoder\n"
+        "print([m for m in ('torch', 'transformers', 'sentence_transformers') if m in sys.modules])\n"
+    )
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert result.stdout.strip() == "[]"
 

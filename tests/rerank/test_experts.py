@@ -16,17 +16,34 @@ def experts(scifact, tmp_path_factory):
     """Two tiny LoRA experts trained on different SciFact query slices."""
     root = tmp_path_factory.mktemp("experts")
     folders = {}
-    for domain, queries in (("science", scifact.split_queries("train")[:4]),
-                            ("medicine", scifact.split_queries("train")[4:8])):
+    for domain, queries in (
+        ("science", scifact.split_queries("train")[:4]),
+        ("medicine", scifact.split_queries("train")[4:8]),
+    ):
         examples = mine_examples(scifact, queries, "train", negatives=1)
-        config = ExpertConfig(dataset="scifact", domain=domain, negatives=1, max_doc_tokens=16, lr=2e-2, lora_r=4,
-                              lora_alpha=8, grad_accum=1, save_every=100, eval_every=100)
-        folders[domain] = ExpertTrainer(config, root / domain, loaded=tiny_llm(seed=0), progress=False).fit(examples, [])
+        config = ExpertConfig(
+            dataset="scifact",
+            domain=domain,
+            negatives=1,
+            max_doc_tokens=16,
+            lr=2e-2,
+            lora_r=4,
+            lora_alpha=8,
+            grad_accum=1,
+            save_every=100,
+            eval_every=100,
+        )
+        folders[domain] = ExpertTrainer(config, root / domain, loaded=tiny_llm(seed=0), progress=False).fit(
+            examples, []
+        )
     return folders
 
 
-PAIRS = [("does aspirin help", "Aspirin lowers the risk of heart attack."), ("does aspirin help", "Cats purr."),
-         ("statins and cholesterol", "Statins lower LDL cholesterol.")]
+PAIRS = [
+    ("does aspirin help", "Aspirin lowers the risk of heart attack."),
+    ("does aspirin help", "Cats purr."),
+    ("statins and cholesterol", "Statins lower LDL cholesterol."),
+]
 
 
 @pytest.fixture(scope="module")
@@ -45,7 +62,7 @@ def test_switching_adapters_changes_scores_and_generalist_is_the_bare_backbone(b
 
 def test_a_mixed_batch_matches_scoring_each_expert_alone(bank):
     mixed = bank.score_pairs(PAIRS, ["science", "medicine", GENERALIST])
-    alone = [bank.score_pairs([p], [e])[0] for p, e in zip(PAIRS, ["science", "medicine", GENERALIST])]
+    alone = [bank.score_pairs([p], [e])[0] for p, e in zip(PAIRS, ["science", "medicine", GENERALIST], strict=True)]
     assert np.allclose(mixed, alone, atol=1e-6)
 
 
@@ -75,7 +92,7 @@ def test_r2r_routes_then_reranks_with_the_chosen_expert(experts, bank, scifact, 
     run = build("bm25", scifact.corpus).search(queries, 5)
     reranked = r2r.rerank_run(queries, run, scifact.corpus, depth=5)
     chosen = [d.choice for d in r2r.last_decisions]
-    for query, expert in zip(queries, chosen):
+    for query, expert in zip(queries, chosen, strict=True):
         docs = [scifact.corpus[d] for d in run[query.id].doc_ids]
         expected = r2r.bank.score_pairs([(query.text, d.full_text) for d in docs], [expert] * len(docs))
         assert sorted(reranked[query.id].scores, reverse=True) == pytest.approx(sorted(expected, reverse=True))

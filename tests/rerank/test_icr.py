@@ -9,16 +9,21 @@ import pytest
 from routerank.data.types import Corpus, Document, Query, Ranking, Run
 from routerank.errors import RouterankError, SpecError
 from routerank.rerank import registry
-from routerank.rerank.icr import (CALIBRATION_QUERY, TEMPLATE, ICRReranker, doc_mass, eager_attention,
-                                  layer_range)
+from routerank.rerank.icr import CALIBRATION_QUERY, TEMPLATE, ICRReranker, doc_mass, eager_attention, layer_range
 
-TOPICS = ["aspirin and heart attacks", "statins lower cholesterol", "vitamin d and bone density",
-          "insulin resistance in obesity", "antibiotics and gut bacteria"]
+TOPICS = [
+    "aspirin and heart attacks",
+    "statins lower cholesterol",
+    "vitamin d and bone density",
+    "insulin resistance in obesity",
+    "antibiotics and gut bacteria",
+]
 
 
 def make_docs(n: int) -> list[Document]:
-    return [Document(f"d{i}", f"Study {i} reports on {TOPICS[i % len(TOPICS)]} in a cohort of adults.")
-            for i in range(n)]
+    return [
+        Document(f"d{i}", f"Study {i} reports on {TOPICS[i % len(TOPICS)]} in a cohort of adults.") for i in range(n)
+    ]
 
 
 class PassCounter:
@@ -72,7 +77,7 @@ def test_prompt_ids_match_whole_prompt_and_spans_cover_each_document(tiny):
     prefix, spans = reranker.prefix_ids(texts)
     whole = tokenizer(TEMPLATE.render("what lowers cholesterol", texts), add_special_tokens=False)["input_ids"]
     assert prefix + reranker.query_ids("what lowers cholesterol") == whole
-    for (start, end), text in zip(spans, texts):
+    for (start, end), text in zip(spans, texts, strict=True):
         assert tokenizer.decode(prefix[start:end]) == " " + text
     short = ICRReranker.from_model(model, tokenizer, max_doc_tokens=4)
     assert all(end - start == 4 for start, end in short.prefix_ids(texts)[1])
@@ -118,8 +123,9 @@ def test_cached_two_pass_scores_equal_the_whole_prompt_definition(tiny, exclude_
     texts = [d.text for d in make_docs(6)]
     attention = reranker.attention("insulin resistance", texts)
     assert np.allclose(attention.query, by_hand(model, reranker, "insulin resistance", texts, exclude_sink), atol=1e-5)
-    assert np.allclose(attention.calibration, by_hand(model, reranker, CALIBRATION_QUERY, texts, exclude_sink),
-                       atol=1e-5)
+    assert np.allclose(
+        attention.calibration, by_hand(model, reranker, CALIBRATION_QUERY, texts, exclude_sink), atol=1e-5
+    )
 
 
 def test_attention_sink_is_excluded_and_renormalised_away():
@@ -134,7 +140,7 @@ def test_attention_sink_is_excluded_and_renormalised_away():
 
     light, heavy = with_sink(0.05), with_sink(0.95)
     assert torch.allclose(doc_mass(light, starts, ends, rows), doc_mass(heavy, starts, ends, rows), atol=1e-5)
-    expected = torch.stack([rest[..., s - 1:e - 1].sum(-1) for s, e in zip(starts, ends)], -1).mean(2)
+    expected = torch.stack([rest[..., s - 1 : e - 1].sum(-1) for s, e in zip(starts, ends, strict=True)], -1).mean(2)
     assert torch.allclose(doc_mass(heavy, starts, ends, rows), expected, atol=1e-5)
     kept = doc_mass(heavy, starts, ends, rows, exclude_sink=False)
     assert torch.allclose(kept, expected * 0.05, atol=1e-5)  # without exclusion the sink drowns the signal

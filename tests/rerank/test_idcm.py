@@ -138,8 +138,9 @@ def overlap_family(monkeypatch):
 
 
 def test_spec_with_inline_options_and_scorer_options(overlap_family):
-    reranker = registry.make_reranker("idcm:bm25,overlap:,k=3,size=50,stride=40,aggregate=mean-top2",
-                                      progress=False, temperature=2.0)
+    reranker = registry.make_reranker(
+        "idcm:bm25,overlap:,k=3,size=50,stride=40,aggregate=mean-top2", progress=False, temperature=2.0
+    )
     assert (reranker.k, reranker.size, reranker.stride, reranker.aggregation.name) == (3, 50, 40, "mean-top2")
     assert "temperature" not in reranker.scorer.options
     assert reranker.scorer.options == {"progress": False}
@@ -148,10 +149,22 @@ def test_spec_with_inline_options_and_scorer_options(overlap_family):
     assert keyword.k == 7 and keyword.selector is None and keyword.scorer.options == {}
 
 
-@pytest.mark.parametrize("spec", ["idcm:", "idcm:bm25", "idcm:bm25,", "idcm:,overlap:", "idcm:bm25,k=3",
-                                  "idcm:sparse,overlap:", "idcm:bm25,overlap:,k=abc", "idcm:bm25,overlap:,k=0",
-                                  "idcm:bm25,overlap:,size=10,stride=20", "idcm:bm25,nosuchfamily:x",
-                                  "idcm:bm25,idcm:bm25,overlap:"])
+@pytest.mark.parametrize(
+    "spec",
+    [
+        "idcm:",
+        "idcm:bm25",
+        "idcm:bm25,",
+        "idcm:,overlap:",
+        "idcm:bm25,k=3",
+        "idcm:sparse,overlap:",
+        "idcm:bm25,overlap:,k=abc",
+        "idcm:bm25,overlap:,k=0",
+        "idcm:bm25,overlap:,size=10,stride=20",
+        "idcm:bm25,nosuchfamily:x",
+        "idcm:bm25,idcm:bm25,overlap:",
+    ],
+)
 def test_bad_specs_are_spec_errors(overlap_family, spec):
     with pytest.raises(SpecError):
         registry.make_reranker(spec)
@@ -182,9 +195,13 @@ def test_pipeline_stage_spec_reaches_idcm(overlap_family):
 def test_minilm_selector_picks_the_passage_that_means_the_query():
     """The real packaged MiniLM: ~5 s on an idle 2-core machine, mostly loading sentence-transformers."""
     reranker = cascade("minilm", k=1, size=8, stride=8)
-    doc = Document("d", "The weather in the hills was cold and rainy all week. "
-                        "The court released the accused on bail pending trial. "
-                        "Lunch was served to the staff at noon in the hall.", title="")
+    doc = Document(
+        "d",
+        "The weather in the hills was cold and rainy all week. "
+        "The court released the accused on bail pending trial. "
+        "Lunch was served to the staff at noon in the hall.",
+        title="",
+    )
     passages = split_passages(doc, 8, 8)
     [chosen] = reranker.select("was the accused granted bail", [passages])
     assert "bail" in chosen[0].text
@@ -198,8 +215,10 @@ def test_fit_linear_recovers_known_weights_per_document():
 
     rng = np.random.default_rng(0)
     features = [rng.normal(size=(n, 3)) for n in (5, 9, 12, 7)]
-    targets = [x @ np.array([2.0, -1.0, 0.0]) * scale + offset
-               for x, scale, offset in zip(features, (1.0, 3.0, 0.5, 2.0), (0.0, 10.0, -4.0, 1.0))]
+    targets = [
+        x @ np.array([2.0, -1.0, 0.0]) * scale + offset
+        for x, scale, offset in zip(features, (1.0, 3.0, 0.5, 2.0), (0.0, 10.0, -4.0, 1.0), strict=True)
+    ]
     targets.append(np.ones(4))  # a document the scorer could not tell apart is skipped
     features.append(rng.normal(size=(4, 3)))
     weights = fit_linear([x - x.mean(axis=0) for x in features], targets, ["a", "b", "c"], ridge=0.0)

@@ -8,8 +8,15 @@ import pytest
 from routerank.data.types import Corpus, Document, Query, Ranking, Run
 from routerank.errors import RouterankError
 from routerank.rerank import registry
-from routerank.rerank.listwise import (TEMPLATE, ChatGenerator, ListwiseRanking, ListwiseReranker, Repairs,
-                                       parse_permutation, window_starts)
+from routerank.rerank.listwise import (
+    TEMPLATE,
+    ChatGenerator,
+    ListwiseRanking,
+    ListwiseReranker,
+    Repairs,
+    parse_permutation,
+    window_starts,
+)
 
 
 class ScriptedJudge:
@@ -46,19 +53,25 @@ def test_prompt_template_exact_text():
     assert TEMPLATE.system == "You rank search results. You answer only with passage identifiers in order of relevance."
 
 
-@pytest.mark.parametrize("text, order, repairs", [
-    ("[2] > [1] > [3]", (1, 0, 2), Repairs(windows=1)),
-    ("[2] > [1] > [3] > [2] > [2]", (1, 0, 2), Repairs(windows=1, duplicates=2, repaired_windows=1)),
-    ("[3] > [9] > [0] > [1]", (2, 0, 1), Repairs(windows=1, out_of_range=2, missing=1, repaired_windows=1)),
-    ("[4]", (3, 0, 1, 2), Repairs(windows=1, missing=3, repaired_windows=1)),
-    ("Sure! Here is the ranking: [3] > [1] > [2]. Hope it helps.", (2, 0, 1),
-     Repairs(windows=1, extra_text=1, repaired_windows=1)),
-    ("Of the 3 passages, [2] is best", (1, 0, 2), Repairs(windows=1, missing=2, extra_text=1, repaired_windows=1)),
-    ("3 > 1 > 2", (2, 0, 1), Repairs(windows=1)),
-    ("I cannot rank these passages.", (0, 1, 2), Repairs(windows=1, unparsed=1, repaired_windows=1)),
-    ("", (0, 1, 2), Repairs(windows=1, unparsed=1, repaired_windows=1)),
-    ("[ 2 ]>[3],[1]", (1, 2, 0), Repairs(windows=1)),
-])
+@pytest.mark.parametrize(
+    "text, order, repairs",
+    [
+        ("[2] > [1] > [3]", (1, 0, 2), Repairs(windows=1)),
+        ("[2] > [1] > [3] > [2] > [2]", (1, 0, 2), Repairs(windows=1, duplicates=2, repaired_windows=1)),
+        ("[3] > [9] > [0] > [1]", (2, 0, 1), Repairs(windows=1, out_of_range=2, missing=1, repaired_windows=1)),
+        ("[4]", (3, 0, 1, 2), Repairs(windows=1, missing=3, repaired_windows=1)),
+        (
+            "Sure! Here is the ranking: [3] > [1] > [2]. Hope it helps.",
+            (2, 0, 1),
+            Repairs(windows=1, extra_text=1, repaired_windows=1),
+        ),
+        ("Of the 3 passages, [2] is best", (1, 0, 2), Repairs(windows=1, missing=2, extra_text=1, repaired_windows=1)),
+        ("3 > 1 > 2", (2, 0, 1), Repairs(windows=1)),
+        ("I cannot rank these passages.", (0, 1, 2), Repairs(windows=1, unparsed=1, repaired_windows=1)),
+        ("", (0, 1, 2), Repairs(windows=1, unparsed=1, repaired_windows=1)),
+        ("[ 2 ]>[3],[1]", (1, 2, 0), Repairs(windows=1)),
+    ],
+)
 def test_parse_permutation_repairs_and_counts(text, order, repairs):
     n = 4 if text == "[4]" else 3
     parsed = parse_permutation(text, n)
@@ -134,8 +147,10 @@ def test_default_generator_runs_greedy_chat_generation_on_a_real_model(tiny):
     model, tokenizer = tiny
     sized = ListwiseReranker.from_model(model, tokenizer, window=5, step=2)
     assert isinstance(sized.generate, ChatGenerator)
-    assert sized.generate.max_new_tokens == len(tokenizer("[5] > [4] > [3] > [2] > [1]",
-                                                          add_special_tokens=False)["input_ids"]) + 8
+    assert (
+        sized.generate.max_new_tokens
+        == len(tokenizer("[5] > [4] > [3] > [2] > [1]", add_special_tokens=False)["input_ids"]) + 8
+    )
     reranker = ListwiseReranker.from_model(model, tokenizer, window=3, step=1, max_doc_tokens=8, max_new_tokens=6)
     docs = graded_docs([3, 1, 4, 1])
     ranking = reranker.rerank("grades", docs)

@@ -30,8 +30,9 @@ def by_hand(model, tokenizer, reranker, pairs):
 
 @pytest.mark.parametrize("prefix_cache", [True, False])
 def test_batched_scores_equal_unbatched_forward(tiny, prefix_cache):
-    reranker = PointwiseLLMReranker.from_model(*tiny, max_doc_tokens=48, prefix_cache=prefix_cache, progress=False,
-                                               token_budget=150)
+    reranker = PointwiseLLMReranker.from_model(
+        *tiny, max_doc_tokens=48, prefix_cache=prefix_cache, progress=False, token_budget=150
+    )
     scores = reranker.score_pairs(PAIRS)
     assert np.allclose(scores, by_hand(*tiny, reranker, PAIRS), atol=1e-4)
     assert reranker.forward_passes >= 3  # the token budget forced several batches
@@ -58,7 +59,7 @@ def test_prompt_ids_match_whole_prompt_tokenization_and_truncate_only_the_doc(ti
     assert long_ids == whole["input_ids"]
     short = reranker.prompt_ids(query, doc)
     assert len(long_ids) - len(short) == len(reranker._ids(" " + doc)) - 8
-    assert short[-len(reranker._suffix_ids):] == reranker._suffix_ids
+    assert short[-len(reranker._suffix_ids) :] == reranker._suffix_ids
 
 
 def test_out_of_memory_batches_are_split_and_retried(tiny, monkeypatch):

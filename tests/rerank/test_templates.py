@@ -10,7 +10,7 @@ def test_chatml_yes_no_prompt_exact_text():
     text = get_template("chatml").render("is aspirin safe", "Aspirin is safe.", instruction="Find evidence")
     assert text == (
         "<|im_start|>system\n"
-        'Judge whether the Document meets the requirements based on the Query and the Instruct provided. '
+        "Judge whether the Document meets the requirements based on the Query and the Instruct provided. "
         'Note that the answer can only be "yes" or "no".<|im_end|>\n'
         "<|im_start|>user\n<Instruct>: Find evidence\n<Query>: is aspirin safe\n<Document>: Aspirin is safe."
         "<|im_end|>\n<|im_start|>assistant\n"

@@ -56,5 +56,7 @@ def test_fusion_of_bm25_variants_on_scifact(scifact):
     assert evaluate(run, scifact.split_qrels("test"), "nDCG@10")["nDCG@10"] >= 0.67
     with_null = FusionRetriever([BM25Retriever(), NullRetriever()], method="weighted", weights=[1.0, 0.0])
     with_null.index(scifact.corpus)
-    assert with_null.search([Query("q", "vitamin d")], 5)["q"].doc_ids == BM25Retriever.search(
-        with_null.retrievers[0], [Query("q", "vitamin d")], 5)["q"].doc_ids
+    assert (
+        with_null.search([Query("q", "vitamin d")], 5)["q"].doc_ids
+        == BM25Retriever.search(with_null.retrievers[0], [Query("q", "vitamin d")], 5)["q"].doc_ids
+    )

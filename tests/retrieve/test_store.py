@@ -12,8 +12,13 @@ from routerank.retrieve import BM25Retriever, NullRetriever, cached_index, load_
 
 @pytest.fixture
 def corpus():
-    return Corpus([Document("a", "aspirin and heart attack"), Document("b", "statins lower cholesterol"),
-                   Document("c", "vitamin d and bone density")])
+    return Corpus(
+        [
+            Document("a", "aspirin and heart attack"),
+            Document("b", "statins lower cholesterol"),
+            Document("c", "vitamin d and bone density"),
+        ]
+    )
 
 
 def built(corpus, path):
@@ -77,8 +82,7 @@ def test_cache_keys_on_corpus_and_config(corpus, tmp_path):
 
 def test_killed_write_leaves_no_index(tmp_path):
     target = tmp_path / "idx"
-    with pytest.raises(KeyboardInterrupt):
-        with atomic_dir(target) as tmp:
-            (tmp / "half.npy").write_bytes(b"\x00" * 10)
-            raise KeyboardInterrupt
+    with pytest.raises(KeyboardInterrupt), atomic_dir(target) as tmp:
+        (tmp / "half.npy").write_bytes(b"\x00" * 10)
+        raise KeyboardInterrupt
     assert not target.exists() and list(tmp_path.iterdir()) == []

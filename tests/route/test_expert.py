@@ -35,7 +35,7 @@ def test_softmax_router_separates_real_domains(domains, hidden):
     router = SoftmaxRouter(["science", "finance"], features(encoder), hidden=hidden)
     router.fit([q.text for q, _ in train], [label for _, label in train], epochs=100)
     decisions = router.route([q for q, _ in test])
-    accuracy = np.mean([d.choice == label for d, (_, label) in zip(decisions, test)])
+    accuracy = np.mean([d.choice == label for d, (_, label) in zip(decisions, test, strict=True)])
     assert accuracy >= 0.9
     assert all(abs(sum(d.probabilities.values()) - 1) < 1e-5 for d in decisions)
 
@@ -62,8 +62,12 @@ def test_calibrated_threshold_separates_in_from_out_of_domain():
 def test_baselines_share_the_interface(domains):
     encoder, train, test = domains
     centroid = CentroidRouter(["science", "finance"], features(encoder)).fit(
-        [q.text for q, _ in train], [label for _, label in train])
-    assert np.mean([d.choice == label for d, (_, label) in zip(centroid.route([q for q, _ in test]), test)]) >= 0.9
+        [q.text for q, _ in train], [label for _, label in train]
+    )
+    assert (
+        np.mean([d.choice == label for d, (_, label) in zip(centroid.route([q for q, _ in test]), test, strict=True)])
+        >= 0.9
+    )
     oracle = OracleRouter(["science", "finance"], {q.id: label for q, label in test})
     assert [d.choice for d in oracle.route([q for q, _ in test])] == [label for _, label in test]
     random_choices = {d.choice for d in RandomRouter(["science", "finance"]).route([q for q, _ in test])}

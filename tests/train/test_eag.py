@@ -22,8 +22,10 @@ def test_same_entity_gets_the_same_placeholder_in_query_and_document(abstractor)
 
 
 def test_domain_patterns_give_typed_placeholders(abstractor):
-    legal = abstractor.abstract_pair("Is Section 302 of the Indian Penal Code applicable?",
-                                     "Section 302 of the Indian Penal Code punishes murder, see Ram v. State.")
+    legal = abstractor.abstract_pair(
+        "Is Section 302 of the Indian Penal Code applicable?",
+        "Section 302 of the Indian Penal Code punishes murder, see Ram v. State.",
+    )
     assert "[STATUTE_1]" in legal.query and legal.document.startswith("[STATUTE_1] punishes murder")
     assert "[CASE_1]" in legal.document
     medical = abstractor.abstract_pair("does aspirin prevent colorectal cancer", "Aspirin and colorectal cancer risk")
@@ -34,8 +36,10 @@ def test_domain_patterns_give_typed_placeholders(abstractor):
 
 
 def test_abstraction_is_idempotent(abstractor):
-    first = abstractor.abstract_pair("Did Apple Inc. pay John Smith $5 million in 2019?",
-                                     "Apple Inc. paid John Smith $5 million under Article 709 of the Civil Code.")
+    first = abstractor.abstract_pair(
+        "Did Apple Inc. pay John Smith $5 million in 2019?",
+        "Apple Inc. paid John Smith $5 million under Article 709 of the Civil Code.",
+    )
     again = abstractor.abstract_pair(first.query, first.document)
     assert (again.query, again.document) == (first.query, first.document) and again.mapping == {}
 

@@ -5,8 +5,7 @@ import json
 import pytest
 
 from routerank.errors import SpecError
-from routerank.train.expert import (ExpertConfig, ExpertTrainer, TrainingInterrupted, abstract_examples,
-                                    mine_examples)
+from routerank.train.expert import ExpertConfig, ExpertTrainer, TrainingInterrupted, abstract_examples, mine_examples
 from routerank.train.losses import infonce, pointwise_bce
 
 
@@ -17,8 +16,21 @@ def examples(scifact):
 
 
 def config(tmp_objective="contrastive", **overrides):
-    base = dict(dataset="scifact", domain="science", objective=tmp_objective, negatives=2, max_doc_tokens=24,
-                grad_accum=2, epochs=2, lr=5e-3, lora_r=4, lora_alpha=8, save_every=1, eval_every=2, patience=99)
+    base = dict(
+        dataset="scifact",
+        domain="science",
+        objective=tmp_objective,
+        negatives=2,
+        max_doc_tokens=24,
+        grad_accum=2,
+        epochs=2,
+        lr=5e-3,
+        lora_r=4,
+        lora_alpha=8,
+        save_every=1,
+        eval_every=2,
+        patience=99,
+    )
     base.update(overrides)
     return ExpertConfig(**base)
 
@@ -44,7 +56,8 @@ def test_losses():
     logits = torch.tensor([[5.0, 0.0, 0.0], [0.0, 5.0, 0.0]])
     assert infonce(logits)[()] == pytest.approx(
         (torch.log1p(2 * torch.exp(torch.tensor(-5.0))) + torch.log(2 + torch.exp(torch.tensor(5.0)))).item() / 2,
-        rel=1e-5)
+        rel=1e-5,
+    )
     assert pointwise_bce(torch.tensor([[10.0, -10.0]])).item() < 1e-3
     with pytest.raises(SpecError):
         ExpertConfig(dataset="x", domain="y", objective="ranknet")
@@ -92,8 +105,9 @@ def test_eag_trains_two_stages_on_abstracted_then_original(examples, tmp_path):
 
     abstracted = abstract_examples(examples, EntityAbstractor())
     assert any("[" in ex.query + ex.positive for ex in abstracted)
-    trainer = ExpertTrainer(config("sft", eag=True, epochs=1), tmp_path / "eag", loaded=tiny_llm(seed=0),
-                            progress=False)
+    trainer = ExpertTrainer(
+        config("sft", eag=True, epochs=1), tmp_path / "eag", loaded=tiny_llm(seed=0), progress=False
+    )
     out = trainer.fit(examples, [], abstracted=abstracted)
     stages = {json.loads(line)["stage"] for line in (out / "train_log.jsonl").read_text().splitlines()}
     assert stages == {0, 1}
@@ -112,7 +126,7 @@ def test_gradient_accumulation_equals_the_full_batch_gradient(examples, tmp_path
     loss = trainer.accumulate(batch)
     accumulated = [p.grad.clone() for p in trainer.params]
     assert loss > 0 and any(g.abs().sum() > 0 for g in full)
-    assert all(torch_allclose(a, b) for a, b in zip(full, accumulated))
+    assert all(torch_allclose(a, b) for a, b in zip(full, accumulated, strict=True))
 
 
 def torch_allclose(a, b) -> bool:

@@ -65,14 +65,14 @@ class Ranking:
         return len(self.doc_ids)
 
     def __iter__(self) -> Iterator[ScoredDoc]:
-        for rank, (doc_id, score) in enumerate(zip(self.doc_ids, self.scores), start=1):
+        for rank, (doc_id, score) in enumerate(zip(self.doc_ids, self.scores, strict=True), start=1):
             yield ScoredDoc(doc_id, score, rank)
 
     def top(self, k: int) -> Ranking:
         return Ranking(self.doc_ids[:k], self.scores[:k])
 
     def as_dict(self) -> dict[str, float]:
-        return dict(zip(self.doc_ids, self.scores))
+        return dict(zip(self.doc_ids, self.scores, strict=True))
 
 
 @dataclass(frozen=True)

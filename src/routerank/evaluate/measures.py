@@ -26,7 +26,9 @@ def parse_measures(spec: str | Iterable[str]) -> list:
         try:
             parsed.append(ir_measures.parse_measure(name))
         except (ValueError, NameError, TypeError, SyntaxError, KeyError):
-            raise SpecError(f"unknown measure {name!r}", fix="use ir_measures names, e.g. nDCG@10 RR@10 R@100 AP") from None
+            raise SpecError(
+                f"unknown measure {name!r}", fix="use ir_measures names, e.g. nDCG@10 RR@10 R@100 AP"
+            ) from None
     return parsed
 
 
@@ -55,7 +57,7 @@ def evaluate(run: Run, qrels: Qrels, measures: str | Sequence[str] = DEFAULT_MEA
     qrels_dict = {q: dict(qrels[q]) for q in judged}
     run_dict = {q: run[q].as_dict() for q in judged if q in run and len(run[q])}
     per_query = {name: dict.fromkeys(judged, 0.0) for name in names}
-    by_measure = {m: name for m, name in zip(parsed, names)}
+    by_measure = {m: name for m, name in zip(parsed, names, strict=True)}
     if run_dict:
         for metric in ir_measures.iter_calc(parsed, qrels_dict, run_dict):
             per_query[by_measure[metric.measure]][metric.query_id] = float(metric.value)

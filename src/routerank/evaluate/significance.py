@@ -31,10 +31,7 @@ def paired_test(a: Mapping[str, float], b: Mapping[str, float], trials: int = 10
     x = np.array([a[q] for q in common], dtype=np.float64)
     y = np.array([b[q] for q in common], dtype=np.float64)
     diff = y - x
-    if np.allclose(diff, 0.0):
-        t_p = 1.0
-    else:
-        t_p = float(stats.ttest_rel(y, x).pvalue)
+    t_p = 1.0 if np.allclose(diff, 0.0) else float(stats.ttest_rel(y, x).pvalue)
     observed = abs(diff.mean())
     rng = np.random.default_rng(seed)
     count = 0

@@ -119,8 +119,9 @@ class Stage:
 
 
 class R2RExperiment:
-    def __init__(self, config: R2RConfig, work_dir: str | Path | None = None, *, progress: bool = True,
-                 loaded_factory=None):
+    def __init__(
+        self, config: R2RConfig, work_dir: str | Path | None = None, *, progress: bool = True, loaded_factory=None
+    ):
         self.config = config
         self.work = Path(work_dir) if work_dir else cache_root() / "r2r" / f"{config.profile}-{config.digest()}"
         self.progress = progress
@@ -161,9 +162,19 @@ class R2RExperiment:
         from routerank.train.expert import ExpertConfig
 
         c = self.config
-        base = dict(backbone=c.backbone, objective=c.objective, negatives=c.negatives, max_queries=c.train_queries,
-                    dev_queries=c.dev_queries, max_doc_tokens=c.max_doc_tokens, epochs=c.epochs, lr=c.lr,
-                    grad_accum=c.grad_accum, eval_every=c.eval_every, seed=c.seed)
+        base = dict(
+            backbone=c.backbone,
+            objective=c.objective,
+            negatives=c.negatives,
+            max_queries=c.train_queries,
+            dev_queries=c.dev_queries,
+            max_doc_tokens=c.max_doc_tokens,
+            epochs=c.epochs,
+            lr=c.lr,
+            grad_accum=c.grad_accum,
+            eval_every=c.eval_every,
+            seed=c.seed,
+        )
         out = {}
         for name, label in c.domains.items():
             out[f"eag-{name}"] = ExpertConfig(name, label, eag=True, granularity="ner+patterns", **base)
@@ -173,8 +184,9 @@ class R2RExperiment:
         for granularity in c.ablation:
             for name in c.ablation_domains or c.domains:
                 tag = granularity.replace("+", "_")
-                out[f"eag_{tag}-{name}"] = ExpertConfig(name, c.domains[name], eag=True, granularity=granularity,
-                                                        **base)
+                out[f"eag_{tag}-{name}"] = ExpertConfig(
+                    name, c.domains[name], eag=True, granularity=granularity, **base
+                )
         return out
 
     def expert_dir(self, adapter: str) -> Path:
@@ -187,8 +199,11 @@ class R2RExperiment:
         if not manifest.exists():
             return False
         if json.loads(manifest.read_text()).get("config") != _jsonable(config):
-            raise RouterankError(f"expert {adapter!r} in the work dir was trained with another config",
-                                 path=self.expert_dir(adapter), fix="delete it, or use another --work-dir")
+            raise RouterankError(
+                f"expert {adapter!r} in the work dir was trained with another config",
+                path=self.expert_dir(adapter),
+                fix="delete it, or use another --work-dir",
+            )
         return True
 
     def _loaded(self):
@@ -198,8 +213,9 @@ class R2RExperiment:
     def train(self, adapter: str) -> None:
         from routerank.train.expert import train_expert
 
-        train_expert(self.expert_configs()[adapter], self.expert_dir(adapter), loaded=self._loaded(),
-                     progress=self.progress)
+        train_expert(
+            self.expert_configs()[adapter], self.expert_dir(adapter), loaded=self._loaded(), progress=self.progress
+        )
         self._bank = None  # the bank must pick the new adapter up
 
     # scoring ---------------------------------------------------------------------------------------------
@@ -211,24 +227,34 @@ class R2RExperiment:
         if self._bank is None or set(self._bank.domains) != set(ready):
             if not ready:
                 raise RouterankError("no trained expert yet")
-            self._bank = ExpertBank(ready, self.config.backbone, max_doc_tokens=self.config.max_doc_tokens,
-                                    progress=self.progress, loaded=self._loaded())
+            self._bank = ExpertBank(
+                ready,
+                self.config.backbone,
+                max_doc_tokens=self.config.max_doc_tokens,
+                progress=self.progress,
+                loaded=self._loaded(),
+            )
         return self._bank
 
     def score_pairs(self, pairs, adapters):
         """Scores through the expert bank; before any expert exists, the generalist is the bare backbone (the
         same scorer and score-cache key as the bank's generalist)."""
         if set(adapters) <= {GENERALIST} and not any(
-                self.expert_ready(a, cfg) for a, cfg in self.expert_configs().items()):
+            self.expert_ready(a, cfg) for a, cfg in self.expert_configs().items()
+        ):
             if self._generalist is None:
                 from routerank.models.llm import load_causal_lm
                 from routerank.rerank.pointwise import PointwiseLLMReranker
                 from routerank.train.expert import ExpertConfig
 
                 self._generalist = PointwiseLLMReranker.from_model(
-                    *(self._loaded() or load_causal_lm(self.config.backbone)), name=self.config.backbone,
-                    template=ExpertConfig("-", "-").template, max_doc_tokens=self.config.max_doc_tokens,
-                    progress=self.progress, cache=True)
+                    *(self._loaded() or load_causal_lm(self.config.backbone)),
+                    name=self.config.backbone,
+                    template=ExpertConfig("-", "-").template,
+                    max_doc_tokens=self.config.max_doc_tokens,
+                    progress=self.progress,
+                    cache=True,
+                )
             return self._generalist.score_pairs(pairs)
         return self.bank().score_pairs(pairs, adapters)
 
@@ -316,26 +342,38 @@ class R2RExperiment:
 
         y_train, y_test = [label for _, label in train], [label for _, _, label in test]
         routers = standard_routers(labels)
-        report = {"train_queries": len(train), "test_queries": len(test), "labels": labels,
-                  "route_seconds_per_query": route_seconds_per_query, "routers": {}, "decisions": {}}
+        report = {
+            "train_queries": len(train),
+            "test_queries": len(test),
+            "labels": labels,
+            "route_seconds_per_query": route_seconds_per_query,
+            "routers": {},
+            "decisions": {},
+        }
         for title, (enc, router) in routers.items():
             router.fit([t for t, _ in train], y_train, features=feats[enc, "train"])
             probs = router.predict_proba([t for _, t, _ in test], features=feats[enc, "test"])
-            predicted = [labels[i] if p[i] >= c.router_threshold else GENERALIST
-                         for p, i in zip(probs, probs.argmax(1))]
+            predicted = [
+                labels[i] if p[i] >= c.router_threshold else GENERALIST
+                for p, i in zip(probs, probs.argmax(1), strict=True)
+            ]
             report["routers"][title] = {"features": enc, **metrics(y_test, predicted, labels)}
             if title.startswith("latent-linear"):
-                report["decisions"] = {qid: p for (qid, _, _), p in zip(test, predicted)}
+                report["decisions"] = {qid: p for (qid, _, _), p in zip(test, predicted, strict=True)}
                 router.threshold = c.router_threshold
                 router.features = backbone
                 self._save_bank(router)
         random_router = RandomRouter(labels, seed=c.seed)
         queries = [Query(qid, text) for qid, text, _ in test]
-        report["routers"]["random"] = {"features": None, **metrics(
-            y_test, [d.choice for d in random_router.route(queries)], labels)}
+        report["routers"]["random"] = {
+            "features": None,
+            **metrics(y_test, [d.choice for d in random_router.route(queries)], labels),
+        }
         oracle = OracleRouter(labels, {qid: label for qid, _, label in test})
-        report["routers"]["oracle"] = {"features": None, **metrics(
-            y_test, [d.choice for d in oracle.route(queries)], labels)}
+        report["routers"]["oracle"] = {
+            "features": None,
+            **metrics(y_test, [d.choice for d in oracle.route(queries)], labels),
+        }
         path.parent.mkdir(parents=True, exist_ok=True)
         with atomic_write(path) as out:
             json.dump(report, out, indent=2)
@@ -365,8 +403,13 @@ class R2RExperiment:
             return Step(f"train {adapter}", "train", ready(adapter), lambda: self.train(adapter))
 
         def score(system, dataset, adapter):
-            return Step(f"score {system} on {dataset}", "score", lambda: self.run_path(system, dataset).exists(),
-                        lambda: self.score_run(system, dataset, adapter), needs=ready(adapter))
+            return Step(
+                f"score {system} on {dataset}",
+                "score",
+                lambda: self.run_path(system, dataset).exists(),
+                lambda: self.score_run(system, dataset, adapter),
+                needs=ready(adapter),
+            )
 
         eag = [f"eag-{name}" for name in names]
         routed = lambda: (self.work / "router" / "routing.json").exists()  # noqa: E731
@@ -375,24 +418,38 @@ class R2RExperiment:
             def action():
                 decisions = self.routing()["decisions"]
                 chosen = {q.id: decisions[f"{dataset}:{q.id}"] for q in self.test_queries(dataset)}
-                experts = {qid: (GENERALIST if label == GENERALIST else f"eag-{label_to_name[label]}")
-                           for qid, label in chosen.items()}
+                experts = {
+                    qid: (GENERALIST if label == GENERALIST else f"eag-{label_to_name[label]}")
+                    for qid, label in chosen.items()
+                }
                 self.score_run("r2r", dataset, experts)
-            return Step(f"score r2r on {dataset}", "score", lambda: self.run_path("r2r", dataset).exists(), action,
-                        needs=lambda: routed() and ready(*eag)())
+
+            return Step(
+                f"score r2r on {dataset}",
+                "score",
+                lambda: self.run_path("r2r", dataset).exists(),
+                action,
+                needs=lambda: routed() and ready(*eag)(),
+            )
 
         steps += [train(adapter) for adapter in eag]
         steps.append(Step("route (latent router + baselines)", "route", routed, self.routing, needs=ready(*eag)))
         for name in names:
-            steps += [score("generalist", name, GENERALIST), score(f"eag-{name}", name, f"eag-{name}"),
-                      r2r_score(name)]
+            steps += [score("generalist", name, GENERALIST), score(f"eag-{name}", name, f"eag-{name}"), r2r_score(name)]
         steps.append(train("pooled"))
         steps += [score("pooled", name, "pooled") for name in names]
         for name in names:
             steps += [train(f"plain-{name}"), score(f"plain-{name}", name, f"plain-{name}")]
         if c.cross_encoder:
-            steps += [Step(f"score ce on {name}", "score", (lambda n=name: self.run_path("ce", n).exists()),
-                           (lambda n=name: self.score_cross_encoder(n))) for name in names]
+            steps += [
+                Step(
+                    f"score ce on {name}",
+                    "score",
+                    (lambda n=name: self.run_path("ce", n).exists()),
+                    (lambda n=name: self.score_cross_encoder(n)),
+                )
+                for name in names
+            ]
         for expert in names:  # the forgetting matrix, off the diagonal
             steps += [score(f"eag-{expert}", name, f"eag-{expert}") for name in names if name != expert]
         for adapter in configs:
@@ -497,8 +554,14 @@ def _alive(pid: int) -> bool:
     return True
 
 
-def main_from_cli(config_path: Path, work_dir: Path | None, report: Path, max_minutes: float | None,
-                  only: str | None, progress: bool = True) -> Path:
+def main_from_cli(
+    config_path: Path,
+    work_dir: Path | None,
+    report: Path,
+    max_minutes: float | None,
+    only: str | None,
+    progress: bool = True,
+) -> Path:
     from routerank.experiments.r2r_report import write_report
 
     config = R2RConfig.load(config_path)

@@ -31,8 +31,9 @@ def collect(experiment) -> dict:
     evals: dict[str, dict[str, object]] = {}  # system -> dataset -> Evaluation
     meta: dict[str, dict[str, dict]] = {}
 
-    qrels = {d: experiment.dataset(d).split_qrels("test").subset(q.id for q in experiment.test_queries(d))
-             for d in names}
+    qrels = {
+        d: experiment.dataset(d).split_qrels("test").subset(q.id for q in experiment.test_queries(d)) for d in names
+    }
 
     def load(system: str, dataset: str, run_name: str | None = None):
         path = experiment.run_path(run_name or system, dataset)
@@ -65,8 +66,11 @@ def collect(experiment) -> dict:
             for d, e in per.items():
                 if system != ref and ref in evals and d in evals[ref]:
                     test = paired_test(evals[ref][d].per_query[KEY], e.per_query[KEY])
-                    rows[d][f"p_vs_{ref}"] = {"t": test.t_pvalue, "randomization": test.randomization_pvalue,
-                                              "delta": test.delta}
+                    rows[d][f"p_vs_{ref}"] = {
+                        "t": test.t_pvalue,
+                        "randomization": test.randomization_pvalue,
+                        "delta": test.delta,
+                    }
         if all(d in per for d in names):
             rows["average"] = {m: sum(per[d].means[m] for d in names) / len(names) for m in per[names[0]].means}
         table[system] = rows
@@ -82,9 +86,15 @@ def training_times(experiment) -> dict:
         if path.exists():
             manifest = json.loads(path.read_text())
             m = manifest["metrics"]
-            out[adapter] = {"seconds": m.get("train_seconds"), "groups": m.get("examples"), "steps": m.get("steps"),
-                            "stages": m.get("stages"), "device": m.get("device"), "dev_loss": m.get("dev_loss"),
-                            "data": manifest.get("training_data")}
+            out[adapter] = {
+                "seconds": m.get("train_seconds"),
+                "groups": m.get("examples"),
+                "steps": m.get("steps"),
+                "stages": m.get("stages"),
+                "device": m.get("device"),
+                "dev_loss": m.get("dev_loss"),
+                "data": manifest.get("training_data"),
+            }
     return out
 
 
@@ -118,12 +128,31 @@ def figures(data: dict, names: list[str], labels: dict[str, str], folder: Path) 
         made.append(_save(fig, folder / "ndcg10.png"))
     matrix = data.get("forgetting")
     if matrix and any(v is not None for row in matrix["values"] for v in row):
-        made.append(_heatmap(matrix["values"], matrix["rows"], matrix["columns"], "evaluated on", "expert",
-                             f"{KEY}: every EAG expert on every domain", folder / "forgetting.png"))
+        made.append(
+            _heatmap(
+                matrix["values"],
+                matrix["rows"],
+                matrix["columns"],
+                "evaluated on",
+                "expert",
+                f"{KEY}: every EAG expert on every domain",
+                folder / "forgetting.png",
+            )
+        )
     confusion = data.get("routing", {}).get("routers", {}).get("latent-linear (backbone h_q)", {}).get("confusion")
     if confusion:
-        made.append(_heatmap(confusion["counts"], confusion["rows"], confusion["columns"], "predicted", "true domain",
-                             "latent router confusion (test queries)", folder / "routing-confusion.png", fmt="d"))
+        made.append(
+            _heatmap(
+                confusion["counts"],
+                confusion["rows"],
+                confusion["columns"],
+                "predicted",
+                "true domain",
+                "latent router confusion (test queries)",
+                folder / "routing-confusion.png",
+                fmt="d",
+            )
+        )
     return made
 
 
@@ -139,8 +168,15 @@ def _heatmap(values, rows, columns, xlabel, ylabel, title, path: Path, fmt: str 
     for i in range(len(rows)):
         for j in range(len(columns)):
             if not np.isnan(grid[i, j]):
-                ax.text(j, i, format(int(grid[i, j]) if fmt == "d" else grid[i, j], fmt), ha="center",
-                        va="center", color="white", fontsize=8)
+                ax.text(
+                    j,
+                    i,
+                    format(int(grid[i, j]) if fmt == "d" else grid[i, j], fmt),
+                    ha="center",
+                    va="center",
+                    color="white",
+                    fontsize=8,
+                )
     ax.set_xlabel(xlabel)
     ax.set_ylabel(ylabel)
     ax.set_title(title, fontsize=9)
@@ -170,9 +206,12 @@ def write_report(experiment, stages, report: Path, config_path: Path | None = No
         routing.pop("decisions", None)
         data["routing"] = routing
     data["training"] = training_times(experiment)
-    forgetting = {"rows": [f"eag-{n}" for n in names] + ["generalist"], "columns": names,
-                  "values": [[table.get(f"eag-{e}", {}).get(d, {}).get(KEY) for d in names] for e in names]
-                  + [[table.get("generalist", {}).get(d, {}).get(KEY) for d in names]]}
+    forgetting = {
+        "rows": [f"eag-{n}" for n in names] + ["generalist"],
+        "columns": names,
+        "values": [[table.get(f"eag-{e}", {}).get(d, {}).get(KEY) for d in names] for e in names]
+        + [[table.get("generalist", {}).get(d, {}).get(KEY) for d in names]],
+    }
     data["forgetting"] = forgetting
     data["stages"] = [vars(s) for s in stages]
     data["config"] = {k: (list(v) if isinstance(v, tuple) else v) for k, v in vars(c).items()}
@@ -180,70 +219,119 @@ def write_report(experiment, stages, report: Path, config_path: Path | None = No
 
     lines = [f"# R2R: Route-to-Rerank on {len(names)} domains ({c.profile} profile)", ""]
     done = sum(s.done for s in stages)
-    lines += [f"Produced by the **{c.profile}** profile. {done} of {len(stages)} stages are done"
-              + ("." if done == len(stages) else "; pending stages are listed at the end and their cells show –."),
-              "", "Reproduce (each command resumes from the cached stages):", "", "```"]
+    lines += [
+        f"Produced by the **{c.profile}** profile. {done} of {len(stages)} stages are done"
+        + ("." if done == len(stages) else "; pending stages are listed at the end and their cells show –."),
+        "",
+        "Reproduce (each command resumes from the cached stages):",
+        "",
+        "```",
+    ]
     command = "routerank experiment r2r --config " + (str(config_path) if config_path else "<config>")
     lines += [command, "```", ""]
-    lines += [f"Backbone `{c.backbone}`; LoRA r=32, alpha=64 on q/k/v/o; objective {c.objective} "
-              f"(InfoNCE, tau=1.0, over 1 positive + {c.negatives} BM25 negatives); ≤ {c.train_queries or 'all'} "
-              f"training queries per domain, ≤ {c.max_doc_tokens} doc tokens, {c.epochs} epoch(s) per stage. "
-              f"Evaluation: {c.test_queries or 'all'} seeded test queries per domain (seed {c.seed}), BM25 top "
-              f"{c.depth} reranked, BM25 order kept below it to {c.candidates}. Test queries never enter training "
-              "(experts train on the train split; dev comes from the dev split or held-out train queries).", ""]
+    lines += [
+        f"Backbone `{c.backbone}`; LoRA r=32, alpha=64 on q/k/v/o; objective {c.objective} "
+        f"(InfoNCE, tau=1.0, over 1 positive + {c.negatives} BM25 negatives); ≤ {c.train_queries or 'all'} "
+        f"training queries per domain, ≤ {c.max_doc_tokens} doc tokens, {c.epochs} epoch(s) per stage. "
+        f"Evaluation: {c.test_queries or 'all'} seeded test queries per domain (seed {c.seed}), BM25 top "
+        f"{c.depth} reranked, BM25 order kept below it to {c.candidates}. Test queries never enter training "
+        "(experts train on the train split; dev comes from the dev split or held-out train queries).",
+        "",
+    ]
     lines += ["Domains: " + ", ".join(f"`{d}` ({label})" for d, label in c.domains.items()), ""]
 
     systems = [s for s in SYSTEMS if s in table]
     for measure in ("nDCG@10", "nDCG@5", "MRR@10", "R@100"):
-        lines += [f"## {measure}", "", "| system | " + " | ".join(names) + " | average |",
-                  "|---|" + "---:|" * (len(names) + 1)]
+        lines += [
+            f"## {measure}",
+            "",
+            "| system | " + " | ".join(names) + " | average |",
+            "|---|" + "---:|" * (len(names) + 1),
+        ]
         for system in systems:
             letter, title = SYSTEMS[system]
             cells = [_fmt(table[system].get(d, {}).get(measure)) for d in [*names, "average"]]
             lines.append(f"| {'(' + letter + ') ' if letter else ''}{title} | " + " | ".join(cells) + " |")
         lines.append("")
-    lines += ["Paired significance on nDCG@10 (two-sided t-test / randomisation test p; Δ = row − reference):", "",
-              "| system | reference | " + " | ".join(names) + " |", "|---|---|" + "---|" * len(names)]
+    lines += [
+        "Paired significance on nDCG@10 (two-sided t-test / randomisation test p; Δ = row − reference):",
+        "",
+        "| system | reference | " + " | ".join(names) + " |",
+        "|---|---|" + "---|" * len(names),
+    ]
     for system in [s for s in systems if s != "bm25"]:
         for ref in ("generalist", "pooled"):
             cells = []
             for d in names:
                 test = table[system].get(d, {}).get(f"p_vs_{ref}")
-                cells.append("–" if not test else f"Δ {test['delta']:+.4f}, p {_p(test['t'])} / {_p(test['randomization'])}")
+                cells.append(
+                    "–" if not test else f"Δ {test['delta']:+.4f}, p {_p(test['t'])} / {_p(test['randomization'])}"
+                )
             if any(cell != "–" for cell in cells):
-                lines.append(f"| ({SYSTEMS[system][0]}) {system} | ({SYSTEMS[ref][0]}) {ref} | " + " | ".join(cells) + " |")
+                lines.append(
+                    f"| ({SYSTEMS[system][0]}) {system} | ({SYSTEMS[ref][0]}) {ref} | " + " | ".join(cells) + " |"
+                )
     lines.append("")
     lines += ["## The claims", ""] + claims(table, names) + [""]
 
     if "routing" in data:
         r = data["routing"]
-        lines += ["## Routing", "", f"Routers train on {r['train_queries']} train-split queries and are scored on all "
-                  f"{r['test_queries']} test queries of the {len(names)} domains.", "",
-                  "| router | accuracy | macro-F1 |", "|---|---:|---:|"]
+        lines += [
+            "## Routing",
+            "",
+            f"Routers train on {r['train_queries']} train-split queries and are scored on all "
+            f"{r['test_queries']} test queries of the {len(names)} domains.",
+            "",
+            "| router | accuracy | macro-F1 |",
+            "|---|---:|---:|",
+        ]
         for title, row in r["routers"].items():
             lines.append(f"| {title} | {row['accuracy']:.4f} | {row['macro_f1']:.4f} |")
         conf = r["routers"].get("latent-linear (backbone h_q)", {}).get("confusion")
         if conf:
-            lines += ["", "Confusion of the latent router (rows: true domain):", "",
-                      "| | " + " | ".join(conf["columns"]) + " |", "|---|" + "---:|" * len(conf["columns"])]
-            lines += [f"| {row} | " + " | ".join(str(v) for v in counts) + " |"
-                      for row, counts in zip(conf["rows"], conf["counts"])]
+            lines += [
+                "",
+                "Confusion of the latent router (rows: true domain):",
+                "",
+                "| | " + " | ".join(conf["columns"]) + " |",
+                "|---|" + "---:|" * len(conf["columns"]),
+            ]
+            lines += [
+                f"| {row} | " + " | ".join(str(v) for v in counts) + " |"
+                for row, counts in zip(conf["rows"], conf["counts"], strict=True)
+            ]
         rerank = [m for m in data["meta"].get("oracle", {}).values() if m.get("seconds")]
         if rerank:
             per_query = sum(m["seconds"] for m in rerank) / max(1, sum(m["pairs"] for m in rerank)) * c.depth
-            lines += ["", f"Routing overhead: {r['route_seconds_per_query'] * 1000:.1f} ms per query (one backbone "
-                      f"forward over the query alone) against {per_query:.2f} s to rerank its top {c.depth}: "
-                      f"{r['route_seconds_per_query'] / per_query:.2%} of rerank time."]
+            lines += [
+                "",
+                f"Routing overhead: {r['route_seconds_per_query'] * 1000:.1f} ms per query (one backbone "
+                f"forward over the query alone) against {per_query:.2f} s to rerank its top {c.depth}: "
+                f"{r['route_seconds_per_query'] / per_query:.2%} of rerank time.",
+            ]
         lines.append("")
 
-    lines += ["## Forgetting matrix", "", f"{KEY} of every EAG expert (rows) on every domain's test queries "
-              "(columns); the diagonal is (e).", "", "| expert | " + " | ".join(names) + " |",
-              "|---|" + "---:|" * len(names)]
-    lines += [f"| {row} | " + " | ".join(_fmt(v) for v in values) + " |"
-              for row, values in zip(forgetting["rows"], forgetting["values"])]
-    lines += ["", "## The cost of misrouting", "", f"{KEY} change when a domain's queries go to a wrong expert "
-              "instead of their own:", "", "| domain | own expert | " + " | ".join(f"→ eag-{n}" for n in names) + " |",
-              "|---|---:|" + "---:|" * len(names)]
+    lines += [
+        "## Forgetting matrix",
+        "",
+        f"{KEY} of every EAG expert (rows) on every domain's test queries (columns); the diagonal is (e).",
+        "",
+        "| expert | " + " | ".join(names) + " |",
+        "|---|" + "---:|" * len(names),
+    ]
+    lines += [
+        f"| {row} | " + " | ".join(_fmt(v) for v in values) + " |"
+        for row, values in zip(forgetting["rows"], forgetting["values"], strict=True)
+    ]
+    lines += [
+        "",
+        "## The cost of misrouting",
+        "",
+        f"{KEY} change when a domain's queries go to a wrong expert instead of their own:",
+        "",
+        "| domain | own expert | " + " | ".join(f"→ eag-{n}" for n in names) + " |",
+        "|---|---:|" + "---:|" * len(names),
+    ]
     for j, d in enumerate(names):
         own = forgetting["values"][j][j]
         cells = []
@@ -255,41 +343,70 @@ def write_report(experiment, stages, report: Path, config_path: Path | None = No
 
     ablation_rows = []
     for d in names:
-        cells = {"none": table.get("plain", {}).get(d, {}).get(KEY),
-                 "ner+patterns": table.get("oracle", {}).get(d, {}).get(KEY)}
+        cells = {
+            "none": table.get("plain", {}).get(d, {}).get(KEY),
+            "ner+patterns": table.get("oracle", {}).get(d, {}).get(KEY),
+        }
         for g in c.ablation:
             cells[g] = table.get(f"eag_{g.replace('+', '_')}", {}).get(d, {}).get(KEY)
         if d in (c.ablation_domains or names):
             ablation_rows.append((d, cells))
     grans = ["none", *c.ablation, "ner+patterns"]
-    lines += ["## EAG masking granularity", "", f"{KEY} with oracle routing; 'none' is (c), 'ner+patterns' is (e).",
-              "", "| domain | " + " | ".join(grans) + " |", "|---|" + "---:|" * len(grans)]
+    lines += [
+        "## EAG masking granularity",
+        "",
+        f"{KEY} with oracle routing; 'none' is (c), 'ner+patterns' is (e).",
+        "",
+        "| domain | " + " | ".join(grans) + " |",
+        "|---|" + "---:|" * len(grans),
+    ]
     lines += [f"| {d} | " + " | ".join(_fmt(cells.get(g)) for g in grans) + " |" for d, cells in ablation_rows]
     lines.append("")
 
     if data["training"]:
-        lines += ["## Training", "", "| adapter | groups | optimizer steps | stages | seconds | device | dev loss |",
-                  "|---|---:|---:|---:|---:|---|---:|"]
+        lines += [
+            "## Training",
+            "",
+            "| adapter | groups | optimizer steps | stages | seconds | device | dev loss |",
+            "|---|---:|---:|---:|---:|---|---:|",
+        ]
         for adapter, t in data["training"].items():
-            lines.append(f"| {adapter} | {t['groups']} | {t['steps']} | {t['stages']} | {_fmt(t['seconds'], 0)} | "
-                         f"{t['device']} | {_fmt(t['dev_loss'])} |")
+            lines.append(
+                f"| {adapter} | {t['groups']} | {t['steps']} | {t['stages']} | {_fmt(t['seconds'], 0)} | "
+                f"{t['device']} | {_fmt(t['dev_loss'])} |"
+            )
         lines.append("")
     scoring = [(s, d, m) for s, per in data["meta"].items() for d, m in per.items() if m.get("pairs")]
     if scoring:
         total_pairs = sum(m["pairs"] for _, _, m in scoring)
         total_s = sum(m["seconds"] for _, _, m in scoring)
-        lines += [f"Scoring: {total_pairs:,} (query, doc) pairs computed in {total_s:,.0f} s of fresh scoring "
-                  "(cached pairs cost nothing and are not counted)."]
+        lines += [
+            f"Scoring: {total_pairs:,} (query, doc) pairs computed in {total_s:,.0f} s of fresh scoring "
+            "(cached pairs cost nothing and are not counted)."
+        ]
         lines.append("")
     if made:
         lines += ["## Figures", ""] + [f"![{p.stem}]({report.with_suffix('').name}/{p.name})" for p in made] + [""]
     lines += ["## Stages", "", "| stage | status | seconds (this sitting) |", "|---|---|---:|"]
-    lines += [f"| {s.name} | {'done' if s.done else 'pending'}{' (' + s.note + ')' if s.note else ''} | "
-              f"{_fmt(s.seconds, 0)} |" for s in stages]
-    lines += ["", "## Config", "", "```json", json.dumps(data["config"], indent=2), "```", "",
-              f"Work dir (adapters, runs, router; not in git): `{experiment.work}`. The R2R bank it builds reranks "
-              f"in any pipeline as `bm25>>r2r:{experiment.work / 'bank'}@{c.depth}`.", "",
-              "Invoked as: `" + " ".join(shlex.quote(a) for a in ["routerank", *sys.argv[1:]]) + "`", ""]
+    lines += [
+        f"| {s.name} | {'done' if s.done else 'pending'}{' (' + s.note + ')' if s.note else ''} | "
+        f"{_fmt(s.seconds, 0)} |"
+        for s in stages
+    ]
+    lines += [
+        "",
+        "## Config",
+        "",
+        "```json",
+        json.dumps(data["config"], indent=2),
+        "```",
+        "",
+        f"Work dir (adapters, runs, router; not in git): `{experiment.work}`. The R2R bank it builds reranks "
+        f"in any pipeline as `bm25>>r2r:{experiment.work / 'bank'}@{c.depth}`.",
+        "",
+        "Invoked as: `" + " ".join(shlex.quote(a) for a in ["routerank", *sys.argv[1:]]) + "`",
+        "",
+    ]
     report.parent.mkdir(parents=True, exist_ok=True)
     with atomic_write(report) as out:
         out.write("\n".join(lines))
@@ -311,8 +428,10 @@ def claims(table: dict, names: list[str]) -> list[str]:
         out.append("- R2R (d) vs generalist (a): pending stages.")
     if "average" in d and "average" in b:
         delta = d["average"][KEY] - b["average"][KEY]
-        out.append(f"- R2R (d) beats pooled fine-tuning (b) on average {KEY}: **{'holds' if delta > 0 else 'fails'}** "
-                   f"(Δ {delta:+.4f}).")
+        out.append(
+            f"- R2R (d) beats pooled fine-tuning (b) on average {KEY}: **{'holds' if delta > 0 else 'fails'}** "
+            f"(Δ {delta:+.4f})."
+        )
     else:
         out.append("- R2R (d) vs pooled (b): pending stages.")
     return out

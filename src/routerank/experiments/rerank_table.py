@@ -28,8 +28,17 @@ def protocol_name(sample: int | None, depth: int, max_doc_tokens: int) -> str:
     return f"{who}, BM25 top {depth}, <= {max_doc_tokens} doc tokens"
 
 
-def run(dataset: str, split: str, rerankers: list[str], sample: int | None, depth: int, max_doc_tokens: int,
-        seed: int, output: Path, from_run: Path | None = None) -> list[dict]:
+def run(
+    dataset: str,
+    split: str,
+    rerankers: list[str],
+    sample: int | None,
+    depth: int,
+    max_doc_tokens: int,
+    seed: int,
+    output: Path,
+    from_run: Path | None = None,
+) -> list[dict]:
     """Rerank and score; with `from_run`, score that saved run (made with this protocol) as the one reranker's row."""
     if from_run is not None and len(rerankers) != 1:
         raise SystemExit("--from-run names the run of exactly one reranker")
@@ -39,8 +48,16 @@ def run(dataset: str, split: str, rerankers: list[str], sample: int | None, dept
     bm25 = build("bm25", ds.corpus).search(queries, 100)
     base = evaluate(bm25, qrels, MEASURES)
     protocol = protocol_name(sample, depth, max_doc_tokens)
-    rows = [{"dataset": dataset, "split": split, "system": "bm25", "protocol": protocol, "queries": len(queries),
-             **base.means}]
+    rows = [
+        {
+            "dataset": dataset,
+            "split": split,
+            "system": "bm25",
+            "protocol": protocol,
+            "queries": len(queries),
+            **base.means,
+        }
+    ]
     for spec in rerankers:
         if from_run is not None:
             from routerank.data.trec import read_run
@@ -59,10 +76,20 @@ def run(dataset: str, split: str, rerankers: list[str], sample: int | None, dept
             seconds = time.perf_counter() - start
         result = evaluate(reranked, qrels, MEASURES)
         test = paired_test(base.per_query["nDCG@10"], result.per_query["nDCG@10"])
-        rows.append({"dataset": dataset, "split": split, "system": f"bm25>>{spec}@{depth}", "protocol": protocol,
-                     "queries": len(queries), **result.means, "p_vs_bm25_nDCG@10": test.t_pvalue,
-                     "rerank_seconds": seconds, "pairs": sum(min(depth, len(bm25[q.id])) for q in queries),
-                     **({"from_run": str(from_run)} if from_run else {})})
+        rows.append(
+            {
+                "dataset": dataset,
+                "split": split,
+                "system": f"bm25>>{spec}@{depth}",
+                "protocol": protocol,
+                "queries": len(queries),
+                **result.means,
+                "p_vs_bm25_nDCG@10": test.t_pvalue,
+                "rerank_seconds": seconds,
+                "pairs": sum(min(depth, len(bm25[q.id])) for q in queries),
+                **({"from_run": str(from_run)} if from_run else {}),
+            }
+        )
         print(json.dumps(rows[-1]))
     merge(output, rows)
     return rows
@@ -83,15 +110,19 @@ def merge(output: Path, rows: list[dict]) -> None:
 def markdown(rows: list[dict]) -> str:
     """The table as markdown: each reranker row beside BM25 on the same queries, grouped by protocol."""
     base = {(r["dataset"], r["protocol"]): r for r in rows if r["system"] == "bm25"}
-    lines = ["| dataset | system | protocol | nDCG@10 | BM25, same queries | p vs BM25 | MRR@10 |",
-             "|---|---|---|---:|---:|---:|---:|"]
+    lines = [
+        "| dataset | system | protocol | nDCG@10 | BM25, same queries | p vs BM25 | MRR@10 |",
+        "|---|---|---|---:|---:|---:|---:|",
+    ]
     for r in sorted(rows, key=lambda r: (r["dataset"], r["protocol"], r["system"])):
         if r["system"] == "bm25":
             continue
         b = base.get((r["dataset"], r["protocol"]))
         p = r.get("p_vs_bm25_nDCG@10")
-        lines.append(f"| {r['dataset']} | `{r['system']}` | {r['protocol']} | {r['nDCG@10']:.4f} | "
-                     f"{b['nDCG@10'] if b else float('nan'):.4f} | {p:.2g} | {r['MRR@10']:.4f} |")
+        lines.append(
+            f"| {r['dataset']} | `{r['system']}` | {r['protocol']} | {r['nDCG@10']:.4f} | "
+            f"{b['nDCG@10'] if b else float('nan'):.4f} | {p:.2g} | {r['MRR@10']:.4f} |"
+        )
     return "\n".join(lines)
 
 
@@ -111,8 +142,17 @@ def main() -> None:
     if args.markdown:
         print(markdown(json.loads(args.output.read_text())))
         return
-    run(args.dataset, args.split, args.rerankers, args.sample or None, args.depth, args.max_doc_tokens, args.seed,
-        args.output, args.from_run)
+    run(
+        args.dataset,
+        args.split,
+        args.rerankers,
+        args.sample or None,
+        args.depth,
+        args.max_doc_tokens,
+        args.seed,
+        args.output,
+        args.from_run,
+    )
 
 
 if __name__ == "__main__":

@@ -21,6 +21,7 @@ from pathlib import Path
 import numpy as np
 
 from routerank.data.registry import load_dataset
+from routerank.data.types import Query
 from routerank.fsutil import atomic_write, cache_root
 from routerank.route.base import GENERALIST
 from routerank.route.expert import CentroidRouter, OracleRouter, RandomRouter, SoftmaxRouter, calibrate_threshold
@@ -59,8 +60,11 @@ def metrics(truth: list[str], predicted: list[str], labels: list[str]) -> dict:
         f1s.append(0.0 if tp == 0 else 2 * precision * recall / (precision + recall))
     columns = [*labels, GENERALIST]
     confusion = [[int(np.sum((truth_a == t) & (pred_a == p))) for p in columns] for t in labels]
-    return {"accuracy": float(np.mean(truth_a == pred_a)), "macro_f1": float(np.mean(f1s)),
-            "confusion": {"rows": labels, "columns": columns, "counts": confusion}}
+    return {
+        "accuracy": float(np.mean(truth_a == pred_a)),
+        "macro_f1": float(np.mean(f1s)),
+        "confusion": {"rows": labels, "columns": columns, "counts": confusion},
+    }
 
 
 def standard_routers(labels: list[str]) -> dict[str, tuple[str, object]]:
@@ -79,6 +83,11 @@ def standard_routers(labels: list[str]) -> dict[str, tuple[str, object]]:
     }
 
 
+def prefixed(dataset: str, queries: list[Query]) -> list[Query]:
+    """Queries with ids `<dataset>:<id>`: ids collide across datasets."""
+    return [replace(q, id=f"{dataset}:{q.id}") for q in queries]
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--train-per-domain", type=int, default=300)
@@ -91,11 +100,10 @@ def main() -> None:
     train, dev, test = [], [], []
     for name, label in DOMAINS.items():
         ds = load_dataset(name)
-        unique = lambda qs: [replace(q, id=f"{name}:{q.id}") for q in qs]  # noqa: E731  ids collide across sets
-        pool = unique(sample(ds.split_queries("train"), args.train_per_domain + 50, args.seed))
+        pool = prefixed(name, sample(ds.split_queries("train"), args.train_per_domain + 50, args.seed))
         train += [(q, label) for q in pool[:-50]]
         dev += [(q, label) for q in pool[-50:]]
-        test += [(q, label) for q in unique(sample(ds.split_queries("test"), args.test_per_domain, args.seed))]
+        test += [(q, label) for q in prefixed(name, sample(ds.split_queries("test"), args.test_per_domain, args.seed))]
     ood_dev = sample(list(load_dataset(OOD_DEV).queries.values()), args.ood_per_set, args.seed)
     ood_test = sample(list(load_dataset(OOD_TEST).queries.values()), args.ood_per_set, args.seed)
     labels = list(DOMAINS.values())
@@ -107,17 +115,28 @@ def main() -> None:
     backbone = PointwiseLLMReranker.from_model(*load_causal_lm("smollm2"), progress=False)
     minilm = DenseRetriever(progress=False)
     encoders = {"backbone": backbone.hidden_state, "minilm": lambda texts: minilm.encode(texts, progress=False)}
-    groups = {"train": [q.text for q, _ in train], "dev": [q.text for q, _ in dev], "test": [q.text for q, _ in test],
-              "ood_dev": [q.text for q in ood_dev], "ood_test": [q.text for q in ood_test]}
-    feats = {(enc, g): cached_features(f"{enc}-{g}", texts, encoders[enc])
-             for enc in encoders for g, texts in groups.items()}
+    groups = {
+        "train": [q.text for q, _ in train],
+        "dev": [q.text for q, _ in dev],
+        "test": [q.text for q, _ in test],
+        "ood_dev": [q.text for q in ood_dev],
+        "ood_test": [q.text for q in ood_test],
+    }
+    feats = {
+        (enc, g): cached_features(f"{enc}-{g}", texts, encoders[enc]) for enc in encoders for g, texts in groups.items()
+    }
     y_train, y_test = [label for _, label in train], [label for _, label in test]
 
     routers = standard_routers(labels)
-    report = {"domains": DOMAINS, "train_queries": len(train), "test_queries": len(test), "seed": args.seed,
-              "command": "python -m routerank.experiments.routing " + " ".join(
-                  f"--{k.replace('_', '-')} {v}" for k, v in vars(args).items() if k != "output"),
-              "routers": {}}
+    report = {
+        "domains": DOMAINS,
+        "train_queries": len(train),
+        "test_queries": len(test),
+        "seed": args.seed,
+        "command": "python -m routerank.experiments.routing "
+        + " ".join(f"--{k.replace('_', '-')} {v}" for k, v in vars(args).items() if k != "output"),
+        "routers": {},
+    }
     for title, (enc, router) in routers.items():
         start = time.perf_counter()
         router.fit(groups["train"], y_train, features=feats[enc, "train"])
@@ -125,23 +144,35 @@ def main() -> None:
         probs = router.predict_proba(groups["test"], features=feats[enc, "test"])
         predicted = [labels[i] for i in probs.argmax(1)]
         row = {"features": enc, "fit_seconds": fit_s, **metrics(y_test, predicted, labels)}
-        threshold = calibrate_threshold(router.predict_proba(groups["dev"], features=feats[enc, "dev"]),
-                                        router.predict_proba(groups["ood_dev"], features=feats[enc, "ood_dev"]))
+        threshold = calibrate_threshold(
+            router.predict_proba(groups["dev"], features=feats[enc, "dev"]),
+            router.predict_proba(groups["ood_dev"], features=feats[enc, "ood_dev"]),
+        )
         kept = probs.max(1) >= threshold
         ood = router.predict_proba(groups["ood_test"], features=feats[enc, "ood_test"]).max(1) >= threshold
-        row["generalist_threshold"] = {"threshold": threshold, "in_domain_kept": float(kept.mean()),
-                                       "in_domain_accuracy_with_fallback": float(np.mean(
-                                           [p == t and k for p, t, k in zip(predicted, y_test, kept)])),
-                                       "ood_sent_to_generalist": float(1 - ood.mean())}
+        row["generalist_threshold"] = {
+            "threshold": threshold,
+            "in_domain_kept": float(kept.mean()),
+            "in_domain_accuracy_with_fallback": float(
+                np.mean([p == t and k for p, t, k in zip(predicted, y_test, kept, strict=True)])
+            ),
+            "ood_sent_to_generalist": float(1 - ood.mean()),
+        }
         report["routers"][title] = row
-        print(f"{title:<30} acc {row['accuracy']:.4f}  macro-F1 {row['macro_f1']:.4f}  "
-              f"threshold {threshold:.3f}: OOD->generalist {row['generalist_threshold']['ood_sent_to_generalist']:.3f}")
+        print(
+            f"{title:<30} acc {row['accuracy']:.4f}  macro-F1 {row['macro_f1']:.4f}  "
+            f"threshold {threshold:.3f}: OOD->generalist {row['generalist_threshold']['ood_sent_to_generalist']:.3f}"
+        )
     rand = RandomRouter(labels, seed=args.seed)
-    report["routers"]["random"] = {"features": None, **metrics(
-        y_test, [d.choice for d in rand.route([q for q, _ in test])], labels)}
+    report["routers"]["random"] = {
+        "features": None,
+        **metrics(y_test, [d.choice for d in rand.route([q for q, _ in test])], labels),
+    }
     oracle = OracleRouter(labels, {q.id: label for q, label in test})
-    report["routers"]["oracle"] = {"features": None, **metrics(
-        y_test, [d.choice for d in oracle.route([q for q, _ in test])], labels)}
+    report["routers"]["oracle"] = {
+        "features": None,
+        **metrics(y_test, [d.choice for d in oracle.route([q for q, _ in test])], labels),
+    }
     args.output.parent.mkdir(parents=True, exist_ok=True)
     with atomic_write(args.output) as out:
         json.dump(report, out, indent=2)

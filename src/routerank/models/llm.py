@@ -55,8 +55,9 @@ def _require_transformers():
         import torch  # noqa: F401
         import transformers  # noqa: F401
     except ImportError:
-        raise MissingDependencyError("LLM rerankers need torch and transformers",
-                                     fix="pip install torch==2.13.0 && pip install 'routerank[llm]'") from None
+        raise MissingDependencyError(
+            "LLM rerankers need torch and transformers", fix="pip install torch==2.13.0 && pip install 'routerank[llm]'"
+        ) from None
 
 
 def dequantized_folder(source: LLMSource) -> Path:
@@ -79,8 +80,9 @@ def dequantized_folder(source: LLMSource) -> Path:
     return folder
 
 
-def load_causal_lm(spec: str = DEFAULT_LLM, *, device: str | None = None, dtype: str | None = None,
-                   trust_remote_code: bool = False):
+def load_causal_lm(
+    spec: str = DEFAULT_LLM, *, device: str | None = None, dtype: str | None = None, trust_remote_code: bool = False
+):
     """(model, tokenizer) in eval mode. bf16 on GPU, fp32 on CPU unless `dtype` says otherwise."""
     _require_transformers()
     import torch
@@ -91,10 +93,16 @@ def load_causal_lm(spec: str = DEFAULT_LLM, *, device: str | None = None, dtype:
     device = device or ("cuda" if torch.cuda.is_available() else "cpu")
     torch_dtype = getattr(torch, dtype) if dtype else (torch.bfloat16 if device.startswith("cuda") else torch.float32)
     local_only = Path(location).exists()
-    tokenizer = AutoTokenizer.from_pretrained(location, trust_remote_code=trust_remote_code,
-                                              local_files_only=local_only)
-    model = AutoModelForCausalLM.from_pretrained(location, dtype=torch_dtype, attn_implementation="sdpa",
-                                                 trust_remote_code=trust_remote_code, local_files_only=local_only)
+    tokenizer = AutoTokenizer.from_pretrained(
+        location, trust_remote_code=trust_remote_code, local_files_only=local_only
+    )
+    model = AutoModelForCausalLM.from_pretrained(
+        location,
+        dtype=torch_dtype,
+        attn_implementation="sdpa",
+        trust_remote_code=trust_remote_code,
+        local_files_only=local_only,
+    )
     model.to(device).eval()
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
@@ -110,9 +118,17 @@ def tiny_llm(seed: int = 0, vocab_from: str | None = None):
     folder = dequantized_folder(resolve_llm(vocab_from or DEFAULT_LLM))
     tokenizer = AutoTokenizer.from_pretrained(folder, local_files_only=True)
     torch.manual_seed(seed)
-    config = LlamaConfig(vocab_size=len(tokenizer), hidden_size=64, intermediate_size=128, num_hidden_layers=2,
-                         num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=2048,
-                         tie_word_embeddings=True, attn_implementation="sdpa")
+    config = LlamaConfig(
+        vocab_size=len(tokenizer),
+        hidden_size=64,
+        intermediate_size=128,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        max_position_embeddings=2048,
+        tie_word_embeddings=True,
+        attn_implementation="sdpa",
+    )
     model = LlamaForCausalLM(config).eval()
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token

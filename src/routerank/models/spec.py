@@ -47,9 +47,7 @@ def package_dir(package: str, pip_name: str) -> Path:
     """Folder of an installed package, found without importing it."""
     spec = importlib.util.find_spec(package)
     if spec is None or not spec.submodule_search_locations:
-        raise MissingDependencyError(
-            f"package {pip_name!r} is not installed", fix=f"pip install {pip_name}"
-        )
+        raise MissingDependencyError(f"package {pip_name!r} is not installed", fix=f"pip install {pip_name}")
     return Path(next(iter(spec.submodule_search_locations)))
 
 

@@ -20,8 +20,9 @@ class Reranker(Protocol):
 
     def rerank(self, query: Query | str, docs: DocsLike, top_k: int | None = None) -> Ranking: ...
 
-    def rerank_run(self, queries: Iterable[Query] | Mapping[str, Query], run: Run, corpus: Corpus,
-                   depth: int = 100) -> Run: ...
+    def rerank_run(
+        self, queries: Iterable[Query] | Mapping[str, Query], run: Run, corpus: Corpus, depth: int = 100
+    ) -> Run: ...
 
 
 def as_documents(docs: DocsLike) -> list[Document]:
@@ -45,8 +46,10 @@ def candidates(run: Run, query_id: str, corpus: Corpus, depth: int) -> list[Docu
     ranking = run[query_id] if query_id in run else Ranking()
     missing = [d for d in ranking.doc_ids[:depth] if d not in corpus]
     if missing:
-        raise RouterankError(f"run names {len(missing)} documents not in the corpus, e.g. {missing[:3]}",
-                             fix="rerank a run made on the same corpus")
+        raise RouterankError(
+            f"run names {len(missing)} documents not in the corpus, e.g. {missing[:3]}",
+            fix="rerank a run made on the same corpus",
+        )
     return [corpus[d] for d in ranking.doc_ids[:depth]]
 
 
@@ -60,13 +63,14 @@ def merge_below(reranked: Ranking, original: Ranking, depth: int) -> Ranking:
     return Ranking(reranked.doc_ids + tail, reranked.scores + tail_scores)
 
 
-def assemble_run(per_query: list[tuple[Query, list[Document]]], scores: list[float], run: Run, depth: int,
-                 name: str) -> Run:
+def assemble_run(
+    per_query: list[tuple[Query, list[Document]]], scores: list[float], run: Run, depth: int, name: str
+) -> Run:
     """Cut one flat list of pair scores back into per-query rankings, each above its retriever tail."""
     out, start = {}, 0
     for query, docs in per_query:
-        chunk, start = scores[start:start + len(docs)], start + len(docs)
-        reranked = Ranking.from_scores(dict(zip((d.id for d in docs), chunk)))
+        chunk, start = scores[start : start + len(docs)], start + len(docs)
+        reranked = Ranking.from_scores(dict(zip((d.id for d in docs), chunk, strict=True)))
         out[query.id] = merge_below(reranked, run[query.id] if query.id in run else Ranking(), depth)
     return Run(MappingProxyType(out), name)
 
@@ -79,8 +83,9 @@ class BaseReranker:
     def rerank(self, query: Query | str, docs: DocsLike, top_k: int | None = None) -> Ranking:
         raise NotImplementedError
 
-    def rerank_run(self, queries: Iterable[Query] | Mapping[str, Query], run: Run, corpus: Corpus,
-                   depth: int = 100) -> Run:
+    def rerank_run(
+        self, queries: Iterable[Query] | Mapping[str, Query], run: Run, corpus: Corpus, depth: int = 100
+    ) -> Run:
         from routerank.retrieve.base import as_query_list
 
         out = {}
@@ -100,10 +105,11 @@ class PointwiseReranker(BaseReranker):
     def rerank(self, query: Query | str, docs: DocsLike, top_k: int | None = None) -> Ranking:
         query, documents = as_query(query), as_documents(docs)
         scores = self.score_pairs([(query.text, d.full_text) for d in documents])
-        return Ranking.from_scores(dict(zip((d.id for d in documents), scores.tolist())), top_k)
+        return Ranking.from_scores(dict(zip((d.id for d in documents), scores.tolist(), strict=True)), top_k)
 
-    def rerank_run(self, queries: Iterable[Query] | Mapping[str, Query], run: Run, corpus: Corpus,
-                   depth: int = 100) -> Run:
+    def rerank_run(
+        self, queries: Iterable[Query] | Mapping[str, Query], run: Run, corpus: Corpus, depth: int = 100
+    ) -> Run:
         from routerank.retrieve.base import as_query_list
 
         query_list = as_query_list(queries)

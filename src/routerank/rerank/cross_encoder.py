@@ -41,28 +41,37 @@ def check_model_folder(folder: str | Path) -> Path:
     if not config_file.is_file():
         raise SpecError("not a model folder: no config.json", path=path, fix=TRAIN_HINT)
     if not any(path.glob("*.safetensors")) and not any(path.glob("pytorch_model*.bin")):
-        raise SpecError("model folder has no weights (*.safetensors)", path=path,
-                        fix=f"the folder may be half-copied; {TRAIN_HINT}")
+        raise SpecError(
+            "model folder has no weights (*.safetensors)", path=path, fix=f"the folder may be half-copied; {TRAIN_HINT}"
+        )
     try:
         architectures = json.loads(config_file.read_text(encoding="utf-8")).get("architectures") or []
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise SpecError(f"config.json is not valid JSON ({exc})", path=config_file, fix=TRAIN_HINT) from None
     if not any(arch.endswith(SCORING_HEADS) for arch in architectures):
-        raise SpecError(f"model is a {'/'.join(architectures) or 'headless'} encoder, not a cross-encoder "
-                        "(an embedding model cannot score pairs)", path=path, fix=TRAIN_HINT)
+        raise SpecError(
+            f"model is a {'/'.join(architectures) or 'headless'} encoder, not a cross-encoder "
+            "(an embedding model cannot score pairs)",
+            path=path,
+            fix=TRAIN_HINT,
+        )
     return path
 
 
-def load_cross_encoder(folder: str | Path, *, max_length: int | None = None, device: str | None = None,
-                       trust_remote_code: bool = False):
+def load_cross_encoder(
+    folder: str | Path, *, max_length: int | None = None, device: str | None = None, trust_remote_code: bool = False
+):
     path = check_model_folder(folder)
     try:
         from sentence_transformers import CrossEncoder
     except ImportError:
-        raise MissingDependencyError("the cross-encoder reranker needs sentence-transformers",
-                                     fix="pip install torch==2.13.0 && pip install 'routerank[dense]'") from None
-    model = CrossEncoder(str(path), device=device or default_device(), trust_remote_code=trust_remote_code,
-                         local_files_only=True)
+        raise MissingDependencyError(
+            "the cross-encoder reranker needs sentence-transformers",
+            fix="pip install torch==2.13.0 && pip install 'routerank[dense]'",
+        ) from None
+    model = CrossEncoder(
+        str(path), device=device or default_device(), trust_remote_code=trust_remote_code, local_files_only=True
+    )
     if max_length is not None:
         model.max_seq_length = max_length
     return model
@@ -71,9 +80,18 @@ def load_cross_encoder(folder: str | Path, *, max_length: int | None = None, dev
 class CrossEncoderReranker(PointwiseReranker):
     kind = "ce"
 
-    def __init__(self, model: str | Path, *, max_length: int | None = None, batch_size: int = 32,
-                 device: str | None = None, progress: bool = True, progress_min_pairs: int = 256,
-                 trust_remote_code: bool = False, _loaded=None):
+    def __init__(
+        self,
+        model: str | Path,
+        *,
+        max_length: int | None = None,
+        batch_size: int = 32,
+        device: str | None = None,
+        progress: bool = True,
+        progress_min_pairs: int = 256,
+        trust_remote_code: bool = False,
+        _loaded=None,
+    ):
         if max_length is not None and max_length < 8:
             raise SpecError(f"max_length must be at least 8 tokens, got {max_length}")
         if batch_size < 1:
@@ -81,8 +99,11 @@ class CrossEncoderReranker(PointwiseReranker):
         self.model_spec = str(model)
         self.batch_size, self.progress, self.progress_min_pairs = batch_size, progress, progress_min_pairs
         self.name = f"{self.kind}:{self.model_spec}"
-        self.model = _loaded if _loaded is not None else load_cross_encoder(
-            model, max_length=max_length, device=device, trust_remote_code=trust_remote_code)
+        self.model = (
+            _loaded
+            if _loaded is not None
+            else load_cross_encoder(model, max_length=max_length, device=device, trust_remote_code=trust_remote_code)
+        )
         if _loaded is not None and max_length is not None:
             self.model.max_seq_length = max_length
 
@@ -105,8 +126,10 @@ class CrossEncoderReranker(PointwiseReranker):
         import torch
 
         scores = self.model.predict(
-            [(query, doc) for query, doc in pairs], batch_size=self.batch_size,
+            [(query, doc) for query, doc in pairs],
+            batch_size=self.batch_size,
             show_progress_bar=self.progress and len(pairs) >= self.progress_min_pairs,
-            activation_fn=torch.nn.Identity(), convert_to_numpy=True,
+            activation_fn=torch.nn.Identity(),
+            convert_to_numpy=True,
         )
         return np.asarray(scores, dtype=np.float64).reshape(len(pairs))

@@ -28,14 +28,25 @@ class ExpertMismatchError(RouterankError):
 def read_manifest(folder: Path) -> dict:
     path = folder / MANIFEST
     if not path.exists() or not (folder / "adapter_model.safetensors").exists():
-        raise RouterankError("not an expert folder (needs adapter_model.safetensors and routerank_expert.json)",
-                             path=folder, fix="train one with `routerank train expert`")
+        raise RouterankError(
+            "not an expert folder (needs adapter_model.safetensors and routerank_expert.json)",
+            path=folder,
+            fix="train one with `routerank train expert`",
+        )
     return json.loads(path.read_text())
 
 
 class ExpertBank:
-    def __init__(self, experts: Mapping[str, str | Path], backbone: str = "smollm2", *, max_doc_tokens: int = 256,
-                 cache: bool = True, progress: bool = False, loaded=None):
+    def __init__(
+        self,
+        experts: Mapping[str, str | Path],
+        backbone: str = "smollm2",
+        *,
+        max_doc_tokens: int = 256,
+        cache: bool = True,
+        progress: bool = False,
+        loaded=None,
+    ):
         from peft import PeftModel
 
         from routerank.models.llm import load_causal_lm, resolve_llm
@@ -54,7 +65,9 @@ class ExpertBank:
                 raise ExpertMismatchError(
                     f"expert {domain!r} was trained on backbone {manifest.get('backbone')!r} "
                     f"({manifest.get('backbone_fingerprint')}), not {backbone!r} ({fingerprint})",
-                    path=self.folders[domain], fix="load it onto the backbone it was trained on")
+                    path=self.folders[domain],
+                    fix="load it onto the backbone it was trained on",
+                )
             templates.add(manifest.get("template", "chatml"))
         if len(templates) != 1:
             raise ExpertMismatchError(f"experts use different prompt templates {sorted(templates)}")
@@ -67,14 +80,28 @@ class ExpertBank:
         self.peft.eval()
         template = templates.pop()
         # one scorer view per expert: same weights, its own score-cache namespace
-        self.scorers = {GENERALIST: PointwiseLLMReranker.from_model(
-            model, tokenizer, name=backbone, template=template, max_doc_tokens=max_doc_tokens, progress=progress,
-            cache=cache)}
+        self.scorers = {
+            GENERALIST: PointwiseLLMReranker.from_model(
+                model,
+                tokenizer,
+                name=backbone,
+                template=template,
+                max_doc_tokens=max_doc_tokens,
+                progress=progress,
+                cache=cache,
+            )
+        }
         for domain in self.domains:
             digest = sha256_file(self.folders[domain] / "adapter_model.safetensors")[:12]
             self.scorers[domain] = PointwiseLLMReranker.from_model(
-                model, tokenizer, name=f"{backbone}+{domain}@{digest}", template=template,
-                max_doc_tokens=max_doc_tokens, progress=progress, cache=cache)
+                model,
+                tokenizer,
+                name=f"{backbone}+{domain}@{digest}",
+                template=template,
+                max_doc_tokens=max_doc_tokens,
+                progress=progress,
+                cache=cache,
+            )
 
     @contextmanager
     def active(self, expert: str):

@@ -61,7 +61,7 @@ TEMPLATE = ICRTemplate(
 
 
 def layer_range(layers: str | int | Sequence[int] | range, num_layers: int) -> range:
-    """"all", "mid" (the middle half), "a:b" (0-based, b exclusive), one index, or a range → a layer range."""
+    """ "all", "mid" (the middle half), "a:b" (0-based, b exclusive), one index, or a range → a layer range."""
     if isinstance(layers, range):
         chosen = layers
     elif isinstance(layers, int):
@@ -81,8 +81,10 @@ def layer_range(layers: str | int | Sequence[int] | range, num_layers: int) -> r
     else:
         raise SpecError(f"bad ICR layers {layers!r}", fix="use all, mid, or START:STOP such as 8:22")
     if not chosen or chosen.start < 0 or chosen.stop > num_layers:
-        raise SpecError(f"ICR layers {layers!r} fall outside the model's {num_layers} layers",
-                        fix=f"choose layers within 0:{num_layers}")
+        raise SpecError(
+            f"ICR layers {layers!r} fall outside the model's {num_layers} layers",
+            fix=f"choose layers within 0:{num_layers}",
+        )
     return chosen
 
 
@@ -146,8 +148,10 @@ def eager_attention(model):
         return
     model.set_attn_implementation("eager")
     if model.config._attn_implementation != "eager":
-        raise RouterankError(f"{type(model).__name__} cannot switch to eager attention at run time",
-                             fix="load the model with attn_implementation='eager'")
+        raise RouterankError(
+            f"{type(model).__name__} cannot switch to eager attention at run time",
+            fix="load the model with attn_implementation='eager'",
+        )
     try:
         yield
     finally:
@@ -165,10 +169,20 @@ def _as_bool(value: bool | str | int) -> bool:
 class ICRReranker(BaseReranker):
     kind = "icr"
 
-    def __init__(self, model: str = DEFAULT_LLM, *, layers: str | int | Sequence[int] | range = "all",
-                 calibrate: bool | str = True, exclude_sink: bool | str = True, max_doc_tokens: int = 128,
-                 max_prompt_tokens: int | None = None, device: str | None = None, dtype: str | None = None,
-                 trust_remote_code: bool = False, _loaded=None):
+    def __init__(
+        self,
+        model: str = DEFAULT_LLM,
+        *,
+        layers: str | int | Sequence[int] | range = "all",
+        calibrate: bool | str = True,
+        exclude_sink: bool | str = True,
+        max_doc_tokens: int = 128,
+        max_prompt_tokens: int | None = None,
+        device: str | None = None,
+        dtype: str | None = None,
+        trust_remote_code: bool = False,
+        _loaded=None,
+    ):
         self.model_spec, self.template = model, TEMPLATE
         self.name = f"{self.kind}:{model}" if model != DEFAULT_LLM else self.kind
         if _loaded is None:
@@ -181,8 +195,10 @@ class ICRReranker(BaseReranker):
         context = getattr(config, "max_position_embeddings", None) or 4096
         self.max_prompt_tokens = int(max_prompt_tokens or context)
         if self.max_prompt_tokens > context:
-            raise RouterankError(f"max_prompt_tokens={self.max_prompt_tokens} exceeds the model's context of {context}",
-                                 fix=f"use max_prompt_tokens <= {context}")
+            raise RouterankError(
+                f"max_prompt_tokens={self.max_prompt_tokens} exceeds the model's context of {context}",
+                fix=f"use max_prompt_tokens <= {context}",
+            )
         self.device = next(self.model.parameters()).device
         self._decoder = self.model.base_model
         self._head_ids = self._ids(self.template.head)
@@ -230,8 +246,11 @@ class ICRReranker(BaseReranker):
         for i, doc in enumerate(documents):
             cost = len(self._ids(self.template.marker.format(index=len(groups[-1]) + 1))) + len(self.doc_ids(doc))
             if fixed + cost > self.max_prompt_tokens:
-                raise RouterankError(f"one document and the query need {fixed + cost} tokens, over the budget of "
-                                     f"{self.max_prompt_tokens}", fix="lower max_doc_tokens or shorten the query")
+                raise RouterankError(
+                    f"one document and the query need {fixed + cost} tokens, over the budget of "
+                    f"{self.max_prompt_tokens}",
+                    fix="lower max_doc_tokens or shorten the query",
+                )
             if groups[-1] and used + cost > self.max_prompt_tokens:
                 groups.append([])
                 used = fixed
@@ -279,13 +298,20 @@ class ICRReranker(BaseReranker):
             cache = out.past_key_values
             cache.batch_repeat_interleave(2)
             with eager_attention(self.model):
-                out = self._decoder(input_ids=suffix.to(self.device), attention_mask=mask.to(self.device),
-                                    position_ids=positions.to(self.device), past_key_values=cache, use_cache=True,
-                                    output_attentions=True)
+                out = self._decoder(
+                    input_ids=suffix.to(self.device),
+                    attention_mask=mask.to(self.device),
+                    position_ids=positions.to(self.device),
+                    past_key_values=cache,
+                    use_cache=True,
+                    output_attentions=True,
+                )
             self._count_pass()
             if not out.attentions:
-                raise RouterankError(f"{type(self.model).__name__} returned no attention weights",
-                                     fix="use a transformers model that supports output_attentions")
+                raise RouterankError(
+                    f"{type(self.model).__name__} returned no attention weights",
+                    fix="use a transformers model that supports output_attentions",
+                )
             starts, ends = [s for s, _ in spans], [e for _, e in spans]
             per_layer = [doc_mass(w, starts, ends, [len(r) for r in rows], self.exclude_sink) for w in out.attentions]
             return torch.stack(per_layer, dim=1).cpu().numpy()
@@ -302,4 +328,4 @@ class ICRReranker(BaseReranker):
         if not documents:
             return Ranking()
         scores = self.score(query, documents)
-        return Ranking.from_scores(dict(zip((d.id for d in documents), scores.tolist())), top_k)
+        return Ranking.from_scores(dict(zip((d.id for d in documents), scores.tolist(), strict=True)), top_k)

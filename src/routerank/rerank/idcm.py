@@ -47,8 +47,8 @@ class Aggregation:
             if temperature <= 0:
                 raise SpecError(f"softmax temperature must be positive, got {temperature}")
             return cls("softmax", temperature=temperature)
-        if text.startswith("mean-top") and text[len("mean-top"):].isdigit() and int(text[len("mean-top"):]) >= 1:
-            return cls("mean-top", top=int(text[len("mean-top"):]))
+        if text.startswith("mean-top") and text[len("mean-top") :].isdigit() and int(text[len("mean-top") :]) >= 1:
+            return cls("mean-top", top=int(text[len("mean-top") :]))
         raise SpecError(f"unknown IDCM aggregation {text!r}", fix="use max, mean-top2 (any N), or softmax")
 
     @property
@@ -83,20 +83,35 @@ class CascadeStats:
         return 1.0 - self.scored_pairs / self.passages if self.passages else 0.0
 
     def as_dict(self) -> dict[str, float]:
-        return {"docs": self.docs, "passages": self.passages, "scored_pairs": self.scored_pairs,
-                "saving": round(self.saving, 4), "select_seconds": round(self.select_seconds, 3),
-                "score_seconds": round(self.score_seconds, 3)}
+        return {
+            "docs": self.docs,
+            "passages": self.passages,
+            "scored_pairs": self.scored_pairs,
+            "saving": round(self.saving, 4),
+            "select_seconds": round(self.select_seconds, 3),
+            "score_seconds": round(self.score_seconds, 3),
+        }
 
 
 class IDCMReranker(BaseReranker):
     kind = "idcm"
 
-    def __init__(self, selector: str | PassageSelector | None, scorer: PointwiseReranker, *, k: int = DEFAULT_K,
-                 size: int = DEFAULT_SIZE, stride: int = DEFAULT_STRIDE, aggregate: str = "max",
-                 temperature: float = 1.0):
+    def __init__(
+        self,
+        selector: str | PassageSelector | None,
+        scorer: PointwiseReranker,
+        *,
+        k: int = DEFAULT_K,
+        size: int = DEFAULT_SIZE,
+        stride: int = DEFAULT_STRIDE,
+        aggregate: str = "max",
+        temperature: float = 1.0,
+    ):
         if not isinstance(scorer, PointwiseReranker):
-            raise SpecError(f"IDCM's scorer must be a pointwise reranker, got {type(scorer).__name__}",
-                            fix="use e.g. ce:<folder> or pointwise:smollm2 as the scorer")
+            raise SpecError(
+                f"IDCM's scorer must be a pointwise reranker, got {type(scorer).__name__}",
+                fix="use e.g. ce:<folder> or pointwise:smollm2 as the scorer",
+            )
         if k < 1:
             raise SpecError(f"IDCM needs k >= 1 passages per document, got {k}")
         check_window(size, stride)
@@ -124,8 +139,10 @@ class IDCMReranker(BaseReranker):
             inline[key.strip()] = value.strip()
         scorer_spec = ",".join(parts).strip()
         if not selector.strip() or not scorer_spec:
-            raise SpecError(f"idcm needs a selector and a scorer, got 'idcm:{arg}'",
-                            fix="e.g. idcm:bm25,ce:/path/to/cross-encoder,k=4")
+            raise SpecError(
+                f"idcm needs a selector and a scorer, got 'idcm:{arg}'",
+                fix="e.g. idcm:bm25,ce:/path/to/cross-encoder,k=4",
+            )
         own = {key: options.pop(key) for key in list(options) if key in OWN_OPTIONS}
         own.update(inline)
         typed = {key: _typed(key, value, arg) for key, value in own.items()}
@@ -141,15 +158,17 @@ class IDCMReranker(BaseReranker):
         if self.selector is None:
             return [list(passages) for passages in docs]
         scores = self.selector.score(query, docs)
-        return [[passages[i] for i in best_passages(s, self.k)] for passages, s in zip(docs, scores)]
+        return [[passages[i] for i in best_passages(s, self.k)] for passages, s in zip(docs, scores, strict=True)]
 
     def score_passages(self, query: str, passages: Sequence[Passage]) -> np.ndarray:
         if not passages:
             return np.zeros(0)
         scores = np.asarray(self.scorer.score_pairs([(query, p.full_text) for p in passages]), dtype=np.float64)
         if scores.shape != (len(passages),):
-            raise RouterankError(f"scorer {self.scorer.name!r} returned {scores.shape} scores for {len(passages)} "
-                                 "passages", fix="its score_pairs must return one score per pair")
+            raise RouterankError(
+                f"scorer {self.scorer.name!r} returned {scores.shape} scores for {len(passages)} passages",
+                fix="its score_pairs must return one score per pair",
+            )
         self.stats.scored_pairs += len(passages)
         return scores
 
@@ -166,9 +185,9 @@ class IDCMReranker(BaseReranker):
         self.stats.docs += len(documents)
         self.stats.passages += sum(len(p) for p in split)
         doc_scores, start = {}, 0
-        for doc, passages in zip(documents, chosen):
+        for doc, passages in zip(documents, chosen, strict=True):
             if passages:
-                doc_scores[doc.id] = self.aggregation(scores[start:start + len(passages)])
+                doc_scores[doc.id] = self.aggregation(scores[start : start + len(passages)])
             start += len(passages)
         floor = min(doc_scores.values(), default=1.0) - 1.0
         for doc in documents:
@@ -182,5 +201,7 @@ def _typed(key: str, value: object, arg: str):
     try:
         return OWN_OPTIONS[key](value)
     except (TypeError, ValueError):
-        raise SpecError(f"IDCM option {key}={value!r} in 'idcm:{arg}' is not a {OWN_OPTIONS[key].__name__}",
-                        fix="e.g. idcm:bm25,ce:/m,k=4,size=128,stride=96,aggregate=max") from None
+        raise SpecError(
+            f"IDCM option {key}={value!r} in 'idcm:{arg}' is not a {OWN_OPTIONS[key].__name__}",
+            fix="e.g. idcm:bm25,ce:/m,k=4,size=128,stride=96,aggregate=max",
+        ) from None

@@ -43,9 +43,11 @@ TEMPLATE = ListwiseTemplate(
     system="You rank search results. You answer only with passage identifiers in order of relevance.",
     head="Below are {count} passages, each with an identifier in square brackets.\nQuery: {query}\n\n",
     passage="[{index}] {passage}\n",
-    tail=("\nOrder all {count} passages by how relevant they are to the query: {query}\n"
-          "List the most relevant first, every identifier exactly once, in the form [2] > [1]. "
-          "Write nothing else."),
+    tail=(
+        "\nOrder all {count} passages by how relevant they are to the query: {query}\n"
+        "List the most relevant first, every identifier exactly once, in the form [2] > [1]. "
+        "Write nothing else."
+    ),
 )
 
 
@@ -95,9 +97,14 @@ def parse_permutation(text: str, n: int) -> Permutation:
         else:
             seen.append(ident - 1)
     missing = [i for i in range(n) if i not in seen]
-    repairs = Repairs(windows=1, duplicates=duplicates, out_of_range=out_of_range,
-                      missing=len(missing) if found else 0, extra_text=int(bool(found) and not _LIST_ONLY.match(text)),
-                      unparsed=int(not found))
+    repairs = Repairs(
+        windows=1,
+        duplicates=duplicates,
+        out_of_range=out_of_range,
+        missing=len(missing) if found else 0,
+        extra_text=int(bool(found) and not _LIST_ONLY.match(text)),
+        unparsed=int(not found),
+    )
     return Permutation(tuple(seen + missing), repairs + Repairs(repaired_windows=int(repairs.total > 0)))
 
 
@@ -128,15 +135,25 @@ class ChatGenerator:
         import torch
 
         messages = [{"role": "system", "content": self.system}] if self.system else []
-        ids = self.tokenizer.apply_chat_template([*messages, {"role": "user", "content": prompt}],
-                                                 add_generation_prompt=True, return_tensors="pt", return_dict=True)
+        ids = self.tokenizer.apply_chat_template(
+            [*messages, {"role": "user", "content": prompt}],
+            add_generation_prompt=True,
+            return_tensors="pt",
+            return_dict=True,
+        )
         device = next(self.model.parameters()).device
         with torch.inference_mode():
-            out = self.model.generate(input_ids=ids["input_ids"].to(device),
-                                      attention_mask=ids["attention_mask"].to(device), do_sample=False,
-                                      max_new_tokens=self.max_new_tokens, pad_token_id=self.tokenizer.pad_token_id,
-                                      temperature=None, top_p=None, top_k=None)
-        new = out[0, ids["input_ids"].shape[1]:]
+            out = self.model.generate(
+                input_ids=ids["input_ids"].to(device),
+                attention_mask=ids["attention_mask"].to(device),
+                do_sample=False,
+                max_new_tokens=self.max_new_tokens,
+                pad_token_id=self.tokenizer.pad_token_id,
+                temperature=None,
+                top_p=None,
+                top_k=None,
+            )
+        new = out[0, ids["input_ids"].shape[1] :]
         self.forward_passes += int(new.shape[0])
         return self.tokenizer.decode(new, skip_special_tokens=True)
 
@@ -144,14 +161,27 @@ class ChatGenerator:
 class ListwiseReranker(BaseReranker):
     kind = "listwise"
 
-    def __init__(self, model: str = DEFAULT_LLM, *, window: int = 20, step: int = 10, max_doc_tokens: int = 128,
-                 generate: Generator | None = None, tokenizer=None, max_new_tokens: int | None = None,
-                 device: str | None = None, dtype: str | None = None, trust_remote_code: bool = False,
-                 _loaded=None):
+    def __init__(
+        self,
+        model: str = DEFAULT_LLM,
+        *,
+        window: int = 20,
+        step: int = 10,
+        max_doc_tokens: int = 128,
+        generate: Generator | None = None,
+        tokenizer=None,
+        max_new_tokens: int | None = None,
+        device: str | None = None,
+        dtype: str | None = None,
+        trust_remote_code: bool = False,
+        _loaded=None,
+    ):
         window, step, max_doc_tokens = int(window), int(step), int(max_doc_tokens)
         if window < 2 or not 1 <= step < window:
-            raise RouterankError(f"bad sliding window (window={window}, step={step})",
-                                 fix="use window >= 2 and 1 <= step < window, e.g. window=20 step=10")
+            raise RouterankError(
+                f"bad sliding window (window={window}, step={step})",
+                fix="use window >= 2 and 1 <= step < window, e.g. window=20 step=10",
+            )
         if max_doc_tokens < 1:
             raise RouterankError(f"max_doc_tokens must be positive, got {max_doc_tokens}")
         self.model_spec, self.template = model, TEMPLATE
@@ -162,8 +192,9 @@ class ListwiseReranker(BaseReranker):
             if _loaded is None:
                 _loaded = load_causal_lm(model, device=device, dtype=dtype, trust_remote_code=trust_remote_code)
             llm, self.tokenizer = _loaded
-            generate = ChatGenerator(llm, self.tokenizer, system=self.template.system,
-                                     max_new_tokens=max_new_tokens or self._answer_budget())
+            generate = ChatGenerator(
+                llm, self.tokenizer, system=self.template.system, max_new_tokens=max_new_tokens or self._answer_budget()
+            )
         self.generate = generate
         self.stats = Repairs()
 
@@ -203,12 +234,13 @@ class ListwiseReranker(BaseReranker):
         repairs = Repairs()
         if len(documents) > 1:
             for start in window_starts(len(documents), self.window, self.step):
-                span = order[start:start + self.window]
+                span = order[start : start + self.window]
                 answer = self.generate(self.prompt(query.text, [documents[i].full_text for i in span]))
                 permutation = parse_permutation(answer, len(span))
-                order[start:start + len(span)] = [span[i] for i in permutation.order]
+                order[start : start + len(span)] = [span[i] for i in permutation.order]
                 repairs = repairs + permutation.repairs
         self.stats = self.stats + repairs
         kept = order[:top_k] if top_k is not None else order
-        return ListwiseRanking(tuple(documents[i].id for i in kept),
-                               tuple(float(len(order) - rank) for rank in range(len(kept))), repairs)
+        return ListwiseRanking(
+            tuple(documents[i].id for i in kept), tuple(float(len(order) - rank) for rank in range(len(kept))), repairs
+        )

@@ -1,10 +1,10 @@
 """Cheap passage selectors for the IDCM cascade: score every passage of a document, keep the best k.
 
-    bm25            BM25 over one document's passages, with statistics from that document only
-    minilm          bi-encoder cosine with the packaged MiniLM (any `dense:<model-spec>` works too)
-    first           the first k passages, whatever the query (FirstP-style baseline at the same scorer cost)
-    learned:<file>  a linear mix of the features above, distilled from the expensive scorer (`fit_linear`)
-    all | full      no selection: every passage goes to the scorer (the baseline)
+bm25            BM25 over one document's passages, with statistics from that document only
+minilm          bi-encoder cosine with the packaged MiniLM (any `dense:<model-spec>` works too)
+first           the first k passages, whatever the query (FirstP-style baseline at the same scorer cost)
+learned:<file>  a linear mix of the features above, distilled from the expensive scorer (`fit_linear`)
+all | full      no selection: every passage goes to the scorer (the baseline)
 """
 
 from __future__ import annotations
@@ -85,8 +85,9 @@ class BM25PassageSelector:
 class DensePassageSelector:
     """Bi-encoder cosine. Passage vectors depend only on the passage, so they are kept for later queries."""
 
-    def __init__(self, model: str = "minilm", batch_size: int = 64, device: str | None = None,
-                 max_cached: int = 200_000):
+    def __init__(
+        self, model: str = "minilm", batch_size: int = 64, device: str | None = None, max_cached: int = 200_000
+    ):
         self.model_spec, self.batch_size, self.device, self.max_cached = model, batch_size, device, max_cached
         self.name = model if model == "minilm" else f"dense:{model}"
         self._encoder = None
@@ -101,8 +102,13 @@ class DensePassageSelector:
         return self._encoder
 
     def encode(self, texts: Sequence[str]) -> np.ndarray:
-        vectors = self.encoder.encode(list(texts), batch_size=self.batch_size, convert_to_numpy=True,
-                                      normalize_embeddings=True, show_progress_bar=False)
+        vectors = self.encoder.encode(
+            list(texts),
+            batch_size=self.batch_size,
+            convert_to_numpy=True,
+            normalize_embeddings=True,
+            show_progress_bar=False,
+        )
         return np.asarray(vectors, dtype=np.float32)
 
     def passage_vectors(self, texts: Sequence[str]) -> np.ndarray:
@@ -110,7 +116,7 @@ class DensePassageSelector:
         if missing:
             if len(self._vectors) + len(missing) > self.max_cached:
                 self._vectors.clear()
-            self._vectors.update(zip(missing, self.encode(missing)))
+            self._vectors.update(zip(missing, self.encode(missing), strict=True))
         return np.stack([self._vectors[t] for t in texts])
 
     def score(self, query: str, docs: Sequence[Sequence[Passage]]) -> list[np.ndarray]:
@@ -120,7 +126,7 @@ class DensePassageSelector:
         cosines = self.passage_vectors(texts) @ self.encode([query])[0]
         out, start = [], 0
         for passages in docs:
-            out.append(cosines[start:start + len(passages)].astype(np.float64))
+            out.append(cosines[start : start + len(passages)].astype(np.float64))
             start += len(passages)
         return out
 
@@ -185,25 +191,28 @@ class LinearPassageSelector:
     def load(cls, path: str | Path, **dense_options) -> LinearPassageSelector:
         path = Path(path).expanduser()
         if not path.is_file():
-            raise SpecError(f"learned selector file {path} does not exist", path=path,
-                            fix="fit one with bench/idcm_distill.py")
+            raise SpecError(
+                f"learned selector file {path} does not exist", path=path, fix="fit one with bench/idcm_distill.py"
+            )
         try:
             record = json.loads(path.read_text(encoding="utf-8"))
             weights = {str(k): float(v) for k, v in record["weights"].items()}
         except (json.JSONDecodeError, KeyError, TypeError, ValueError, AttributeError) as exc:
-            raise DataFormatError(f"not an IDCM selector file ({exc})", path=path,
-                                  fix='expected {"weights": {"bm25": ..., ...}}') from None
+            raise DataFormatError(
+                f"not an IDCM selector file ({exc})", path=path, fix='expected {"weights": {"bm25": ..., ...}}'
+            ) from None
         return cls(weights, name=f"learned:{path.name}", **dense_options)
 
 
-def fit_linear(features: Sequence[np.ndarray], targets: Sequence[np.ndarray], names: Sequence[str],
-               ridge: float = 1e-3) -> dict[str, float]:
+def fit_linear(
+    features: Sequence[np.ndarray], targets: Sequence[np.ndarray], names: Sequence[str], ridge: float = 1e-3
+) -> dict[str, float]:
     """Least squares from within-document features to the scorer's passage scores, standardised per document.
 
     Documents whose passages the scorer could not tell apart teach nothing and are skipped.
     """
     xs, ys = [], []
-    for x, y in zip(features, targets):
+    for x, y in zip(features, targets, strict=True):
         y = np.asarray(y, dtype=np.float64)
         if y.size < 2 or y.std() == 0:
             continue
@@ -213,7 +222,7 @@ def fit_linear(features: Sequence[np.ndarray], targets: Sequence[np.ndarray], na
         raise ValueError("no document with two or more distinct passage scores to fit on")
     x, y = np.concatenate(xs), np.concatenate(ys)
     weights = np.linalg.solve(x.T @ x + ridge * len(y) * np.eye(x.shape[1]), x.T @ y)
-    return dict(zip(names, weights.tolist()))
+    return dict(zip(names, weights.tolist(), strict=True))
 
 
 def make_selector(spec: str, **options) -> PassageSelector | None:
@@ -231,5 +240,7 @@ def make_selector(spec: str, **options) -> PassageSelector | None:
         return LinearPassageSelector.load(arg, **options)
     if name == "dense":
         return DensePassageSelector(arg or "minilm", **options)
-    raise SpecError(f"unknown IDCM passage selector {spec!r}",
-                    fix="use bm25, minilm, dense:<model-spec>, first, learned:<file>, or all")
+    raise SpecError(
+        f"unknown IDCM passage selector {spec!r}",
+        fix="use bm25, minilm, dense:<model-spec>, first, learned:<file>, or all",
+    )

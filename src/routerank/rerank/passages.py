@@ -31,8 +31,10 @@ def check_window(size: int, stride: int) -> None:
     if size < 1:
         raise SpecError(f"passage size must be at least 1 word, got {size}", fix="e.g. size=128")
     if not 1 <= stride <= size:
-        raise SpecError(f"passage stride must be between 1 and the size ({size}), got {stride}",
-                        fix="stride = size - overlap, e.g. size=128 stride=96")
+        raise SpecError(
+            f"passage stride must be between 1 and the size ({size}), got {stride}",
+            fix="stride = size - overlap, e.g. size=128 stride=96",
+        )
 
 
 def window_starts(num_words: int, size: int, stride: int) -> list[int]:
@@ -43,8 +45,9 @@ def window_starts(num_words: int, size: int, stride: int) -> list[int]:
     return starts
 
 
-def split_passages(document: Document | str, size: int = DEFAULT_SIZE, stride: int = DEFAULT_STRIDE,
-                   *, doc_id: str = "0") -> list[Passage]:
+def split_passages(
+    document: Document | str, size: int = DEFAULT_SIZE, stride: int = DEFAULT_STRIDE, *, doc_id: str = "0"
+) -> list[Passage]:
     """`size`-word windows every `stride` words (overlap = size - stride) over the body.
 
     A body of at most `size` words is one passage. A document with a title but no body is one passage of
@@ -55,5 +58,7 @@ def split_passages(document: Document | str, size: int = DEFAULT_SIZE, stride: i
     words = doc.text.split()
     if not words:
         return [Passage(doc.id, 0, "", doc.title.strip())] if doc.title.strip() else []
-    return [Passage(doc.id, i, " ".join(words[start:start + size]), doc.title.strip(), start)
-            for i, start in enumerate(window_starts(len(words), size, stride))]
+    return [
+        Passage(doc.id, i, " ".join(words[start : start + size]), doc.title.strip(), start)
+        for i, start in enumerate(window_starts(len(words), size, stride))
+    ]

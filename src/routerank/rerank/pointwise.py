@@ -33,11 +33,25 @@ def _is_oom(exc: BaseException) -> bool:
 class PointwiseLLMReranker(PointwiseReranker):
     kind = "pointwise"
 
-    def __init__(self, model: str = DEFAULT_LLM, *, template: str = "chatml", instruction: str = DEFAULT_INSTRUCTION,
-                 max_doc_tokens: int = 256, token_budget: int | None = None, max_batch: int = 64,
-                 device: str | None = None, dtype: str | None = None, quantize: str | None = None,
-                 prefix_cache: bool = True, cache: bool = True, cache_dir=None, progress: bool = True,
-                 trust_remote_code: bool = False, _loaded=None):
+    def __init__(
+        self,
+        model: str = DEFAULT_LLM,
+        *,
+        template: str = "chatml",
+        instruction: str = DEFAULT_INSTRUCTION,
+        max_doc_tokens: int = 256,
+        token_budget: int | None = None,
+        max_batch: int = 64,
+        device: str | None = None,
+        dtype: str | None = None,
+        quantize: str | None = None,
+        prefix_cache: bool = True,
+        cache: bool = True,
+        cache_dir=None,
+        progress: bool = True,
+        trust_remote_code: bool = False,
+        _loaded=None,
+    ):
         self.model_spec, self.template = model, get_template(template)
         self.instruction, self.max_doc_tokens = instruction, max_doc_tokens
         self.max_batch, self.prefix_cache, self.progress = max_batch, prefix_cache, progress
@@ -93,9 +107,16 @@ class PointwiseLLMReranker(PointwiseReranker):
 
     @property
     def scorer_key(self) -> str:
-        settings = {"kind": self.kind, "model": self.model_spec, "fingerprint": self._fingerprint, "template": self.template.__dict__,
-                    "instruction": self.instruction, "max_doc_tokens": self.max_doc_tokens,
-                    "dtype": str(self.dtype), "quantize": self.quantize}
+        settings = {
+            "kind": self.kind,
+            "model": self.model_spec,
+            "fingerprint": self._fingerprint,
+            "template": self.template.__dict__,
+            "instruction": self.instruction,
+            "max_doc_tokens": self.max_doc_tokens,
+            "dtype": str(self.dtype),
+            "quantize": self.quantize,
+        }
         digest = hashlib.sha256(json.dumps(settings, sort_keys=True, default=str).encode()).hexdigest()[:16]
         return f"{self.kind}-{digest}"
 
@@ -121,8 +142,12 @@ class PointwiseLLMReranker(PointwiseReranker):
 
     def prompt_ids(self, query: str, document: str) -> list[int]:
         """The exact token ids scored for one pair (used by the parity test and the plain baseline)."""
-        return (self._prefix_ids + self._ids(self.template.query.format(query=query)) + self.doc_ids(document)
-                + self._suffix_ids)
+        return (
+            self._prefix_ids
+            + self._ids(self.template.query.format(query=query))
+            + self.doc_ids(document)
+            + self._suffix_ids
+        )
 
     # scoring -------------------------------------------------------------------------------------------------
 
@@ -130,7 +155,7 @@ class PointwiseLLMReranker(PointwiseReranker):
         keys = [pair_key(q, d) for q, d in pairs]
         known = self._cache.get_many(keys) if self._cache is not None else {}
         todo: dict[str, list[tuple[str, str]]] = {}
-        for key, (query, doc) in zip(keys, pairs):
+        for key, (query, doc) in zip(keys, pairs, strict=True):
             if key not in known:
                 todo.setdefault(query, [])
                 if (key, doc) not in todo[query]:
@@ -142,7 +167,7 @@ class PointwiseLLMReranker(PointwiseReranker):
             with tqdm(total=total, desc=self.name, unit="doc", disable=not self.progress, leave=False) as bar:
                 for query, items in todo.items():
                     scores = self._score_query(query, [doc for _, doc in items], bar)
-                    fresh = {key: score for (key, _), score in zip(items, scores)}
+                    fresh = {key: score for (key, _), score in zip(items, scores, strict=True)}
                     if self._cache is not None:
                         self._cache.put_many(fresh)
                     known.update(fresh)
@@ -186,13 +211,14 @@ class PointwiseLLMReranker(PointwiseReranker):
                 if not _is_oom(exc):
                     raise
                 if len(batch) == 1:
-                    raise RouterankError("out of memory on a single document",
-                                         fix="lower --max-doc-tokens or use a smaller model") from exc
+                    raise RouterankError(
+                        "out of memory on a single document", fix="lower --max-doc-tokens or use a smaller model"
+                    ) from exc
                 self._free_memory()
                 half = len(batch) // 2
                 pending[:0] = [batch[:half], batch[half:]]
                 continue
-            for i, value in zip(batch, values):
+            for i, value in zip(batch, values, strict=True):
                 scores[i] = value
             bar.update(len(batch))
         return scores
@@ -216,8 +242,11 @@ class PointwiseLLMReranker(PointwiseReranker):
                 past.batch_repeat_interleave(len(rows))
                 offset = past.get_seq_length()
                 mask = torch.cat([torch.ones((len(rows), offset), dtype=torch.long, device=mask.device), mask], dim=1)
-                kwargs = {"past_key_values": past, "use_cache": True,
-                          "position_ids": (offset + torch.arange(width)).unsqueeze(0).expand(len(rows), -1).to(self.device)}
+                kwargs = {
+                    "past_key_values": past,
+                    "use_cache": True,
+                    "position_ids": (offset + torch.arange(width)).unsqueeze(0).expand(len(rows), -1).to(self.device),
+                }
             out = self._decoder(input_ids=ids, attention_mask=mask, **kwargs)
             self.forward_passes += 1
             hidden = out.last_hidden_state[torch.arange(len(rows)), last.to(self.device)].to(torch.float32)
@@ -231,10 +260,10 @@ class PointwiseLLMReranker(PointwiseReranker):
         rows = [self._ids(t) or [self.tokenizer.eos_token_id] for t in texts]
         out = np.zeros((len(rows), self.model.config.hidden_size), dtype=np.float32)
         for start in range(0, len(rows), batch_size):
-            chunk = rows[start:start + batch_size]
+            chunk = rows[start : start + batch_size]
             ids, mask = self.right_pad(chunk)
             with torch.inference_mode():
                 hidden = self._decoder(input_ids=ids, attention_mask=mask).last_hidden_state
             last = torch.tensor([len(r) - 1 for r in chunk], device=self.device)
-            out[start:start + len(chunk)] = hidden[torch.arange(len(chunk)), last].to(torch.float32).cpu().numpy()
+            out[start : start + len(chunk)] = hidden[torch.arange(len(chunk)), last].to(torch.float32).cpu().numpy()
         return out

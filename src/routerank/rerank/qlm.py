@@ -25,7 +25,7 @@ class QueryLikelihoodReranker(PointwiseLLMReranker):
         scores = [0.0] * len(rows)
         for batch in self._batches([len(r) for r in rows]):
             values = self._likelihood([rows[i] for i in batch], len(query_ids))
-            for i, value in zip(batch, values):
+            for i, value in zip(batch, values, strict=True):
                 scores[i] = value
             bar.update(len(batch))
         return scores

@@ -1,12 +1,12 @@
 """Reranker spec strings → rerankers, importing each family only when named.
 
-    pointwise:<llm>      yes/no next-token softmax (default llm: smollm2)
-    qlm:<llm>            mean log P(query | doc)
-    ce:<folder>          sentence-transformers CrossEncoder
-    listwise:<llm>       RankGPT-style sliding window
-    icr:<llm>            in-context reranking from attention (2 forward passes)
-    idcm:<selector>,<scorer>   passage cascade for long documents
-    r2r:<bank-folder>    route each query to a LoRA domain expert, then rerank with it
+pointwise:<llm>      yes/no next-token softmax (default llm: smollm2)
+qlm:<llm>            mean log P(query | doc)
+ce:<folder>          sentence-transformers CrossEncoder
+listwise:<llm>       RankGPT-style sliding window
+icr:<llm>            in-context reranking from attention (2 forward passes)
+idcm:<selector>,<scorer>   passage cascade for long documents
+r2r:<bank-folder>    route each query to a LoRA domain expert, then rerank with it
 """
 
 from __future__ import annotations
@@ -47,5 +47,7 @@ def make_reranker(spec: str, **options):
     except TypeError as exc:
         if "unexpected keyword argument" not in str(exc):
             raise
-        raise SpecError(f"reranker {family!r} does not take that option: {exc}",
-                        fix="check the --rerank-opt names against the reranker's parameters") from None
+        raise SpecError(
+            f"reranker {family!r} does not take that option: {exc}",
+            fix="check the --rerank-opt names against the reranker's parameters",
+        ) from None

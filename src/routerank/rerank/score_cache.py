@@ -36,9 +36,8 @@ class ScoreCache:
         found: dict[str, float] = {}
         unique = list(dict.fromkeys(keys))
         for start in range(0, len(unique), 500):
-            chunk = unique[start:start + 500]
-            rows = self._db.execute(
-                f"SELECT key, score FROM scores WHERE key IN ({','.join('?' * len(chunk))})", chunk)
+            chunk = unique[start : start + 500]
+            rows = self._db.execute(f"SELECT key, score FROM scores WHERE key IN ({','.join('?' * len(chunk))})", chunk)
             found.update(rows)
         return found
 

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from routerank.errors import SpecError
 
 JUDGE_SYSTEM = (
-    'Judge whether the Document meets the requirements based on the Query and the Instruct provided. '
+    "Judge whether the Document meets the requirements based on the Query and the Instruct provided. "
     'Note that the answer can only be "yes" or "no".'
 )
 DEFAULT_INSTRUCTION = "Given a web search query, retrieve relevant passages that answer the query"
@@ -32,14 +32,20 @@ class YesNoTemplate:
     no: str = "no"
 
     def segments(self, query: str, document: str, instruction: str = DEFAULT_INSTRUCTION) -> tuple[str, str, str, str]:
-        return (self.prefix.format(instruction=instruction), self.query.format(query=query),
-                self.document.format(document=document), self.suffix)
+        return (
+            self.prefix.format(instruction=instruction),
+            self.query.format(query=query),
+            self.document.format(document=document),
+            self.suffix,
+        )
 
     def render(self, query: str, document: str, instruction: str = DEFAULT_INSTRUCTION) -> str:
         return "".join(self.segments(query, document, instruction))
 
 
-CHATML_PREFIX = "<|im_start|>system\n" + JUDGE_SYSTEM + "<|im_end|>\n<|im_start|>user\n<Instruct>: {instruction}\n<Query>:"
+CHATML_PREFIX = (
+    "<|im_start|>system\n" + JUDGE_SYSTEM + "<|im_end|>\n<|im_start|>user\n<Instruct>: {instruction}\n<Query>:"
+)
 
 TEMPLATES: dict[str, YesNoTemplate] = {
     # ChatML framing as SmolLM2-Instruct was tuned on; the Qwen3-Reranker judge wording.

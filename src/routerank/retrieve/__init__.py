@@ -7,6 +7,15 @@ from routerank.retrieve.fusion import FusionRetriever, rrf, weighted
 from routerank.retrieve.null import NullRetriever
 from routerank.retrieve.store import cached_index, load_index
 
-
-__all__ = ["BM25Retriever", "DenseRetriever", "FusionRetriever", "IndexedRetriever", "NullRetriever", "Retriever",
-           "cached_index", "load_index", "rrf", "weighted"]
+__all__ = [
+    "BM25Retriever",
+    "DenseRetriever",
+    "FusionRetriever",
+    "IndexedRetriever",
+    "NullRetriever",
+    "Retriever",
+    "cached_index",
+    "load_index",
+    "rrf",
+    "weighted",
+]

@@ -15,8 +15,15 @@ from routerank.retrieve.base import IndexedRetriever, NotIndexedError, as_query_
 class BM25Retriever(IndexedRetriever):
     kind = "bm25"
 
-    def __init__(self, k1: float = 1.5, b: float = 0.75, method: str = "lucene", stopwords: str | None = "en",
-                 stemmer: str | None = "english", progress: bool = False):
+    def __init__(
+        self,
+        k1: float = 1.5,
+        b: float = 0.75,
+        method: str = "lucene",
+        stopwords: str | None = "en",
+        stemmer: str | None = "english",
+        progress: bool = False,
+    ):
         self.k1, self.b, self.method = k1, b, method
         self.stopwords, self.stemmer_lang = stopwords, stemmer
         self.progress = progress
@@ -26,8 +33,13 @@ class BM25Retriever(IndexedRetriever):
         self._stemmer = None
 
     def config(self) -> dict[str, Any]:
-        return {"k1": self.k1, "b": self.b, "method": self.method, "stopwords": self.stopwords,
-                "stemmer": self.stemmer_lang}
+        return {
+            "k1": self.k1,
+            "b": self.b,
+            "method": self.method,
+            "stopwords": self.stopwords,
+            "stemmer": self.stemmer_lang,
+        }
 
     def _tokenize(self, texts: list[str], progress: bool = False):
         import bm25s

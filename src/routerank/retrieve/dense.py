@@ -23,10 +23,13 @@ def load_sentence_transformer(spec: str, device: str | None = None, trust_remote
     try:
         from sentence_transformers import SentenceTransformer
     except ImportError:
-        raise MissingDependencyError("dense retrieval needs sentence-transformers",
-                                     fix="pip install torch==2.13.0 && pip install 'routerank[dense]'") from None
-    return SentenceTransformer(ref.location, device=device, trust_remote_code=trust_remote_code,
-                               local_files_only=ref.is_local)
+        raise MissingDependencyError(
+            "dense retrieval needs sentence-transformers",
+            fix="pip install torch==2.13.0 && pip install 'routerank[dense]'",
+        ) from None
+    return SentenceTransformer(
+        ref.location, device=device, trust_remote_code=trust_remote_code, local_files_only=ref.is_local
+    )
 
 
 def exact_ip_index(embeddings: np.ndarray):
@@ -42,8 +45,15 @@ def exact_ip_index(embeddings: np.ndarray):
 class DenseRetriever(IndexedRetriever):
     kind = "dense"
 
-    def __init__(self, model: str = DEFAULT_MODEL, max_length: int | None = None, normalize: bool = True,
-                 batch_size: int = 64, device: str | None = None, progress: bool = True):
+    def __init__(
+        self,
+        model: str = DEFAULT_MODEL,
+        max_length: int | None = None,
+        normalize: bool = True,
+        batch_size: int = 64,
+        device: str | None = None,
+        progress: bool = True,
+    ):
         self.model_spec, self.max_length, self.normalize = model, max_length, normalize
         self.batch_size, self.device, self.progress = batch_size, device, progress
         self.name = "dense" if model == DEFAULT_MODEL else f"dense:{model}"
@@ -65,7 +75,10 @@ class DenseRetriever(IndexedRetriever):
 
     def encode(self, texts: list[str], progress: bool | None = None) -> np.ndarray:
         vectors = self.encoder.encode(
-            texts, batch_size=self.batch_size, convert_to_numpy=True, normalize_embeddings=self.normalize,
+            texts,
+            batch_size=self.batch_size,
+            convert_to_numpy=True,
+            normalize_embeddings=self.normalize,
             show_progress_bar=self.progress if progress is None else progress,
         )
         return np.asarray(vectors, dtype=np.float32)

@@ -15,14 +15,15 @@ METHODS = ("rrf", "weighted")
 NORMS = ("minmax", "zscore")
 
 
-def rrf(runs: Sequence[Run], k: int = 100, rrf_k: int = 60, weights: Sequence[float] | None = None,
-        name: str = "rrf") -> Run:
+def rrf(
+    runs: Sequence[Run], k: int = 100, rrf_k: int = 60, weights: Sequence[float] | None = None, name: str = "rrf"
+) -> Run:
     weights = list(weights) if weights is not None else [1.0] * len(runs)
     query_ids = dict.fromkeys(q for run in runs for q in run)
     fused: dict[str, Ranking] = {}
     for qid in query_ids:
         scores: dict[str, float] = {}
-        for run, weight in zip(runs, weights):
+        for run, weight in zip(runs, weights, strict=True):
             if qid in run:
                 for rank, doc_id in enumerate(run[qid].doc_ids, start=1):
                     scores[doc_id] = scores.get(doc_id, 0.0) + weight / (rrf_k + rank)
@@ -40,8 +41,13 @@ def _normalise(scores: np.ndarray, norm: str) -> np.ndarray:
     return (scores - scores.mean()) / std if std > 0 else np.zeros_like(scores)
 
 
-def weighted(runs: Sequence[Run], k: int = 100, weights: Sequence[float] | None = None, norm: str = "minmax",
-             name: str = "weighted") -> Run:
+def weighted(
+    runs: Sequence[Run],
+    k: int = 100,
+    weights: Sequence[float] | None = None,
+    norm: str = "minmax",
+    name: str = "weighted",
+) -> Run:
     """Per-query normalised scores, weighted and summed; a doc a run missed gets that run's floor."""
     if norm not in NORMS:
         raise SpecError(f"unknown score normalisation {norm!r}", fix=f"choose one of {NORMS}")
@@ -54,10 +60,12 @@ def weighted(runs: Sequence[Run], k: int = 100, weights: Sequence[float] | None 
         for run in runs:
             ranking = run[qid] if qid in run else Ranking()
             normed = _normalise(np.asarray(ranking.scores, dtype=np.float64), norm)
-            per_run.append((dict(zip(ranking.doc_ids, normed.tolist())), float(normed.min()) if normed.size else 0.0))
+            per_run.append(
+                (dict(zip(ranking.doc_ids, normed.tolist(), strict=True)), float(normed.min()) if normed.size else 0.0)
+            )
         all_docs = dict.fromkeys(d for docs, _ in per_run for d in docs)
         for doc_id in all_docs:
-            scores[doc_id] = sum(w * docs.get(doc_id, floor) for (docs, floor), w in zip(per_run, weights))
+            scores[doc_id] = sum(w * docs.get(doc_id, floor) for (docs, floor), w in zip(per_run, weights, strict=True))
         fused[qid] = Ranking.from_scores(scores, k)
     return Run(MappingProxyType(fused), name)
 
@@ -65,8 +73,15 @@ def weighted(runs: Sequence[Run], k: int = 100, weights: Sequence[float] | None 
 class FusionRetriever:
     """A retriever made of others: each child searches `depth` deep, then the runs are fused."""
 
-    def __init__(self, retrievers: Sequence[Retriever], method: str = "rrf", weights: Sequence[float] | None = None,
-                 rrf_k: int = 60, norm: str = "minmax", depth: int = 1000):
+    def __init__(
+        self,
+        retrievers: Sequence[Retriever],
+        method: str = "rrf",
+        weights: Sequence[float] | None = None,
+        rrf_k: int = 60,
+        norm: str = "minmax",
+        depth: int = 1000,
+    ):
         if method not in METHODS:
             raise SpecError(f"unknown fusion method {method!r}", fix=f"choose one of {METHODS}")
         if len(retrievers) < 2:

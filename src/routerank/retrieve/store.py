@@ -46,15 +46,21 @@ def save_index(retriever, path: str | Path) -> Path:
 def read_manifest(path: Path) -> dict[str, Any]:
     manifest_path = path / MANIFEST
     if not manifest_path.exists():
-        raise CorruptIndexError("index has no manifest.json (incomplete or not an index)", path=path,
-                                fix="rebuild it with `routerank index`")
+        raise CorruptIndexError(
+            "index has no manifest.json (incomplete or not an index)",
+            path=path,
+            fix="rebuild it with `routerank index`",
+        )
     try:
         manifest = json.loads(manifest_path.read_text())
     except (json.JSONDecodeError, UnicodeDecodeError):
         raise CorruptIndexError("manifest.json is not valid JSON", path=manifest_path) from None
     if manifest.get("format") != FORMAT_VERSION:
-        raise StaleIndexError(f"index format {manifest.get('format')} != {FORMAT_VERSION}", path=path,
-                              fix="rebuild it with `routerank index`")
+        raise StaleIndexError(
+            f"index format {manifest.get('format')} != {FORMAT_VERSION}",
+            path=path,
+            fix="rebuild it with `routerank index`",
+        )
     return manifest
 
 

@@ -3,5 +3,13 @@
 from routerank.route.base import GENERALIST, RouteDecision, Router
 from routerank.route.expert import CentroidRouter, OracleRouter, RandomRouter, SoftmaxRouter, calibrate_threshold
 
-__all__ = ["GENERALIST", "CentroidRouter", "OracleRouter", "RandomRouter", "RouteDecision", "Router",
-           "SoftmaxRouter", "calibrate_threshold"]
+__all__ = [
+    "GENERALIST",
+    "CentroidRouter",
+    "OracleRouter",
+    "RandomRouter",
+    "RouteDecision",
+    "Router",
+    "SoftmaxRouter",
+    "calibrate_threshold",
+]

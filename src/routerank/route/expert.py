@@ -40,18 +40,25 @@ class _ProbabilisticRouter:
         texts, ids = _texts_and_ids(queries)
         probs = self.predict_proba(texts) if texts else np.zeros((0, len(self.labels)))
         out = []
-        for qid, row in zip(ids, probs):
+        for qid, row in zip(ids, probs, strict=True):
             best = int(row.argmax())
             choice = self.labels[best] if row[best] >= self.threshold else GENERALIST
-            out.append(RouteDecision(qid, choice, float(row[best]), dict(zip(self.labels, row.tolist()))))
+            out.append(RouteDecision(qid, choice, float(row[best]), dict(zip(self.labels, row.tolist(), strict=True))))
         return out
 
 
 class SoftmaxRouter(_ProbabilisticRouter):
     """p(d|q) = softmax(W f(q) + b) over standardized features f; an MLP when `hidden` > 0."""
 
-    def __init__(self, labels: Sequence[str], features: Features, *, hidden: int = 0, threshold: float = 0.0,
-                 name: str = "latent"):
+    def __init__(
+        self,
+        labels: Sequence[str],
+        features: Features,
+        *,
+        hidden: int = 0,
+        threshold: float = 0.0,
+        name: str = "latent",
+    ):
         if len(set(labels)) != len(labels) or len(labels) < 2:
             raise RouterankError(f"a router needs at least two distinct labels, got {list(labels)}")
         self.labels, self.features, self.hidden = list(labels), features, hidden
@@ -63,12 +70,22 @@ class SoftmaxRouter(_ProbabilisticRouter):
         import torch
 
         if self.hidden:
-            return torch.nn.Sequential(torch.nn.Linear(dim, self.hidden), torch.nn.GELU(),
-                                       torch.nn.Linear(self.hidden, len(self.labels)))
+            return torch.nn.Sequential(
+                torch.nn.Linear(dim, self.hidden), torch.nn.GELU(), torch.nn.Linear(self.hidden, len(self.labels))
+            )
         return torch.nn.Linear(dim, len(self.labels))
 
-    def fit(self, texts: list[str], labels: Sequence[str], *, epochs: int = 300, lr: float = 1e-2,
-            weight_decay: float = 1e-3, seed: int = 0, features: np.ndarray | None = None) -> SoftmaxRouter:
+    def fit(
+        self,
+        texts: list[str],
+        labels: Sequence[str],
+        *,
+        epochs: int = 300,
+        lr: float = 1e-2,
+        weight_decay: float = 1e-3,
+        seed: int = 0,
+        features: np.ndarray | None = None,
+    ) -> SoftmaxRouter:
         import torch
 
         unknown = sorted(set(labels) - set(self.labels))
@@ -106,8 +123,12 @@ class SoftmaxRouter(_ProbabilisticRouter):
         with atomic_dir(path) as tmp:
             save_file(state, str(tmp / "router.safetensors"))
             np.save(tmp / "standardize.npy", np.stack([self._mean, self._std]), allow_pickle=False)
-            (tmp / "router.json").write_text(json.dumps({"labels": self.labels, "hidden": self.hidden,
-                                                         "threshold": self.threshold, "name": self.name}, indent=2))
+            (tmp / "router.json").write_text(
+                json.dumps(
+                    {"labels": self.labels, "hidden": self.hidden, "threshold": self.threshold, "name": self.name},
+                    indent=2,
+                )
+            )
 
     @classmethod
     def load(cls, path: str | Path, features: Features) -> SoftmaxRouter:
@@ -128,8 +149,15 @@ class SoftmaxRouter(_ProbabilisticRouter):
 class CentroidRouter(_ProbabilisticRouter):
     """Nearest domain centroid by cosine; probabilities are a softmax over cosines / temperature."""
 
-    def __init__(self, labels: Sequence[str], features: Features, *, temperature: float = 0.05,
-                 threshold: float = 0.0, name: str = "centroid"):
+    def __init__(
+        self,
+        labels: Sequence[str],
+        features: Features,
+        *,
+        temperature: float = 0.05,
+        threshold: float = 0.0,
+        name: str = "centroid",
+    ):
         self.labels, self.features, self.temperature = list(labels), features, temperature
         self.threshold, self.name = threshold, name
         self._centroids = None
@@ -172,8 +200,10 @@ class OracleRouter(_ProbabilisticRouter):
         missing = [q for q in ids if q not in self.truth]
         if missing:
             raise RouterankError(f"oracle has no domain for {len(missing)} queries, e.g. {missing[:3]}")
-        return [RouteDecision(q, self.truth[q], 1.0, {label: float(label == self.truth[q]) for label in self.labels})
-                for q in ids]
+        return [
+            RouteDecision(q, self.truth[q], 1.0, {label: float(label == self.truth[q]) for label in self.labels})
+            for q in ids
+        ]
 
 
 def calibrate_threshold(in_domain: np.ndarray, out_of_domain: np.ndarray) -> float:

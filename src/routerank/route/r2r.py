@@ -46,8 +46,10 @@ class R2RReranker(BaseReranker):
     def from_spec(cls, arg: str, **options) -> R2RReranker:
         folder = Path(arg).expanduser()
         if not arg or not (folder / BANK_FILE).exists():
-            raise SpecError(f"r2r:{arg} is not an expert bank (no {BANK_FILE})",
-                            fix="build one with `routerank experiment r2r` or routerank.route.r2r.save_bank")
+            raise SpecError(
+                f"r2r:{arg} is not an expert bank (no {BANK_FILE})",
+                fix="build one with `routerank experiment r2r` or routerank.route.r2r.save_bank",
+            )
         meta = json.loads((folder / BANK_FILE).read_text())
         experts = {d: folder / p for d, p in meta["experts"].items()}
         bank = ExpertBank(experts, meta["backbone"], **options)
@@ -63,17 +65,18 @@ class R2RReranker(BaseReranker):
         query, documents = as_query(query), as_documents(docs)
         [expert] = self.route([query])
         scores = self._score([(query.text, d.full_text) for d in documents], [expert] * len(documents))
-        return Ranking.from_scores(dict(zip((d.id for d in documents), scores)), top_k)
+        return Ranking.from_scores(dict(zip((d.id for d in documents), scores, strict=True)), top_k)
 
-    def rerank_run(self, queries: Iterable[Query] | Mapping[str, Query], run: Run, corpus: Corpus,
-                   depth: int = 100) -> Run:
+    def rerank_run(
+        self, queries: Iterable[Query] | Mapping[str, Query], run: Run, corpus: Corpus, depth: int = 100
+    ) -> Run:
         from routerank.retrieve.base import as_query_list
 
         query_list = as_query_list(queries)
         experts = self.route(query_list)
         per_query = [(q, candidates(run, q.id, corpus, depth)) for q in query_list]
         pairs, names = [], []
-        for (query, docs), expert in zip(per_query, experts):
+        for (query, docs), expert in zip(per_query, experts, strict=True):
             pairs += [(query.text, d.full_text) for d in docs]
             names += [expert] * len(docs)
         return assemble_run(per_query, self._score(pairs, names), run, depth, f"{run.name}>>{self.name}")

