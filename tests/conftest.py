@@ -66,3 +66,16 @@ def tiny_beir(tmp_path: Path) -> Path:
     (folder / "qrels").mkdir()
     (folder / "qrels" / "test.tsv").write_text("query-id\tcorpus-id\tscore\nq1\td1\t1\nq2\td2\t2\n")
     return folder
+
+
+@pytest.fixture(scope="session")
+def fresh_ce(tmp_path_factory):
+    """MiniLM with a fresh, seeded 1-logit head saved as a CrossEncoder folder: untrained, but real and fast."""
+    import torch
+
+    from routerank.train.cross_encoder import new_cross_encoder
+
+    torch.manual_seed(0)
+    folder = tmp_path_factory.mktemp("ce") / "fresh-ce"
+    new_cross_encoder("minilm", max_length=64, device="cpu").save_pretrained(str(folder), create_model_card=False)
+    return folder

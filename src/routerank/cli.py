@@ -5,14 +5,18 @@ from __future__ import annotations
 import json
 import sys
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated
 
 import typer
 
 from routerank.errors import RouterankError
 
-app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
-                  help="Domain-aware retrieval and reranking for RAG.")
+app = typer.Typer(
+    add_completion=False,
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    help="Domain-aware retrieval and reranking for RAG.",
+)
 
 DatasetOpt = Annotated[str, typer.Option("--dataset", "-d", help="name under ROUTERANK_DATA, or a BEIR folder")]
 PipelineOpt = Annotated[str, typer.Option("--pipeline", "-p", help="bm25 | dense[:model] | hybrid | rrf(..) | null")]
@@ -29,8 +33,11 @@ def _console(stderr: bool = False):
 
 def _report_drops(split: str, dropped: list[tuple[str, str]]) -> None:
     examples = ", ".join(f"{q}/{d}" for q, d in dropped[:5])
-    print(f"routerank: --lenient dropped {len(dropped)} judgments from split {split!r} naming unknown ids "
-          f"(e.g. {examples})", file=sys.stderr)
+    print(
+        f"routerank: --lenient dropped {len(dropped)} judgments from split {split!r} naming unknown ids "
+        f"(e.g. {examples})",
+        file=sys.stderr,
+    )
 
 
 def _load(dataset: str, split: str | None, lenient: bool):
@@ -65,17 +72,31 @@ def _retrieve(ds, pipeline: str, queries, k: int, rebuild: bool = False, rerank_
 
 
 @app.command()
-def datasets(root: Annotated[Optional[Path], typer.Option(help="data root (default: ROUTERANK_DATA)")] = None,
-             as_json: JsonOpt = False) -> None:
+def datasets(
+    root: Annotated[Path | None, typer.Option(help="data root (default: ROUTERANK_DATA)")] = None,
+    as_json: JsonOpt = False,
+) -> None:
     """List the datasets under the data root, with docs, queries and judged pairs per split."""
     from routerank.data.registry import data_root, list_datasets
 
     root = root or data_root()
     summaries = list_datasets(root)
     if as_json:
-        print(json.dumps([{"name": s.name, "path": str(s.path), "docs": s.docs, "queries": s.queries,
-                           "splits": {k: {"queries": q, "pairs": p} for k, (q, p) in s.splits.items()}}
-                          for s in summaries], indent=2))
+        print(
+            json.dumps(
+                [
+                    {
+                        "name": s.name,
+                        "path": str(s.path),
+                        "docs": s.docs,
+                        "queries": s.queries,
+                        "splits": {k: {"queries": q, "pairs": p} for k, (q, p) in s.splits.items()},
+                    }
+                    for s in summaries
+                ],
+                indent=2,
+            )
+        )
         return
     if not summaries:
         raise RouterankError(f"no BEIR datasets under {root}", fix="set ROUTERANK_DATA to a folder of datasets")
@@ -91,9 +112,12 @@ def datasets(root: Annotated[Optional[Path], typer.Option(help="data root (defau
 
 
 @app.command()
-def index(dataset: DatasetOpt, pipeline: PipelineOpt = "bm25",
-          rebuild: Annotated[bool, typer.Option(help="ignore a cached index")] = False,
-          out: Annotated[Optional[Path], typer.Option(help="also save the index to this folder")] = None) -> None:
+def index(
+    dataset: DatasetOpt,
+    pipeline: PipelineOpt = "bm25",
+    rebuild: Annotated[bool, typer.Option(help="ignore a cached index")] = False,
+    out: Annotated[Path | None, typer.Option(help="also save the index to this folder")] = None,
+) -> None:
     """Build (or verify) the cached index for a pipeline on a dataset's corpus."""
     from routerank.data.registry import load_dataset
     from routerank.pipeline import build
@@ -106,12 +130,15 @@ def index(dataset: DatasetOpt, pipeline: PipelineOpt = "bm25",
 
 
 @app.command()
-def search(dataset: DatasetOpt, pipeline: PipelineOpt = "bm25",
-           query: Annotated[Optional[str], typer.Option("--query", "-q", help="one ad-hoc query")] = None,
-           split: Annotated[Optional[str], typer.Option(help="search all queries judged in this split")] = None,
-           k: Annotated[int, typer.Option("-k", help="results per query")] = 10,
-           output: Annotated[Optional[Path], typer.Option(help="write a TREC run file")] = None,
-           as_json: JsonOpt = False) -> None:
+def search(
+    dataset: DatasetOpt,
+    pipeline: PipelineOpt = "bm25",
+    query: Annotated[str | None, typer.Option("--query", "-q", help="one ad-hoc query")] = None,
+    split: Annotated[str | None, typer.Option(help="search all queries judged in this split")] = None,
+    k: Annotated[int, typer.Option("-k", help="results per query")] = 10,
+    output: Annotated[Path | None, typer.Option(help="write a TREC run file")] = None,
+    as_json: JsonOpt = False,
+) -> None:
     """Search one query (--query) or a split's queries (--split) and print or save the run."""
     from routerank.data.trec import write_run
     from routerank.data.types import Query
@@ -125,8 +152,15 @@ def search(dataset: DatasetOpt, pipeline: PipelineOpt = "bm25",
         write_run(run, output, tag=run.name.replace(" ", "_"))
         print(f"wrote {sum(len(r) for r in run.rankings.values()):,} lines to {output}", file=sys.stderr)
     if as_json:
-        print(json.dumps({q: [{"doc_id": d.doc_id, "score": d.score, "rank": d.rank} for d in r]
-                          for q, r in run.rankings.items()}, indent=2))
+        print(
+            json.dumps(
+                {
+                    q: [{"doc_id": d.doc_id, "score": d.score, "rank": d.rank} for d in r]
+                    for q, r in run.rankings.items()
+                },
+                indent=2,
+            )
+        )
     elif query is not None:
         from rich.table import Table
 
@@ -156,27 +190,37 @@ def _print_evaluations(evals, as_json: bool, extra: dict | None = None) -> None:
 
 
 @app.command()
-def evaluate(dataset: DatasetOpt, split: Annotated[str, typer.Option(help="qrels split")] = "test",
-             pipeline: PipelineOpt = "bm25", measures: MeasuresOpt = "nDCG@10 MRR@10 R@100",
-             k: Annotated[int, typer.Option("-k", help="retrieval depth")] = 100,
-             run: Annotated[Optional[Path], typer.Option(help="evaluate this TREC run instead")] = None,
-             save_run: Annotated[Optional[Path], typer.Option(help="write the run as a TREC file")] = None,
-             sample: Annotated[Optional[int], typer.Option(help="a seeded sample of N queries")] = None,
-             seed: Annotated[int, typer.Option(help="seed for --sample")] = 13,
-             rerank_opt: Annotated[Optional[list[str]], typer.Option(
-                 "--rerank-opt", help="KEY=VALUE passed to rerankers, e.g. max_doc_tokens=128")] = None,
-             lenient: LenientOpt = False, as_json: JsonOpt = False) -> None:
+def evaluate(
+    dataset: DatasetOpt,
+    split: Annotated[str, typer.Option(help="qrels split")] = "test",
+    pipeline: PipelineOpt = "bm25",
+    measures: MeasuresOpt = "nDCG@10 MRR@10 R@100",
+    k: Annotated[int, typer.Option("-k", help="retrieval depth")] = 100,
+    run: Annotated[Path | None, typer.Option(help="evaluate this TREC run instead")] = None,
+    save_run: Annotated[Path | None, typer.Option(help="write the run as a TREC file")] = None,
+    sample: Annotated[int | None, typer.Option(help="a seeded sample of N queries")] = None,
+    seed: Annotated[int, typer.Option(help="seed for --sample")] = 13,
+    rerank_opt: Annotated[
+        list[str] | None, typer.Option("--rerank-opt", help="KEY=VALUE passed to rerankers, e.g. max_doc_tokens=128")
+    ] = None,
+    lenient: LenientOpt = False,
+    as_json: JsonOpt = False,
+) -> None:
     """Run a pipeline on a split's queries and score it against the qrels."""
     from routerank.data.trec import read_run, write_run
     from routerank.data.types import sample_queries
-    from routerank.evaluate.measures import evaluate as score, parse_measures
+    from routerank.evaluate.measures import evaluate as score
+    from routerank.evaluate.measures import parse_measures
 
     parse_measures(measures)
     ds = _load(dataset, split, lenient)
     queries = sample_queries(ds.split_queries(split), sample, seed)
     qrels = ds.split_qrels(split).subset(q.id for q in queries)
-    result = read_run(run) if run is not None else _retrieve(ds, pipeline, queries, k,
-                                                             rerank_options=_parse_options(rerank_opt))
+    result = (
+        read_run(run)
+        if run is not None
+        else _retrieve(ds, pipeline, queries, k, rerank_options=_parse_options(rerank_opt))
+    )
     if save_run is not None:
         write_run(result, save_run, tag=result.name)
     evaluation = score(result, qrels, measures)
@@ -184,15 +228,20 @@ def evaluate(dataset: DatasetOpt, split: Annotated[str, typer.Option(help="qrels
 
 
 @app.command()
-def compare(run_a: Annotated[Path, typer.Argument(help="baseline TREC run")],
-            run_b: Annotated[Path, typer.Argument(help="TREC run to compare")],
-            dataset: DatasetOpt, split: Annotated[str, typer.Option(help="qrels split")] = "test",
-            measures: MeasuresOpt = "nDCG@10 MRR@10 R@100", lenient: LenientOpt = False,
-            trials: Annotated[int, typer.Option(help="randomisation test permutations")] = 10_000,
-            as_json: JsonOpt = False) -> None:
+def compare(
+    run_a: Annotated[Path, typer.Argument(help="baseline TREC run")],
+    run_b: Annotated[Path, typer.Argument(help="TREC run to compare")],
+    dataset: DatasetOpt,
+    split: Annotated[str, typer.Option(help="qrels split")] = "test",
+    measures: MeasuresOpt = "nDCG@10 MRR@10 R@100",
+    lenient: LenientOpt = False,
+    trials: Annotated[int, typer.Option(help="randomisation test permutations")] = 10_000,
+    as_json: JsonOpt = False,
+) -> None:
     """Two runs side by side, with paired t-test and randomisation-test p-values per measure."""
     from routerank.data.trec import read_run
-    from routerank.evaluate.measures import evaluate as score, parse_measures
+    from routerank.evaluate.measures import evaluate as score
+    from routerank.evaluate.measures import parse_measures
     from routerank.evaluate.significance import paired_test
 
     parse_measures(measures)
@@ -202,8 +251,17 @@ def compare(run_a: Annotated[Path, typer.Argument(help="baseline TREC run")],
     rows = []
     for name in ea.means:
         test = paired_test(ea.per_query[name], eb.per_query[name], trials=trials)
-        rows.append({"measure": name, "a": test.mean_a, "b": test.mean_b, "delta": test.delta,
-                     "t_test_p": test.t_pvalue, "randomization_p": test.randomization_pvalue, "queries": test.n})
+        rows.append(
+            {
+                "measure": name,
+                "a": test.mean_a,
+                "b": test.mean_b,
+                "delta": test.delta,
+                "t_test_p": test.t_pvalue,
+                "randomization_p": test.randomization_pvalue,
+                "queries": test.n,
+            }
+        )
     if as_json:
         print(json.dumps({"a": str(run_a), "b": str(run_b), "split": split, "measures": rows}, indent=2))
         return
@@ -213,81 +271,183 @@ def compare(run_a: Annotated[Path, typer.Argument(help="baseline TREC run")],
     for col in ("measure", "A", "B", "B-A", "t-test p", "rand. p"):
         table.add_column(col, justify="left" if col == "measure" else "right")
     for r in rows:
-        table.add_row(r["measure"], f"{r['a']:.4f}", f"{r['b']:.4f}", f"{r['delta']:+.4f}",
-                      f"{r['t_test_p']:.4g}", f"{r['randomization_p']:.4g}")
+        table.add_row(
+            r["measure"],
+            f"{r['a']:.4f}",
+            f"{r['b']:.4f}",
+            f"{r['delta']:+.4f}",
+            f"{r['t_test_p']:.4g}",
+            f"{r['randomization_p']:.4g}",
+        )
     _console().print(table)
 
 
 train_app = typer.Typer(no_args_is_help=True, help="Fine-tune rerankers on a dataset's train split.")
 
 
+def _defaults(config_class) -> dict:
+    """A config dataclass's field defaults: the CLI takes its defaults from here, so the two never drift."""
+    from dataclasses import MISSING, fields
+
+    return {f.name: f.default for f in fields(config_class) if f.default is not MISSING}
+
+
+def _ce_defaults() -> dict:
+    from routerank.train.cross_encoder import CrossEncoderTrainConfig
+
+    return _defaults(CrossEncoderTrainConfig)
+
+
+CE = _ce_defaults()
+
+
+def _parse_caps(text: str) -> tuple[int, tuple[tuple[str, int], ...]]:
+    """`300,scifact=0` → (300, (("scifact", 0),)): a bare number for every dataset, NAME=N for one."""
+    default, caps = 0, []
+    for item in filter(None, (part.strip() for part in text.split(","))):
+        name, eq, value = item.rpartition("=")
+        if not value.isdigit() or (eq and not name):
+            raise RouterankError(f"bad --max-queries item {item!r}", fix="e.g. 300 or 300,scifact=0")
+        if eq:
+            caps.append((name, int(value)))
+        else:
+            default = int(value)
+    return default, tuple(caps)
+
+
 @train_app.command("cross-encoder")
 def train_cross_encoder(
-        dataset: DatasetOpt,
-        objective: Annotated[str, typer.Option(help="bce (pointwise) | infonce (1 positive vs its negatives)")] = "infonce",
-        negatives: Annotated[int, typer.Option(help="BM25 hard negatives per positive")] = 3,
-        max_queries: Annotated[int, typer.Option(help="train on at most N queries (0 = all)")] = 300,
-        epochs: Annotated[int, typer.Option(help="passes over the training groups")] = 1,
-        max_length: Annotated[int, typer.Option(help="tokens per (query, document) pair")] = 256,
-        lr: Annotated[float, typer.Option(help="peak AdamW learning rate")] = 2e-4,
-        temperature: Annotated[float, typer.Option(help="InfoNCE softmax temperature")] = 1.0,
-        batch_groups: Annotated[int, typer.Option(help="groups (1 positive + negatives) per micro-batch")] = 4,
-        grad_accum: Annotated[int, typer.Option(help="micro-batches per optimizer step")] = 1,
-        holdout: Annotated[int, typer.Option(help="train-split queries kept out of training, as a dev set")] = 0,
-        split: Annotated[str, typer.Option(help="qrels split to train on")] = "train",
-        base_model: Annotated[str, typer.Option(help="encoder to start from (model spec)")] = "minilm",
-        out: Annotated[Optional[Path], typer.Option(help="model folder (default: cache/models/ce-DATASET-OBJECTIVE)")] = None,
-        seed: Annotated[int, typer.Option(help="seed for sampling, negatives, head init and shuffling")] = 13,
-        as_json: JsonOpt = False) -> None:
-    """Fine-tune a cross-encoder with BM25 hard negatives; the folder it writes reranks as `ce:<folder>`."""
-    from routerank.train.cross_encoder import CrossEncoderTrainConfig, train_cross_encoder as train
+    dataset: Annotated[str, typer.Option("--dataset", "-d", help="dataset name; comma-separate several to pool")],
+    objective: Annotated[str, typer.Option(help="infonce (1 positive vs its negatives) | bce (pointwise)")] = CE[
+        "objective"
+    ],
+    miner: Annotated[str, typer.Option(help="retriever that mines hard negatives: bm25 | dense | hybrid")] = CE[
+        "miner"
+    ],
+    negatives: Annotated[int, typer.Option(help="hard negatives per positive")] = CE["negatives"],
+    negative_depth: Annotated[int, typer.Option(help="negatives are drawn from the miner's top N")] = CE[
+        "negative_depth"
+    ],
+    max_queries: Annotated[
+        str, typer.Option(help="training queries per dataset (0 = all); per set: 300,scifact=0,nfcorpus=400")
+    ] = "0",
+    positives_per_query: Annotated[int, typer.Option(help="groups per query and epoch (0 = every positive)")] = CE[
+        "positives_per_query"
+    ],
+    dev_queries: Annotated[int, typer.Option(help="dev queries per dataset (dev split, else held out of train)")] = CE[
+        "dev_queries"
+    ],
+    epochs: Annotated[int, typer.Option(help="passes over the training queries")] = CE["epochs"],
+    max_length: Annotated[int, typer.Option(help="tokens per (query, document) pair")] = CE["max_length"],
+    lr: Annotated[float, typer.Option(help="peak AdamW learning rate")] = CE["lr"],
+    temperature: Annotated[float, typer.Option(help="InfoNCE softmax temperature")] = CE["temperature"],
+    batch_groups: Annotated[int, typer.Option(help="groups (1 positive + negatives) per forward pass")] = CE[
+        "batch_groups"
+    ],
+    grad_accum: Annotated[int, typer.Option(help="forward passes per optimizer step")] = CE["grad_accum"],
+    eval_every: Annotated[int, typer.Option(help="dev loss every N optimizer steps")] = CE["eval_every"],
+    patience: Annotated[int, typer.Option(help="stop after N dev evaluations without a new best (0 = never)")] = CE[
+        "patience"
+    ],
+    split: Annotated[str, typer.Option(help="qrels split to train on")] = CE["split"],
+    base_model: Annotated[str, typer.Option(help="encoder to start from (model spec)")] = CE["base_model"],
+    out: Annotated[Path | None, typer.Option(help="model folder (default: cache/models/ce-DATASETS-OBJECTIVE)")] = None,
+    seed: Annotated[int, typer.Option(help="seed for sampling, negatives, head init and shuffling")] = CE["seed"],
+    as_json: JsonOpt = False,
+) -> None:
+    """Fine-tune a cross-encoder with hard negatives; resumes after a kill; the folder reranks as `ce:<folder>`."""
+    from routerank.train.cross_encoder import CrossEncoderTrainConfig
+    from routerank.train.cross_encoder import train_cross_encoder as train
 
+    default_cap, caps = _parse_caps(max_queries)
     config = CrossEncoderTrainConfig(
-        dataset, objective=objective, base_model=base_model, split=split, negatives=negatives,
-        max_queries=max_queries or None, epochs=epochs, max_length=max_length, batch_groups=batch_groups,
-        grad_accum=grad_accum, lr=lr, temperature=temperature, holdout=holdout, seed=seed)
+        dataset,
+        objective=objective,
+        base_model=base_model,
+        split=split,
+        miner=miner,
+        negatives=negatives,
+        negative_depth=negative_depth,
+        max_queries=default_cap or None,
+        query_caps=caps,
+        positives_per_query=positives_per_query or None,
+        dev_queries=dev_queries,
+        epochs=epochs,
+        max_length=max_length,
+        batch_groups=batch_groups,
+        grad_accum=grad_accum,
+        lr=lr,
+        temperature=temperature,
+        eval_every=eval_every,
+        patience=patience,
+        seed=seed,
+    )
     result = train(config, out)
     if as_json:
         print(json.dumps({"path": str(result.path), **result.manifest}, indent=2))
-    print(f"trained {result.groups:,} groups for {result.steps} steps in {result.seconds:.0f}s "
-          f"(loss {result.first_loss:.4f} -> {result.last_loss:.4f}); rerank with ce:{result.path}", file=sys.stderr)
+    print(
+        f"trained {result.groups:,} groups for {result.steps} steps in {result.seconds:.0f}s "
+        f"(loss {result.first_loss:.4f} -> {result.last_loss:.4f}); rerank with ce:{result.path}",
+        file=sys.stderr,
+    )
 
 
 @train_app.command("expert")
 def train_expert_command(
-        dataset: Annotated[str, typer.Option("--dataset", "-d", help="dataset name; comma-separate several to pool")],
-        domain: Annotated[str, typer.Option(help="the expert's domain label (what the router predicts)")],
-        eag: Annotated[bool, typer.Option("--eag/--no-eag", help="stage 1 on entity-abstracted pairs, then original")] = False,
-        granularity: Annotated[str, typer.Option(help="EAG masking: ner | ner+patterns")] = "ner+patterns",
-        objective: Annotated[str, typer.Option(help="contrastive (InfoNCE) | sft (yes/no cross-entropy)")] = "contrastive",
-        backbone: Annotated[str, typer.Option(help="LLM spec of the frozen backbone")] = "smollm2",
-        miner: Annotated[str, typer.Option(help="retriever that mines hard negatives (bm25 | dense)")] = "bm25",
-        negatives: Annotated[int, typer.Option(help="hard negatives per positive")] = 3,
-        max_queries: Annotated[int, typer.Option(help="training queries per dataset (0 = all)")] = 300,
-        dev_queries: Annotated[int, typer.Option(help="dev queries per dataset, for the early stop")] = 50,
-        max_doc_tokens: Annotated[int, typer.Option(help="document tokens kept per pair")] = 128,
-        epochs: Annotated[int, typer.Option(help="passes over the training queries (per stage)")] = 1,
-        lr: Annotated[float, typer.Option(help="AdamW learning rate")] = 2e-4,
-        grad_accum: Annotated[int, typer.Option(help="query groups per optimizer step")] = 4,
-        lora_r: Annotated[int, typer.Option(help="LoRA rank")] = 32,
-        lora_alpha: Annotated[int, typer.Option(help="LoRA alpha")] = 64,
-        out: Annotated[Optional[Path], typer.Option(help="expert folder (default: cache/experts/DOMAIN-HASH)")] = None,
-        seed: Annotated[int, typer.Option(help="seed for sampling, positives, LoRA init and shuffling")] = 13,
-        as_json: JsonOpt = False) -> None:
+    dataset: Annotated[str, typer.Option("--dataset", "-d", help="dataset name; comma-separate several to pool")],
+    domain: Annotated[str, typer.Option(help="the expert's domain label (what the router predicts)")],
+    eag: Annotated[
+        bool, typer.Option("--eag/--no-eag", help="stage 1 on entity-abstracted pairs, then original")
+    ] = False,
+    granularity: Annotated[str, typer.Option(help="EAG masking: ner | ner+patterns")] = "ner+patterns",
+    objective: Annotated[str, typer.Option(help="contrastive (InfoNCE) | sft (yes/no cross-entropy)")] = "contrastive",
+    backbone: Annotated[str, typer.Option(help="LLM spec of the frozen backbone")] = "smollm2",
+    miner: Annotated[str, typer.Option(help="retriever that mines hard negatives (bm25 | dense)")] = "bm25",
+    negatives: Annotated[int, typer.Option(help="hard negatives per positive")] = 3,
+    max_queries: Annotated[int, typer.Option(help="training queries per dataset (0 = all)")] = 300,
+    dev_queries: Annotated[int, typer.Option(help="dev queries per dataset, for the early stop")] = 50,
+    max_doc_tokens: Annotated[int, typer.Option(help="document tokens kept per pair")] = 128,
+    epochs: Annotated[int, typer.Option(help="passes over the training queries (per stage)")] = 1,
+    lr: Annotated[float, typer.Option(help="AdamW learning rate")] = 2e-4,
+    grad_accum: Annotated[int, typer.Option(help="query groups per optimizer step")] = 4,
+    lora_r: Annotated[int, typer.Option(help="LoRA rank")] = 32,
+    lora_alpha: Annotated[int, typer.Option(help="LoRA alpha")] = 64,
+    out: Annotated[Path | None, typer.Option(help="expert folder (default: cache/experts/DOMAIN-HASH)")] = None,
+    seed: Annotated[int, typer.Option(help="seed for sampling, positives, LoRA init and shuffling")] = 13,
+    as_json: JsonOpt = False,
+) -> None:
     """Train a LoRA domain expert for R2R; rerunning after a kill resumes from the last checkpoint."""
     from routerank.train.expert import ExpertConfig, train_expert
 
-    config = ExpertConfig(dataset, domain, backbone=backbone, objective=objective, eag=eag, granularity=granularity,
-                          miner=miner, negatives=negatives, max_queries=max_queries or None, dev_queries=dev_queries,
-                          max_doc_tokens=max_doc_tokens, epochs=epochs, lr=lr, grad_accum=grad_accum, lora_r=lora_r,
-                          lora_alpha=lora_alpha, seed=seed)
+    config = ExpertConfig(
+        dataset,
+        domain,
+        backbone=backbone,
+        objective=objective,
+        eag=eag,
+        granularity=granularity,
+        miner=miner,
+        negatives=negatives,
+        max_queries=max_queries or None,
+        dev_queries=dev_queries,
+        max_doc_tokens=max_doc_tokens,
+        epochs=epochs,
+        lr=lr,
+        grad_accum=grad_accum,
+        lora_r=lora_r,
+        lora_alpha=lora_alpha,
+        seed=seed,
+    )
     path = train_expert(config, out)
     manifest = json.loads((path / "routerank_expert.json").read_text())
     if as_json:
         print(json.dumps({"path": str(path), **manifest}, indent=2))
     metrics = manifest["metrics"]
-    print(f"trained expert {domain!r} on {metrics['examples']:,} groups in {metrics['train_seconds']:.0f}s "
-          f"(dev loss {metrics['dev_loss']}); it is at {path}", file=sys.stderr)
+    print(
+        f"trained expert {domain!r} on {metrics['examples']:,} groups in {metrics['train_seconds']:.0f}s "
+        f"(dev loss {metrics['dev_loss']}); it is at {path}",
+        file=sys.stderr,
+    )
 
 
 app.add_typer(train_app, name="train")
@@ -297,19 +457,79 @@ experiment_app = typer.Typer(no_args_is_help=True, help="Staged, cached experime
 
 @experiment_app.command("r2r")
 def experiment_r2r(
-        config: Annotated[Path, typer.Option(help="TOML config, e.g. configs/r2r-cpu.toml")],
-        work_dir: Annotated[Optional[Path], typer.Option(help="stages live here (default: cache/r2r/PROFILE-HASH)")] = None,
-        report: Annotated[Path, typer.Option(help="markdown report; figures go in a folder beside it")] = Path("reports/r2r.md"),
-        max_minutes: Annotated[Optional[float], typer.Option(help="start no new stage after this long")] = None,
-        only: Annotated[Optional[str], typer.Option(help="run only these stage kinds: train,route,score")] = None) -> None:
+    config: Annotated[Path, typer.Option(help="TOML config, e.g. configs/r2r-cpu.toml")],
+    work_dir: Annotated[Path | None, typer.Option(help="stages live here (default: cache/r2r/PROFILE-HASH)")] = None,
+    report: Annotated[Path, typer.Option(help="markdown report; figures go in a folder beside it")] = Path(
+        "reports/r2r.md"
+    ),
+    max_minutes: Annotated[float | None, typer.Option(help="start no new stage after this long")] = None,
+    only: Annotated[str | None, typer.Option(help="run only these stage kinds: train,route,score")] = None,
+) -> None:
     """The R2R multi-domain experiment: trains experts, routes, reranks, and writes the report; resumable."""
-    from routerank.experiments.r2r import main_from_cli
+    from routerank.experiments.r2r_report import main_from_cli
 
     path = main_from_cli(config, work_dir, report, max_minutes, only)
     print(f"wrote {path}", file=sys.stderr)
 
 
+@experiment_app.command("effectiveness")
+def experiment_effectiveness(
+    config: Annotated[Path, typer.Option(help="TOML config, e.g. configs/effectiveness.toml")],
+    work_dir: Annotated[Path | None, typer.Option(help="stages live here (default: cache/effectiveness/HASH)")] = None,
+    report: Annotated[Path, typer.Option(help="JSON report")] = Path("reports/effectiveness.json"),
+    max_minutes: Annotated[float | None, typer.Option(help="start no new stage after this long")] = None,
+    only: Annotated[str | None, typer.Option(help="run only these stage kinds: dev,first,rerank,alpha")] = None,
+    markdown: Annotated[bool, typer.Option("--markdown", help="print the README table")] = False,
+) -> None:
+    """Every reranker over BM25 and hybrid candidates, plain and dev-interpolated, with paired tests; resumable."""
+    from routerank.experiments import effectiveness
+
+    result = effectiveness.main_from_cli(config, work_dir, report, max_minutes, only)
+    if markdown:
+        print(effectiveness.markdown(result))
+    print(f"wrote {report}", file=sys.stderr)
+
+
 app.add_typer(experiment_app, name="experiment")
+
+
+@app.command("tune-alpha")
+def tune_alpha(
+    dataset: Annotated[str, typer.Option("--dataset", "-d", help="dataset(s) whose dev queries choose; comma list")],
+    reranker: Annotated[str, typer.Option("--reranker", "-r", help="reranker spec, e.g. ce:ce-pooled")],
+    pipeline: PipelineOpt = "bm25",
+    depth: Annotated[int, typer.Option(help="candidates reranked per query")] = 100,
+    dev_queries: Annotated[int, typer.Option(help="dev queries per dataset (dev split)")] = 50,
+) -> None:
+    """Choose the interpolation weight of RERANKER over PIPELINE on dev queries and save it beside the model,
+    for `PIPELINE>>RERANKER@DEPTH~auto`."""
+    from routerank.experiments.effectiveness import EffectivenessConfig, EffectivenessExperiment
+
+    names = tuple(part.strip() for part in dataset.split(",") if part.strip())
+    config = EffectivenessConfig(names, {"reranker": reranker}, (pipeline,), depth=depth, dev_queries=dev_queries)
+    experiment = EffectivenessExperiment(config)
+    experiment.run(only={"dev", "alpha"})
+    record = experiment.alpha_record("reranker", pipeline)
+    for entry in record["by_corpus"].values():
+        print(f"{entry['dataset']}: alpha {entry['alpha']:.2f} ({entry['dev_queries']} {entry['dev_split']} queries)")
+    print(f"pooled: alpha {record['pooled']['alpha']:.2f}; use {pipeline}>>{reranker}@{depth}~auto")
+
+
+@app.command()
+def serve(
+    config: Annotated[Path, typer.Option(help="TOML config naming the models, e.g. configs/serve.toml")],
+    host: Annotated[str | None, typer.Option(help="bind address (default: the config's)")] = None,
+    port: Annotated[int | None, typer.Option(help="port (default: the config's)")] = None,
+    log_level: Annotated[str, typer.Option(help="uvicorn log level")] = "info",
+) -> None:
+    """Serve the configured models over HTTP: Cohere-compatible /v1/rerank and /v2/rerank, /v1/route, /v1/search."""
+    try:
+        from routerank.serve.server import run
+    except ImportError as exc:
+        raise RouterankError(f"serving needs {exc.name}", fix="pip install 'routerank[serve]'") from None
+    from routerank.serve.config import load_config
+
+    run(load_config(config), host=host, port=port, log_level=log_level)
 
 
 def main() -> None:

@@ -8,6 +8,8 @@
     rrf(A,B,...)                  reciprocal rank fusion of any specs
     weighted(0.3*A,0.7*B)         min-max normalised score fusion
     RETRIEVER>>RERANKER@N         rerank the retriever's top N (e.g. bm25>>ce:/models/ce@100)
+    RETRIEVER>>RERANKER@N~0.6     ... and mix its scores with the retriever's: 0.6 * rerank + 0.4 * first stage
+    RETRIEVER>>RERANKER@N~auto    ... with the weight chosen on dev data (`routerank tune-alpha`)
 
 Stages chain left to right: `bm25>>ce:/m@100>>pointwise@20` reranks 100, then the top 20 of that.
 """
@@ -132,18 +134,44 @@ def make_retriever(spec: str | Spec, progress: bool = False):
 DEFAULT_RERANK_DEPTH = 100
 
 
-def split_stages(spec: str) -> tuple[str, list[tuple[str, int]]]:
-    """`bm25>>ce:/m@100` → ("bm25", [("ce:/m", 100)])."""
+WEIGHT = re.compile(r"~([^~/]*)$")  # a trailing ~0.5 / ~auto; a ~ that starts a path (ce:~/m) is not one
+
+
+@dataclass(frozen=True)
+class StageSpec:
+    reranker: str
+    depth: int = DEFAULT_RERANK_DEPTH
+    alpha: float | str | None = None  # None: plain rerank; a number or "auto": interpolate with the stage above
+
+
+def split_stages(spec: str) -> tuple[str, list[StageSpec]]:
+    """`bm25>>ce:/m@100~0.5` → ("bm25", [StageSpec("ce:/m", 100, 0.5)])."""
     first, *rest = [part.strip() for part in spec.split(">>")]
     stages = []
     for part in rest:
-        name, at, depth = part.rpartition("@")
+        weight = WEIGHT.search(part)
+        body = part[: weight.start()] if weight else part
+        name, at, depth = body.rpartition("@")
         if not at:
-            name, depth = part, str(DEFAULT_RERANK_DEPTH)
+            name, depth = body, str(DEFAULT_RERANK_DEPTH)
         if not name or not depth.isdigit() or int(depth) < 1:
-            raise SpecError(f"bad rerank stage {part!r} in {spec!r}", fix="e.g. bm25>>pointwise@100")
-        stages.append((name, int(depth)))
+            raise SpecError(f"bad rerank stage {part!r} in {spec!r}", fix="e.g. bm25>>pointwise@100 or ...@100~0.5")
+        alpha: float | str | None = weight.group(1) if weight else None
+        if alpha is not None and alpha != "auto":
+            try:
+                alpha = float(alpha)
+            except ValueError:
+                raise SpecError(f"bad interpolation weight in {part!r}", fix="a number in [0, 1], or auto") from None
+            if not 0.0 <= alpha <= 1.0:
+                raise SpecError(f"interpolation weight {alpha} in {part!r} is outside [0, 1]")
+        stages.append(StageSpec(name, int(depth), alpha))
     return first, stages
+
+
+def canonical(spec: str) -> str:
+    """A first-stage spec as saved interpolation weights are keyed: aliases expanded, whitespace dropped."""
+    spec = spec.strip()
+    return re.sub(r"\s+", "", ALIASES.get(spec, spec))
 
 
 @dataclass
@@ -189,7 +217,17 @@ def build(
         return retriever
     from routerank.rerank.registry import make_reranker
 
-    rerankers = [(make_reranker(name, **(reranker_options or {})), depth) for name, depth in stages]
+    rerankers = []
+    above = canonical(first)
+    for stage in stages:
+        reranker = make_reranker(stage.reranker, **(reranker_options or {}))
+        if stage.alpha is not None:
+            from routerank.rerank.interpolate import InterpolatedReranker
+
+            alpha = None if stage.alpha == "auto" else stage.alpha
+            reranker = InterpolatedReranker(reranker, alpha, first_stage=above)
+        rerankers.append((reranker, stage.depth))
+        above = f"{above}>>{stage.reranker}@{stage.depth}"
     return Pipeline(retriever, rerankers, corpus)
 
 

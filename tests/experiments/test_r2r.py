@@ -135,7 +135,7 @@ def test_stages_wait_for_their_inputs_and_respect_another_process_lock(tmp_path,
     import subprocess
     import sys
 
-    from routerank.experiments.r2r import StageLock
+    from routerank.experiments.stages import StageLock
 
     experiment = R2RExperiment(
         tiny_config(seed=7, test_queries=2, depth=2), tmp_path / "w", progress=False, loaded_factory=factory

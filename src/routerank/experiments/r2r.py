@@ -22,25 +22,14 @@ import json
 import random
 import time
 import tomllib
-from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from routerank.data.types import Query, Run, sample_queries
 from routerank.errors import RouterankError, SpecError
+from routerank.experiments.stages import Stage, Step, run_plan
 from routerank.fsutil import atomic_write, cache_root
 from routerank.rerank.experts import GENERALIST
-
-MEASURES = "nDCG@5 nDCG@10 MRR@10 R@100"
-SYSTEMS = {  # run name -> (letter, title)
-    "bm25": ("", "BM25 (candidates)"),
-    "generalist": ("a", "generalist backbone, zero-shot"),
-    "pooled": ("b", "one LoRA, all domains pooled"),
-    "plain": ("c", "per-domain experts, no EAG (oracle)"),
-    "r2r": ("d", "R2R: EAG experts + latent router"),
-    "oracle": ("e", "R2R, oracle routing"),
-    "ce": ("f", "cross-encoder (MiniLM, trained)"),
-}
 
 
 @dataclass(frozen=True)
@@ -107,15 +96,6 @@ class R2RConfig:
 
     def digest(self) -> str:
         return hashlib.sha256(json.dumps(asdict(self), sort_keys=True).encode()).hexdigest()[:10]
-
-
-@dataclass
-class Stage:
-    name: str
-    kind: str  # "train" | "score" | "route"
-    done: bool = False
-    seconds: float | None = None
-    note: str = ""
 
 
 class R2RExperiment:
@@ -459,118 +439,12 @@ class R2RExperiment:
         return steps
 
     def run(self, max_minutes: float | None = None, only: set[str] | None = None) -> list[Stage]:
-        """One pass over the plan. Stages that another process is running (a live lock) or whose inputs are
-        missing are left pending, so two processes (e.g. `--only train` and `--only route,score`) can share
-        a work dir."""
-        start = time.perf_counter()
-        self.stages = []
-        stopped = False
-        for step in self.plan():
-            stage = Stage(step.name, step.kind)
-            self.stages.append(stage)
-            if step.done():
-                stage.done, stage.note = True, "cached"
-                continue
-            if stopped or (only and step.kind not in only):
-                stage.note = "pending"
-                continue
-            if max_minutes is not None and time.perf_counter() - start > 60 * max_minutes:
-                stopped, stage.note = True, "pending (time budget reached)"
-                continue
-            if not step.needs():
-                stage.note = "pending (its inputs are not ready)"
-                continue
-            with StageLock(self.work / "locks", step.name) as held:
-                if not held:
-                    stage.note = f"pending (running in process {held.owner})"
-                    continue
-                if step.done():  # finished by another process while we looked
-                    stage.done, stage.note = True, "cached"
-                    continue
-                if self.progress:
-                    print(f"[r2r] {step.name}", flush=True)
-                began = time.perf_counter()
-                step.action()
-                stage.done, stage.seconds, stage.note = True, time.perf_counter() - began, "ran"
+        """One pass over the plan (see routerank.experiments.stages.run_plan): two processes, e.g. `--only train`
+        and `--only route,score`, can share a work dir."""
+        self.stages = run_plan(
+            self.plan(), self.work / "locks", max_minutes=max_minutes, only=only, progress=self.progress, tag="r2r"
+        )
         return self.stages
 
 
-@dataclass(frozen=True)
-class Step:
-    name: str
-    kind: str  # "train" | "route" | "score"
-    done: Callable[[], bool]
-    action: Callable[[], object]
-    needs: Callable[[], bool] = lambda: True
-
-
-class StageLock:
-    """An exclusive per-stage lock file holding the owner's pid; a lock whose process is gone is taken over."""
-
-    def __init__(self, folder: Path, stage: str):
-        self.path = folder / (hashlib.sha256(stage.encode()).hexdigest()[:16] + ".lock")
-        self.stage, self.owner, self.held = stage, None, False
-
-    def __bool__(self) -> bool:
-        return self.held
-
-    def __enter__(self) -> StageLock:
-        import os
-
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        for _ in range(2):
-            try:
-                fd = os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
-            except FileExistsError:
-                try:
-                    self.owner = int(self.path.read_text().split()[0])
-                except (OSError, ValueError, IndexError):
-                    self.owner = None
-                if self.owner is not None and _alive(self.owner):
-                    return self
-                self.path.unlink(missing_ok=True)  # stale: its process is gone
-                continue
-            with os.fdopen(fd, "w") as out:
-                out.write(f"{os.getpid()} {self.stage}\n")
-            self.held, self.owner = True, os.getpid()
-            return self
-        return self
-
-    def __exit__(self, *exc) -> None:
-        if self.held:
-            self.path.unlink(missing_ok=True)
-            self.held = False
-
-
-def _alive(pid: int) -> bool:
-    import os
-
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
-def main_from_cli(
-    config_path: Path,
-    work_dir: Path | None,
-    report: Path,
-    max_minutes: float | None,
-    only: str | None,
-    progress: bool = True,
-) -> Path:
-    from routerank.experiments.r2r_report import write_report
-
-    config = R2RConfig.load(config_path)
-    experiment = R2RExperiment(config, work_dir, progress=progress)
-    kinds = set(only.split(",")) if only else None
-    if kinds and not kinds <= {"train", "route", "score"}:
-        raise SpecError(f"--only {only!r}", fix="a comma list of train, route, score")
-    stages = experiment.run(max_minutes, kinds)
-    return write_report(experiment, stages, report, config_path)
-
-
-__all__ = ["R2RConfig", "R2RExperiment", "SYSTEMS", "Stage", "StageLock", "Step", "main_from_cli"]
+__all__ = ["R2RConfig", "R2RExperiment", "Stage", "Step"]

@@ -7,9 +7,21 @@ import shlex
 import sys
 from pathlib import Path
 
+from routerank.errors import SpecError
 from routerank.fsutil import atomic_write
 
 KEY = "nDCG@10"
+
+MEASURES = "nDCG@5 nDCG@10 MRR@10 R@100"
+SYSTEMS = {  # run name -> (letter, title)
+    "bm25": ("", "BM25 (candidates)"),
+    "generalist": ("a", "generalist backbone, zero-shot"),
+    "pooled": ("b", "one LoRA, all domains pooled"),
+    "plain": ("c", "per-domain experts, no EAG (oracle)"),
+    "r2r": ("d", "R2R: EAG experts + latent router"),
+    "oracle": ("e", "R2R, oracle routing"),
+    "ce": ("f", "cross-encoder (MiniLM, trained)"),
+}
 
 
 def _fmt(value, digits: int = 4) -> str:
@@ -24,7 +36,6 @@ def collect(experiment) -> dict:
     """Evaluate every run on disk; systems c, e and f are stitched per domain from their own runs."""
     from routerank.data.trec import read_run
     from routerank.evaluate import evaluate, paired_test
-    from routerank.experiments.r2r import MEASURES
 
     c = experiment.config
     names = list(c.domains)
@@ -107,8 +118,6 @@ def figures(data: dict, names: list[str], labels: dict[str, str], folder: Path) 
     except ImportError:
         return []
     import numpy as np
-
-    from routerank.experiments.r2r import SYSTEMS
 
     folder.mkdir(parents=True, exist_ok=True)
     made = []
@@ -194,7 +203,6 @@ def _save(fig, path: Path) -> Path:
 
 
 def write_report(experiment, stages, report: Path, config_path: Path | None = None) -> Path:
-    from routerank.experiments.r2r import SYSTEMS
 
     c = experiment.config
     names = list(c.domains)
@@ -435,3 +443,22 @@ def claims(table: dict, names: list[str]) -> list[str]:
     else:
         out.append("- R2R (d) vs pooled (b): pending stages.")
     return out
+
+
+def main_from_cli(
+    config_path: Path,
+    work_dir: Path | None,
+    report: Path,
+    max_minutes: float | None,
+    only: str | None,
+    progress: bool = True,
+) -> Path:
+    from routerank.experiments.r2r import R2RConfig, R2RExperiment
+
+    config = R2RConfig.load(config_path)
+    experiment = R2RExperiment(config, work_dir, progress=progress)
+    kinds = set(only.split(",")) if only else None
+    if kinds and not kinds <= {"train", "route", "score"}:
+        raise SpecError(f"--only {only!r}", fix="a comma list of train, route, score")
+    stages = experiment.run(max_minutes, kinds)
+    return write_report(experiment, stages, report, config_path)

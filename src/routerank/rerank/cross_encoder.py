@@ -3,6 +3,10 @@
 Spec: `ce:<folder>`, a sentence-transformers CrossEncoder folder (e.g. one written by
 `routerank train cross-encoder`). Scores are the raw logits, not sigmoid outputs: the order is the same,
 and large logits do not collapse into ties at 1.0.
+
+Pairs are scored in order of length, so a batch pads to similar lengths (on CPU padding is pure waste), and
+with `cache=True` every score lands in the on-disk score cache, keyed by the weights' sha256 and max_length:
+the BM25 and hybrid candidates of one query share most pairs, and a killed evaluation loses one chunk at most.
 """
 
 from __future__ import annotations
@@ -90,6 +94,7 @@ class CrossEncoderReranker(PointwiseReranker):
         progress: bool = True,
         progress_min_pairs: int = 256,
         trust_remote_code: bool = False,
+        cache: bool = False,
         _loaded=None,
     ):
         if max_length is not None and max_length < 8:
@@ -106,6 +111,12 @@ class CrossEncoderReranker(PointwiseReranker):
         )
         if _loaded is not None and max_length is not None:
             self.model.max_seq_length = max_length
+        self.folder = Path(model).expanduser() if _loaded is None else None
+        self._cache = None
+        if cache:
+            from routerank.rerank.score_cache import ScoreCache
+
+            self._cache = ScoreCache(self.scorer_key)
 
     @classmethod
     def from_spec(cls, arg: str, **options) -> CrossEncoderReranker:
@@ -120,16 +131,57 @@ class CrossEncoderReranker(PointwiseReranker):
     def max_length(self) -> int | None:
         return self.model.max_seq_length
 
+    @property
+    def scorer_key(self) -> str:
+        """Names the score-cache file: the weights' content and the truncation length, not the folder path."""
+        import hashlib
+
+        from routerank.fsutil import sha256_file
+
+        if self.folder is None:
+            raise SpecError("a cross-encoder wrapped from memory has no stable identity to cache scores under")
+        weights = sorted(self.folder.glob("*.safetensors"))
+        digest = hashlib.sha256("".join(sha256_file(w) for w in weights).encode()).hexdigest()[:16]
+        return f"ce-{digest}-len{self.max_length}"
+
     def score_pairs(self, pairs: Sequence[tuple[str, str]]) -> np.ndarray:
         if not pairs:
             return np.zeros(0, dtype=np.float64)
+        if self._cache is None:
+            return self._predict(list(pairs), progress=self.progress and len(pairs) >= self.progress_min_pairs)
+        from routerank.rerank.score_cache import pair_key
+
+        keys = [pair_key(q, d) for q, d in pairs]
+        known = self._cache.get_many(keys)
+        todo = {key: pair for key, pair in zip(keys, pairs, strict=True) if key not in known}
+        if todo:
+            from tqdm.auto import tqdm
+
+            items = sorted(todo.items(), key=lambda item: len(item[1][0]) + len(item[1][1]))
+            chunk = max(self.batch_size * 16, 256)
+            show = self.progress and len(items) >= self.progress_min_pairs
+            with tqdm(total=len(items), desc=self.name, unit="pair", disable=not show) as bar:
+                for start in range(0, len(items), chunk):
+                    part = items[start : start + chunk]
+                    scores = self._predict([pair for _, pair in part], progress=False)
+                    fresh = {key: float(score) for (key, _), score in zip(part, scores, strict=True)}
+                    self._cache.put_many(fresh)
+                    known.update(fresh)
+                    bar.update(len(part))
+        return np.array([known[key] for key in keys], dtype=np.float64)
+
+    def _predict(self, pairs: list[tuple[str, str]], progress: bool) -> np.ndarray:
+        """Raw logits in input order, computed shortest pair first so each batch pads little."""
         import torch
 
+        order = sorted(range(len(pairs)), key=lambda i: len(pairs[i][0]) + len(pairs[i][1]))
         scores = self.model.predict(
-            [(query, doc) for query, doc in pairs],
+            [pairs[i] for i in order],
             batch_size=self.batch_size,
-            show_progress_bar=self.progress and len(pairs) >= self.progress_min_pairs,
+            show_progress_bar=progress,
             activation_fn=torch.nn.Identity(),
             convert_to_numpy=True,
         )
-        return np.asarray(scores, dtype=np.float64).reshape(len(pairs))
+        out = np.empty(len(pairs), dtype=np.float64)
+        out[order] = np.asarray(scores, dtype=np.float64).reshape(len(pairs))
+        return out

@@ -19,7 +19,7 @@ from pathlib import Path
 from routerank.data.types import Dataset, Query
 from routerank.errors import RouterankError, SpecError
 from routerank.fsutil import atomic_dir
-from routerank.train.losses import OBJECTIVES, ranking_loss
+from routerank.train.losses import canonical_objective, ranking_loss
 
 MANIFEST = "routerank_expert.json"
 
@@ -52,8 +52,7 @@ class ExpertConfig:
     seed: int = 13
 
     def __post_init__(self):
-        if self.objective not in OBJECTIVES:
-            raise SpecError(f"unknown objective {self.objective!r}", fix=f"choose one of {OBJECTIVES}")
+        object.__setattr__(self, "objective", canonical_objective(self.objective))
         if self.negatives < 1 or self.grad_accum < 1 or self.epochs < 1:
             raise SpecError("negatives, grad_accum and epochs must be at least 1")
         from routerank.train.eag import GRANULARITIES
@@ -61,8 +60,10 @@ class ExpertConfig:
         if self.granularity not in GRANULARITIES:
             raise SpecError(f"unknown masking granularity {self.granularity!r}", fix=f"choose one of {GRANULARITIES}")
         if self.eag and self.granularity == "none":
-            raise SpecError("EAG with masking granularity 'none' is plain training",
-                            fix="use eag=False, or granularity 'ner' / 'ner+patterns'")
+            raise SpecError(
+                "EAG with masking granularity 'none' is plain training",
+                fix="use eag=False, or granularity 'ner' / 'ner+patterns'",
+            )
 
 
 @dataclass(frozen=True)
@@ -88,8 +89,9 @@ class TrainState:
     seconds: float = 0.0  # training time over every sitting, checkpoints included
 
 
-def mine_examples(ds: Dataset, queries: list[Query], split: str, negatives: int, miner: str = "bm25",
-                  seed: int = 13) -> list[TrainExample]:
+def mine_examples(
+    ds: Dataset, queries: list[Query], split: str, negatives: int, miner: str = "bm25", seed: int = 13
+) -> list[TrainExample]:
     """One positive (seeded choice among judged-relevant) and the retriever's top non-relevant docs per query."""
     from routerank.pipeline import build
 
@@ -111,7 +113,10 @@ def mine_examples(ds: Dataset, queries: list[Query], split: str, negatives: int,
 def abstract_examples(examples: list[TrainExample], abstractor) -> list[TrainExample]:
     """EAG stage-1 data: each group (query, positive, negatives) shares one placeholder table."""
     groups = abstractor.abstract_groups([[ex.query, ex.positive, *ex.negatives] for ex in examples])
-    return [TrainExample(ex.query_id, texts[0], texts[1], tuple(texts[2:])) for ex, (texts, _) in zip(examples, groups)]
+    return [
+        TrainExample(ex.query_id, texts[0], texts[1], tuple(texts[2:]))
+        for ex, (texts, _) in zip(examples, groups, strict=True)
+    ]
 
 
 def split_train_dev(ds: Dataset, config: ExpertConfig) -> tuple[list[Query], list[Query], str, str]:
@@ -121,7 +126,7 @@ def split_train_dev(ds: Dataset, config: ExpertConfig) -> tuple[list[Query], lis
     if "dev" in ds.qrels:
         dev = ds.split_queries("dev")[: config.dev_queries]
         return train[: config.max_queries], dev, "train", "dev"
-    dev, train = train[: config.dev_queries], train[config.dev_queries:]
+    dev, train = train[: config.dev_queries], train[config.dev_queries :]
     return train[: config.max_queries], dev, "train", "train"
 
 
@@ -137,11 +142,17 @@ class ExpertTrainer:
         self.state_dir = self.out.with_name(self.out.name + ".state")
         model, tokenizer = loaded if loaded is not None else load_causal_lm(config.backbone)
         torch.manual_seed(config.seed)
-        lora = LoraConfig(r=config.lora_r, lora_alpha=config.lora_alpha, lora_dropout=config.lora_dropout,
-                          target_modules=list(config.target_modules), bias="none")
+        lora = LoraConfig(
+            r=config.lora_r,
+            lora_alpha=config.lora_alpha,
+            lora_dropout=config.lora_dropout,
+            target_modules=list(config.target_modules),
+            bias="none",
+        )
         self.model = get_peft_model(model, lora)
-        self.scorer = PointwiseLLMReranker.from_model(model, tokenizer, template=config.template,
-                                                      max_doc_tokens=config.max_doc_tokens, progress=False)
+        self.scorer = PointwiseLLMReranker.from_model(
+            model, tokenizer, template=config.template, max_doc_tokens=config.max_doc_tokens, progress=False
+        )
         self.answer = (self.scorer._answer_rows[0] - self.scorer._answer_rows[1]).to(self.scorer.device)
         self.params = [p for p in self.model.parameters() if p.requires_grad]
         self.optimizer = torch.optim.AdamW(self.params, lr=config.lr)
@@ -167,8 +178,10 @@ class ExpertTrainer:
 
         self.model.eval()
         with torch.no_grad():
-            losses = [ranking_loss(self.config.objective, self.logits([ex.pairs()]), self.config.temperature).item()
-                      for ex in dev]
+            losses = [
+                ranking_loss(self.config.objective, self.logits([ex.pairs()]), self.config.temperature).item()
+                for ex in dev
+            ]
         self.model.train()
         return sum(losses) / max(len(losses), 1)
 
@@ -184,7 +197,9 @@ class ExpertTrainer:
         from peft import get_peft_model_state_dict
         from safetensors.torch import save_file
 
-        tensors = {f"adapter.{k}": v.detach().contiguous().cpu() for k, v in get_peft_model_state_dict(self.model).items()}
+        tensors = {
+            f"adapter.{k}": v.detach().contiguous().cpu() for k, v in get_peft_model_state_dict(self.model).items()
+        }
         opt = self.optimizer.state_dict()
         for index, slots in opt["state"].items():
             for name, value in slots.items():
@@ -193,8 +208,7 @@ class ExpertTrainer:
         self._tick()
         with atomic_dir(self.state_dir) as tmp:
             save_file(tensors, str(tmp / "state.safetensors"))
-            meta = {"config": _jsonable(self.config), "state": asdict(self.state),
-                    "param_groups": opt["param_groups"]}
+            meta = {"config": _jsonable(self.config), "state": asdict(self.state), "param_groups": opt["param_groups"]}
             (tmp / "state.json").write_text(json.dumps(meta, indent=2))
             if self.log_path.exists():
                 (tmp / "log.jsonl").write_bytes(self.log_path.read_bytes())
@@ -208,8 +222,11 @@ class ExpertTrainer:
             return False
         meta = json.loads((self.state_dir / "state.json").read_text())
         if meta["config"] != _jsonable(self.config):
-            raise RouterankError("a checkpoint from a different training config is in the way", path=self.state_dir,
-                                 fix="delete it, or rerun with the same settings to resume")
+            raise RouterankError(
+                "a checkpoint from a different training config is in the way",
+                path=self.state_dir,
+                fix="delete it, or rerun with the same settings to resume",
+            )
         tensors = load_file(str(self.state_dir / "state.safetensors"))
         set_peft_model_state_dict(self.model, {k[8:]: v for k, v in tensors.items() if k.startswith("adapter.")})
         state: dict = {}
@@ -229,8 +246,14 @@ class ExpertTrainer:
 
     # the loop --------------------------------------------------------------------------------------------
 
-    def fit(self, train: list[TrainExample], dev: list[TrainExample], *, abstracted: list[TrainExample] | None = None,
-            stop_after_steps: int | None = None) -> Path:
+    def fit(
+        self,
+        train: list[TrainExample],
+        dev: list[TrainExample],
+        *,
+        abstracted: list[TrainExample] | None = None,
+        stop_after_steps: int | None = None,
+    ) -> Path:
         """Run (or resume) all stages; `stop_after_steps` simulates a kill right after a checkpoint."""
         from tqdm.auto import tqdm
 
@@ -244,16 +267,22 @@ class ExpertTrainer:
         for stage in range(self.state.stage, len(stages)):
             data = stages[stage]
             if stage != self.state.stage:
-                self.state = TrainState(stage=stage, done_stages=[*self.state.done_stages, self.state.stage],
-                                        seconds=self.state.seconds)
+                self.state = TrainState(
+                    stage=stage, done_stages=[*self.state.done_stages, self.state.stage], seconds=self.state.seconds
+                )
                 self.optimizer.state.clear()
             while self.state.epoch < self.config.epochs:
                 order = list(range(len(data)))
                 random.Random(self.config.seed * 1000 + stage * 100 + self.state.epoch).shuffle(order)
-                bar = tqdm(total=len(order), initial=self.state.cursor, disable=not self.progress, leave=False,
-                           desc=f"expert {self.config.domain} stage {stage + 1}/{len(stages)}")
+                bar = tqdm(
+                    total=len(order),
+                    initial=self.state.cursor,
+                    disable=not self.progress,
+                    leave=False,
+                    desc=f"expert {self.config.domain} stage {stage + 1}/{len(stages)}",
+                )
                 while self.state.cursor < len(order):
-                    batch = [data[i] for i in order[self.state.cursor:self.state.cursor + self.config.grad_accum]]
+                    batch = [data[i] for i in order[self.state.cursor : self.state.cursor + self.config.grad_accum]]
                     loss = self._step(batch)
                     self.state.cursor += len(batch)
                     self.state.step += 1
@@ -280,10 +309,16 @@ class ExpertTrainer:
                 self.state.epoch += 1
                 self.state.cursor = 0
         self._tick()
-        metrics = {"train_seconds": self.state.seconds, "dev_loss": self.dev_loss(dev) if dev else None,
-                   "resumed": resumed,
-                   "train_seconds_this_run": time.perf_counter() - start, "examples": len(train),
-                   "steps": self.state.step, "stages": len(stages), "device": str(self.scorer.device)}
+        metrics = {
+            "train_seconds": self.state.seconds,
+            "dev_loss": self.dev_loss(dev) if dev else None,
+            "resumed": resumed,
+            "train_seconds_this_run": time.perf_counter() - start,
+            "examples": len(train),
+            "steps": self.state.step,
+            "stages": len(stages),
+            "device": str(self.scorer.device),
+        }
         return self.save_expert(metrics)
 
     def accumulate(self, batch: list[TrainExample]) -> float:
@@ -307,10 +342,15 @@ class ExpertTrainer:
 
         from routerank.models.llm import resolve_llm
 
-        manifest = {"domain": self.config.domain, "backbone": self.config.backbone,
-                    "backbone_fingerprint": resolve_llm(self.config.backbone).fingerprint,
-                    "template": self.config.template, "config": _jsonable(self.config), "metrics": metrics,
-                    "training_data": self.sources}
+        manifest = {
+            "domain": self.config.domain,
+            "backbone": self.config.backbone,
+            "backbone_fingerprint": resolve_llm(self.config.backbone).fingerprint,
+            "template": self.config.template,
+            "config": _jsonable(self.config),
+            "metrics": metrics,
+            "training_data": self.sources,
+        }
         with atomic_dir(self.out) as tmp:
             self.model.save_pretrained(str(tmp))
             (tmp / MANIFEST).write_text(json.dumps(manifest, indent=2))
@@ -333,8 +373,15 @@ def _jsonable(config: ExpertConfig) -> dict:
 
 
 # dataset name -> the domain whose entity patterns EAG applies (others get NER only)
-PATTERN_DOMAINS = {"scifact": "medical", "nfcorpus": "medical", "pubmedqa": "medical", "tatqa": "finance",
-                   "coliee-statutes": "legal", "aila-statutes": "legal", "aila-cases": "legal"}
+PATTERN_DOMAINS = {
+    "scifact": "medical",
+    "nfcorpus": "medical",
+    "pubmedqa": "medical",
+    "tatqa": "finance",
+    "coliee-statutes": "legal",
+    "aila-statutes": "legal",
+    "aila-cases": "legal",
+}
 
 
 @dataclass(frozen=True)
@@ -363,8 +410,11 @@ def prepare_data(config: ExpertConfig, *, progress: bool = True) -> PreparedData
         examples = mine_examples(ds, train_q, train_split, config.negatives, config.miner, config.seed)
         dev_examples = mine_examples(ds, dev_q, dev_split, config.negatives, config.miner, config.seed)
         if not examples:
-            raise RouterankError(f"no training examples from {name!r}: no query had a judged positive and "
-                                 f"{config.negatives} unjudged negatives", fix="lower --negatives or check the qrels")
+            raise RouterankError(
+                f"no training examples from {name!r}: no query had a judged positive and "
+                f"{config.negatives} unjudged negatives",
+                fix="lower --negatives or check the qrels",
+            )
         train += examples
         dev += dev_examples
         if abstracted is not None:
@@ -373,8 +423,14 @@ def prepare_data(config: ExpertConfig, *, progress: bool = True) -> PreparedData
             domain = PATTERN_DOMAINS.get(name)
             abstractor = EntityAbstractor(config.granularity, domains=[domain] if domain else [])
             abstracted += abstract_examples(examples, abstractor)
-        sources[name] = {"train_split": train_split, "dev_split": dev_split, "train_queries": len(train_q),
-                         "train_examples": len(examples), "dev_queries": len(dev_q), "dev_examples": len(dev_examples)}
+        sources[name] = {
+            "train_split": train_split,
+            "dev_split": dev_split,
+            "train_queries": len(train_q),
+            "train_examples": len(examples),
+            "dev_queries": len(dev_q),
+            "dev_examples": len(dev_examples),
+        }
         if progress:
             print(f"{name}: {len(examples)} training groups, {len(dev_examples)} dev groups", file=sys.stderr)
     return PreparedData(train, dev, abstracted, sources)

@@ -1,11 +1,26 @@
-"""Ranking losses over relevance logits s(q, d) = logit("yes") - logit("no").
+"""The ranking losses every trainer uses, over a [groups, 1 + negatives] logit matrix whose column 0 holds the
+positive and the rest its hard negatives.
 
-Each row of `logits` is one query's group: column 0 the positive, the rest its hard negatives.
+Objectives (one set of names for the cross-encoder and the LLM experts):
+    infonce   softmax cross-entropy of the positive against its group, logits / temperature (the contrastive loss)
+    bce       binary cross-entropy per pair, label 1 for the positive and 0 for each negative (pointwise SFT)
+The older names `contrastive` and `sft` are accepted and mean the same.
 """
 
 from __future__ import annotations
 
-OBJECTIVES = ("contrastive", "sft")
+from routerank.errors import SpecError
+
+OBJECTIVES = ("infonce", "bce")
+ALIASES = {"contrastive": "infonce", "sft": "bce"}
+
+
+def canonical_objective(name: str) -> str:
+    """`infonce` or `bce` for any accepted name; a SpecError that lists them otherwise."""
+    name = ALIASES.get(name, name)
+    if name not in OBJECTIVES:
+        raise SpecError(f"unknown objective {name!r}", fix=f"choose one of {', '.join(OBJECTIVES)}")
+    return name
 
 
 def infonce(logits, temperature: float = 1.0):
@@ -17,7 +32,7 @@ def infonce(logits, temperature: float = 1.0):
 
 
 def pointwise_bce(logits):
-    """SFT: binary cross-entropy on yes/no, label 1 for the positive column and 0 for the negatives."""
+    """Binary cross-entropy on each pair: label 1 for the positive column, 0 for the negatives."""
     import torch
 
     labels = torch.zeros_like(logits)
@@ -26,10 +41,7 @@ def pointwise_bce(logits):
 
 
 def ranking_loss(objective: str, logits, temperature: float = 1.0):
-    if objective == "contrastive":
+    """The loss of `objective` over a [groups, 1 + negatives] logit matrix (column 0 = positives)."""
+    if canonical_objective(objective) == "infonce":
         return infonce(logits, temperature)
-    if objective == "sft":
-        return pointwise_bce(logits)
-    from routerank.errors import SpecError
-
-    raise SpecError(f"unknown objective {objective!r}", fix=f"choose one of {OBJECTIVES}")
+    return pointwise_bce(logits)

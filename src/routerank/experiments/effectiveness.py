@@ -1,0 +1,402 @@
+"""The effectiveness table: each reranker over BM25 and hybrid candidates, plain and interpolated, on test sets.
+
+    routerank experiment effectiveness --config configs/effectiveness.toml
+
+For every dataset and first stage (default `bm25` and `hybrid`), the test queries' top `depth` are reranked by
+each configured reranker and scored three ways: the first stage alone, the reranker alone, and the two mixed
+(`routerank.rerank.interpolate`) with the weight chosen on dev queries: the dev split where a dataset has one,
+or the queries the model's own manifest held out of training. Test queries never choose anything.
+
+Every first-stage run, reranked run and alpha record is a stage under the work dir (`<cache>/effectiveness/
+<hash>`), and cross-encoder scores sit in the score cache, so the table can be built over several sittings
+(`--max-minutes`) and by several processes. The report is written from whatever stages exist, with each
+row's protocol (full test set, or a seeded sample and its size) stated.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import tomllib
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from routerank.data.types import Query, Run, sample_queries
+from routerank.errors import RouterankError, SpecError
+from routerank.experiments.stages import Stage, Step, run_plan
+from routerank.fsutil import atomic_write, cache_root
+
+MEASURES = "nDCG@10 MRR@10 R@100"
+KEY = "nDCG@10"
+ANCHORS = {  # published nDCG@10, reranking BM25 top 100 (BEIR paper; monoT5 from its BEIR evaluation)
+    "scifact": {"MS MARCO MiniLM-L6 CE": 0.688, "monoT5-3B": 0.766},
+    "nfcorpus": {"MS MARCO MiniLM-L6 CE": 0.350, "monoT5-3B": 0.37},
+}
+
+
+@dataclass(frozen=True)
+class EffectivenessConfig:
+    """datasets: test sets to report. rerankers: label -> reranker spec (e.g. {"ce-pooled" = "ce:ce-pooled"}).
+    first_stages: candidate generators; the first is the significance baseline "BM25", and `hybrid` the second.
+    depth: candidates reranked per query. test_queries: per-dataset cap, a seeded sample (absent or 0 = all).
+    dev_queries: per dataset, for choosing alpha (dev split; else the model's held-out train queries).
+    llm_rows: a rerank-table JSON whose sampled LLM rows are carried into the report, labelled as samples."""
+
+    datasets: tuple[str, ...]
+    rerankers: dict[str, str]
+    first_stages: tuple[str, ...] = ("bm25", "hybrid")
+    depth: int = 100
+    test_queries: dict[str, int] = field(default_factory=dict)
+    dev_queries: int = 50
+    llm_rows: str | None = "reports/rerank-table.json"
+    seed: int = 13
+
+    def __post_init__(self):
+        if not self.datasets or not self.rerankers:
+            raise SpecError("name at least one dataset and one reranker")
+        if self.depth < 1 or self.dev_queries < 1:
+            raise SpecError("depth and dev_queries must be at least 1")
+        unknown = sorted(set(self.test_queries) - set(self.datasets))
+        if unknown:
+            raise SpecError(f"test_queries names datasets {unknown} that are not in `datasets`")
+
+    @classmethod
+    def load(cls, path: str | Path) -> EffectivenessConfig:
+        path = Path(path)
+        try:
+            raw = tomllib.loads(path.read_text())
+        except FileNotFoundError:
+            raise RouterankError("no such config file", path=path) from None
+        except tomllib.TOMLDecodeError as exc:
+            raise SpecError(f"not valid TOML: {exc}", path=path) from None
+        extra = sorted(set(raw) - set(cls.__dataclass_fields__))
+        if extra:
+            raise SpecError(f"unknown config keys {extra}", path=path, fix=f"known: {sorted(cls.__dataclass_fields__)}")
+        for key in ("datasets", "first_stages"):
+            if key in raw:
+                raw[key] = tuple(raw[key])
+        try:
+            return cls(**raw)
+        except TypeError as exc:
+            raise SpecError(str(exc), path=path) from None
+
+    def digest(self) -> str:
+        """Keys the work dir; the test sample sizes and the report-only fields do not change any stage."""
+        keep = {k: v for k, v in asdict(self).items() if k not in ("test_queries", "llm_rows", "datasets")}
+        return hashlib.sha256(json.dumps(keep, sort_keys=True).encode()).hexdigest()[:10]
+
+
+class EffectivenessExperiment:
+    def __init__(self, config: EffectivenessConfig, work_dir: str | Path | None = None, *, progress: bool = True):
+        self.config = config
+        self.work = Path(work_dir) if work_dir else cache_root() / "effectiveness" / config.digest()
+        self.progress = progress
+        self._datasets: dict = {}
+        self._rerankers: dict = {}
+
+    # inputs ----------------------------------------------------------------------------------------------
+
+    def dataset(self, name: str):
+        from routerank.data.registry import load_dataset
+
+        if name not in self._datasets:
+            self._datasets[name] = load_dataset(name)
+        return self._datasets[name]
+
+    def reranker(self, label: str):
+        from routerank.rerank.registry import make_reranker
+
+        if label not in self._rerankers:
+            spec = self.config.rerankers[label]
+            options = {"cache": True} if spec.startswith("ce:") else {}
+            self._rerankers[label] = make_reranker(spec, progress=self.progress, **options)
+        return self._rerankers[label]
+
+    def test_queries(self, name: str) -> list[Query]:
+        cap = self.config.test_queries.get(name) or None
+        return sample_queries(self.dataset(name).split_queries("test"), cap, self.config.seed)
+
+    def dev_queries(self, name: str, label: str) -> tuple[list[Query], str]:
+        """(queries, qrels split) on which alpha is chosen for this reranker on this dataset."""
+        ds = self.dataset(name)
+        folder = getattr(self.reranker(label), "folder", None)
+        manifest = Path(folder) / "routerank_train.json" if folder is not None else None
+        if manifest is not None and manifest.exists():
+            source = json.loads(manifest.read_text()).get("sources", {}).get(ds.name)
+            if source and source.get("dev_queries"):
+                ids = set(source["dev_queries"])
+                return [q for q in ds.split_queries(source["dev_split"]) if q.id in ids], source["dev_split"]
+        if "dev" in ds.qrels:
+            qrels = ds.split_qrels("dev")
+            judged = [q for q in ds.split_queries("dev") if qrels.relevant(q.id)]
+            return sample_queries(judged, self.config.dev_queries, self.config.seed), "dev"
+        raise RouterankError(
+            f"{ds.name} has no dev split and {label}'s manifest holds out no queries of it",
+            fix="train the model with dev_queries > 0, or drop the dataset from this reranker's alpha tuning",
+        )
+
+    # stages ----------------------------------------------------------------------------------------------
+
+    def run_path(self, dataset: str, split: str, system: str) -> Path:
+        safe = system.replace("/", "_").replace(":", "_").replace(">>", "__")
+        return self.work / "runs" / dataset / split / f"{safe}.trec"
+
+    def first_stage(self, dataset: str, split: str, stage: str) -> Run:
+        from routerank.data.trec import read_run, write_run
+        from routerank.pipeline import build
+
+        path = self.run_path(dataset, split, stage)
+        if path.exists():
+            return read_run(path)
+        queries = self.test_queries(dataset) if split == "test" else self._all_dev_queries(dataset)
+        run = build(stage, self.dataset(dataset).corpus, progress=self.progress).search(queries, self.config.depth)
+        write_run(run, path, tag=stage)
+        return run
+
+    def _all_dev_queries(self, dataset: str) -> list[Query]:
+        """The union of every reranker's dev queries on this dataset (one first-stage run serves them all)."""
+        seen: dict[str, Query] = {}
+        for label in self.config.rerankers:
+            for query in self.dev_queries(dataset, label)[0]:
+                seen.setdefault(query.id, query)
+        return list(seen.values())
+
+    def rerank(self, dataset: str, split: str, stage: str, label: str) -> None:
+        from routerank.data.trec import write_run
+
+        first = self.first_stage(dataset, split, stage)
+        queries = self.test_queries(dataset) if split == "test" else self.dev_queries(dataset, label)[0]
+        run = self.reranker(label).rerank_run(queries, first, self.dataset(dataset).corpus, self.config.depth)
+        write_run(run, self.run_path(dataset, split, f"{stage}>>{label}"), tag=label)
+
+    def alpha_path(self, label: str, stage: str) -> Path:
+        return self.run_path("_alpha", label, stage).with_suffix(".json")
+
+    def alpha_record(self, label: str, stage: str) -> dict | None:
+        """The saved alpha choice; or, while some datasets' dev runs are missing, one over those that exist
+        (marked partial, not saved); None before any exists."""
+        if self.alpha_path(label, stage).exists():
+            return json.loads(self.alpha_path(label, stage).read_text())
+        ready = [n for n in self.config.datasets if n not in self._missing_dev(label, stage)]
+        return self.choose_alpha(label, stage, ready, save=False) if ready else None
+
+    def choose_alpha(self, label: str, stage: str, datasets: list[str] | None = None, save: bool = True) -> dict:
+        """Grid-search alpha on each dataset's dev queries; save per corpus and pooled (mean over datasets)."""
+        from routerank.data.trec import read_run
+        from routerank.evaluate import evaluate
+        from routerank.pipeline import canonical
+        from routerank.rerank.interpolate import GRID, interpolate_runs, save_alphas
+
+        datasets = list(self.config.datasets) if datasets is None else datasets
+        record: dict = {"chosen_on": "dev", "measure": KEY, "depth": self.config.depth, "grid": list(GRID)}
+        record["partial"] = datasets != list(self.config.datasets)
+        by_corpus, curves = {}, []
+        for name in datasets:
+            queries, split = self.dev_queries(name, label)
+            qrels = self.dataset(name).split_qrels(split).subset(q.id for q in queries)
+            first = self.first_stage(name, "dev", stage)
+            reranked = read_run(self.run_path(name, "dev", f"{stage}>>{label}"))
+            ids = {q.id for q in queries}
+            first = Run({q: r for q, r in first.rankings.items() if q in ids}, first.name)
+            curve = [evaluate(interpolate_runs(reranked, first, self.config.depth, a), qrels, KEY)[KEY] for a in GRID]
+            best = GRID[int(np.argmax(curve))]
+            by_corpus[self.dataset(name).corpus.fingerprint] = {
+                "dataset": name,
+                "alpha": best,
+                "dev_split": split,
+                "dev_queries": len(queries),
+                "curve": [round(v, 5) for v in curve],
+            }
+            curves.append(curve)
+        pooled = np.mean(curves, axis=0)
+        record["pooled"] = {"alpha": GRID[int(np.argmax(pooled))], "curve": [round(v, 5) for v in pooled]}
+        record["by_corpus"] = by_corpus
+        if not save:
+            return record
+        save_alphas(self.reranker(label), canonical(stage), record)
+        with atomic_write(self.alpha_path(label, stage)) as out:
+            json.dump(record, out, indent=2)
+        return record
+
+    def plan(self) -> list[Step]:
+        """Per dataset: dev reranks (for alpha), test first stages, test reranks; then the alpha choices."""
+        c, steps = self.config, []
+        for name in c.datasets:
+            for stage in c.first_stages:
+                steps += [self._rerank_step(name, "dev", stage, label) for label in c.rerankers]
+            for stage in c.first_stages:
+                steps.append(
+                    Step(
+                        f"first stage {stage} on {name} test",
+                        "first",
+                        (lambda n=name, st=stage: self.run_path(n, "test", st).exists()),
+                        (lambda n=name, st=stage: self.first_stage(n, "test", st)),
+                    )
+                )
+                steps += [self._rerank_step(name, "test", stage, label) for label in c.rerankers]
+        for label in c.rerankers:
+            for stage in c.first_stages:
+                steps.append(
+                    Step(
+                        f"alpha {label} over {stage}",
+                        "alpha",
+                        (lambda lb=label, st=stage: self.alpha_path(lb, st).exists()),
+                        (lambda lb=label, st=stage: self.choose_alpha(lb, st)),
+                        needs=(lambda lb=label, st=stage: not self._missing_dev(lb, st)),
+                    )
+                )
+        return steps
+
+    def _missing_dev(self, label: str, stage: str) -> list[str]:
+        return [n for n in self.config.datasets if not self.run_path(n, "dev", f"{stage}>>{label}").exists()]
+
+    def _rerank_step(self, name: str, split: str, stage: str, label: str) -> Step:
+        return Step(
+            f"rerank {stage} with {label} on {name} {split}",
+            "dev" if split == "dev" else "rerank",
+            lambda: self.run_path(name, split, f"{stage}>>{label}").exists(),
+            lambda: self.rerank(name, split, stage, label),
+        )
+
+    def run(self, max_minutes: float | None = None, only: set[str] | None = None) -> list[Stage]:
+        return run_plan(
+            self.plan(), self.work / "locks", max_minutes=max_minutes, only=only, progress=self.progress, tag="eff"
+        )
+
+    # the report ------------------------------------------------------------------------------------------
+
+    def collect(self) -> dict:
+        """{dataset: {system: {measures, p_vs_<first stage>, queries, protocol, alpha?}}} from the runs on disk."""
+        from routerank.data.trec import read_run
+        from routerank.evaluate import evaluate, paired_test
+        from routerank.rerank.interpolate import interpolate_runs
+
+        c, table = self.config, {}
+        for name in c.datasets:
+            ds = self.dataset(name)
+            queries = self.test_queries(name)
+            qrels = ds.split_qrels("test").subset(q.id for q in queries)
+            total = len(ds.split_queries("test"))
+            protocol = (
+                f"all {total} test queries" if len(queries) == total else f"{len(queries)} of {total} seeded"
+            ) + f", top {c.depth}"
+            runs: dict[str, tuple[Run, float | None]] = {}
+            for stage in c.first_stages:
+                if not self.run_path(name, "test", stage).exists():
+                    continue
+                first = read_run(self.run_path(name, "test", stage))
+                runs[stage] = (first, None)
+                for label in c.rerankers:
+                    path = self.run_path(name, "test", f"{stage}>>{label}")
+                    if not path.exists():
+                        continue
+                    reranked = read_run(path)
+                    runs[f"{stage}>>{label}"] = (reranked, None)
+                    record = self.alpha_record(label, stage)
+                    entry = (record or {}).get("by_corpus", {}).get(ds.corpus.fingerprint)
+                    if entry is not None:
+                        alpha = entry["alpha"]
+                        mixed = interpolate_runs(reranked, first, c.depth, alpha)
+                        runs[f"{stage}>>{label}~dev"] = (mixed, alpha)
+            evals = {system: evaluate(run, qrels, MEASURES) for system, (run, _) in runs.items()}
+            rows = {}
+            for system, ev in evals.items():
+                row = {m: ev.means[m] for m in ev.means}
+                row.update(queries=ev.num_queries, protocol=protocol)
+                if runs[system][1] is not None:
+                    row["alpha"] = runs[system][1]
+                for base in c.first_stages:
+                    if base in evals and base != system:
+                        test = paired_test(evals[base].per_query[KEY], ev.per_query[KEY])
+                        row[f"p_vs_{base}"] = test.t_pvalue
+                rows[system] = row
+            table[name] = rows
+        return table
+
+    def llm_rows(self) -> list[dict]:
+        """Sampled LLM reranker rows from the rerank table, kept with their own protocols."""
+        path = Path(self.config.llm_rows) if self.config.llm_rows else None
+        if path is None or not path.exists():
+            return []
+        rows = json.loads(path.read_text())
+        return [
+            r
+            for r in rows
+            if r["dataset"] in self.config.datasets and r["system"] != "bm25" and "ce:" not in r["system"]
+        ]
+
+    def write_report(self, json_path: Path, stages: list[Stage] | None = None) -> dict:
+        table = self.collect()
+        best = {}
+        for name, rows in table.items():
+            rerank_rows = {s: r for s, r in rows.items() if s not in self.config.first_stages}
+            if rows:
+                top = max(rows, key=lambda s: rows[s][KEY])
+                best[name] = {"system": top, KEY: rows[top][KEY]}
+            if rerank_rows:
+                top = max(rerank_rows, key=lambda s: rerank_rows[s][KEY])
+                best[name]["best_reranked"] = top
+        report = {
+            **table,
+            "_meta": {
+                "config": asdict(self.config),
+                "work_dir": str(self.work),
+                "best": best,
+                "anchors": {k: v for k, v in ANCHORS.items() if k in table},
+                "llm_sample_rows": self.llm_rows(),
+                "stages": [asdict(s) for s in stages or []],
+            },
+        }
+        with atomic_write(json_path) as out:
+            json.dump(report, out, indent=2)
+        return report
+
+
+def markdown(report: dict) -> str:
+    """The README table: one block per dataset, first stages first, the best row in bold, anchors below."""
+    lines = [
+        "| dataset | system | nDCG@10 | MRR@10 | R@100 | p vs bm25 | p vs hybrid | α (dev) | protocol |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    meta = report.get("_meta", {})
+    for name, rows in report.items():
+        if name.startswith("_"):
+            continue
+        top = meta.get("best", {}).get(name, {}).get("system")
+        for system, row in rows.items():
+            cell = f"**{row[KEY]:.4f}**" if system == top else f"{row[KEY]:.4f}"
+            p = [_p(row.get("p_vs_bm25")), _p(row.get("p_vs_hybrid"))]
+            alpha = f"{row['alpha']:.2f}" if "alpha" in row else ""
+            lines.append(
+                f"| {name} | `{system}` | {cell} | {row['MRR@10']:.4f} | {row['R@100']:.4f} | {p[0]} | {p[1]} "
+                f"| {alpha} | {row['protocol']} |"
+            )
+        for anchor, value in meta.get("anchors", {}).get(name, {}).items():
+            lines.append(f"| {name} | {anchor} (published) | {value:.3f} | | | | | | BM25 top 100 |")
+    for row in meta.get("llm_sample_rows", []):
+        p = _p(row.get("p_vs_bm25_nDCG@10"))
+        lines.append(
+            f"| {row['dataset']} | `{row['system']}` (sample) | {row['nDCG@10']:.4f} | {row['MRR@10']:.4f} | "
+            f"{row['R@100']:.4f} | {p} | | | {row['protocol']} |"
+        )
+    return "\n".join(lines)
+
+
+def _p(value: float | None) -> str:
+    if value is None:
+        return ""
+    return f"{value:.3f}" if value >= 0.001 else f"{value:.1e}"
+
+
+def main_from_cli(
+    config_path: Path, work_dir: Path | None, report: Path, max_minutes: float | None, only: str | None
+) -> dict:
+    config = EffectivenessConfig.load(config_path)
+    experiment = EffectivenessExperiment(config, work_dir)
+    kinds = set(only.split(",")) if only else None
+    if kinds and not kinds <= {"dev", "first", "rerank", "alpha"}:
+        raise SpecError(f"--only {only!r}", fix="a comma list of dev, first, rerank, alpha")
+    stages = experiment.run(max_minutes, kinds)
+    return experiment.write_report(report, stages)
