@@ -117,5 +117,8 @@ def test_a_pipeline_spec_interpolates_a_real_cross_encoder(scifact, fresh_ce, tm
         expected = interpolate_runs(plain_run, bm25, 10, 0.5)[query.id]
         assert mixed_run[query.id].doc_ids == expected.doc_ids
         np.testing.assert_allclose(mixed_run[query.id].scores, expected.scores)
+    import shutil
+
+    untuned = shutil.copytree(fresh_ce, tmp_path / "untuned", ignore=shutil.ignore_patterns("interpolation.json"))
     with pytest.raises(RouterankError, match="no interpolation weight"):
-        build(f"bm25>>ce:{fresh_ce}@10~auto", scifact.corpus).search(queries, 10)
+        build(f"bm25>>ce:{untuned}@10~auto", scifact.corpus).search(queries, 10)

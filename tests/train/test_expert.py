@@ -5,8 +5,9 @@ import json
 import pytest
 
 from routerank.errors import SpecError
-from routerank.train.expert import ExpertConfig, ExpertTrainer, TrainingInterrupted, abstract_examples, mine_examples
+from routerank.train.expert import ExpertConfig, ExpertTrainer, abstract_examples, mine_examples
 from routerank.train.losses import infonce, pointwise_bce
+from routerank.train.trainer import TrainingInterrupted
 
 
 @pytest.fixture(scope="module")
@@ -95,7 +96,7 @@ def test_a_different_config_will_not_resume_someone_elses_checkpoint(examples, t
     with pytest.raises(TrainingInterrupted):
         trainer.fit(examples, [], stop_after_steps=1)
     other = ExpertTrainer(config(lr=1e-3), tmp_path / "x", loaded=tiny_llm(seed=0), progress=False)
-    with pytest.raises(RouterankError, match="different training config"):
+    with pytest.raises(RouterankError, match="different training run"):
         other.fit(examples, [])
 
 

@@ -173,12 +173,12 @@ class R2RExperiment:
         return self.work / "experts" / adapter
 
     def expert_ready(self, adapter: str, config) -> bool:
-        from routerank.train.expert import MANIFEST, _jsonable
+        from routerank.train.expert import MANIFEST, config_json
 
         manifest = self.expert_dir(adapter) / MANIFEST
         if not manifest.exists():
             return False
-        if json.loads(manifest.read_text()).get("config") != _jsonable(config):
+        if json.loads(manifest.read_text()).get("config") != config_json(config):
             raise RouterankError(
                 f"expert {adapter!r} in the work dir was trained with another config",
                 path=self.expert_dir(adapter),
@@ -223,18 +223,17 @@ class R2RExperiment:
             self.expert_ready(a, cfg) for a, cfg in self.expert_configs().items()
         ):
             if self._generalist is None:
-                from routerank.models.llm import load_causal_lm
-                from routerank.rerank.pointwise import PointwiseLLMReranker
+                from routerank.rerank.backbones import load_backbone
                 from routerank.train.expert import ExpertConfig
 
-                self._generalist = PointwiseLLMReranker.from_model(
-                    *(self._loaded() or load_causal_lm(self.config.backbone)),
-                    name=self.config.backbone,
+                backbone = load_backbone(
+                    self.config.backbone,
                     template=ExpertConfig("-", "-").template,
                     max_doc_tokens=self.config.max_doc_tokens,
                     progress=self.progress,
-                    cache=True,
+                    loaded=self._loaded(),
                 )
+                self._generalist = backbone.scorer(self.config.backbone, cache=True)
             return self._generalist.score_pairs(pairs)
         return self.bank().score_pairs(pairs, adapters)
 

@@ -95,6 +95,7 @@ class CrossEncoderReranker(PointwiseReranker):
         progress_min_pairs: int = 256,
         trust_remote_code: bool = False,
         cache: bool = False,
+        cache_key: str | None = None,
         _loaded=None,
     ):
         if max_length is not None and max_length < 8:
@@ -116,7 +117,7 @@ class CrossEncoderReranker(PointwiseReranker):
         if cache:
             from routerank.rerank.score_cache import ScoreCache
 
-            self._cache = ScoreCache(self.scorer_key)
+            self._cache = ScoreCache(cache_key or self.scorer_key)
 
     @classmethod
     def from_spec(cls, arg: str, **options) -> CrossEncoderReranker:

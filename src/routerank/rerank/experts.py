@@ -1,4 +1,4 @@
-"""A bank of LoRA domain experts over one frozen yes/no reranker backbone.
+"""A bank of LoRA domain experts over one frozen reranker backbone: a yes/no LLM or a cross-encoder.
 
 Adapters are named by domain and switched with peft's `set_adapter`, so a batch whose queries go to
 different experts is scored group by group without reloading any weights. `GENERALIST` scores with the
@@ -37,6 +37,14 @@ def read_manifest(folder: Path) -> dict:
 
 
 class ExpertBank:
+    """Named LoRA experts on one backbone (`routerank.rerank.backbones`), switched in place.
+
+    experts: domain -> expert folder (adapter + routerank_expert.json). backbone: the spec every expert was
+    trained on (an LLM spec, or `ce:<folder>`); a different one is refused. max_doc_tokens: document tokens
+    per pair for an LLM, the pair length for a cross-encoder. cache: keep every score on disk, per expert.
+    loaded: an already-loaded backbone model (tests: a tiny model).
+    """
+
     def __init__(
         self,
         experts: Mapping[str, str | Path],
@@ -49,8 +57,7 @@ class ExpertBank:
     ):
         from peft import PeftModel
 
-        from routerank.models.llm import load_causal_lm, resolve_llm
-        from routerank.rerank.pointwise import PointwiseLLMReranker
+        from routerank.rerank.backbones import load_backbone
 
         if not experts:
             raise RouterankError("an expert bank needs at least one expert")
@@ -58,8 +65,13 @@ class ExpertBank:
             raise RouterankError(f"{GENERALIST!r} is reserved for the bare backbone")
         self.folders = {domain: Path(folder) for domain, folder in experts.items()}
         self.manifests = {domain: read_manifest(folder) for domain, folder in self.folders.items()}
-        fingerprint = resolve_llm(backbone).fingerprint
-        templates = set()
+        templates = {manifest.get("template", "chatml") for manifest in self.manifests.values()}
+        if len(templates) != 1:
+            raise ExpertMismatchError(f"experts use different prompt templates {sorted(templates)}")
+        self.base = load_backbone(
+            backbone, template=templates.pop(), max_doc_tokens=max_doc_tokens, progress=progress, loaded=loaded
+        )
+        fingerprint = self.base.fingerprint
         for domain, manifest in self.manifests.items():
             if manifest.get("backbone_fingerprint") != fingerprint:
                 raise ExpertMismatchError(
@@ -68,40 +80,17 @@ class ExpertBank:
                     path=self.folders[domain],
                     fix="load it onto the backbone it was trained on",
                 )
-            templates.add(manifest.get("template", "chatml"))
-        if len(templates) != 1:
-            raise ExpertMismatchError(f"experts use different prompt templates {sorted(templates)}")
         self.backbone, self.domains = backbone, list(self.folders)
-        model, tokenizer = loaded if loaded is not None else load_causal_lm(backbone)
         first, *rest = self.domains
-        self.peft = PeftModel.from_pretrained(model, str(self.folders[first]), adapter_name=first)
+        self.peft = PeftModel.from_pretrained(self.base.module, str(self.folders[first]), adapter_name=first)
         for domain in rest:
             self.peft.load_adapter(str(self.folders[domain]), adapter_name=domain)
         self.peft.eval()
-        template = templates.pop()
         # one scorer view per expert: same weights, its own score-cache namespace
-        self.scorers = {
-            GENERALIST: PointwiseLLMReranker.from_model(
-                model,
-                tokenizer,
-                name=backbone,
-                template=template,
-                max_doc_tokens=max_doc_tokens,
-                progress=progress,
-                cache=cache,
-            )
-        }
+        self.scorers = {GENERALIST: self.base.scorer(backbone, cache=cache)}
         for domain in self.domains:
             digest = sha256_file(self.folders[domain] / "adapter_model.safetensors")[:12]
-            self.scorers[domain] = PointwiseLLMReranker.from_model(
-                model,
-                tokenizer,
-                name=f"{backbone}+{domain}@{digest}",
-                template=template,
-                max_doc_tokens=max_doc_tokens,
-                progress=progress,
-                cache=cache,
-            )
+            self.scorers[domain] = self.base.scorer(f"{backbone}+{domain}@{digest}", cache=cache)
 
     @contextmanager
     def active(self, expert: str):
@@ -126,6 +115,6 @@ class ExpertBank:
         return scores
 
     def hidden_state(self, texts: Sequence[str]) -> np.ndarray:
-        """The frozen backbone's hidden state (adapters off): what the router reads."""
-        with self.active(GENERALIST) as scorer:
-            return scorer.hidden_state(texts)
+        """The frozen backbone's own representation of each query (adapters off): what the router reads."""
+        with self.active(GENERALIST):
+            return self.base.hidden_state(texts)

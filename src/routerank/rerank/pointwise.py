@@ -253,6 +253,18 @@ class PointwiseLLMReranker(PointwiseReranker):
             logits = hidden @ self._answer_rows.to(hidden.device).T
             return torch.softmax(logits, dim=-1)[:, 0].cpu().tolist()
 
+    def relevance_logits(self, pairs: Sequence[tuple[str, str]]):
+        """logit("yes") - logit("no") for each pair, with gradients (no cache, no prefix reuse): what training
+        optimises. A float32 tensor [len(pairs)]."""
+        import torch
+
+        rows = [self.prompt_ids(q, d) for q, d in pairs]
+        ids, mask = self.right_pad(rows)
+        hidden = self._decoder(input_ids=ids, attention_mask=mask).last_hidden_state
+        last = hidden[torch.arange(len(rows)), torch.tensor([len(r) - 1 for r in rows], device=ids.device)]
+        answer = (self._answer_rows[0] - self._answer_rows[1]).to(hidden.device)
+        return last.float() @ answer
+
     def hidden_state(self, texts: Sequence[str], batch_size: int = 32):
         """Last-token, final-layer hidden state of the frozen backbone for each text: float32 [n, hidden]."""
         import torch

@@ -1,10 +1,11 @@
-"""Train one R2R domain expert: a LoRA adapter over the frozen yes/no reranker backbone.
+"""Train one R2R domain expert: a LoRA adapter over a frozen reranker backbone, a yes/no LLM or a cross-encoder.
 
-Hard negatives are mined by a retriever; the loss is InfoNCE (tau = 1.0) over one positive and n negatives,
-or SFT (binary cross-entropy on yes/no). With EAG, stage 1 trains on entity-abstracted pairs and stage 2
-continues from it on the original pairs. Training is resumable: every `save_every` optimizer steps the adapter,
-optimizer, RNG state and data cursor are written atomically (safetensors + JSON) to `<out>.state/`; a rerun
-with the same config continues from there and reaches the same weights as an uninterrupted run.
+Hard negatives come from the shared miner (`routerank.train.groups`): each query's best judged positive against
+the miner's top n documents below it. The loss is InfoNCE (tau = 1.0) or BCE (`routerank.train.losses`). With
+EAG, stage 1 trains on entity-abstracted groups and stage 2 continues on the original ones. The loop is the shared
+resumable `GroupTrainer`: checkpoints in `<out>.state/`, and a rerun with the same config reaches the same
+weights as an unbroken run. The backbone is any spec `routerank.rerank.backbones` loads (`smollm2`,
+`ce:<folder>`); LoRA targets default to the backbone's attention (and, on an encoder, dense) layers.
 """
 
 from __future__ import annotations
@@ -12,14 +13,15 @@ from __future__ import annotations
 import json
 import random
 import sys
-import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from routerank.data.types import Dataset, Query
 from routerank.errors import RouterankError, SpecError
 from routerank.fsutil import atomic_dir
-from routerank.train.losses import canonical_objective, ranking_loss
+from routerank.train.groups import TrainGroup, mine_pools, top_groups
+from routerank.train.losses import canonical_objective
+from routerank.train.trainer import GroupTrainer, TrainerConfig
 
 MANIFEST = "routerank_expert.json"
 
@@ -45,7 +47,7 @@ class ExpertConfig:
     lora_r: int = 32
     lora_alpha: int = 64
     lora_dropout: float = 0.05
-    target_modules: tuple[str, ...] = ("q_proj", "k_proj", "v_proj", "o_proj")
+    target_modules: tuple[str, ...] = ()  # empty: the backbone's defaults (see routerank.rerank.backbones)
     eval_every: int = 25
     patience: int = 3
     save_every: int = 10
@@ -66,48 +68,16 @@ class ExpertConfig:
             )
 
 
-@dataclass(frozen=True)
-class TrainExample:
-    query_id: str
-    query: str
-    positive: str
-    negatives: tuple[str, ...]
-
-    def pairs(self) -> list[tuple[str, str]]:
-        return [(self.query, self.positive), *((self.query, n) for n in self.negatives)]
-
-
-@dataclass
-class TrainState:
-    stage: int = 0
-    epoch: int = 0
-    cursor: int = 0  # examples consumed in this epoch
-    step: int = 0  # optimizer steps in this stage
-    best_dev: float = float("inf")
-    bad_evals: int = 0
-    done_stages: list[int] = field(default_factory=list)
-    seconds: float = 0.0  # training time over every sitting, checkpoints included
+TrainExample = TrainGroup  # the name the expert API used before the stacks were merged
 
 
 def mine_examples(
     ds: Dataset, queries: list[Query], split: str, negatives: int, miner: str = "bm25", seed: int = 13
-) -> list[TrainExample]:
-    """One positive (seeded choice among judged-relevant) and the retriever's top non-relevant docs per query."""
-    from routerank.pipeline import build
-
-    qrels = ds.split_qrels(split)
-    run = build(miner, ds.corpus).search(queries, negatives + 30)
-    rng = random.Random(seed)
-    out = []
-    for query in queries:
-        relevant = sorted(qrels.relevant(query.id))
-        judged = qrels.judgments.get(query.id, {})
-        mined = [d for d in run[query.id].doc_ids if d not in judged][:negatives]
-        if not relevant or len(mined) < negatives:
-            continue
-        positive = ds.corpus[rng.choice(relevant)].full_text
-        out.append(TrainExample(query.id, query.text, positive, tuple(ds.corpus[d].full_text for d in mined)))
-    return out
+) -> list[TrainGroup]:
+    """One group per query: its best judged positive (seeded among equals) against the miner's top `negatives`
+    documents that rank below it; queries without enough such documents are left out."""
+    pools = mine_pools(ds, queries, split, depth=negatives, minimum=0, miner=miner, seed=seed)
+    return top_groups(pools, negatives, seed)
 
 
 def abstract_examples(examples: list[TrainExample], abstractor) -> list[TrainExample]:
@@ -130,224 +100,141 @@ def split_train_dev(ds: Dataset, config: ExpertConfig) -> tuple[list[Query], lis
     return train[: config.max_queries], dev, "train", "train"
 
 
+class LoraTrainable:
+    """The `Trainable` view of a LoRA-wrapped backbone: only the adapter trains and is checkpointed."""
+
+    def __init__(self, peft_model, backbone):
+        self.peft, self.backbone = peft_model, backbone
+
+    def group_logits(self, groups):
+        pairs = [pair for group in groups for pair in group.pairs()]
+        return self.backbone.relevance_logits(pairs).view(len(groups), -1)
+
+    def parameters(self) -> list:
+        return [p for p in self.peft.parameters() if p.requires_grad]
+
+    def trainable_state(self) -> dict:
+        from peft import get_peft_model_state_dict
+
+        return dict(get_peft_model_state_dict(self.peft))
+
+    def load_trainable_state(self, tensors: dict) -> None:
+        from peft import set_peft_model_state_dict
+
+        set_peft_model_state_dict(self.peft, tensors)
+
+    def train(self, mode: bool = True):
+        return self.peft.train(mode)
+
+
 class ExpertTrainer:
+    """One expert's training run: LoRA on the backbone, then the shared resumable loop.
+
+    `loaded` passes an already-loaded backbone model (an LLM's (model, tokenizer), or a CrossEncoder); the
+    default loads `config.backbone`."""
+
     def __init__(self, config: ExpertConfig, out: str | Path, *, loaded=None, progress: bool = True):
         import torch
         from peft import LoraConfig, get_peft_model
 
-        from routerank.models.llm import load_causal_lm
-        from routerank.rerank.pointwise import PointwiseLLMReranker
+        from routerank.rerank.backbones import load_backbone
 
         self.config, self.out, self.progress = config, Path(out), progress
         self.state_dir = self.out.with_name(self.out.name + ".state")
-        model, tokenizer = loaded if loaded is not None else load_causal_lm(config.backbone)
+        self.backbone = load_backbone(
+            config.backbone,
+            template=config.template,
+            max_doc_tokens=config.max_doc_tokens,
+            progress=False,
+            loaded=loaded,
+        )
         torch.manual_seed(config.seed)
+        targets = list(config.target_modules or self.backbone.default_targets)
         lora = LoraConfig(
             r=config.lora_r,
             lora_alpha=config.lora_alpha,
             lora_dropout=config.lora_dropout,
-            target_modules=list(config.target_modules),
+            target_modules=targets,
             bias="none",
         )
-        self.model = get_peft_model(model, lora)
-        self.scorer = PointwiseLLMReranker.from_model(
-            model, tokenizer, template=config.template, max_doc_tokens=config.max_doc_tokens, progress=False
+        self.model = get_peft_model(self.backbone.module, lora)
+        self.trainable = LoraTrainable(self.model, self.backbone)
+        trainer_config = TrainerConfig(
+            objective=config.objective,
+            temperature=config.temperature,
+            lr=config.lr,
+            weight_decay=0.0,
+            warmup_ratio=0.0,
+            schedule="constant",
+            epochs=config.epochs,
+            batch_groups=1,
+            grad_accum=config.grad_accum,
+            max_grad_norm=0.0,
+            eval_every=config.eval_every,
+            patience=config.patience,
+            save_every=config.save_every,
+            seed=config.seed,
         )
-        self.answer = (self.scorer._answer_rows[0] - self.scorer._answer_rows[1]).to(self.scorer.device)
-        self.params = [p for p in self.model.parameters() if p.requires_grad]
-        self.optimizer = torch.optim.AdamW(self.params, lr=config.lr)
-        self.state = TrainState()
-        self.log_path = self.state_dir / "log.jsonl"
-        self._mark = time.perf_counter()
-        self.sources: dict = {}  # what the examples came from, recorded in the manifest
-
-    # scoring ---------------------------------------------------------------------------------------------
+        self.loop = GroupTrainer(
+            self.trainable,
+            trainer_config,
+            self.state_dir,
+            key={"expert": config_json(config)},
+            progress=progress,
+            desc=f"expert {config.domain}",
+        )
+        self.params, self.optimizer = self.loop.params, self.loop.optimizer
+        self.log_path = self.loop.log_path
+        self.sources: dict = {}  # what the groups came from, recorded in the manifest
 
     def logits(self, groups: list[list[tuple[str, str]]]):
         """Relevance logits [groups, 1 + negatives] with gradients through the LoRA weights."""
-        import torch
+        pairs = [pair for group in groups for pair in group]
+        return self.backbone.relevance_logits(pairs).view(len(groups), -1)
 
-        rows = [self.scorer.prompt_ids(q, d) for group in groups for q, d in group]
-        ids, mask = self.scorer.right_pad(rows)
-        hidden = self.scorer._decoder(input_ids=ids, attention_mask=mask).last_hidden_state
-        last = hidden[torch.arange(len(rows)), torch.tensor([len(r) - 1 for r in rows]).to(ids.device)]
-        return (last.float() @ self.answer).view(len(groups), -1)
-
-    def dev_loss(self, dev: list[TrainExample]) -> float:
-        import torch
-
-        self.model.eval()
-        with torch.no_grad():
-            losses = [
-                ranking_loss(self.config.objective, self.logits([ex.pairs()]), self.config.temperature).item()
-                for ex in dev
-            ]
-        self.model.train()
-        return sum(losses) / max(len(losses), 1)
-
-    # checkpoints -----------------------------------------------------------------------------------------
-
-    def _tick(self) -> None:
-        now = time.perf_counter()
-        self.state.seconds += now - self._mark
-        self._mark = now
-
-    def save_state(self) -> None:
-        import torch
-        from peft import get_peft_model_state_dict
-        from safetensors.torch import save_file
-
-        tensors = {
-            f"adapter.{k}": v.detach().contiguous().cpu() for k, v in get_peft_model_state_dict(self.model).items()
-        }
-        opt = self.optimizer.state_dict()
-        for index, slots in opt["state"].items():
-            for name, value in slots.items():
-                tensors[f"optim.{index}.{name}"] = torch.as_tensor(value).detach().contiguous().cpu()
-        tensors["rng.torch"] = torch.get_rng_state()
-        self._tick()
-        with atomic_dir(self.state_dir) as tmp:
-            save_file(tensors, str(tmp / "state.safetensors"))
-            meta = {"config": _jsonable(self.config), "state": asdict(self.state), "param_groups": opt["param_groups"]}
-            (tmp / "state.json").write_text(json.dumps(meta, indent=2))
-            if self.log_path.exists():
-                (tmp / "log.jsonl").write_bytes(self.log_path.read_bytes())
-
-    def load_state(self) -> bool:
-        import torch
-        from peft import set_peft_model_state_dict
-        from safetensors.torch import load_file
-
-        if not (self.state_dir / "state.json").exists():
-            return False
-        meta = json.loads((self.state_dir / "state.json").read_text())
-        if meta["config"] != _jsonable(self.config):
-            raise RouterankError(
-                "a checkpoint from a different training config is in the way",
-                path=self.state_dir,
-                fix="delete it, or rerun with the same settings to resume",
-            )
-        tensors = load_file(str(self.state_dir / "state.safetensors"))
-        set_peft_model_state_dict(self.model, {k[8:]: v for k, v in tensors.items() if k.startswith("adapter.")})
-        state: dict = {}
-        for key, value in tensors.items():
-            if key.startswith("optim."):
-                _, index, name = key.split(".", 2)
-                state.setdefault(int(index), {})[name] = value
-        self.optimizer.load_state_dict({"state": state, "param_groups": meta["param_groups"]})
-        torch.set_rng_state(tensors["rng.torch"])
-        self.state = TrainState(**meta["state"])
-        return True
-
-    def log(self, **record) -> None:
-        self.log_path.parent.mkdir(parents=True, exist_ok=True)
-        with open(self.log_path, "a") as handle:
-            handle.write(json.dumps(record) + "\n")
-
-    # the loop --------------------------------------------------------------------------------------------
+    def accumulate(self, batch: list[TrainGroup]) -> float:
+        """Gradients of the batch's mean loss, one forward/backward per group, so memory holds a single group
+        whatever the effective batch; returns the mean loss. The optimizer does not step."""
+        self.optimizer.zero_grad()
+        return self.loop.accumulate([[group] for group in batch])
 
     def fit(
         self,
-        train: list[TrainExample],
-        dev: list[TrainExample],
+        train: list[TrainGroup],
+        dev: list[TrainGroup],
         *,
-        abstracted: list[TrainExample] | None = None,
+        abstracted: list[TrainGroup] | None = None,
         stop_after_steps: int | None = None,
     ) -> Path:
         """Run (or resume) all stages; `stop_after_steps` simulates a kill right after a checkpoint."""
-        from tqdm.auto import tqdm
-
         if not train:
             raise RouterankError("no training examples: every query lacked a positive or enough negatives")
-        resumed = self.load_state()
         stages = [abstracted, train] if abstracted is not None else [train]
-        start, steps_this_run = time.perf_counter(), 0
-        self._mark = start
-        self.model.train()
-        for stage in range(self.state.stage, len(stages)):
-            data = stages[stage]
-            if stage != self.state.stage:
-                self.state = TrainState(
-                    stage=stage, done_stages=[*self.state.done_stages, self.state.stage], seconds=self.state.seconds
-                )
-                self.optimizer.state.clear()
-            while self.state.epoch < self.config.epochs:
-                order = list(range(len(data)))
-                random.Random(self.config.seed * 1000 + stage * 100 + self.state.epoch).shuffle(order)
-                bar = tqdm(
-                    total=len(order),
-                    initial=self.state.cursor,
-                    disable=not self.progress,
-                    leave=False,
-                    desc=f"expert {self.config.domain} stage {stage + 1}/{len(stages)}",
-                )
-                while self.state.cursor < len(order):
-                    batch = [data[i] for i in order[self.state.cursor : self.state.cursor + self.config.grad_accum]]
-                    loss = self._step(batch)
-                    self.state.cursor += len(batch)
-                    self.state.step += 1
-                    steps_this_run += 1
-                    bar.update(len(batch))
-                    bar.set_postfix(loss=f"{loss:.4f}")
-                    record = {"stage": stage, "epoch": self.state.epoch, "step": self.state.step, "loss": loss}
-                    if self.state.step % self.config.eval_every == 0 and dev:
-                        record["dev_loss"] = self.dev_loss(dev)
-                        if record["dev_loss"] < self.state.best_dev:
-                            self.state.best_dev, self.state.bad_evals = record["dev_loss"], 0
-                        else:
-                            self.state.bad_evals += 1
-                    self.log(**record)
-                    if self.state.bad_evals >= self.config.patience:
-                        self.state.cursor = len(order)
-                        self.state.epoch = self.config.epochs - 1
-                    if self.state.step % self.config.save_every == 0:
-                        self.save_state()
-                        if stop_after_steps is not None and steps_this_run >= stop_after_steps:
-                            bar.close()
-                            raise TrainingInterrupted(self.state.step)
-                bar.close()
-                self.state.epoch += 1
-                self.state.cursor = 0
-        self._tick()
+        summary = self.loop.fit(
+            [(lambda _epoch, data=data: data) for data in stages], dev, stop_after_steps=stop_after_steps
+        )
         metrics = {
-            "train_seconds": self.state.seconds,
-            "dev_loss": self.dev_loss(dev) if dev else None,
-            "resumed": resumed,
-            "train_seconds_this_run": time.perf_counter() - start,
+            "train_seconds": summary.state.seconds,
+            "dev_loss": summary.dev_loss,
+            "best_dev_loss": summary.state.best_dev if dev else None,
+            "resumed": summary.resumed,
+            "train_seconds_this_run": summary.seconds_this_run,
             "examples": len(train),
-            "steps": self.state.step,
+            "steps": summary.state.total_steps,
             "stages": len(stages),
-            "device": str(self.scorer.device),
+            "device": str(next(self.model.parameters()).device),
         }
         return self.save_expert(metrics)
-
-    def accumulate(self, batch: list[TrainExample]) -> float:
-        """Gradients of the batch's mean loss, one forward/backward per group (gradient accumulation), so memory
-        holds a single group (1 positive + n negatives) whatever the effective batch; returns the mean loss."""
-        self.optimizer.zero_grad()
-        total = 0.0
-        for example in batch:
-            loss = ranking_loss(self.config.objective, self.logits([example.pairs()]), self.config.temperature)
-            (loss / len(batch)).backward()
-            total += float(loss.item())
-        return total / len(batch)
-
-    def _step(self, batch: list[TrainExample]) -> float:
-        loss = self.accumulate(batch)
-        self.optimizer.step()
-        return loss
 
     def save_expert(self, metrics: dict) -> Path:
         import shutil
 
-        from routerank.models.llm import resolve_llm
-
         manifest = {
             "domain": self.config.domain,
             "backbone": self.config.backbone,
-            "backbone_fingerprint": resolve_llm(self.config.backbone).fingerprint,
+            "backbone_fingerprint": self.backbone.fingerprint,
             "template": self.config.template,
-            "config": _jsonable(self.config),
+            "config": config_json(self.config),
             "metrics": metrics,
             "training_data": self.sources,
         }
@@ -360,15 +247,7 @@ class ExpertTrainer:
         return self.out
 
 
-class TrainingInterrupted(RouterankError):
-    """Raised by `stop_after_steps` once a checkpoint is on disk (used to test resuming)."""
-
-    def __init__(self, step: int):
-        super().__init__(f"training stopped after step {step}; rerun to resume")
-        self.step = step
-
-
-def _jsonable(config: ExpertConfig) -> dict:
+def config_json(config: ExpertConfig) -> dict:
     return json.loads(json.dumps(asdict(config)))
 
 
@@ -386,9 +265,9 @@ PATTERN_DOMAINS = {
 
 @dataclass(frozen=True)
 class PreparedData:
-    train: list[TrainExample]
-    dev: list[TrainExample]
-    abstracted: list[TrainExample] | None
+    train: list[TrainGroup]
+    dev: list[TrainGroup]
+    abstracted: list[TrainGroup] | None
     sources: dict  # per dataset: splits and query counts, for the manifest
 
 
@@ -441,7 +320,7 @@ def default_expert_dir(config: ExpertConfig) -> Path:
 
     from routerank.fsutil import cache_root
 
-    digest = hashlib.sha256(json.dumps(_jsonable(config), sort_keys=True).encode()).hexdigest()[:10]
+    digest = hashlib.sha256(json.dumps(config_json(config), sort_keys=True).encode()).hexdigest()[:10]
     return cache_root() / "experts" / f"{config.domain}-{digest}"
 
 

@@ -274,9 +274,9 @@ class GroupTrainer:
         warmup = max(1, round(c.warmup_ratio * total)) if c.warmup_ratio > 0 else 0
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, _lr_factor(c.schedule, warmup, total))
 
-    def _step(self, window: list[list[TrainGroup]]) -> float:
-        import torch
-
+    def accumulate(self, window: Sequence[Sequence[TrainGroup]]) -> float:
+        """Add the gradients of the window's mean loss, one forward/backward per batch (memory holds one batch);
+        returns that mean loss. The optimizer does not step."""
         size = sum(len(batch) for batch in window)
         loss_sum = 0.0
         for batch in window:
@@ -284,12 +284,18 @@ class GroupTrainer:
             loss = ranking_loss(self.config.objective, logits, self.config.temperature)
             (loss * len(batch) / size).backward()
             loss_sum += float(loss.detach()) * len(batch) / size
+        return loss_sum
+
+    def _step(self, window: list[list[TrainGroup]]) -> float:
+        import torch
+
+        loss = self.accumulate(window)
         if self.config.max_grad_norm > 0:
             torch.nn.utils.clip_grad_norm_(self.params, self.config.max_grad_norm)
         self.optimizer.step()
         self.scheduler.step()
         self.optimizer.zero_grad(set_to_none=True)
-        return loss_sum
+        return loss
 
     def fit(
         self, stages: Sequence[EpochData], dev: Sequence[TrainGroup] = (), *, stop_after_steps: int | None = None

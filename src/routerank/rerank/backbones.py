@@ -1,0 +1,151 @@
+"""Reranker backbones that carry LoRA domain experts: a yes/no LLM or a cross-encoder, behind one interface.
+
+R2R needs four things of a backbone, whatever its architecture:
+- `module`: the torch module peft wraps (adapters are injected in place, so every view below sees them);
+- `scorer(name, cache)`: a PointwiseReranker over that module, with its own score-cache namespace per expert;
+- `hidden_state(texts)`: the backbone's own representation of a query alone, which the latent router reads
+  (an LLM's last-token state; a cross-encoder's mean-pooled final layer over the query's tokens);
+- `fingerprint` and `default_targets`: what an expert records to refuse another backbone, and the LoRA targets.
+
+Spec strings: an LLM spec (`smollm2`, `hf:...`, `gguf:...`) or `ce:<folder>` for a cross-encoder.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+
+LLM_TARGETS = ("q_proj", "k_proj", "v_proj", "o_proj")
+ENCODER_TARGETS = ("query", "key", "value", "dense")  # BERT-style attention and feed-forward layers
+
+
+def is_encoder(backbone: str) -> bool:
+    return backbone.strip().startswith("ce:")
+
+
+class LLMBackbone:
+    """A causal LM scored pointwise (yes/no)."""
+
+    default_targets = LLM_TARGETS
+
+    def __init__(
+        self, spec: str, *, template: str = "chatml", max_doc_tokens: int = 256, progress: bool = False, loaded=None
+    ):
+        from routerank.models.llm import load_causal_lm
+
+        self.spec, self.template, self.max_doc_tokens, self.progress = spec, template, max_doc_tokens, progress
+        self.module, self.tokenizer = loaded if loaded is not None else load_causal_lm(spec)
+        self._base = self.scorer(spec, cache=False)
+
+    @property
+    def fingerprint(self) -> str:
+        from routerank.models.llm import resolve_llm
+
+        return resolve_llm(self.spec).fingerprint
+
+    def scorer(self, name: str, cache: bool = True):
+        from routerank.rerank.pointwise import PointwiseLLMReranker
+
+        return PointwiseLLMReranker.from_model(
+            self.module,
+            self.tokenizer,
+            name=name,
+            template=self.template,
+            max_doc_tokens=self.max_doc_tokens,
+            progress=self.progress,
+            cache=cache,
+        )
+
+    def hidden_state(self, texts: Sequence[str]) -> np.ndarray:
+        return self._base.hidden_state(texts)
+
+    def relevance_logits(self, pairs: Sequence[tuple[str, str]]):
+        """Differentiable relevance logits (training)."""
+        return self._base.relevance_logits(pairs)
+
+
+class EncoderBackbone:
+    """A sentence-transformers cross-encoder; `max_doc_tokens` is its pair length (query + document)."""
+
+    default_targets = ENCODER_TARGETS
+
+    def __init__(
+        self,
+        spec: str,
+        *,
+        max_doc_tokens: int | None = None,
+        progress: bool = False,
+        loaded=None,
+        template: str | None = None,
+    ):
+        from routerank.rerank.cross_encoder import CrossEncoderReranker, check_model_folder
+
+        self.spec, self.progress = spec, progress
+        folder = spec.strip()[3:] if is_encoder(spec) else spec
+        if loaded is not None:
+            self.ce = CrossEncoderReranker.from_model(loaded, name=spec, max_length=max_doc_tokens, progress=progress)
+            self.folder = None
+        else:
+            self.folder = check_model_folder(folder)
+            self.ce = CrossEncoderReranker(self.folder, max_length=max_doc_tokens, progress=progress)
+        self.module = self.ce.model.model  # the HF model inside the CrossEncoder; peft injects into it in place
+
+    @property
+    def fingerprint(self) -> str:
+        if self.folder is None:
+            return f"in-memory:{id(self.module)}"
+        return self.ce.scorer_key
+
+    def scorer(self, name: str, cache: bool = True):
+        from routerank.rerank.cross_encoder import CrossEncoderReranker
+
+        keep = cache and self.folder is not None
+        key = f"{self.ce.scorer_key}-{_safe(name)}" if keep else None
+        return CrossEncoderReranker.from_model(
+            self.ce.model, name=name, progress=self.progress, cache=keep, cache_key=key
+        )
+
+    def hidden_state(self, texts: Sequence[str], batch_size: int = 64) -> np.ndarray:
+        """Mean over the query's own tokens of the encoder's final layer (the query encoded by itself)."""
+        import torch
+
+        tokenizer, encoder = self.ce.model.tokenizer, self.module.base_model
+        device = next(self.module.parameters()).device
+        out = []
+        for start in range(0, len(texts), batch_size):
+            batch = tokenizer(
+                list(texts[start : start + batch_size]),
+                padding=True,
+                truncation=True,
+                max_length=128,
+                return_tensors="pt",
+            ).to(device)
+            with torch.inference_mode():
+                hidden = encoder(**batch).last_hidden_state
+            mask = batch["attention_mask"].unsqueeze(-1).to(hidden.dtype)
+            out.append(((hidden * mask).sum(1) / mask.sum(1).clamp(min=1)).float().cpu().numpy())
+        return np.concatenate(out) if out else np.zeros((0, self.module.config.hidden_size), dtype=np.float32)
+
+    def relevance_logits(self, pairs: Sequence[tuple[str, str]]):
+        """Differentiable logits for (query, document) pairs (training)."""
+        from sentence_transformers.util import batch_to_device
+
+        model = self.ce.model
+        features = batch_to_device(model.preprocess(list(pairs)), model.device)
+        return model(features)["scores"].view(-1)
+
+
+def _safe(name: str) -> str:
+    import re
+
+    return re.sub(r"[^A-Za-z0-9_.+-]+", "_", name)[-60:]
+
+
+def load_backbone(spec: str, **options) -> LLMBackbone | EncoderBackbone:
+    return EncoderBackbone(spec, **options) if is_encoder(spec) else LLMBackbone(spec, **options)
+
+
+def folder_of(spec: str) -> Path | None:
+    return Path(spec.strip()[3:]).expanduser() if is_encoder(spec) else None
