@@ -42,6 +42,7 @@ class EffectivenessConfig:
     first_stages: candidate generators; the first is the significance baseline "BM25", and `hybrid` the second.
     depth: candidates reranked per query. test_queries: per-dataset cap, a seeded sample (absent or 0 = all).
     dev_queries: per dataset, for choosing alpha (dev split; else the model's held-out train queries).
+    options: label -> reranker options (e.g. {"ce-pooled" = {dtype = "bf16"}}).
     llm_rows: a rerank-table JSON whose sampled LLM rows are carried into the report, labelled as samples."""
 
     datasets: tuple[str, ...]
@@ -50,6 +51,7 @@ class EffectivenessConfig:
     depth: int = 100
     test_queries: dict[str, int] = field(default_factory=dict)
     dev_queries: int = 50
+    options: dict[str, dict] = field(default_factory=dict)
     llm_rows: str | None = "reports/rerank-table.json"
     seed: int = 13
 
@@ -111,6 +113,7 @@ class EffectivenessExperiment:
         if label not in self._rerankers:
             spec = self.config.rerankers[label]
             options = {"cache": True} if spec.startswith("ce:") else {}
+            options.update(self.config.options.get(label, {}))
             self._rerankers[label] = make_reranker(spec, progress=self.progress, **options)
         return self._rerankers[label]
 
@@ -140,7 +143,11 @@ class EffectivenessExperiment:
     # stages ----------------------------------------------------------------------------------------------
 
     def run_path(self, dataset: str, split: str, system: str) -> Path:
+        """Test runs of a sample live apart from full-set runs (`test-300` vs `test`): a changed sample size never
+        reads a stale run; scores are shared through the score cache all the same."""
         safe = system.replace("/", "_").replace(":", "_").replace(">>", "__")
+        if split == "test" and self.config.test_queries.get(dataset):
+            split = f"test-{self.config.test_queries[dataset]}"
         return self.work / "runs" / dataset / split / f"{safe}.trec"
 
     def first_stage(self, dataset: str, split: str, stage: str) -> Run:
