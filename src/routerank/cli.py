@@ -392,6 +392,43 @@ def train_cross_encoder(
     )
 
 
+@train_app.command("dense")
+def train_dense_command(
+    dataset: Annotated[str, typer.Option("--dataset", "-d", help="dataset name; comma-separate several to pool")],
+    max_queries: Annotated[
+        str, typer.Option(help="training queries per dataset (0 = all); per set: 300,scifact=0,nfcorpus=400")
+    ] = "0",
+    positives_per_query: Annotated[int, typer.Option(help="groups per query and epoch (0 = every positive)")] = 1,
+    negatives: Annotated[int, typer.Option(help="hard negatives per group (the batch adds more)")] = 1,
+    miner: Annotated[str, typer.Option(help="retriever that mines hard negatives: bm25 | dense | hybrid")] = "hybrid",
+    epochs: Annotated[int, typer.Option(help="passes over the training queries")] = 1,
+    batch_groups: Annotated[int, typer.Option(help="groups per step; each query meets every batch document")] = 16,
+    lr: Annotated[float, typer.Option(help="peak AdamW learning rate")] = 2e-5,
+    max_length: Annotated[int, typer.Option(help="tokens per text")] = 192,
+    out: Annotated[Path | None, typer.Option(help="model folder (default: cache/models/dense-DATASETS)")] = None,
+    seed: Annotated[int, typer.Option(help="seed for sampling, negatives and shuffling")] = 13,
+) -> None:
+    """Fine-tune the packaged MiniLM bi-encoder (in-batch + hard negatives); retrieve with `dense:st:<folder>`."""
+    from routerank.train.dense import DenseTrainConfig, train_dense
+
+    default_cap, caps = _parse_caps(max_queries)
+    config = DenseTrainConfig(
+        dataset,
+        miner=miner,
+        negatives=negatives,
+        max_queries=default_cap or None,
+        query_caps=caps,
+        positives_per_query=positives_per_query or None,
+        epochs=epochs,
+        batch_groups=batch_groups,
+        lr=lr,
+        max_length=max_length,
+        seed=seed,
+    )
+    path = train_dense(config, out)
+    print(f"trained; retrieve with dense:st:{path}", file=sys.stderr)
+
+
 @train_app.command("expert")
 def train_expert_command(
     dataset: Annotated[str, typer.Option("--dataset", "-d", help="dataset name; comma-separate several to pool")],

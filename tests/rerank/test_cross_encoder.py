@@ -124,3 +124,25 @@ def test_a_bare_name_finds_a_model_saved_in_the_cache(ce_folder):
     assert check_model_folder("ce-test-bare-name") == target
     with pytest.raises(SpecError, match="does not exist"):
         check_model_folder("ce-no-such-model")
+
+
+def test_cached_length_sorted_and_bf16_scores_match_the_plain_predict(fresh_ce, scifact, tmp_path, monkeypatch):
+    import torch
+    from sentence_transformers import CrossEncoder
+
+    monkeypatch.setenv("ROUTERANK_CACHE", str(tmp_path))
+    query = scifact.split_queries("test")[0]
+    pairs = [(query.text, d.full_text[: 40 * (i % 7 + 1)]) for i, d in enumerate(scifact.corpus.documents[:24])]
+    plain = CrossEncoder(str(fresh_ce), device="cpu").predict(pairs, activation_fn=torch.nn.Identity())
+    cached = make_reranker(f"ce:{fresh_ce}", device="cpu", progress=False, cache=True)
+    np.testing.assert_allclose(cached.score_pairs(pairs), plain, atol=1e-5)  # input order survives the sort
+    assert len(cached._cache) == len(pairs)
+    again = make_reranker(f"ce:{fresh_ce}", device="cpu", progress=False, cache=True)
+    again.model.predict = None  # everything must come from the cache now
+    np.testing.assert_allclose(again.score_pairs(pairs), plain, atol=1e-5)
+    bf16 = make_reranker(f"ce:{fresh_ce}", device="cpu", progress=False, cache=True, dtype="bf16")
+    assert bf16.scorer_key != cached.scorer_key and bf16.scorer_key.endswith("-bf16")
+    scores = bf16.score_pairs(pairs)
+    assert np.abs(scores - plain).max() < 0.05 and np.corrcoef(scores, plain)[0, 1] > 0.99
+    with pytest.raises(SpecError, match="dtype"):
+        make_reranker(f"ce:{fresh_ce}", dtype="fp8")

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 import tomllib
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -85,8 +86,10 @@ class EffectivenessConfig:
             raise SpecError(str(exc), path=path) from None
 
     def digest(self) -> str:
-        """Keys the work dir; the test sample sizes and the report-only fields do not change any stage."""
-        keep = {k: v for k, v in asdict(self).items() if k not in ("test_queries", "llm_rows", "datasets")}
+        """Keys the work dir. Stage outputs are per (dataset, split, system) and test samples have their own
+        folders, so adding a dataset or a first stage, or resizing a sample, reuses every finished stage."""
+        unkeyed = ("test_queries", "llm_rows", "datasets", "first_stages")
+        keep = {k: v for k, v in asdict(self).items() if k not in unkeyed}
         return hashlib.sha256(json.dumps(keep, sort_keys=True).encode()).hexdigest()[:10]
 
 
@@ -145,7 +148,7 @@ class EffectivenessExperiment:
     def run_path(self, dataset: str, split: str, system: str) -> Path:
         """Test runs of a sample live apart from full-set runs (`test-300` vs `test`): a changed sample size never
         reads a stale run; scores are shared through the score cache all the same."""
-        safe = system.replace("/", "_").replace(":", "_").replace(">>", "__")
+        safe = re.sub(r"[^A-Za-z0-9_.+=-]+", "_", system.replace(">>", "__"))
         if split == "test" and self.config.test_queries.get(dataset):
             split = f"test-{self.config.test_queries[dataset]}"
         return self.work / "runs" / dataset / split / f"{safe}.trec"
@@ -184,7 +187,7 @@ class EffectivenessExperiment:
     def alpha_record(self, label: str, stage: str) -> dict | None:
         """The saved alpha choice; or, while some datasets' dev runs are missing, one over those that exist
         (marked partial, not saved); None before any exists."""
-        if self.alpha_path(label, stage).exists():
+        if self._alpha_complete(label, stage):
             return json.loads(self.alpha_path(label, stage).read_text())
         ready = [n for n in self.config.datasets if n not in self._missing_dev(label, stage)]
         return self.choose_alpha(label, stage, ready, save=False) if ready else None
@@ -249,12 +252,19 @@ class EffectivenessExperiment:
                     Step(
                         f"alpha {label} over {stage}",
                         "alpha",
-                        (lambda lb=label, st=stage: self.alpha_path(lb, st).exists()),
+                        (lambda lb=label, st=stage: self._alpha_complete(lb, st)),
                         (lambda lb=label, st=stage: self.choose_alpha(lb, st)),
                         needs=(lambda lb=label, st=stage: not self._missing_dev(lb, st)),
                     )
                 )
         return steps
+
+    def _alpha_complete(self, label: str, stage: str) -> bool:
+        """A saved choice that covers every configured dataset (adding a dataset makes it stale)."""
+        if not self.alpha_path(label, stage).exists():
+            return False
+        record = json.loads(self.alpha_path(label, stage).read_text())
+        return {e["dataset"] for e in record["by_corpus"].values()} >= set(self.config.datasets)
 
     def _missing_dev(self, label: str, stage: str) -> list[str]:
         return [n for n in self.config.datasets if not self.run_path(n, "dev", f"{stage}>>{label}").exists()]

@@ -32,6 +32,24 @@ def load_sentence_transformer(spec: str, device: str | None = None, trust_remote
     )
 
 
+def _local_weights_digest(spec: str) -> str | None:
+    """sha256 over a local model folder's safetensors; None for packaged aliases and hub ids (their content is
+    pinned by the package version or the hub revision)."""
+    import hashlib
+
+    from routerank.fsutil import sha256_file
+    from routerank.models.spec import ALIASES
+
+    if spec in ALIASES:
+        return None
+    ref = resolve_model(spec, default_kind="st")
+    folder = Path(ref.location)
+    if not ref.is_local or not folder.is_dir():
+        return None
+    weights = sorted(folder.glob("*.safetensors"))
+    return hashlib.sha256("".join(sha256_file(w) for w in weights).encode()).hexdigest()[:16] if weights else None
+
+
 def exact_ip_index(embeddings: np.ndarray):
     try:
         import faiss
@@ -63,7 +81,11 @@ class DenseRetriever(IndexedRetriever):
         self.embeddings: np.ndarray | None = None
 
     def config(self) -> dict[str, Any]:
-        return {"model": self.model_spec, "max_length": self.max_length, "normalize": self.normalize}
+        config = {"model": self.model_spec, "max_length": self.max_length, "normalize": self.normalize}
+        weights = _local_weights_digest(self.model_spec)
+        if weights is not None:  # a folder retrained in place must not reuse the old index
+            config["weights"] = weights
+        return config
 
     @property
     def encoder(self):
