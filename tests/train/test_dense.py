@@ -63,6 +63,8 @@ def test_the_folder_retrieves_as_a_dense_spec_and_its_index_is_keyed_by_its_weig
     ds = load_dataset(str(tiny_beir))
     run = build(f"rrf(bm25,dense:st:{folder})", ds.corpus).search(ds.split_queries("test"), 3)
     assert run["q1"].doc_ids[0] == "d1" and run["q2"].doc_ids[0] == "d2"
+    cached = build(f"rrf(bm25,dense:st:{folder})", ds.corpus).search(ds.split_queries("test"), 3)  # from the cache
+    assert cached == run
     plain = make_retriever("dense").config()
     tuned = make_retriever(f"dense:st:{folder}").config()
     assert "weights" not in plain and len(tuned["weights"]) == 16

@@ -65,6 +65,11 @@ class IndexedRetriever:
         save_index(self, path)
 
     @classmethod
+    def from_config(cls, config: dict[str, Any]):
+        """A retriever from the config its index manifest records (the inverse of `config()`)."""
+        return cls(**config)
+
+    @classmethod
     def load(cls, path: str | Path, corpus: Corpus | None = None):
         from routerank.retrieve.store import load_index
 

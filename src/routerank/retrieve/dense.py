@@ -87,6 +87,10 @@ class DenseRetriever(IndexedRetriever):
             config["weights"] = weights
         return config
 
+    @classmethod
+    def from_config(cls, config: dict[str, Any]) -> DenseRetriever:
+        return cls(**{k: v for k, v in config.items() if k != "weights"})  # weights identify, they do not configure
+
     @property
     def encoder(self):
         if self._encoder is None:

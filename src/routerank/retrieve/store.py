@@ -86,7 +86,7 @@ def load_index(path: str | Path, expected=None, corpus: Corpus | None = None, co
     if config is not None and manifest["config"] != config:
         raise StaleIndexError(f"index config {manifest['config']} != requested {config}", path=path)
     verify_files(path, manifest)
-    retriever = cls(**manifest["config"])
+    retriever = cls.from_config(manifest["config"])
     retriever._read_files(path, manifest)
     retriever._fingerprint = manifest["corpus_fingerprint"]
     return retriever
