@@ -25,3 +25,10 @@ def test_unknown_attribute_is_an_attribute_error():
         assert "nonexistent" in str(exc)
     else:
         raise AssertionError("expected AttributeError")
+
+
+def test_all_lists_exactly_the_lazy_exports():
+    import routerank
+
+    assert sorted(routerank.__all__) == sorted(routerank._EXPORTS)
+    assert all(hasattr(routerank, name) for name in ("Reranker", "load_dataset", "build_pipeline"))

@@ -26,6 +26,9 @@ _EXPORTS = {
     "evaluate": "routerank.evaluate.measures",
     "paired_test": "routerank.evaluate.significance",
     "build_pipeline": "routerank.pipeline",
+    "Reranker": "routerank.api",
+    "RankedResults": "routerank.api",
+    "RankResult": "routerank.api",
 }
 
 
@@ -40,4 +43,24 @@ def __dir__() -> list[str]:
     return sorted([*globals(), *_EXPORTS])
 
 
-__all__ = sorted(_EXPORTS)
+__all__ = [
+    "Corpus",
+    "Dataset",
+    "Document",
+    "Qrels",
+    "Query",
+    "RankResult",
+    "RankedResults",
+    "Ranking",
+    "Reranker",
+    "Run",
+    "ScoredDoc",
+    "build_pipeline",
+    "data_root",
+    "evaluate",
+    "list_datasets",
+    "load_dataset",
+    "paired_test",
+    "read_run",
+    "write_run",
+]

@@ -1,0 +1,103 @@
+"""What a running server holds: each model with its document fitter and batcher, the search indexes, and
+the readiness flags; and how they are loaded from a config (each model once, before the app starts)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from routerank.api import Reranker
+from routerank.serve.batcher import Batcher
+from routerank.serve.config import ModelConfig, SearchConfig, ServeConfig
+from routerank.serve.metrics import Metrics
+from routerank.serve.text import DocumentFitter
+
+
+class ServeError(Exception):
+    """An HTTP error for the client: the status code and a message that says what to change."""
+
+    def __init__(self, code: int, message: str):
+        super().__init__(message)
+        self.code, self.message = code, message
+
+
+@dataclass
+class ServedModel:
+    config: ModelConfig
+    reranker: Reranker
+    fitter: DocumentFitter
+    batcher: Batcher
+
+
+def score_fn(reranker: Reranker):
+    """How the batcher scores a batch: loose pairs for pointwise families, whole requests for listwise ones."""
+    if reranker.batchable:
+        return lambda pairs, experts: reranker.score_pairs(pairs, experts if reranker.has_router else None)
+    return lambda pairs, _experts: reranker.score(pairs[0][0], [doc for _, doc in pairs])
+
+
+@dataclass
+class SearchIndex:
+    config: SearchConfig
+    retriever: Any
+    corpus: Any
+
+
+@dataclass
+class State:
+    config: ServeConfig
+    models: dict[str, ServedModel]
+    searches: dict[str, SearchIndex]
+    metrics: Metrics
+    ready: bool = False
+    draining: bool = False
+    aliases: dict[str, str] = field(default_factory=dict)
+
+    def model(self, name: str | None) -> ServedModel:
+        if not name:
+            return next(iter(self.models.values()))
+        key = name if name in self.models else self.aliases.get(name)
+        if key is None:
+            raise ServeError(
+                400,
+                f"unknown model {name!r}: this server has {sorted(self.models)} "
+                "(set the request's model to one of them)",
+            )
+        return self.models[key]
+
+
+def load_models(config: ServeConfig) -> dict[str, Reranker]:
+    """Every configured model, loaded once; a bad spec raises the spec layer's own error."""
+    return {name: Reranker(m.spec, **m.options) for name, m in config.models.items()}
+
+
+def load_searches(config: ServeConfig) -> dict[str, tuple[Any, Any]]:
+    """(retriever, corpus) per [search] entry, built from the index cache."""
+    from routerank.data.registry import load_dataset
+    from routerank.pipeline import build
+
+    out = {}
+    for name, entry in config.search.items():
+        dataset = load_dataset(entry.dataset, splits=[])
+        out[name] = (build(entry.pipeline, dataset.corpus), dataset.corpus)
+    return out
+
+
+def served_model(config: ServeConfig, name: str, reranker: Reranker, metrics: Metrics) -> ServedModel:
+    batching = config.batching
+
+    def on_batch(pairs: int, tokens: int) -> None:
+        metrics.batch_pairs.labels(name).observe(pairs)
+        metrics.batch_tokens.labels(name).observe(tokens)
+
+    batcher = Batcher(
+        score_fn(reranker),
+        name=name,
+        cross_request=batching.enabled and reranker.batchable,
+        max_batch_tokens=batching.max_batch_tokens,
+        max_batch_pairs=batching.max_batch_pairs,
+        max_wait_ms=batching.max_wait_ms,
+        max_queued_pairs=config.limits.max_queued_pairs,
+        on_batch=on_batch,
+    )
+    return ServedModel(config.models[name], reranker, DocumentFitter(reranker.tokenizer, reranker.max_length), batcher)
