@@ -18,7 +18,6 @@ from __future__ import annotations
 import hashlib
 import json
 import re
-import tomllib
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -26,7 +25,7 @@ import numpy as np
 
 from routerank.data.types import Query, Run, sample_queries
 from routerank.errors import RouterankError, SpecError
-from routerank.experiments.stages import Stage, Step, run_plan
+from routerank.experiments.stages import Stage, Step, read_toml_config, run_plan
 from routerank.fsutil import atomic_write, cache_root
 
 MEASURES = "nDCG@10 MRR@10 R@100"
@@ -67,23 +66,7 @@ class EffectivenessConfig:
 
     @classmethod
     def load(cls, path: str | Path) -> EffectivenessConfig:
-        path = Path(path)
-        try:
-            raw = tomllib.loads(path.read_text())
-        except FileNotFoundError:
-            raise RouterankError("no such config file", path=path) from None
-        except tomllib.TOMLDecodeError as exc:
-            raise SpecError(f"not valid TOML: {exc}", path=path) from None
-        extra = sorted(set(raw) - set(cls.__dataclass_fields__))
-        if extra:
-            raise SpecError(f"unknown config keys {extra}", path=path, fix=f"known: {sorted(cls.__dataclass_fields__)}")
-        for key in ("datasets", "first_stages"):
-            if key in raw:
-                raw[key] = tuple(raw[key])
-        try:
-            return cls(**raw)
-        except TypeError as exc:
-            raise SpecError(str(exc), path=path) from None
+        return read_toml_config(cls, path, tuples=("datasets", "first_stages"), none_if_zero=())
 
     def digest(self) -> str:
         """Keys the work dir. Stage outputs are per (dataset, split, system) and test samples have their own

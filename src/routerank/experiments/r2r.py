@@ -21,13 +21,12 @@ import hashlib
 import json
 import random
 import time
-import tomllib
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from routerank.data.types import Query, Run, sample_queries
 from routerank.errors import RouterankError, SpecError
-from routerank.experiments.stages import Stage, Step, run_plan
+from routerank.experiments.stages import Stage, Step, read_toml_config, run_plan
 from routerank.fsutil import atomic_write, cache_root
 from routerank.rerank.experts import GENERALIST
 
@@ -72,27 +71,9 @@ class R2RConfig:
 
     @classmethod
     def load(cls, path: str | Path) -> R2RConfig:
-        path = Path(path)
-        try:
-            raw = tomllib.loads(path.read_text())
-        except FileNotFoundError:
-            raise RouterankError("no such config file", path=path) from None
-        except tomllib.TOMLDecodeError as exc:
-            raise SpecError(f"not valid TOML: {exc}", path=path) from None
-        known = set(cls.__dataclass_fields__)
-        extra = sorted(set(raw) - known)
-        if extra:
-            raise SpecError(f"unknown config keys {extra}", path=path, fix=f"known keys: {sorted(known)}")
-        for key in ("train_queries", "test_queries"):
-            if raw.get(key) == 0:
-                raw[key] = None  # 0 = all
-        for key in ("ablation", "ablation_domains"):
-            if key in raw:
-                raw[key] = tuple(raw[key])
-        try:
-            return cls(**raw)
-        except TypeError as exc:
-            raise SpecError(str(exc), path=path) from None
+        return read_toml_config(
+            cls, path, tuples=("ablation", "ablation_domains"), none_if_zero=("train_queries", "test_queries")
+        )
 
     def digest(self) -> str:
         return hashlib.sha256(json.dumps(asdict(self), sort_keys=True).encode()).hexdigest()[:10]

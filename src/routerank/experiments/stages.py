@@ -124,3 +124,37 @@ def run_plan(
             step.action()
             stage.done, stage.seconds, stage.note = True, time.perf_counter() - began, "ran"
     return stages
+
+
+def read_toml_config(
+    config_class, path: str | Path, *, tuples: tuple[str, ...] = (), none_if_zero: tuple[str, ...] = ()
+):
+    """A config dataclass from a TOML file: unknown keys, bad TOML and a missing file are errors that say so.
+
+    `tuples` lists keys whose TOML arrays become tuples (frozen dataclasses hash them); `none_if_zero` keys whose
+    0 means "all" (None)."""
+    import tomllib
+
+    from routerank.errors import RouterankError, SpecError
+
+    path = Path(path)
+    try:
+        raw = tomllib.loads(path.read_text())
+    except FileNotFoundError:
+        raise RouterankError("no such config file", path=path) from None
+    except tomllib.TOMLDecodeError as exc:
+        raise SpecError(f"not valid TOML: {exc}", path=path) from None
+    known = set(config_class.__dataclass_fields__)
+    extra = sorted(set(raw) - known)
+    if extra:
+        raise SpecError(f"unknown config keys {extra}", path=path, fix=f"known keys: {sorted(known)}")
+    for key in none_if_zero:
+        if raw.get(key) == 0:
+            raw[key] = None
+    for key in tuples:
+        if key in raw:
+            raw[key] = tuple(raw[key])
+    try:
+        return config_class(**raw)
+    except TypeError as exc:
+        raise SpecError(str(exc), path=path) from None

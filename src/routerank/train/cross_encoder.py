@@ -230,19 +230,11 @@ def new_cross_encoder(base_model: str, max_length: int, device: str | None = Non
     return CrossEncoder(modules=[encoder], device=device or default_device())
 
 
-class CrossEncoderTrainable:
-    """The `Trainable` view of a sentence-transformers CrossEncoder: every weight trains."""
+class FullTrainable:
+    """A `Trainable` whose every weight trains and is checkpointed; subclasses say how groups become logits."""
 
     def __init__(self, model):
         self.model = model
-
-    def group_logits(self, groups: Sequence[TrainGroup]):
-        """A [groups, 1 + negatives] logit matrix for one batch of groups."""
-        from sentence_transformers.util import batch_to_device
-
-        pairs = [pair for group in groups for pair in group.pairs()]
-        features = batch_to_device(self.model.preprocess(pairs), self.model.device)
-        return self.model(features)["scores"].view(len(groups), -1)
 
     def parameters(self) -> list:
         return list(self.model.parameters())
@@ -255,6 +247,18 @@ class CrossEncoderTrainable:
 
     def train(self, mode: bool = True):
         return self.model.train(mode)
+
+
+class CrossEncoderTrainable(FullTrainable):
+    """The `Trainable` view of a sentence-transformers CrossEncoder."""
+
+    def group_logits(self, groups: Sequence[TrainGroup]):
+        """A [groups, 1 + negatives] logit matrix for one batch of groups."""
+        from sentence_transformers.util import batch_to_device
+
+        pairs = [pair for group in groups for pair in group.pairs()]
+        features = batch_to_device(self.model.preprocess(pairs), self.model.device)
+        return self.model(features)["scores"].view(len(groups), -1)
 
 
 def mean_loss(

@@ -22,7 +22,7 @@ from pathlib import Path
 
 from routerank.data.types import Dataset
 from routerank.fsutil import atomic_dir, atomic_write, cache_root
-from routerank.train.cross_encoder import CrossEncoderTrainConfig, prepare_data
+from routerank.train.cross_encoder import CrossEncoderTrainConfig, FullTrainable, prepare_data
 from routerank.train.groups import TrainGroup, sample_groups
 from routerank.train.trainer import GroupTrainer
 
@@ -46,12 +46,9 @@ class DenseTrainConfig(CrossEncoderTrainConfig):
         return cache_root() / "models" / f"dense-{label}"
 
 
-class BiEncoderTrainable:
+class BiEncoderTrainable(FullTrainable):
     """The `Trainable` view of a SentenceTransformer: logits are cosines of a query with its own documents first,
     then every other document of the batch."""
-
-    def __init__(self, model):
-        self.model = model
 
     def embed(self, texts: list[str]):
         import torch
@@ -73,18 +70,6 @@ class BiEncoderTrainable:
             rest = [i for i in range(len(docs)) if i not in own]
             rows.append(scores[g, torch.tensor(own + rest, device=scores.device)])
         return torch.stack(rows)
-
-    def parameters(self) -> list:
-        return list(self.model.parameters())
-
-    def trainable_state(self) -> dict:
-        return dict(self.model.state_dict())
-
-    def load_trainable_state(self, tensors: dict) -> None:
-        self.model.load_state_dict(tensors)
-
-    def train(self, mode: bool = True):
-        return self.model.train(mode)
 
 
 def train_dense(
