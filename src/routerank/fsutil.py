@@ -62,3 +62,10 @@ def sha256_file(path: str | Path, chunk: int = 1 << 20) -> str:
         while block := handle.read(chunk):
             h.update(block)
     return h.hexdigest()
+
+
+def safe_name(text: str, extra: str = "") -> str:
+    """`text` as a file name: runs of characters other than letters, digits, `_.+-` (and `extra`) become `_`."""
+    import re
+
+    return re.sub(rf"[^A-Za-z0-9_.+{re.escape(extra)}-]+", "_", text)

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import re
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -26,7 +25,7 @@ import numpy as np
 from routerank.data.types import Query, Run, sample_queries
 from routerank.errors import RouterankError, SpecError
 from routerank.experiments.stages import Stage, Step, read_toml_config, run_plan
-from routerank.fsutil import atomic_write, cache_root
+from routerank.fsutil import atomic_write, cache_root, safe_name
 
 MEASURES = "nDCG@10 MRR@10 R@100"
 KEY = "nDCG@10"
@@ -131,7 +130,7 @@ class EffectivenessExperiment:
     def run_path(self, dataset: str, split: str, system: str) -> Path:
         """Test runs of a sample live apart from full-set runs (`test-300` vs `test`): a changed sample size never
         reads a stale run; scores are shared through the score cache all the same."""
-        safe = re.sub(r"[^A-Za-z0-9_.+=-]+", "_", system.replace(">>", "__"))
+        safe = safe_name(system.replace(">>", "__"), extra="=")
         if split == "test" and self.config.test_queries.get(dataset):
             split = f"test-{self.config.test_queries[dataset]}"
         return self.work / "runs" / dataset / split / f"{safe}.trec"
@@ -274,6 +273,7 @@ class EffectivenessExperiment:
         from routerank.rerank.interpolate import interpolate_runs
 
         c, table = self.config, {}
+        records: dict[tuple[str, str], dict | None] = {}  # one alpha choice per (reranker, first stage), not per set
         for name in c.datasets:
             ds = self.dataset(name)
             queries = self.test_queries(name)
@@ -294,7 +294,9 @@ class EffectivenessExperiment:
                         continue
                     reranked = read_run(path)
                     runs[f"{stage}>>{label}"] = (reranked, None)
-                    record = self.alpha_record(label, stage)
+                    if (label, stage) not in records:
+                        records[label, stage] = self.alpha_record(label, stage)
+                    record = records[label, stage]
                     entry = (record or {}).get("by_corpus", {}).get(ds.corpus.fingerprint)
                     if entry is not None:
                         alpha = entry["alpha"]

@@ -17,6 +17,8 @@ from pathlib import Path
 
 import numpy as np
 
+from routerank.fsutil import safe_name
+
 LLM_TARGETS = ("q_proj", "k_proj", "v_proj", "o_proj")
 ENCODER_TARGETS = ("query", "key", "value", "dense")  # BERT-style attention and feed-forward layers
 
@@ -102,7 +104,7 @@ class EncoderBackbone:
         from routerank.rerank.cross_encoder import CrossEncoderReranker
 
         keep = cache and self.folder is not None
-        key = f"{self.ce.scorer_key}-{_safe(name)}" if keep else None
+        key = f"{self.ce.scorer_key}-{safe_name(name)[-60:]}" if keep else None
         return CrossEncoderReranker.from_model(
             self.ce.model, name=name, progress=self.progress, cache=keep, cache_key=key
         )
@@ -135,12 +137,6 @@ class EncoderBackbone:
         model = self.ce.model
         features = batch_to_device(model.preprocess(list(pairs)), model.device)
         return model(features)["scores"].view(-1)
-
-
-def _safe(name: str) -> str:
-    import re
-
-    return re.sub(r"[^A-Za-z0-9_.+-]+", "_", name)[-60:]
 
 
 def load_backbone(spec: str, **options) -> LLMBackbone | EncoderBackbone:

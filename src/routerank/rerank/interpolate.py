@@ -16,7 +16,6 @@ pooled fallback for an unseen corpus, so a test set never picks its own alpha.
 from __future__ import annotations
 
 import json
-import re
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from types import MappingProxyType
@@ -25,7 +24,7 @@ import numpy as np
 
 from routerank.data.types import Corpus, Query, Ranking, Run
 from routerank.errors import RouterankError, SpecError
-from routerank.fsutil import atomic_write, cache_root
+from routerank.fsutil import atomic_write, cache_root, safe_name
 from routerank.rerank.base import DocsLike, as_documents, as_query, merge_below
 
 ALPHA_FILE = "interpolation.json"
@@ -58,8 +57,7 @@ def alpha_file(reranker) -> Path:
     folder = getattr(reranker, "folder", None)
     if folder is not None:
         return Path(folder) / ALPHA_FILE
-    safe = re.sub(r"[^A-Za-z0-9_.+-]+", "_", reranker.name)
-    return cache_root() / "interpolation" / f"{safe}.json"
+    return cache_root() / "interpolation" / f"{safe_name(reranker.name)}.json"
 
 
 def load_alphas(reranker) -> dict:

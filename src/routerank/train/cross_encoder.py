@@ -194,6 +194,24 @@ def prepare_data(config: CrossEncoderTrainConfig, datasets: Sequence[Dataset]) -
     return PreparedData(pools, dev, sources)
 
 
+def training_sets(config: CrossEncoderTrainConfig, dataset: Dataset | Sequence[Dataset] | None) -> list[Dataset]:
+    """The datasets `config` names, loaded; or the already-loaded ones a caller (a test) passes."""
+    from routerank.data.registry import load_dataset
+
+    if dataset is None:
+        return [load_dataset(name) for name in config.names]
+    return [dataset] if isinstance(dataset, Dataset) else list(dataset)
+
+
+def epoch_sampler(config: CrossEncoderTrainConfig, data: PreparedData):
+    """epoch -> that epoch's groups, drawn afresh from the pools with a seed of its own (the trainer's data)."""
+
+    def epoch_groups(epoch: int) -> list[TrainGroup]:
+        return sample_groups(data.pools, config.negatives, config.seed + epoch, config.positives_per_query)
+
+    return epoch_groups
+
+
 def _sample_judged(ds: Dataset, split: str, n: int, seed: int) -> list[Query]:
     qrels = ds.split_qrels(split)
     judged = [q for q in ds.split_queries(split) if qrels.relevant(q.id)]
@@ -310,13 +328,9 @@ def train_cross_encoder(
 
     import torch
 
-    from routerank.data.registry import load_dataset
     from routerank.models.spec import resolve_model
 
-    if dataset is None:
-        datasets = [load_dataset(name) for name in config.names]
-    else:
-        datasets = [dataset] if isinstance(dataset, Dataset) else list(dataset)
+    datasets = training_sets(config, dataset)
     out = Path(out).expanduser() if out is not None else config.default_out()
     began = time.perf_counter()
     data = prepare_data(config, datasets)
@@ -335,9 +349,7 @@ def train_cross_encoder(
         desc=f"train ce ({config.objective})",
     )
 
-    def epoch_groups(epoch: int) -> list[TrainGroup]:
-        return sample_groups(data.pools, config.negatives, config.seed + epoch, config.positives_per_query)
-
+    epoch_groups = epoch_sampler(config, data)
     summary = trainer.fit([epoch_groups], data.dev, stop_after_steps=stop_after_steps)
     trained = time.perf_counter()
     model.eval()

@@ -22,8 +22,14 @@ from pathlib import Path
 
 from routerank.data.types import Dataset
 from routerank.fsutil import atomic_dir, atomic_write, cache_root
-from routerank.train.cross_encoder import CrossEncoderTrainConfig, FullTrainable, prepare_data
-from routerank.train.groups import TrainGroup, sample_groups
+from routerank.train.cross_encoder import (
+    CrossEncoderTrainConfig,
+    FullTrainable,
+    epoch_sampler,
+    prepare_data,
+    training_sets,
+)
+from routerank.train.groups import TrainGroup
 from routerank.train.trainer import GroupTrainer
 
 MANIFEST = "routerank_train.json"
@@ -84,13 +90,9 @@ def train_dense(
     """Fine-tune the bi-encoder (resuming from `<out>.state/`) and save it atomically at `out`."""
     import torch
 
-    from routerank.data.registry import load_dataset
     from routerank.retrieve.dense import load_sentence_transformer
 
-    if dataset is None:
-        datasets = [load_dataset(name) for name in config.names]
-    else:
-        datasets = [dataset] if isinstance(dataset, Dataset) else list(dataset)
+    datasets = training_sets(config, dataset)
     out = Path(out).expanduser() if out is not None else config.default_out()
     began = time.perf_counter()
     data = prepare_data(config, datasets)
@@ -108,9 +110,7 @@ def train_dense(
         desc="train dense",
     )
 
-    def epoch_groups(epoch: int) -> list[TrainGroup]:
-        return sample_groups(data.pools, config.negatives, config.seed + epoch, config.positives_per_query)
-
+    epoch_groups = epoch_sampler(config, data)
     summary = trainer.fit([epoch_groups], data.dev, stop_after_steps=stop_after_steps)
     model.eval()
     state = summary.state

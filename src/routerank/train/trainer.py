@@ -158,6 +158,7 @@ class GroupTrainer:
             raise RouterankError("the model has no trainable parameters")
         self.optimizer = torch.optim.AdamW(self.params, lr=config.lr, weight_decay=config.weight_decay)
         self.scheduler = None
+        self._scheduler_state: dict | None = None  # read from a checkpoint, applied once the scheduler exists
         self.state = TrainState()
         self.log_path = self.state_dir / "log.jsonl"
         self._mark = time.perf_counter()
@@ -325,7 +326,7 @@ class GroupTrainer:
             if not first_epoch:
                 raise RouterankError(f"stage {stage + 1} has no training groups", fix="check the data and filters")
             self._new_scheduler(len(first_epoch))
-            if getattr(self, "_scheduler_state", None):
+            if self._scheduler_state:
                 self.scheduler.load_state_dict(self._scheduler_state)
                 self._scheduler_state = None
                 # a new LambdaLR sets lr for step 0; put back the lr of the step the checkpoint reached
