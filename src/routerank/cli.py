@@ -23,6 +23,15 @@ PipelineOpt = Annotated[str, typer.Option("--pipeline", "-p", help="bm25 | dense
 MeasuresOpt = Annotated[str, typer.Option("--measures", "-m", help="ir_measures names, space separated")]
 LenientOpt = Annotated[bool, typer.Option("--lenient", help="drop judgments naming unknown ids (and say which)")]
 JsonOpt = Annotated[bool, typer.Option("--json", help="machine-readable output on stdout")]
+RayOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--ray",
+        help="run dense encoding and reranking in shards on Ray: alone, a local Ray on this machine's cores; "
+        "with ADDRESS, that cluster",
+        metavar="[ADDRESS]",
+    ),
+]
 
 
 def _console(stderr: bool = False):
@@ -64,10 +73,10 @@ def _parse_options(items: list[str] | None) -> dict:
     return options
 
 
-def _retrieve(ds, pipeline: str, queries, k: int, rebuild: bool = False, rerank_options: dict | None = None):
+def _retrieve(ds, pipeline: str, queries, k: int, rebuild: bool = False, rerank_options: dict | None = None, ray=None):
     from routerank.pipeline import build
 
-    retriever = build(pipeline, ds.corpus, rebuild=rebuild, progress=True, reranker_options=rerank_options)
+    retriever = build(pipeline, ds.corpus, rebuild=rebuild, progress=True, reranker_options=rerank_options, ray=ray)
     return retriever.search(queries, k)
 
 
@@ -117,13 +126,14 @@ def index(
     pipeline: PipelineOpt = "bm25",
     rebuild: Annotated[bool, typer.Option(help="ignore a cached index")] = False,
     out: Annotated[Path | None, typer.Option(help="also save the index to this folder")] = None,
+    ray: RayOpt = None,
 ) -> None:
     """Build (or verify) the cached index for a pipeline on a dataset's corpus."""
     from routerank.data.registry import load_dataset
     from routerank.pipeline import build
 
     ds = load_dataset(dataset, splits=[])
-    retriever = build(pipeline, ds.corpus, rebuild=rebuild, progress=True)
+    retriever = build(pipeline, ds.corpus, rebuild=rebuild, progress=True, ray=ray)
     if out is not None:
         retriever.save(out)
     print(f"indexed {len(ds.corpus):,} docs of {ds.name} with {retriever.name}", file=sys.stderr)
@@ -138,6 +148,7 @@ def search(
     k: Annotated[int, typer.Option("-k", help="results per query")] = 10,
     output: Annotated[Path | None, typer.Option(help="write a TREC run file")] = None,
     as_json: JsonOpt = False,
+    ray: RayOpt = None,
 ) -> None:
     """Search one query (--query) or a split's queries (--split) and print or save the run."""
     from routerank.data.trec import write_run
@@ -147,7 +158,7 @@ def search(
         raise RouterankError("give exactly one of --query or --split")
     ds = _load(dataset, split, lenient=False)
     queries = [Query("q0", query)] if query is not None else ds.split_queries(split)
-    run = _retrieve(ds, pipeline, queries, k)
+    run = _retrieve(ds, pipeline, queries, k, ray=ray)
     if output is not None:
         write_run(run, output, tag=run.name.replace(" ", "_"))
         print(f"wrote {sum(len(r) for r in run.rankings.values()):,} lines to {output}", file=sys.stderr)
@@ -205,6 +216,7 @@ def evaluate(
     ] = None,
     lenient: LenientOpt = False,
     as_json: JsonOpt = False,
+    ray: RayOpt = None,
 ) -> None:
     """Run a pipeline on a split's queries and score it against the qrels."""
     from routerank.data.trec import read_run, write_run
@@ -219,7 +231,7 @@ def evaluate(
     result = (
         read_run(run)
         if run is not None
-        else _retrieve(ds, pipeline, queries, k, rerank_options=_parse_options(rerank_opt))
+        else _retrieve(ds, pipeline, queries, k, rerank_options=_parse_options(rerank_opt), ray=ray)
     )
     if save_run is not None:
         write_run(result, save_run, tag=result.name)
@@ -280,6 +292,15 @@ def compare(
             f"{r['randomization_p']:.4g}",
         )
     _console().print(table)
+
+
+def _on_ray(ray: str | None, fn, *args):
+    """`fn(*args)` here, or as one Ray task when --ray is given (a training run is one task)."""
+    if ray is None:
+        return fn(*args)
+    from routerank.scale import executor_for
+
+    return executor_for(ray).run_tasks(fn, [args])[0]
 
 
 train_app = typer.Typer(no_args_is_help=True, help="Fine-tune rerankers on a dataset's train split.")
@@ -354,8 +375,11 @@ def train_cross_encoder(
     out: Annotated[Path | None, typer.Option(help="model folder (default: cache/models/ce-DATASETS-OBJECTIVE)")] = None,
     seed: Annotated[int, typer.Option(help="seed for sampling, negatives, head init and shuffling")] = CE["seed"],
     as_json: JsonOpt = False,
+    ray: RayOpt = None,
 ) -> None:
-    """Fine-tune a cross-encoder with hard negatives; resumes after a kill; the folder reranks as `ce:<folder>`."""
+    """Fine-tune a cross-encoder with hard negatives; resumes after a kill; the folder reranks as `ce:<folder>`.
+
+    With --ray, the run is one Ray task (with a GPU when the cluster has one)."""
     from routerank.train.cross_encoder import CrossEncoderTrainConfig
     from routerank.train.cross_encoder import train_cross_encoder as train
 
@@ -382,7 +406,7 @@ def train_cross_encoder(
         patience=patience,
         seed=seed,
     )
-    result = train(config, out)
+    result = _on_ray(ray, train, config, out)
     if as_json:
         print(json.dumps({"path": str(result.path), **result.manifest}, indent=2))
     print(
@@ -407,6 +431,7 @@ def train_dense_command(
     max_length: Annotated[int, typer.Option(help="tokens per text")] = 192,
     out: Annotated[Path | None, typer.Option(help="model folder (default: cache/models/dense-DATASETS)")] = None,
     seed: Annotated[int, typer.Option(help="seed for sampling, negatives and shuffling")] = 13,
+    ray: RayOpt = None,
 ) -> None:
     """Fine-tune the packaged MiniLM bi-encoder (in-batch + hard negatives); retrieve with `dense:st:<folder>`."""
     from routerank.train.dense import DenseTrainConfig, train_dense
@@ -425,7 +450,7 @@ def train_dense_command(
         max_length=max_length,
         seed=seed,
     )
-    path = train_dense(config, out)
+    path = _on_ray(ray, train_dense, config, out)
     print(f"trained; retrieve with dense:st:{path}", file=sys.stderr)
 
 
@@ -501,11 +526,12 @@ def experiment_r2r(
     ),
     max_minutes: Annotated[float | None, typer.Option(help="start no new stage after this long")] = None,
     only: Annotated[str | None, typer.Option(help="run only these stage kinds: train,route,score")] = None,
+    ray: RayOpt = None,
 ) -> None:
     """The R2R multi-domain experiment: trains experts, routes, reranks, and writes the report; resumable."""
     from routerank.experiments.r2r_report import main_from_cli
 
-    path = main_from_cli(config, work_dir, report, max_minutes, only)
+    path = main_from_cli(config, work_dir, report, max_minutes, only, ray=ray)
     print(f"wrote {path}", file=sys.stderr)
 
 
@@ -517,11 +543,12 @@ def experiment_effectiveness(
     max_minutes: Annotated[float | None, typer.Option(help="start no new stage after this long")] = None,
     only: Annotated[str | None, typer.Option(help="run only these stage kinds: dev,first,rerank,alpha")] = None,
     markdown: Annotated[bool, typer.Option("--markdown", help="print the README table")] = False,
+    ray: RayOpt = None,
 ) -> None:
     """Every reranker over BM25 and hybrid candidates, plain and dev-interpolated, with paired tests; resumable."""
     from routerank.experiments import effectiveness
 
-    result = effectiveness.main_from_cli(config, work_dir, report, max_minutes, only)
+    result = effectiveness.main_from_cli(config, work_dir, report, max_minutes, only, ray=ray)
     if markdown:
         print(effectiveness.markdown(result))
     print(f"wrote {report}", file=sys.stderr)
@@ -558,6 +585,23 @@ def serve(
     host: Annotated[str | None, typer.Option(help="bind address (default: the config's)")] = None,
     port: Annotated[int | None, typer.Option(help="port (default: the config's)")] = None,
     log_level: Annotated[str, typer.Option(help="uvicorn log level")] = "info",
+    ray_replicas: Annotated[
+        int,
+        typer.Option(
+            "--ray-replicas",
+            help="serve the same app on Ray Serve with N replicas, each loading the models once (0: uvicorn alone)",
+            metavar="N",
+        ),
+    ] = 0,
+    ray_address: Annotated[
+        str | None,
+        typer.Option(
+            "--ray-address",
+            "--ray",
+            help="with --ray-replicas: the Ray cluster to join (default: a local Ray on this machine's cores)",
+            metavar="ADDRESS",
+        ),
+    ] = None,
 ) -> None:
     """Serve the configured models over HTTP: Cohere-compatible /v1/rerank and /v2/rerank, /v1/route, /v1/search."""
     try:
@@ -566,12 +610,31 @@ def serve(
         raise RouterankError(f"serving needs {exc.name}", fix="pip install 'routerank[serve]'") from None
     from routerank.serve.config import load_config
 
-    run(load_config(config), host=host, port=port, log_level=log_level)
+    if ray_replicas == 0 and ray_address is None:
+        run(load_config(config), host=host, port=port, log_level=log_level)
+        return
+    if ray_replicas < 1:
+        raise RouterankError(
+            f"--ray-replicas must be 1 or more to serve on Ray, got {ray_replicas}",
+            fix="pass --ray-replicas N (N >= 1) with --ray-address, or neither to serve with uvicorn alone",
+        )
+    from routerank.serve.ray_serve import run_on_ray
+
+    run_on_ray(load_config(config), ray_replicas, ray=ray_address, host=host, port=port)
+
+
+def normalise_ray_flag(argv: list[str]) -> list[str]:
+    """`--ray` alone means a local Ray: give it the value `local` so that the option parser sees one."""
+    out = list(argv)
+    for i, arg in enumerate(out):
+        if arg == "--ray" and (i + 1 == len(out) or out[i + 1].startswith("-")):
+            out[i] = "--ray=local"
+    return out
 
 
 def main() -> None:
     try:
-        app(standalone_mode=True)
+        app(args=normalise_ray_flag(sys.argv[1:]), standalone_mode=True)
     except RouterankError as exc:
         print(f"routerank: error: {exc}", file=sys.stderr)
         sys.exit(2)

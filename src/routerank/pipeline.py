@@ -12,6 +12,10 @@
     RETRIEVER>>RERANKER@N~auto    ... with the weight chosen on dev data (`routerank tune-alpha`)
 
 Stages chain left to right: `bm25>>ce:/m@100>>pointwise@20` reranks 100, then the top 20 of that.
+
+With `ray=` (the CLI's `--ray`), dense indexes are encoded in shards on Ray actors, and each rerank stage
+runs as a `ShardedReranker`: query shards, each reranked by an actor that built the stage's reranker once.
+The driver then loads no reranker model at all. Results equal the in-process ones.
 """
 
 from __future__ import annotations
@@ -197,6 +201,108 @@ class Pipeline:
         return run.top(k)
 
 
+def stage_reranker(stage: StageSpec, above: str, options: dict | None = None):
+    """The reranker one stage names, interpolated with the stage above when the stage says so."""
+    from routerank.rerank.registry import make_reranker
+
+    reranker = make_reranker(stage.reranker, **(options or {}))
+    if stage.alpha is not None:
+        from routerank.rerank.interpolate import InterpolatedReranker
+
+        alpha = None if stage.alpha == "auto" else stage.alpha
+        reranker = InterpolatedReranker(reranker, alpha, first_stage=above)
+    return reranker
+
+
+class RerankShardWorker:
+    """Lives on a Ray actor: builds the stage's reranker once, then reranks one query shard per call."""
+
+    def __init__(self, stage: StageSpec, above: str, options: dict | None = None):
+        self.reranker = stage_reranker(stage, above, options)
+        self.depth = stage.depth
+
+    def rerank_shard(self, shard: tuple) -> dict:
+        from types import MappingProxyType
+
+        from routerank.data.types import Ranking, Run
+
+        queries, rankings, run_name, corpus = shard
+        run = Run(MappingProxyType({q: Ranking(ids, scores) for q, (ids, scores) in rankings.items()}), run_name)
+        out = self.reranker.rerank_run(queries, run, corpus, self.depth)
+        return {"name": out.name, "rankings": {q: [list(r.doc_ids), list(r.scores)] for q, r in out.rankings.items()}}
+
+
+class ShardedReranker:
+    """One rerank stage spread over an executor's workers in query shards; gathers one Run in query order.
+
+    Finished shards are kept in a `ShardStore` keyed by the stage, its options, the queries, the candidates and
+    the corpus, so a rerun (or a driver restarted after a crash) skips them.
+    """
+
+    def __init__(self, stage: StageSpec, above: str, options: dict | None, executor, max_shard: int = 64):
+        self.stage, self.above, self.options, self.executor = stage, above, dict(options or {}), executor
+        self.max_shard = max_shard
+        self.name = stage.reranker if stage.alpha is None else f"{stage.reranker}~{stage.alpha}"
+
+    def _shards(self, query_list, run, corpus: Corpus, depth: int) -> list[tuple]:
+        from routerank.data.types import Ranking
+        from routerank.rerank.base import candidates
+        from routerank.scale import chunks
+
+        size = max(1, min(self.max_shard, -(-len(query_list) // (4 * max(1, self.executor.workers)))))
+        shards = []
+        for part in chunks(query_list, size):
+            rankings = {q.id: run[q.id] if q.id in run else Ranking() for q in part}
+            wanted = {d.id for q in part for d in candidates(run, q.id, corpus, depth)}
+            shards.append(
+                (list(part), {q: (r.doc_ids, r.scores) for q, r in rankings.items()}, run.name, corpus.view(wanted))
+            )
+        return shards
+
+    def _store(self, query_list, run, corpus: Corpus, depth: int):
+        import hashlib
+        import json
+
+        from routerank.scale import ShardStore
+
+        digest = hashlib.sha256()
+        for query in query_list:
+            ranking = run.rankings.get(query.id)
+            head = [] if ranking is None else [list(ranking.doc_ids), list(ranking.scores)]
+            digest.update(json.dumps([query.id, query.text, head]).encode())
+        spec = {
+            "stage": [self.stage.reranker, depth, self.stage.alpha, self.above],
+            "options": self.options,
+            "queries": digest.hexdigest(),
+            "corpus": corpus.fingerprint,
+            "max_shard": self.max_shard,
+            "workers": self.executor.workers,
+        }
+        return ShardStore.for_job("rerank", spec)
+
+    def rerank_run(self, queries, run, corpus: Corpus, depth: int = DEFAULT_RERANK_DEPTH):
+        from functools import partial
+        from types import MappingProxyType
+
+        from routerank.data.types import Ranking, Run
+        from routerank.retrieve.base import as_query_list
+
+        query_list = as_query_list(queries)
+        stage = StageSpec(self.stage.reranker, depth, self.stage.alpha)
+        results = self.executor.map(
+            partial(RerankShardWorker, stage, self.above, self.options),
+            "rerank_shard",
+            self._shards(query_list, run, corpus, depth),
+            store=self._store(query_list, run, corpus, depth),
+            desc=f"rerank {len(query_list):,} queries with {self.stage.reranker}",
+        )
+        rankings = {
+            q: Ranking(tuple(ids), tuple(scores)) for part in results for q, (ids, scores) in part["rankings"].items()
+        }
+        name = results[0]["name"] if results else f"{run.name}>>{self.name}"
+        return Run(MappingProxyType({q.id: rankings[q.id] for q in query_list}), name)
+
+
 def build(
     spec: str,
     corpus: Corpus,
@@ -206,42 +312,48 @@ def build(
     rebuild: bool = False,
     progress: bool = False,
     reranker_options: dict | None = None,
+    ray=None,
 ):
     """A retriever (or a Pipeline, if `spec` has `>>` stages) for `spec`, indexed on `corpus`.
 
-    Leaf indexes come from (and go to) the cache.
+    Leaf indexes come from (and go to) the cache. `ray` (True, an address or `RayOptions`) runs dense encoding
+    and every rerank stage in shards on Ray; None keeps everything in this process.
     """
+    executor = None
+    if ray is not None and ray is not False:
+        from routerank.scale import executor_for
+
+        executor = executor_for(ray, progress)
     first, stages = split_stages(spec)
-    retriever = _ready(make_retriever(first, progress), corpus, cache, cache_dir, rebuild)
+    retriever = _ready(make_retriever(first, progress), corpus, cache, cache_dir, rebuild, executor)
     if not stages:
         return retriever
-    from routerank.rerank.registry import make_reranker
-
     rerankers = []
     above = canonical(first)
     for stage in stages:
-        reranker = make_reranker(stage.reranker, **(reranker_options or {}))
-        if stage.alpha is not None:
-            from routerank.rerank.interpolate import InterpolatedReranker
-
-            alpha = None if stage.alpha == "auto" else stage.alpha
-            reranker = InterpolatedReranker(reranker, alpha, first_stage=above)
+        if executor is None:
+            reranker = stage_reranker(stage, above, reranker_options)
+        else:
+            reranker = ShardedReranker(stage, above, reranker_options, executor)
         rerankers.append((reranker, stage.depth))
         above = f"{above}>>{stage.reranker}@{stage.depth}"
     return Pipeline(retriever, rerankers, corpus)
 
 
-def _ready(retriever, corpus: Corpus, cache: bool, cache_dir, rebuild: bool):
+def _ready(retriever, corpus: Corpus, cache: bool, cache_dir, rebuild: bool, executor=None):
     from routerank.retrieve.fusion import FusionRetriever
     from routerank.retrieve.store import cached_index
 
     if isinstance(retriever, FusionRetriever):
-        retriever.retrievers = [_ready(r, corpus, cache, cache_dir, rebuild) for r in retriever.retrievers]
+        retriever.retrievers = [_ready(r, corpus, cache, cache_dir, rebuild, executor) for r in retriever.retrievers]
         return retriever
     if not cache:
-        retriever.index(corpus)
+        if executor is not None and getattr(retriever, "shardable", False):
+            retriever.index(corpus, executor=executor)
+        else:
+            retriever.index(corpus)
         return retriever
-    ready = cached_index(retriever, corpus, cache_dir, rebuild)
+    ready = cached_index(retriever, corpus, cache_dir, rebuild, executor)
     if hasattr(retriever, "progress"):
         ready.progress = retriever.progress
     return ready

@@ -166,6 +166,13 @@ class Corpus(Mapping[str, Document]):
         wanted = set(doc_ids)
         return Corpus(d for d in self._docs if d.id in wanted)
 
+    def view(self, doc_ids: Iterable[str]) -> Corpus:
+        """The named documents, keeping this corpus's fingerprint: what a worker needs to rerank one shard of a run,
+        while every cache keyed by corpus (saved interpolation weights, for one) still matches the whole."""
+        part = self.subset(doc_ids)
+        part._fingerprint = self.fingerprint
+        return part
+
     @property
     def fingerprint(self) -> str:
         """sha256 over ids, titles and texts in order: any edit gives a new key."""

@@ -42,7 +42,8 @@ class EffectivenessConfig:
     depth: candidates reranked per query. test_queries: per-dataset cap, a seeded sample (absent or 0 = all).
     dev_queries: per dataset, for choosing alpha (dev split; else the model's held-out train queries).
     options: label -> reranker options (e.g. {"ce-pooled" = {dtype = "bf16"}}).
-    llm_rows: a rerank-table JSON whose sampled LLM rows are carried into the report, labelled as samples."""
+    llm_rows: a rerank-table JSON whose sampled LLM rows are carried into the report, labelled as samples.
+    ray: "local" or a cluster address: rerank stages run in query shards on Ray actors (None: in-process)."""
 
     datasets: tuple[str, ...]
     rerankers: dict[str, str]
@@ -53,6 +54,7 @@ class EffectivenessConfig:
     options: dict[str, dict] = field(default_factory=dict)
     llm_rows: str | None = "reports/rerank-table.json"
     seed: int = 13
+    ray: str | None = None
 
     def __post_init__(self):
         if not self.datasets or not self.rerankers:
@@ -70,14 +72,17 @@ class EffectivenessConfig:
     def digest(self) -> str:
         """Keys the work dir. Stage outputs are per (dataset, split, system) and test samples have their own
         folders, so adding a dataset or a first stage, or resizing a sample, reuses every finished stage."""
-        unkeyed = ("test_queries", "llm_rows", "datasets", "first_stages")
+        unkeyed = ("test_queries", "llm_rows", "datasets", "first_stages", "ray")
         keep = {k: v for k, v in asdict(self).items() if k not in unkeyed}
         return hashlib.sha256(json.dumps(keep, sort_keys=True).encode()).hexdigest()[:10]
 
 
 class EffectivenessExperiment:
-    def __init__(self, config: EffectivenessConfig, work_dir: str | Path | None = None, *, progress: bool = True):
+    def __init__(
+        self, config: EffectivenessConfig, work_dir: str | Path | None = None, *, progress: bool = True, ray=None
+    ):
         self.config = config
+        self.ray = ray if ray is not None else config.ray
         self.work = Path(work_dir) if work_dir else cache_root() / "effectiveness" / config.digest()
         self.progress = progress
         self._datasets: dict = {}
@@ -160,8 +165,22 @@ class EffectivenessExperiment:
 
         first = self.first_stage(dataset, split, stage)
         queries = self.test_queries(dataset) if split == "test" else self.dev_queries(dataset, label)[0]
-        run = self.reranker(label).rerank_run(queries, first, self.dataset(dataset).corpus, self.config.depth)
+        run = self._stage_reranker(label, stage).rerank_run(
+            queries, first, self.dataset(dataset).corpus, self.config.depth
+        )
         write_run(run, self.run_path(dataset, split, f"{stage}>>{label}"), tag=label)
+
+    def _stage_reranker(self, label: str, stage: str):
+        """The label's reranker here, or (with `ray`) the same spec and options reranking in shards on Ray."""
+        if not self.ray:
+            return self.reranker(label)
+        from routerank.pipeline import ShardedReranker, StageSpec
+        from routerank.scale import executor_for
+
+        spec = self.config.rerankers[label]
+        options = {"cache": True} if spec.startswith("ce:") else {}
+        options.update({"progress": False, **self.config.options.get(label, {})})
+        return ShardedReranker(StageSpec(spec, self.config.depth), stage, options, executor_for(self.ray))
 
     def alpha_path(self, label: str, stage: str) -> Path:
         return self.run_path("_alpha", label, stage).with_suffix(".json")
@@ -393,10 +412,15 @@ def _p(value: float | None) -> str:
 
 
 def main_from_cli(
-    config_path: Path, work_dir: Path | None, report: Path, max_minutes: float | None, only: str | None
+    config_path: Path,
+    work_dir: Path | None,
+    report: Path,
+    max_minutes: float | None,
+    only: str | None,
+    ray: str | None = None,
 ) -> dict:
     config = EffectivenessConfig.load(config_path)
-    experiment = EffectivenessExperiment(config, work_dir)
+    experiment = EffectivenessExperiment(config, work_dir, ray=ray)
     kinds = set(only.split(",")) if only else None
     if kinds and not kinds <= {"dev", "first", "rerank", "alpha"}:
         raise SpecError(f"--only {only!r}", fix="a comma list of dev, first, rerank, alpha")

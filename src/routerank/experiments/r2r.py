@@ -24,6 +24,8 @@ import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+import numpy as np
+
 from routerank.data.types import Query, Run, sample_queries
 from routerank.errors import RouterankError, SpecError
 from routerank.experiments.stages import Stage, Step, read_toml_config, run_plan
@@ -54,6 +56,7 @@ class R2RConfig:
     router_threshold: float = 0.0  # below it a query goes to the generalist
     cross_encoder: str | None = None  # reranker spec for system (f)
     seed: int = 13
+    ray: str | None = None  # "local" or a cluster address: train experts as Ray tasks, score pairs on Ray actors
 
     def __post_init__(self):
         if len(self.domains) < 2:
@@ -76,14 +79,30 @@ class R2RConfig:
         )
 
     def digest(self) -> str:
-        return hashlib.sha256(json.dumps(asdict(self), sort_keys=True).encode()).hexdigest()[:10]
+        keyed = {k: v for k, v in asdict(self).items() if k != "ray"}  # where it runs does not change results
+        return hashlib.sha256(json.dumps(keyed, sort_keys=True).encode()).hexdigest()[:10]
+
+
+LABEL_SHARD = 512  # (query, doc, expert) triples per Ray scoring shard
 
 
 class R2RExperiment:
+    """The staged R2R experiment. `ray` (or the config's `ray`): experts still to train run as parallel Ray
+    tasks (one per adapter, a GPU each on a GPU cluster), and every scoring stage spreads its pairs over Ray
+    actors that each load the expert bank once; finished shards are kept under the work dir."""
+
     def __init__(
-        self, config: R2RConfig, work_dir: str | Path | None = None, *, progress: bool = True, loaded_factory=None
+        self,
+        config: R2RConfig,
+        work_dir: str | Path | None = None,
+        *,
+        progress: bool = True,
+        loaded_factory=None,
+        ray=None,
     ):
         self.config = config
+        self.ray = ray if ray is not None else config.ray
+        self._executor = None
         self.work = Path(work_dir) if work_dir else cache_root() / "r2r" / f"{config.profile}-{config.digest()}"
         self.progress = progress
         self._loaded_factory = loaded_factory  # () -> (model, tokenizer); tests pass a tiny model
@@ -167,6 +186,49 @@ class R2RExperiment:
             )
         return True
 
+    @property
+    def executor(self):
+        """The Ray executor when `ray` is set, else None (everything in this process)."""
+        if self._executor is None and self.ray:
+            if self._loaded_factory is not None:
+                raise RouterankError(
+                    "a test model factory cannot travel to Ray workers", fix="run with ray=None, or name a backbone"
+                )
+            from routerank.scale import executor_for
+
+            self._executor = executor_for(self.ray, self.progress)
+        return self._executor
+
+    def train_on_ray(self, adapters: list[str] | None = None) -> list[str]:
+        """Train every expert (or those named) not yet trained, as parallel Ray tasks; returns those trained."""
+        from routerank.train.expert import train_expert
+
+        configs = self.expert_configs()
+        pending = [a for a in adapters or configs if not self.expert_ready(a, configs[a])]
+        if pending:
+            self.executor.run_tasks(train_expert, [(configs[a], str(self.expert_dir(a))) for a in pending])
+            self._bank = None
+        return pending
+
+    def _score_on_ray(self, pairs, adapters) -> np.ndarray:
+        from functools import partial
+
+        from routerank.rerank.experts import ExpertBank
+        from routerank.scale import ShardStore
+
+        ready = {a: str(self.expert_dir(a)) for a, cfg in self.expert_configs().items() if self.expert_ready(a, cfg)}
+        adapters = list(adapters)
+        digest = hashlib.sha256(json.dumps([pairs, adapters, ready], sort_keys=True).encode()).hexdigest()[:16]
+        shards = [
+            (pairs[i : i + LABEL_SHARD], adapters[i : i + LABEL_SHARD]) for i in range(0, len(pairs), LABEL_SHARD)
+        ]
+        factory = partial(
+            ExpertBank, ready, self.config.backbone, max_doc_tokens=self.config.max_doc_tokens, progress=False
+        )
+        store = ShardStore(self.work / "shards" / f"score-{digest}")
+        parts = self.executor.map(factory, "score_labelled", shards, store=store, desc=f"score {len(pairs):,} pairs")
+        return np.concatenate(parts) if parts else np.zeros(0)
+
     def _loaded(self):
         """A fresh (model, tokenizer) from the test factory, or None: the callee loads the configured backbone."""
         return self._loaded_factory() if self._loaded_factory else None
@@ -216,6 +278,8 @@ class R2RExperiment:
                 )
                 self._generalist = backbone.scorer(self.config.backbone, cache=True)
             return self._generalist.score_pairs(pairs)
+        if self.executor is not None:
+            return self._score_on_ray(pairs, adapters)
         return self.bank().score_pairs(pairs, adapters)
 
     def run_path(self, system: str, dataset: str) -> Path:
@@ -421,6 +485,8 @@ class R2RExperiment:
     def run(self, max_minutes: float | None = None, only: set[str] | None = None) -> list[Stage]:
         """One pass over the plan (see routerank.experiments.stages.run_plan): two processes, e.g. `--only train`
         and `--only route,score`, can share a work dir."""
+        if self.executor is not None and (not only or "train" in only):
+            self.train_on_ray()
         self.stages = run_plan(
             self.plan(), self.work / "locks", max_minutes=max_minutes, only=only, progress=self.progress, tag="r2r"
         )

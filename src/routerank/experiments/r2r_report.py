@@ -452,11 +452,12 @@ def main_from_cli(
     max_minutes: float | None,
     only: str | None,
     progress: bool = True,
+    ray: str | None = None,
 ) -> Path:
     from routerank.experiments.r2r import R2RConfig, R2RExperiment
 
     config = R2RConfig.load(config_path)
-    experiment = R2RExperiment(config, work_dir, progress=progress)
+    experiment = R2RExperiment(config, work_dir, progress=progress, ray=ray)
     kinds = set(only.split(",")) if only else None
     if kinds and not kinds <= {"train", "route", "score"}:
         raise SpecError(f"--only {only!r}", fix="a comma list of train, route, score")

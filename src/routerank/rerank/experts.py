@@ -114,6 +114,11 @@ class ExpertBank:
                 scores[rows] = scorer.score_pairs([pairs[i] for i in rows])
         return scores
 
+    def score_labelled(self, shard: tuple[Sequence[tuple[str, str]], Sequence[str]]) -> np.ndarray:
+        """`score_pairs` on one (pairs, experts) shard: the method a Ray actor holding this bank is called with."""
+        pairs, experts = shard
+        return self.score_pairs(pairs, experts)
+
     def hidden_state(self, texts: Sequence[str]) -> np.ndarray:
         """The frozen backbone's own representation of each query (adapters off): what the router reads."""
         with self.active(GENERALIST):

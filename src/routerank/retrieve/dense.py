@@ -14,8 +14,10 @@ from routerank.data.types import Corpus, Query, Ranking, Run
 from routerank.errors import CorruptIndexError, MissingDependencyError
 from routerank.models.spec import resolve_model
 from routerank.retrieve.base import IndexedRetriever, NotIndexedError, as_query_list
+from routerank.scale import Executor, InProcess, ShardStore, chunks
 
 DEFAULT_MODEL = "minilm"
+ENCODE_SHARD = 512  # documents per encoding shard, in-process and on Ray alike, so both give the same bytes
 
 
 def load_sentence_transformer(spec: str, device: str | None = None, trust_remote_code: bool = False):
@@ -61,7 +63,15 @@ def exact_ip_index(embeddings: np.ndarray):
 
 
 class DenseRetriever(IndexedRetriever):
+    """Exact inner-product search over normalised sentence-transformers embeddings.
+
+    Indexing encodes the corpus in fixed shards of `ENCODE_SHARD` documents: sentence-transformers batches by
+    length within one call, so a fixed cut is what makes an index built on Ray workers byte-identical to one
+    built in this process.
+    """
+
     kind = "dense"
+    shardable = True
 
     def __init__(
         self,
@@ -109,8 +119,35 @@ class DenseRetriever(IndexedRetriever):
         )
         return np.asarray(vectors, dtype=np.float32)
 
-    def index(self, corpus: Corpus) -> None:
-        self.embeddings = self.encode([doc.full_text for doc in corpus.documents])
+    def encode_shard(self, texts: list[str]) -> np.ndarray:
+        return self.encode(list(texts), progress=False)
+
+    def worker_factory(self):
+        """A picklable recipe for this retriever's encoder, built once per Ray actor."""
+        from functools import partial
+
+        return partial(
+            DenseRetriever,
+            model=self.model_spec,
+            max_length=self.max_length,
+            normalize=self.normalize,
+            batch_size=self.batch_size,
+            device=self.device,
+            progress=False,
+        )
+
+    def index(self, corpus: Corpus, executor: Executor | None = None, store: ShardStore | None = None) -> None:
+        texts = [doc.full_text for doc in corpus.documents]
+        executor = executor if executor is not None else InProcess(self.progress)
+        parts = executor.map(
+            self.worker_factory(),
+            "encode_shard",
+            chunks(texts, ENCODE_SHARD),
+            store=store,
+            local=self,
+            desc=f"encode {len(texts):,} docs",
+        )
+        self.embeddings = np.concatenate(parts) if parts else self.encode([], progress=False)
         self._doc_ids, self._fingerprint = corpus.ids, corpus.fingerprint
         self._faiss = exact_ip_index(self.embeddings)
 

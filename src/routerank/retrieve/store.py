@@ -92,8 +92,12 @@ def load_index(path: str | Path, expected=None, corpus: Corpus | None = None, co
     return retriever
 
 
-def cached_index(retriever, corpus: Corpus, cache_dir: str | Path | None = None, rebuild: bool = False):
-    """Load `retriever`'s index for `corpus` from the cache, or build and store it."""
+def cached_index(retriever, corpus: Corpus, cache_dir: str | Path | None = None, rebuild: bool = False, executor=None):
+    """Load `retriever`'s index for `corpus` from the cache, or build and store it.
+
+    A shardable retriever (dense) builds through `executor` (in-process by default, or Ray), keeping finished
+    shards under `<index cache>/.shards/` until the index is saved, so a killed build resumes where it stopped.
+    """
     root = Path(cache_dir) if cache_dir is not None else cache_root() / "indexes"
     path = root / f"{retriever.kind}-{index_key(retriever.kind, retriever.config(), corpus.fingerprint)}"
     if path.exists() and not rebuild:
@@ -101,6 +105,14 @@ def cached_index(retriever, corpus: Corpus, cache_dir: str | Path | None = None,
             return load_index(path, expected=type(retriever), corpus=corpus, config=retriever.config())
         except CorruptIndexError as exc:
             print(f"routerank: rebuilding index: {exc}", file=sys.stderr)
-    retriever.index(corpus)
-    save_index(retriever, path)
+    if getattr(retriever, "shardable", False):
+        from routerank.scale import ShardStore
+
+        store = ShardStore.for_job("index", {"index": path.name}, root=root / ".shards" / path.name)
+        retriever.index(corpus, executor=executor, store=store)
+        save_index(retriever, path)
+        store.clear()
+    else:
+        retriever.index(corpus)
+        save_index(retriever, path)
     return retriever

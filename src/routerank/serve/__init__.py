@@ -8,7 +8,8 @@
     state.py     loaded models (each with its fitter and batcher), search indexes, readiness
     app.py       the FastAPI routes
     server.py    uvicorn in the foreground, or on a loopback thread for tests and benchmarks
+    ray_serve.py the same app as a Ray Serve deployment of N replicas (`routerank serve --ray-replicas N`)
 
-FastAPI, uvicorn and prometheus-client come with `pip install 'routerank[serve]'`; importing this package
-does not import them.
+FastAPI, uvicorn and prometheus-client come with `pip install 'routerank[serve]'`, Ray Serve with `routerank[ray]`;
+importing this package does not import them.
 """

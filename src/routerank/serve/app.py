@@ -185,10 +185,18 @@ def _validation_message(exc: RequestValidationError) -> str:
 
 
 def create_app(
-    config: ServeConfig, models: dict[str, Reranker] | None = None, searches: dict[str, tuple[Any, Any]] | None = None
+    config: ServeConfig,
+    models: dict[str, Reranker] | None = None,
+    searches: dict[str, tuple[Any, Any]] | None = None,
+    *,
+    keys: list[str] | None = None,
 ) -> Guard:
-    """The ASGI app for `config`; pass `models`/`searches` already loaded to share them (tests, benchmarks)."""
-    keys = load_api_keys(config.auth, config.path)
+    """The ASGI app for `config`; pass `models`/`searches` already loaded to share them (tests, benchmarks).
+
+    `keys` are the API keys when the caller has already read them (Ray Serve replicas get them from the driver);
+    by default they are read from the config's env var and file.
+    """
+    keys = keys if keys is not None else load_api_keys(config.auth, config.path)
     metrics = Metrics()
     loaded = models if models is not None else load_models(config)
     served = {name: served_model(config, name, loaded[name], metrics) for name in config.models}

@@ -1,0 +1,91 @@
+"""Run a job as shards: in this process, or on Ray actors that each hold their model once.
+
+Every sharded job in routerank (dense encoding, reranking a run, label building) has the same shape: a
+*worker factory* (a picklable callable that loads a model and returns an object), a *method* name, and a list
+of *shards* (inputs). `executor.map(factory, method, shards)` returns each shard's result in shard order, so the
+caller gathers them exactly as it would in a loop. The in-process executor is that loop; the Ray executor
+(`routerank.scale.ray_pool`) spreads the shards over actors and is only imported when `ray=` asks for it.
+Both write finished shards to an optional `ShardStore`, and skip the shards already there.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import Any, Protocol
+
+from routerank.scale.options import RayOptions, ray_options
+from routerank.scale.shards import ShardStore
+
+WorkerFactory = Callable[[], Any]
+
+
+class Executor(Protocol):
+    workers: int
+
+    def map(
+        self,
+        factory: WorkerFactory,
+        method: str,
+        shards: Sequence[Any],
+        *,
+        store: ShardStore | None = None,
+        local: Any = None,
+        desc: str = "shards",
+    ) -> list[Any]: ...
+
+    def run_tasks(self, fn: Callable[..., Any], calls: Sequence[tuple], *, gpus: float | None = None) -> list[Any]: ...
+
+
+def _progress(total: int, desc: str, enabled: bool):
+    from tqdm.auto import tqdm
+
+    return tqdm(total=total, desc=desc, unit="shard", disable=not enabled or total <= 1)
+
+
+class InProcess:
+    """The plain loop. `local` is a worker already built in this process (e.g. the retriever itself)."""
+
+    workers = 1
+
+    def __init__(self, progress: bool = True):
+        self.progress = progress
+
+    def map(
+        self,
+        factory: WorkerFactory,
+        method: str,
+        shards: Sequence[Any],
+        *,
+        store: ShardStore | None = None,
+        local: Any = None,
+        desc: str = "shards",
+    ) -> list[Any]:
+        worker, results = local, []
+        with _progress(len(shards), desc, self.progress) as bar:
+            for index, shard in enumerate(shards):
+                if store is not None and store.has(index):
+                    results.append(store.load(index))
+                else:
+                    worker = worker if worker is not None else factory()
+                    result = getattr(worker, method)(shard)
+                    if store is not None:
+                        store.save(index, result)
+                    results.append(result)
+                bar.update(1)
+        return results
+
+    def run_tasks(self, fn: Callable[..., Any], calls: Sequence[tuple], *, gpus: float | None = None) -> list[Any]:
+        return [fn(*args) for args in calls]
+
+
+def executor_for(ray: Any = None, progress: bool = True) -> Executor:
+    """`ray=None` → the in-process loop; anything `ray_options` accepts → a Ray executor (imports Ray)."""
+    options = ray_options(ray)
+    if options is None:
+        return InProcess(progress)
+    from routerank.scale.ray_pool import RayExecutor
+
+    return RayExecutor(options, progress)
+
+
+__all__ = ["Executor", "InProcess", "RayOptions", "WorkerFactory", "executor_for"]

@@ -1,0 +1,83 @@
+"""Finished shards on disk, so that a rerun, or a Ray task retried after a crash, never redoes them.
+
+A job's store is a folder keyed by everything that determines its output (model, config, inputs, shard size).
+Each shard's result is written atomically when it arrives: an array (or a dict of arrays) as safetensors,
+anything else as JSON. A half-written shard never exists, so a store is always safe to resume from.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any, TypeVar
+
+import numpy as np
+
+from routerank.fsutil import atomic_write, cache_root
+
+T = TypeVar("T")
+ARRAY_KEY = "value"
+
+
+def chunks(items: Sequence[T], size: int) -> list[Sequence[T]]:
+    """`items` cut in order into runs of `size` (the last may be shorter)."""
+    if size < 1:
+        raise ValueError(f"shard size must be >= 1, got {size}")
+    return [items[start : start + size] for start in range(0, len(items), size)]
+
+
+def job_key(kind: str, spec: dict[str, Any]) -> str:
+    blob = json.dumps({"kind": kind, **spec}, sort_keys=True, default=str)
+    return f"{kind}-{hashlib.sha256(blob.encode()).hexdigest()[:16]}"
+
+
+class ShardStore:
+    """`store.save(i, result)` once shard i is done; `store.has(i)`/`store.load(i)` on the next attempt."""
+
+    def __init__(self, root: str | Path):
+        self.root = Path(root)
+
+    @classmethod
+    def for_job(cls, kind: str, spec: dict[str, Any], root: str | Path | None = None) -> ShardStore:
+        return cls(Path(root) if root is not None else cache_root() / "shards" / job_key(kind, spec))
+
+    def _array_path(self, index: int) -> Path:
+        return self.root / f"{index:06d}.safetensors"
+
+    def _json_path(self, index: int) -> Path:
+        return self.root / f"{index:06d}.json"
+
+    def has(self, index: int) -> bool:
+        return self._array_path(index).exists() or self._json_path(index).exists()
+
+    def done(self) -> list[int]:
+        return sorted(int(p.stem) for p in self.root.glob("[0-9]*.*") if p.suffix in (".json", ".safetensors"))
+
+    def save(self, index: int, result: Any) -> None:
+        if isinstance(result, np.ndarray) or (
+            isinstance(result, dict) and result and all(isinstance(v, np.ndarray) for v in result.values())
+        ):
+            from safetensors.numpy import save
+
+            arrays = {ARRAY_KEY: result} if isinstance(result, np.ndarray) else result
+            blob = save({k: np.ascontiguousarray(v) for k, v in arrays.items()})
+            with atomic_write(self._array_path(index), "wb") as handle:
+                handle.write(blob)
+        else:
+            with atomic_write(self._json_path(index)) as handle:
+                json.dump(result, handle)
+
+    def load(self, index: int) -> Any:
+        path = self._array_path(index)
+        if path.exists():
+            from safetensors.numpy import load_file
+
+            arrays = load_file(str(path))
+            return arrays[ARRAY_KEY] if set(arrays) == {ARRAY_KEY} else arrays
+        return json.loads(self._json_path(index).read_text())
+
+    def clear(self) -> None:
+        shutil.rmtree(self.root, ignore_errors=True)
