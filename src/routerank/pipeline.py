@@ -244,20 +244,23 @@ class ShardedReranker:
         self.max_shard = max_shard
         self.name = stage.reranker if stage.alpha is None else f"{stage.reranker}~{stage.alpha}"
 
-    def _shards(self, query_list, run, corpus: Corpus, depth: int) -> list[tuple]:
+    def _shards(self, query_list, run, corpus: Corpus, depth: int):
+        """Query shards, each with its candidates' rankings and documents; built one at a time, on demand."""
         from routerank.data.types import Ranking
         from routerank.rerank.base import candidates
-        from routerank.scale import chunks
+        from routerank.scale import LazyShards, chunks
 
         size = max(1, min(self.max_shard, -(-len(query_list) // (4 * max(1, self.executor.workers)))))
-        shards = []
-        for part in chunks(query_list, size):
+        parts = chunks(query_list, size)
+
+        def make(index: int) -> tuple:
+            part = parts[index]
             rankings = {q.id: run[q.id] if q.id in run else Ranking() for q in part}
             wanted = {d.id for q in part for d in candidates(run, q.id, corpus, depth)}
-            shards.append(
-                (list(part), {q: (r.doc_ids, r.scores) for q, r in rankings.items()}, run.name, corpus.view(wanted))
-            )
-        return shards
+            heads = {q: (r.doc_ids, r.scores) for q, r in rankings.items()}
+            return list(part), heads, run.name, corpus.view(wanted)
+
+        return LazyShards(len(parts), make)
 
     def _store(self, query_list, run, corpus: Corpus, depth: int):
         import hashlib

@@ -70,3 +70,20 @@ def test_cli_ray_switch_takes_an_optional_address():
     assert normalise_ray_flag(["index", "-d", "x", "--ray"]) == ["index", "-d", "x", "--ray=local"]
     assert normalise_ray_flag(["index", "--ray", "host:6379"]) == ["index", "--ray", "host:6379"]
     assert normalise_ray_flag(["index", "-d", "x"]) == ["index", "-d", "x"]
+
+
+def test_lazy_shards_build_on_demand():
+    from routerank.scale import LazyShards
+
+    built = []
+    shards = LazyShards(3, lambda i: built.append(i) or i * 10)
+    assert len(shards) == 3 and built == []
+    assert InProcess(progress=False).map(_Echo, "run", shards) == [0, 10, 20]
+    assert built == [0, 1, 2] and shards[-1] == 20
+    with pytest.raises(IndexError):
+        shards[3]
+
+
+class _Echo:
+    def run(self, x):
+        return x

@@ -307,6 +307,31 @@ class R2RExperiment:
         write_run(out, path, tag=system.replace(" ", "_"))
         self._write_meta(path, {"pairs": len(pairs), "seconds": seconds, "adapters": sorted(set(names))})
 
+    def score_r2r(self, dataset: str) -> None:
+        """System (d): the saved bank's router routes each test query, and `R2RReranker` reranks with the chosen
+        EAG expert, scoring through this experiment (so on Ray when it runs there)."""
+        from routerank.data.trec import write_run
+        from routerank.route.expert import SoftmaxRouter
+        from routerank.route.r2r import R2RReranker
+
+        router = SoftmaxRouter.load(self.work / "bank" / "router", self.bank().hidden_state)
+        experts = {label: f"eag-{name}" for name, label in self.config.domains.items()}
+        reranker = R2RReranker(self, router, name="r2r", experts=experts)
+        ds = self.dataset(dataset)
+        run = reranker.rerank_run(self.test_queries(dataset), self.candidates(dataset), ds.corpus, self.config.depth)
+        path = self.run_path("r2r", dataset)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        write_run(run, path, tag="r2r")
+        meta = {
+            "pairs": sum(
+                min(self.config.depth, len(self.candidates(dataset)[q.id])) for q in self.test_queries(dataset)
+            ),
+            "seconds": reranker.routing_seconds + reranker.scoring_seconds,
+            "routing_seconds": reranker.routing_seconds,
+            "adapters": sorted({experts.get(d.choice, d.choice) for d in reranker.last_decisions}),
+        }
+        self._write_meta(path, meta)
+
     def score_cross_encoder(self, dataset: str) -> None:
         from routerank.data.trec import write_run
         from routerank.rerank.registry import make_reranker
@@ -329,8 +354,7 @@ class R2RExperiment:
 
     def routing(self) -> dict:
         """Fit the latent router and its baselines on train queries; score them on every test query."""
-        from routerank.experiments.routing import cached_features, metrics, standard_routers
-        from routerank.route.expert import OracleRouter, RandomRouter
+        from routerank.experiments.routing import cached_features, evaluate_routers
 
         path = self.work / "router" / "routing.json"
         if path.exists():
@@ -364,40 +388,21 @@ class R2RExperiment:
         backbone(sample)
         route_seconds_per_query = (time.perf_counter() - start) / max(len(sample), 1)
 
-        y_train, y_test = [label for _, label in train], [label for _, _, label in test]
-        routers = standard_routers(labels)
+        rows, fitted = evaluate_routers(labels, train, test, feats, threshold=c.router_threshold, seed=c.seed)
         report = {
             "train_queries": len(train),
             "test_queries": len(test),
             "labels": labels,
             "route_seconds_per_query": route_seconds_per_query,
-            "routers": {},
+            "routers": rows,
             "decisions": {},
         }
-        for title, (enc, router) in routers.items():
-            router.fit([t for t, _ in train], y_train, features=feats[enc, "train"])
-            probs = router.predict_proba([t for _, t, _ in test], features=feats[enc, "test"])
-            predicted = [
-                labels[i] if p[i] >= c.router_threshold else GENERALIST
-                for p, i in zip(probs, probs.argmax(1), strict=True)
-            ]
-            report["routers"][title] = {"features": enc, **metrics(y_test, predicted, labels)}
+        for title, (router, _, predicted) in fitted.items():
             if title.startswith("latent-linear"):
                 report["decisions"] = {qid: p for (qid, _, _), p in zip(test, predicted, strict=True)}
                 router.threshold = c.router_threshold
                 router.features = backbone
                 self._save_bank(router)
-        random_router = RandomRouter(labels, seed=c.seed)
-        queries = [Query(qid, text) for qid, text, _ in test]
-        report["routers"]["random"] = {
-            "features": None,
-            **metrics(y_test, [d.choice for d in random_router.route(queries)], labels),
-        }
-        oracle = OracleRouter(labels, {qid: label for qid, _, label in test})
-        report["routers"]["oracle"] = {
-            "features": None,
-            **metrics(y_test, [d.choice for d in oracle.route(queries)], labels),
-        }
         path.parent.mkdir(parents=True, exist_ok=True)
         with atomic_write(path) as out:
             json.dump(report, out, indent=2)
@@ -417,7 +422,6 @@ class R2RExperiment:
         """The stages in order; each is skipped when its output exists, and waits while its inputs do not."""
         c, steps = self.config, []
         names = list(c.domains)
-        label_to_name = {label: name for name, label in c.domains.items()}
         configs = self.expert_configs()
 
         def ready(*adapters):
@@ -439,20 +443,11 @@ class R2RExperiment:
         routed = lambda: (self.work / "router" / "routing.json").exists()  # noqa: E731
 
         def r2r_score(dataset):
-            def action():
-                decisions = self.routing()["decisions"]
-                chosen = {q.id: decisions[f"{dataset}:{q.id}"] for q in self.test_queries(dataset)}
-                experts = {
-                    qid: (GENERALIST if label == GENERALIST else f"eag-{label_to_name[label]}")
-                    for qid, label in chosen.items()
-                }
-                self.score_run("r2r", dataset, experts)
-
             return Step(
                 f"score r2r on {dataset}",
                 "score",
                 lambda: self.run_path("r2r", dataset).exists(),
-                action,
+                lambda: self.score_r2r(dataset),
                 needs=lambda: routed() and ready(*eag)(),
             )
 

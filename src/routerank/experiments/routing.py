@@ -83,6 +83,46 @@ def standard_routers(labels: list[str]) -> dict[str, tuple[str, object]]:
     }
 
 
+def evaluate_routers(
+    labels: list[str],
+    train: list[tuple[str, str]],
+    test: list[tuple[str, str, str]],
+    features: dict[tuple[str, str], np.ndarray],
+    *,
+    threshold: float = 0.0,
+    seed: int = 13,
+) -> tuple[dict[str, dict], dict[str, tuple[object, np.ndarray, list[str]]]]:
+    """Fit every standard router on `train` (text, label) and score it on `test` (id, text, label), with the
+    random and oracle routers beside them. `features[(encoder, "train" | "test")]` are precomputed query features.
+    A query whose top probability is under `threshold` goes to the generalist.
+
+    Returns (title -> report row, title -> (fitted router, test probabilities, test predictions)).
+    """
+    texts = [t for _, t in train]
+    y_train, y_test = [label for _, label in train], [label for _, _, label in test]
+    test_texts = [t for _, t, _ in test]
+    rows: dict[str, dict] = {}
+    fitted: dict[str, tuple[object, np.ndarray, list[str]]] = {}
+    for title, (encoder, router) in standard_routers(labels).items():
+        start = time.perf_counter()
+        router.fit(texts, y_train, features=features[encoder, "train"])
+        fit_seconds = time.perf_counter() - start
+        probs = router.predict_proba(test_texts, features=features[encoder, "test"])
+        predicted = [
+            labels[i] if p[i] >= threshold else GENERALIST for p, i in zip(probs, probs.argmax(1), strict=True)
+        ]
+        rows[title] = {"features": encoder, "fit_seconds": fit_seconds, **metrics(y_test, predicted, labels)}
+        fitted[title] = (router, probs, predicted)
+    queries = [Query(qid, text) for qid, text, _ in test]
+    baselines = {
+        "random": RandomRouter(labels, seed=seed),
+        "oracle": OracleRouter(labels, {qid: label for qid, _, label in test}),
+    }
+    for title, router in baselines.items():
+        rows[title] = {"features": None, **metrics(y_test, [d.choice for d in router.route(queries)], labels)}
+    return rows, fitted
+
+
 def prefixed(dataset: str, queries: list[Query]) -> list[Query]:
     """Queries with ids `<dataset>:<id>`: ids collide across datasets."""
     return [replace(q, id=f"{dataset}:{q.id}") for q in queries]
@@ -125,9 +165,14 @@ def main() -> None:
     feats = {
         (enc, g): cached_features(f"{enc}-{g}", texts, encoders[enc]) for enc in encoders for g, texts in groups.items()
     }
-    y_train, y_test = [label for _, label in train], [label for _, label in test]
-
-    routers = standard_routers(labels)
+    rows, fitted = evaluate_routers(
+        labels,
+        [(q.text, label) for q, label in train],
+        [(q.id, q.text, label) for q, label in test],
+        {key: value for key, value in feats.items() if key[1] in ("train", "test")},
+        seed=args.seed,
+    )
+    y_test = [label for _, label in test]
     report = {
         "domains": DOMAINS,
         "train_queries": len(train),
@@ -135,21 +180,16 @@ def main() -> None:
         "seed": args.seed,
         "command": "python -m routerank.experiments.routing "
         + " ".join(f"--{k.replace('_', '-')} {v}" for k, v in vars(args).items() if k != "output"),
-        "routers": {},
+        "routers": rows,
     }
-    for title, (enc, router) in routers.items():
-        start = time.perf_counter()
-        router.fit(groups["train"], y_train, features=feats[enc, "train"])
-        fit_s = time.perf_counter() - start
-        probs = router.predict_proba(groups["test"], features=feats[enc, "test"])
-        predicted = [labels[i] for i in probs.argmax(1)]
-        row = {"features": enc, "fit_seconds": fit_s, **metrics(y_test, predicted, labels)}
+    for title, (router, probs, predicted) in fitted.items():
+        row, encoder = rows[title], rows[title]["features"]
         threshold = calibrate_threshold(
-            router.predict_proba(groups["dev"], features=feats[enc, "dev"]),
-            router.predict_proba(groups["ood_dev"], features=feats[enc, "ood_dev"]),
+            router.predict_proba(groups["dev"], features=feats[encoder, "dev"]),
+            router.predict_proba(groups["ood_dev"], features=feats[encoder, "ood_dev"]),
         )
         kept = probs.max(1) >= threshold
-        ood = router.predict_proba(groups["ood_test"], features=feats[enc, "ood_test"]).max(1) >= threshold
+        ood = router.predict_proba(groups["ood_test"], features=feats[encoder, "ood_test"]).max(1) >= threshold
         row["generalist_threshold"] = {
             "threshold": threshold,
             "in_domain_kept": float(kept.mean()),
@@ -158,21 +198,10 @@ def main() -> None:
             ),
             "ood_sent_to_generalist": float(1 - ood.mean()),
         }
-        report["routers"][title] = row
         print(
             f"{title:<30} acc {row['accuracy']:.4f}  macro-F1 {row['macro_f1']:.4f}  "
             f"threshold {threshold:.3f}: OOD->generalist {row['generalist_threshold']['ood_sent_to_generalist']:.3f}"
         )
-    rand = RandomRouter(labels, seed=args.seed)
-    report["routers"]["random"] = {
-        "features": None,
-        **metrics(y_test, [d.choice for d in rand.route([q for q, _ in test])], labels),
-    }
-    oracle = OracleRouter(labels, {q.id: label for q, label in test})
-    report["routers"]["oracle"] = {
-        "features": None,
-        **metrics(y_test, [d.choice for d in oracle.route([q for q, _ in test])], labels),
-    }
     args.output.parent.mkdir(parents=True, exist_ok=True)
     with atomic_write(args.output) as out:
         json.dump(report, out, indent=2)

@@ -34,10 +34,22 @@ def save_bank(folder: str | Path, backbone: str, experts: Mapping[str, str | Pat
 
 
 class R2RReranker(BaseReranker):
-    def __init__(self, bank: ExpertBank, router: SoftmaxRouter, name: str = "r2r"):
-        unknown = [label for label in router.labels if label not in bank.domains]
+    """Route each query with `router`, then score its candidates with the chosen expert of `bank`.
+
+    bank: an `ExpertBank`, or anything with `score_pairs(pairs, expert_names)` (the R2R experiment passes itself,
+    so that its scoring may run on Ray). experts: router label -> the bank's name for that expert (default: the
+    label itself); a query routed to the generalist is scored by the bare backbone.
+    """
+
+    def __init__(
+        self, bank: ExpertBank, router: SoftmaxRouter, name: str = "r2r", *, experts: Mapping[str, str] | None = None
+    ):
+        self.experts = dict(experts) if experts else {label: label for label in router.labels}
+        missing = [label for label in router.labels if label not in self.experts]
+        known = getattr(bank, "domains", None)
+        unknown = missing or [e for e in self.experts.values() if known is not None and e not in known]
         if unknown:
-            raise RouterankError(f"router labels {unknown} have no expert in the bank ({bank.domains})")
+            raise RouterankError(f"router labels {router.labels} have no expert in the bank ({known}): {unknown}")
         self.bank, self.router, self.name = bank, router, name
         self.last_decisions: list = []
         self.routing_seconds = self.scoring_seconds = 0.0
@@ -59,7 +71,7 @@ class R2RReranker(BaseReranker):
         start = time.perf_counter()
         self.last_decisions = self.router.route(queries)
         self.routing_seconds += time.perf_counter() - start
-        return [d.choice for d in self.last_decisions]
+        return [self.experts.get(d.choice, d.choice) for d in self.last_decisions]
 
     def rerank(self, query: Query | str, docs, top_k: int | None = None) -> Ranking:
         query, documents = as_query(query), as_documents(docs)

@@ -2,6 +2,6 @@
 
 from routerank.scale.executor import Executor, InProcess, executor_for
 from routerank.scale.options import RayOptions, ray_options
-from routerank.scale.shards import ShardStore, chunks
+from routerank.scale.shards import LazyShards, ShardStore, chunks
 
-__all__ = ["Executor", "InProcess", "RayOptions", "ShardStore", "chunks", "executor_for", "ray_options"]
+__all__ = ["Executor", "InProcess", "LazyShards", "RayOptions", "ShardStore", "chunks", "executor_for", "ray_options"]

@@ -10,7 +10,7 @@ from __future__ import annotations
 import hashlib
 import json
 import shutil
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -27,6 +27,24 @@ def chunks(items: Sequence[T], size: int) -> list[Sequence[T]]:
     if size < 1:
         raise ValueError(f"shard size must be >= 1, got {size}")
     return [items[start : start + size] for start in range(0, len(items), size)]
+
+
+class LazyShards(Sequence):
+    """Shard i is built by `make(i)` only when an executor asks for it, so the driver never holds every shard's
+    input at once (100k queries' candidate texts would not fit)."""
+
+    def __init__(self, count: int, make: Callable[[int], Any]):
+        self.count, self.make = count, make
+
+    def __len__(self) -> int:
+        return self.count
+
+    def __getitem__(self, index):
+        if isinstance(index, slice):
+            return [self.make(i) for i in range(*index.indices(self.count))]
+        if not -self.count <= index < self.count:
+            raise IndexError(index)
+        return self.make(index % self.count)
 
 
 def job_key(kind: str, spec: dict[str, Any]) -> str:
