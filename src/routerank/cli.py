@@ -294,6 +294,66 @@ def compare(
     _console().print(table)
 
 
+@app.command()
+def qa(
+    dataset: DatasetOpt,
+    pipeline: PipelineOpt = "bm25",
+    k: Annotated[int, typer.Option("--k", "-k", help="context documents per query (0 = none, R0)")] = 3,
+    split: Annotated[str, typer.Option(help="qrels split whose queries are asked")] = "test",
+    sample: Annotated[int | None, typer.Option(help="a seeded sample of N queries")] = None,
+    seed: Annotated[int, typer.Option(help="seed for --sample")] = 13,
+    context: Annotated[
+        str, typer.Option(help="retrieved (the pipeline's top k) | gold (the qrels' relevant docs) | none (R0)")
+    ] = "retrieved",
+    model: Annotated[str, typer.Option(help="generator LLM spec: smollm2 | hf:<folder> | gguf:<file>")] = "smollm2",
+    template: Annotated[str | None, typer.Option(help="answer template: chatml | plain (default: the model's)")] = None,
+    max_new_tokens: Annotated[int, typer.Option(help="answer length limit in tokens")] = 32,
+    context_tokens: Annotated[int, typer.Option(help="document tokens a prompt may hold")] = 1024,
+    batch_size: Annotated[int, typer.Option(help="prompts decoded together")] = 8,
+    save_answers: Annotated[Path | None, typer.Option(help="write each query's answer, EM and F1 as JSONL")] = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Answer a split's queries from their context with an LLM and print EM/F1 against the gold answers."""
+    from routerank.experiments.rag_qa import run_qa
+
+    result = run_qa(
+        dataset,
+        split=split,
+        context=context,
+        pipeline=pipeline,
+        k=k,
+        sample=sample,
+        seed=seed,
+        model=model,
+        template=template,
+        max_new_tokens=max_new_tokens,
+        context_tokens=context_tokens,
+        batch_size=batch_size,
+    )
+    summary = result.summary()
+    if save_answers is not None:
+        from routerank.fsutil import atomic_write
+
+        with atomic_write(save_answers) as handle:
+            for answer in result.answers:
+                em, f1 = result.scores.per_query[answer.query_id]
+                record = {"query_id": answer.query_id, "answer": answer.text, "em": em, "f1": f1}
+                handle.write(json.dumps({**record, "context": list(answer.context.used)}) + "\n")
+    if as_json:
+        print(json.dumps(summary, indent=2))
+        return
+    print(
+        f"{result.dataset} {split}, {result.label}, {summary['n']} queries: "
+        f"EM {result.scores.em:.4f}  F1 {result.scores.f1:.4f}"
+    )
+    print(
+        f"{summary['generated']} generated, {summary['cached']} from cache, {summary['seconds']:.1f}s; "
+        f"{summary['truncated_docs']} documents truncated, {summary['dropped_docs']} dropped to fit "
+        f"{context_tokens} tokens",
+        file=sys.stderr,
+    )
+
+
 def _on_ray(ray: str | None, fn, *args):
     """`fn(*args)` here, or as one Ray task when --ray is given (a training run is one task)."""
     if ray is None:

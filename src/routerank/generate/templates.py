@@ -1,0 +1,138 @@
+"""Answer prompts, as data: one template per model family, tested for exact text.
+
+A prompt is a head (the instruction), two worked examples, then the question:
+
+    head  |  ask(example 1) + reply(answer 1)  |  ask(example 2) + reply(answer 2)  |  ask(question)
+
+`ask` ends where the answer begins. The open-book form numbers the context documents; the closed-book form (R0,
+no documents) has no context at all, and its own examples. The examples are there because a 135M model told
+only to "answer briefly" still answers in sentences; two short worked answers make it copy a span instead.
+They are invented text, so no dataset's questions leak into the prompt.
+
+Answers change with the wording, so every template carries a version that goes into the generation cache key:
+edit a template or its examples, bump its version.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from routerank.errors import SpecError
+
+OPEN_BOOK_INSTRUCTION = "Answer each question with a short phrase copied from the context."
+CLOSED_BOOK_INSTRUCTION = "Answer each question with a short phrase."
+
+
+@dataclass(frozen=True)
+class Example:
+    """A worked example: context documents (none for closed-book), a question and its short answer."""
+
+    documents: tuple[str, ...]
+    question: str
+    answer: str
+
+
+OPEN_BOOK_EXAMPLES = (
+    Example(
+        (
+            "The Eiffel Tower was completed in 1889 for the World's Fair in Paris. It was designed by the engineering "
+            "firm of Gustave Eiffel.",
+        ),
+        "When was the Eiffel Tower completed?",
+        "1889",
+    ),
+    Example(
+        (
+            "Marie Curie shared the 1903 Nobel Prize in Physics with Pierre Curie and Henri Becquerel for their "
+            "research on radioactivity.",
+        ),
+        "Who shared the 1903 Nobel Prize in Physics with Marie Curie?",
+        "Pierre Curie and Henri Becquerel",
+    ),
+)
+CLOSED_BOOK_EXAMPLES = (
+    Example((), "What is the capital of France?", "Paris"),
+    Example((), "Who wrote Hamlet?", "William Shakespeare"),
+)
+
+
+@dataclass(frozen=True)
+class AnswerTemplate:
+    """One model family's prompt for short-answer QA.
+
+    `head` is formatted with {instruction}; `open_ask` with {context} and {question}; `closed_ask` with {question};
+    `reply` with {answer}. Each context document becomes `document` (formatted with {n}, from 1, and {text}),
+    joined by `separator`.
+    """
+
+    name: str
+    version: int
+    head: str
+    open_ask: str
+    closed_ask: str
+    reply: str
+    document: str = "[{n}] {text}"
+    separator: str = "\n"
+    open_instruction: str = OPEN_BOOK_INSTRUCTION
+    closed_instruction: str = CLOSED_BOOK_INSTRUCTION
+    open_examples: tuple[Example, ...] = OPEN_BOOK_EXAMPLES
+    closed_examples: tuple[Example, ...] = CLOSED_BOOK_EXAMPLES
+
+    def ask(self, question: str, documents: Sequence[str] = ()) -> str:
+        if not documents:
+            return self.closed_ask.format(question=question)
+        context = self.separator.join(self.document.format(n=n, text=text) for n, text in enumerate(documents, 1))
+        return self.open_ask.format(context=context, question=question)
+
+    def render(self, question: str, documents: Sequence[str] = ()) -> str:
+        """The whole prompt; no `documents` gives the closed-book (R0) prompt, with no context at all."""
+        instruction = self.open_instruction if documents else self.closed_instruction
+        examples = self.open_examples if documents else self.closed_examples
+        parts = [self.head.format(instruction=instruction)]
+        for example in examples:
+            parts.append(self.ask(example.question, example.documents) + self.reply.format(answer=example.answer))
+        parts.append(self.ask(question, documents))
+        return "".join(parts)
+
+    @property
+    def key(self) -> dict[str, object]:
+        """Everything that shapes the prompt, for cache keys."""
+        return dict(self.__dict__)
+
+
+TEMPLATES: dict[str, AnswerTemplate] = {
+    # ChatML, as SmolLM2-Instruct and Qwen were tuned on: the instruction is the system turn, each example a
+    # user turn and an assistant turn.
+    "chatml": AnswerTemplate(
+        name="chatml",
+        version=2,
+        head="<|im_start|>system\n{instruction}<|im_end|>\n",
+        open_ask="<|im_start|>user\nContext:\n{context}\n\nQuestion: {question}<|im_end|>\n<|im_start|>assistant\n",
+        closed_ask="<|im_start|>user\nQuestion: {question}<|im_end|>\n<|im_start|>assistant\n",
+        reply="{answer}<|im_end|>\n",
+    ),
+    # For base models and families without a chat format: text to complete after an "Answer:" cue.
+    "plain": AnswerTemplate(
+        name="plain",
+        version=2,
+        head="{instruction}\n\n",
+        open_ask="Context:\n{context}\nQuestion: {question}\nAnswer:",
+        closed_ask="Question: {question}\nAnswer:",
+        reply=" {answer}\n\n",
+    ),
+}
+
+
+def get_template(name: str) -> AnswerTemplate:
+    if name not in TEMPLATES:
+        raise SpecError(f"unknown answer template {name!r}", fix=f"choose one of {sorted(TEMPLATES)}")
+    return TEMPLATES[name]
+
+
+def template_for(tokenizer) -> AnswerTemplate:
+    """The family's template: ChatML when the tokenizer knows its turn markers, else plain."""
+    vocab = tokenizer.get_vocab()
+    if "<|im_start|>" in vocab and "<|im_end|>" in vocab:
+        return TEMPLATES["chatml"]
+    return TEMPLATES["plain"]
