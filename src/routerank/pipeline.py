@@ -2,8 +2,11 @@
 
     bm25                          BM25 (bm25s defaults: k1=1.5, b=0.75, Lucene IDF)
     bm25:k1=0.9,b=0.4             BM25 with parameters
+    rm3 | bm25+rm3                BM25 with RM3 feedback (fb_docs=10,fb_terms=10,original_weight=0.5; BM25's index)
+    rm3:fb_docs=5,k1=0.9          ... with parameters, RM3's and BM25's alike
     dense | dense:<model-spec>    bi-encoder + exact FAISS (default model: the packaged MiniLM)
     null                          R0, retrieve nothing
+    r3ag:<router-folder>          per query, the R3AG router picks a member of the pool it was trained for (or R0)
     hybrid                        rrf(bm25,dense)
     rrf(A,B,...)                  reciprocal rank fusion of any specs
     weighted(0.3*A,0.7*B)         min-max normalised score fusion
@@ -29,6 +32,7 @@ from routerank.errors import SpecError
 
 ALIASES = {"hybrid": "rrf(bm25,dense)"}
 FUSIONS = ("rrf", "weighted")
+LEAVES = ("bm25", "rm3", "bm25+rm3", "dense", "null", "r3ag")
 
 
 @dataclass(frozen=True)
@@ -93,10 +97,10 @@ def parse(spec: str) -> Spec:
             raise SpecError(f"give a weight for every retriever in {spec!r}, or none")
         return Spec(name, children=tuple(children), weights=tuple(weights))
     name, _, arg = text.partition(":")
-    if name not in ("bm25", "dense", "null"):
+    if name not in LEAVES:
         raise SpecError(
             f"unknown retriever {name!r} in pipeline {spec!r}",
-            fix="use bm25, dense[:model], null, hybrid, rrf(...), weighted(...)",
+            fix="use bm25, rm3, dense[:model], null, r3ag:<folder>, hybrid, rrf(...), weighted(...)",
         )
     return Spec(name, arg.strip())
 
@@ -114,6 +118,51 @@ def _bm25_params(arg: str) -> dict[str, float | str]:
     return params
 
 
+def _rm3_params(arg: str) -> tuple[dict[str, float | str], dict[str, float | int]]:
+    """`rm3:fb_docs=5,k1=0.9` → (BM25's parameters, RM3's)."""
+    from routerank.retrieve.rm3 import PARAMETERS
+
+    bm25, rm3 = [], {}
+    for item in filter(None, (a.strip() for a in arg.split(","))):
+        key, eq, value = item.partition("=")
+        if key not in PARAMETERS:
+            bm25.append(item)
+            continue
+        try:
+            rm3[key] = PARAMETERS[key](value)
+        except ValueError:
+            raise SpecError(
+                f"rm3 parameter {key}={value!r} is not a {PARAMETERS[key].__name__}",
+                fix="e.g. rm3:fb_docs=10,fb_terms=10,original_weight=0.5",
+            ) from None
+    return _bm25_params(",".join(bm25)), rm3
+
+
+def _member(member, progress: bool):
+    """An un-indexed retriever for one pool member: its spec, or the user's factory."""
+    if member.spec:
+        if ">>" in member.spec:
+            raise SpecError(
+                f"pool member {member.name!r} = {member.spec!r} has rerank stages",
+                fix="pool members are first-stage retrievers; rerank after routing, e.g. r3ag:<folder>>>ce:<m>@100",
+            )
+        return make_retriever(member.spec, progress)
+    return member.create()
+
+
+def _routed(folder: str, progress: bool):
+    from routerank.route.pool import RetrieverPool, RoutedRetriever
+    from routerank.route.r3ag import R3AGRouter
+
+    router = R3AGRouter.load(folder)
+    if router.pool is None:
+        raise SpecError(
+            f"r3ag:{folder} records no retriever pool", fix="train it with a pool config (configs/r3ag-pool.toml)"
+        )
+    members = {member.name: _member(member, progress) for member in router.pool.members}
+    return RoutedRetriever(router, RetrieverPool(members, router.pool), name=f"r3ag:{Path(folder).name}")
+
+
 def make_retriever(spec: str | Spec, progress: bool = False):
     """An un-indexed retriever for a spec."""
     node = parse(spec) if isinstance(spec, str) else spec
@@ -121,6 +170,16 @@ def make_retriever(spec: str | Spec, progress: bool = False):
         from routerank.retrieve.bm25 import BM25Retriever
 
         return BM25Retriever(**_bm25_params(node.arg), progress=progress)
+    if node.name in ("rm3", "bm25+rm3"):
+        from routerank.retrieve.bm25 import BM25Retriever
+        from routerank.retrieve.rm3 import RM3Retriever
+
+        bm25_params, rm3_params = _rm3_params(node.arg)
+        return RM3Retriever(BM25Retriever(**bm25_params, progress=progress), **rm3_params)
+    if node.name == "r3ag":
+        if not node.arg:
+            raise SpecError("r3ag needs a router folder", fix="e.g. r3ag:runs/r3ag-router")
+        return _routed(node.arg, progress)
     if node.name == "dense":
         from routerank.retrieve.dense import DEFAULT_MODEL, DenseRetriever
 
@@ -343,14 +402,33 @@ def build(
     return Pipeline(retriever, rerankers, corpus)
 
 
+def build_pool(
+    config,
+    corpus: Corpus,
+    *,
+    cache: bool = True,
+    cache_dir: str | Path | None = None,
+    rebuild: bool = False,
+    progress: bool = False,
+):
+    """Every member of a retriever pool (a `PoolConfig`, or the path of its TOML file) indexed on `corpus`, each
+    leaf index from (and to) the cache: a `RetrieverPool` whose `search` gives every member's run."""
+    from routerank.route.pool import PoolConfig, RetrieverPool
+
+    config = config if isinstance(config, PoolConfig) else PoolConfig.read(config)
+    members = {m.name: _ready(_member(m, progress), corpus, cache, cache_dir, rebuild) for m in config.members}
+    return RetrieverPool(members, config)
+
+
 def _ready(retriever, corpus: Corpus, cache: bool, cache_dir, rebuild: bool, executor=None):
-    from routerank.retrieve.fusion import FusionRetriever
+    from routerank.retrieve.base import IndexedRetriever
     from routerank.retrieve.store import cached_index
 
-    if isinstance(retriever, FusionRetriever):
-        retriever.retrievers = [_ready(r, corpus, cache, cache_dir, rebuild, executor) for r in retriever.retrievers]
+    children = getattr(retriever, "retrievers", None)
+    if children is not None:  # a composite (fusion, rm3, a routed pool): each member comes from the cache
+        retriever.retrievers = [_ready(r, corpus, cache, cache_dir, rebuild, executor) for r in children]
         return retriever
-    if not cache:
+    if not cache or not isinstance(retriever, IndexedRetriever):  # a user retriever indexes itself
         if executor is not None and getattr(retriever, "shardable", False):
             retriever.index(corpus, executor=executor)
         else:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from types import MappingProxyType
 from typing import Any
@@ -12,7 +13,27 @@ from routerank.data.types import Corpus, Query, Ranking, Run
 from routerank.retrieve.base import IndexedRetriever, NotIndexedError, as_query_list
 
 
+@dataclass(frozen=True)
+class BM25Matrix:
+    """The index as a [documents, terms] matrix of BM25 contributions: what query expansion (RM3) builds on.
+
+    scores: scipy CSC matrix, scores[d, t] = idf(t) * tf-component(t, d), as bm25s precomputed it.
+    vocab: term -> column. doc_ids: row -> document id. k1, b, method, idf_method: the bm25s parameters.
+    """
+
+    scores: Any
+    vocab: Mapping[str, int]
+    doc_ids: tuple[str, ...]
+    k1: float
+    b: float
+    method: str
+    idf_method: str
+
+
 class BM25Retriever(IndexedRetriever):
+    """BM25 over a bm25s index. k1, b: the usual saturation and length normalisation; method: the bm25s variant
+    (lucene by default, as Anserini); stopwords / stemmer: the analysis (English, PyStemmer); progress: bars."""
+
     kind = "bm25"
 
     def __init__(
@@ -64,9 +85,7 @@ class BM25Retriever(IndexedRetriever):
         query_list = as_query_list(queries)
         rankings: dict[str, Ranking] = {q.id: Ranking() for q in query_list}
         progress = self.progress and len(query_list) >= 1000
-        tokens = self._tokenize([q.text for q in query_list], progress)
-        vocab_inverse = {i: t for t, i in tokens.vocab.items()}
-        as_strings = [[vocab_inverse[i] for i in ids] for ids in tokens.ids]
+        as_strings = self.terms([q.text for q in query_list], progress)
         nonempty = [i for i, toks in enumerate(as_strings) if toks]
         k = min(k, len(self._doc_ids))
         if nonempty and k > 0:
@@ -79,6 +98,25 @@ class BM25Retriever(IndexedRetriever):
                     tuple(ids[j] for j in docs[row, :keep].tolist()), tuple(row_scores[:keep])
                 )
         return Run(MappingProxyType(rankings), self.name)
+
+    def terms(self, texts: list[str], progress: bool = False) -> list[list[str]]:
+        """Each text's index terms in order: lowercased, stopwords dropped, stemmed, as documents were indexed."""
+        tokens = self._tokenize(list(texts), progress)
+        vocab_inverse = {i: t for t, i in tokens.vocab.items()}
+        return [[vocab_inverse[i] for i in ids] for ids in tokens.ids]
+
+    def matrix(self) -> BM25Matrix:
+        """The index's BM25 contributions as a documents x terms matrix (see `BM25Matrix`)."""
+        import scipy.sparse
+
+        if self._model is None:
+            raise NotIndexedError("BM25Retriever.matrix() before index() or load()")
+        arrays, model = self._model.scores, self._model
+        shape = (int(arrays["num_docs"]), len(arrays["indptr"]) - 1)
+        scores = scipy.sparse.csc_matrix((arrays["data"], arrays["indices"], arrays["indptr"]), shape=shape)
+        return BM25Matrix(
+            scores, model.vocab_dict, tuple(self._doc_ids), model.k1, model.b, model.method, model.idf_method
+        )
 
     def _write_files(self, folder: Path) -> None:
         self._model.save(str(folder))

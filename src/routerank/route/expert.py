@@ -160,13 +160,16 @@ class CentroidRouter(_ProbabilisticRouter):
     ):
         self.labels, self.features, self.temperature = list(labels), features, temperature
         self.threshold, self.name = threshold, name
-        self._centroids = None
+        self._centroids = self._seen = None
 
     def fit(self, texts: list[str], labels: Sequence[str], features: np.ndarray | None = None) -> CentroidRouter:
         x = self.features(texts) if features is None else features
         x = x / (np.linalg.norm(x, axis=1, keepdims=True) + 1e-9)
         labels = np.asarray(labels)
-        self._centroids = np.stack([x[labels == label].mean(0) for label in self.labels])
+        self._seen = np.array([bool((labels == label).any()) for label in self.labels])  # unseen: never chosen
+        self._centroids = np.stack(
+            [x[labels == label].mean(0) if (labels == label).any() else np.zeros(x.shape[1]) for label in self.labels]
+        )
         self._centroids /= np.linalg.norm(self._centroids, axis=1, keepdims=True) + 1e-9
         return self
 
@@ -174,6 +177,7 @@ class CentroidRouter(_ProbabilisticRouter):
         x = self.features(texts) if features is None else features
         x = x / (np.linalg.norm(x, axis=1, keepdims=True) + 1e-9)
         logits = x @ self._centroids.T / self.temperature
+        logits[:, ~self._seen] = -np.inf
         logits -= logits.max(1, keepdims=True)
         exp = np.exp(logits)
         return exp / exp.sum(1, keepdims=True)
