@@ -24,3 +24,49 @@ def test_qwen3_adds_the_empty_think_block():
 def test_unknown_template():
     with pytest.raises(SpecError, match="chatml"):
         get_template("alpaca")
+
+
+def test_setwise_chatml_prompt_exact_text():
+    from routerank.rerank.templates import get_choice_template
+
+    text = get_choice_template("setwise", "chatml").render("is aspirin safe", ["Aspirin is safe.", "Cats purr.", "Ok."])
+    assert text == (
+        "<|im_start|>system\n"
+        "You are a search relevance judge. You read a query and passages, and name the most relevant passage."
+        "<|im_end|>\n<|im_start|>user\n"
+        'Given a query "is aspirin safe", which of the following passages is the most relevant one to the query?\n\n'
+        'Passage A: "Aspirin is safe."\n\n'
+        'Passage B: "Cats purr."\n\n'
+        'Passage C: "Ok."\n\n'
+        "Output only the passage label of the most relevant passage: A, B or C.<|im_end|>\n"
+        "<|im_start|>assistant\nPassage"
+    )
+
+
+def test_pairwise_chatml_prompt_exact_text():
+    from routerank.rerank.templates import get_choice_template
+
+    text = get_choice_template("pairwise", "chatml").render("is aspirin safe", ["Aspirin is safe.", "Cats purr."])
+    assert text == (
+        "<|im_start|>system\n"
+        "You are a search relevance judge. You read a query and passages, and name the most relevant passage."
+        "<|im_end|>\n<|im_start|>user\n"
+        'Given a query "is aspirin safe", which of the following two passages is more relevant to the query?\n\n'
+        'Passage A: "Aspirin is safe."\n\n'
+        'Passage B: "Cats purr."\n\n'
+        "Output Passage A or Passage B.<|im_end|>\n"
+        "<|im_start|>assistant\nPassage"
+    )
+
+
+def test_choice_templates_answer_tokens_qwen3_and_errors():
+    from routerank.rerank.templates import get_choice_template
+
+    setwise = get_choice_template("setwise", "chatml")
+    assert setwise.answer_tokens(4) == [" A", " B", " C", " D"]
+    qwen3 = get_choice_template("pairwise", "qwen3").render("q", ["a", "b"])
+    assert qwen3.endswith("<|im_start|>assistant\n<think>\n\n</think>\n\nPassage")
+    with pytest.raises(SpecError, match="2 to 20 passages"):
+        setwise.render("q", ["only one"])
+    with pytest.raises(SpecError, match="chatml"):
+        get_choice_template("setwise", "alpaca")

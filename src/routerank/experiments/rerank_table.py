@@ -69,7 +69,8 @@ def run(
             reranked, seconds = saved, None
         else:
             family = spec.split(":")[0]
-            options = {"max_doc_tokens": max_doc_tokens} if family in ("pointwise", "qlm", "icr", "listwise") else {}
+            llm_families = ("pointwise", "qlm", "icr", "listwise", "setwise", "pairwise")
+            options = {"max_doc_tokens": max_doc_tokens} if family in llm_families else {}
             reranker = make_reranker(spec, **options)
             start = time.perf_counter()
             reranked = reranker.rerank_run(queries, bm25, ds.corpus, depth)

@@ -4,6 +4,8 @@ pointwise:<llm>      yes/no next-token softmax (default llm: smollm2)
 qlm:<llm>            mean log P(query | doc)
 ce:<folder>          sentence-transformers CrossEncoder
 listwise:<llm>       RankGPT-style sliding window
+setwise:<llm>,k=4,method=heapsort|bubblesort,top=10     pick the best of k labelled passages, from logits
+pairwise:<llm>,method=allpair|bubblesort,top=10         PRP: A or B, asked in both orders
 icr:<llm>            in-context reranking from attention (2 forward passes)
 idcm:<selector>,<scorer>   passage cascade for long documents
 r2r:<bank-folder>    route each query to a LoRA domain expert, then rerank with it
@@ -20,6 +22,8 @@ FAMILIES = {
     "qlm": "routerank.rerank.qlm:QueryLikelihoodReranker",
     "ce": "routerank.rerank.cross_encoder:CrossEncoderReranker",
     "listwise": "routerank.rerank.listwise:ListwiseReranker",
+    "setwise": "routerank.rerank.setwise:SetwiseReranker",
+    "pairwise": "routerank.rerank.pairwise:PairwiseReranker",
     "icr": "routerank.rerank.icr:ICRReranker",
     "idcm": "routerank.rerank.idcm:IDCMReranker",
     "r2r": "routerank.route.r2r:R2RReranker",  # routing lives a layer up; named here so pipelines can use it

@@ -1,6 +1,7 @@
-"""Prompt templates for yes/no LLM rerankers, as data: one per model family, tested for exact text.
+"""Prompt templates for LLM rerankers, as data: one per model family, tested for exact text.
 
-A prompt is four segments, tokenized separately and concatenated, so the shared part is computed once:
+Yes/no templates (pointwise) and choice templates (setwise and pairwise: pick one labelled passage) live here.
+A yes/no prompt is four segments, tokenized separately and concatenated, so the shared part is computed once:
 
     prefix (system + instruction)  |  query segment  |  document segment  |  suffix (answer cue)
 
@@ -10,7 +11,7 @@ concatenated ids equal those of the whole prompt tokenized at once.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from routerank.errors import SpecError
 
@@ -71,3 +72,77 @@ def get_template(name: str) -> YesNoTemplate:
     if name not in TEMPLATES:
         raise SpecError(f"unknown prompt template {name!r}", fix=f"choose one of {sorted(TEMPLATES)}")
     return TEMPLATES[name]
+
+
+@dataclass(frozen=True)
+class ChoiceTemplate:
+    """Labelled passages, then a cue after which the model's next token is the label of the passage it picks.
+
+    The cue ends in "Passage", so the answer token is " A", " B", ... whatever the model would write first."""
+
+    name: str
+    head: str  # formatted with {query} and {count}
+    passage: str  # formatted with {label} and {passage}
+    tail: str  # formatted with {query}, {count} and {labels} ("A, B, C or D")
+    answer: str = " {label}"  # the token read from the next-token logits
+    labels: str = "ABCDEFGHIJKLMNOPQRST"
+
+    def render(self, query: str, passages: list[str] | tuple[str, ...]) -> str:
+        if not 2 <= len(passages) <= len(self.labels):
+            raise SpecError(
+                f"a choice prompt shows 2 to {len(self.labels)} passages, got {len(passages)}",
+                fix=f"use a set size k between 2 and {len(self.labels)}",
+            )
+        labels = self.labels[: len(passages)]
+        spoken = ", ".join(labels[:-1]) + f" or {labels[-1]}"
+        fields = {"query": query, "count": len(passages), "labels": spoken}
+        body = "".join(self.passage.format(label=label, passage=p) for label, p in zip(labels, passages, strict=True))
+        return self.head.format(**fields) + body + self.tail.format(**fields)
+
+    def answer_tokens(self, count: int) -> list[str]:
+        return [self.answer.format(label=label) for label in self.labels[:count]]
+
+
+CHOICE_SYSTEM = "You are a search relevance judge. You read a query and passages, and name the most relevant passage."
+CHATML_CUE = "<|im_end|>\n<|im_start|>assistant\nPassage"
+QWEN3_CUE = "<|im_end|>\n<|im_start|>assistant\n<think>\n\n</think>\n\nPassage"
+
+# The setwise paper's wording (Zhuang et al., SIGIR 2024), in ChatML framing.
+SETWISE_CHATML = ChoiceTemplate(
+    name="chatml",
+    head=(
+        "<|im_start|>system\n" + CHOICE_SYSTEM + "<|im_end|>\n<|im_start|>user\n"
+        'Given a query "{query}", which of the following passages is the most relevant one to the query?\n\n'
+    ),
+    passage='Passage {label}: "{passage}"\n\n',
+    tail="Output only the passage label of the most relevant passage: {labels}." + CHATML_CUE,
+)
+# The pairwise ranking prompt of PRP (Qin et al., NAACL 2024 findings), in ChatML framing.
+PAIRWISE_CHATML = ChoiceTemplate(
+    name="chatml",
+    head=(
+        "<|im_start|>system\n" + CHOICE_SYSTEM + "<|im_end|>\n<|im_start|>user\n"
+        'Given a query "{query}", which of the following two passages is more relevant to the query?\n\n'
+    ),
+    passage='Passage {label}: "{passage}"\n\n',
+    tail="Output Passage A or Passage B." + CHATML_CUE,
+)
+
+CHOICE_TEMPLATES: dict[str, dict[str, ChoiceTemplate]] = {
+    "setwise": {
+        "chatml": SETWISE_CHATML,  # SmolLM2-Instruct and other ChatML chat models
+        "qwen3": replace(SETWISE_CHATML, name="qwen3", tail=SETWISE_CHATML.tail.replace(CHATML_CUE, QWEN3_CUE)),
+    },
+    "pairwise": {
+        "chatml": PAIRWISE_CHATML,
+        "qwen3": replace(PAIRWISE_CHATML, name="qwen3", tail=PAIRWISE_CHATML.tail.replace(CHATML_CUE, QWEN3_CUE)),
+    },
+}
+
+
+def get_choice_template(kind: str, name: str) -> ChoiceTemplate:
+    """The `kind` ("setwise" or "pairwise") prompt for one model family."""
+    family = CHOICE_TEMPLATES.get(kind, {})
+    if name not in family:
+        raise SpecError(f"unknown {kind} prompt template {name!r}", fix=f"choose one of {sorted(family)}")
+    return family[name]

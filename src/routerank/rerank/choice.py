@@ -1,0 +1,251 @@
+"""An LLM that picks one passage out of a labelled set, and the reranker base that sorts with it.
+
+Setwise and pairwise reranking (see `setwise.py`, `pairwise.py`) are comparison sorts (`sorting.py`) whose
+comparisons an LLM makes. The model reads the query and passages labelled A, B, C, ..., the prompt ends with the cue
+`Passage`, and its pick is the argmax of the next-token logits over the label tokens " A", " B", ...: one forward
+pass, no generation, as the setwise paper does for open models. So a comparison is cheap, deterministic and always
+an answer, where listwise generation must parse and repair what the model writes.
+
+Where the time goes, and what this module does about it:
+- only the label rows of the LM head are computed, not the 49k-way vocabulary;
+- sets the sort asks together (all pairs for all-pairs, both orders of a pair for PRP) are right-padded into
+  batches under a token budget and read at each row's last real token; causal attention never looks at the pads on
+  its right, so a batched answer equals an unbatched forward (tested against the plain model);
+- each passage is truncated to `max_doc_tokens` once per query; the query is never cut.
+No prefix KV reuse as in pointwise: the shared prefix (system + query) is a small part of a prompt holding 2-20
+passages, and the sequential sorts run one prompt per forward pass anyway.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, fields
+from typing import Protocol
+
+import numpy as np
+
+from routerank.data.types import Query, Ranking
+from routerank.errors import RouterankError, SpecError
+from routerank.models.llm import DEFAULT_LLM, load_causal_lm
+from routerank.rerank.base import BaseReranker, DocsLike, as_documents, as_query
+from routerank.rerank.sorting import CachedJudge, Judge
+from routerank.rerank.templates import ChoiceTemplate, get_choice_template
+
+
+class Chooser(Protocol):
+    def choose(self, query: str, sets: Sequence[Sequence[str]]) -> list[int]:
+        """For each set of passages (in the order shown), the position of the one most relevant to `query`."""
+        ...
+
+
+class LabelChooser:
+    """A causal LM as a `Chooser`: argmax over the label tokens' next-token logits, batched by a token budget."""
+
+    def __init__(
+        self,
+        model,
+        tokenizer,
+        template: ChoiceTemplate,
+        *,
+        max_doc_tokens: int = 128,
+        token_budget: int | None = None,
+        max_batch: int = 64,
+    ):
+        import torch
+
+        self.model, self.tokenizer, self.template = model, tokenizer, template
+        self.max_doc_tokens, self.max_batch = max_doc_tokens, max_batch
+        self.device = next(model.parameters()).device
+        self.token_budget = token_budget or (65536 if self.device.type == "cuda" else 4096)
+        label_ids = []
+        for token in template.answer_tokens(len(template.labels)):
+            ids = tokenizer(token, add_special_tokens=False)["input_ids"]
+            if len(ids) != 1:
+                raise RouterankError(
+                    f"the tokenizer splits the answer label {token!r} into {len(ids)} tokens",
+                    fix="use a model whose tokenizer has single-token labels, or a template with other labels",
+                )
+            label_ids.append(ids[0])
+        head = model.get_output_embeddings().weight
+        self.label_rows = head[label_ids].detach().clone().to(torch.float32)
+        self.decoder = model.base_model
+        self.prompts = 0
+        self.forward_passes = 0
+        self._query, self._truncated = "", {}
+
+    def truncate(self, text: str) -> str:
+        """One line of at most `max_doc_tokens` tokens, remembered for the current query."""
+        if text not in self._truncated:
+            flat = " ".join(text.split())
+            ids = self.tokenizer(flat, add_special_tokens=False)["input_ids"]
+            cut = flat if len(ids) <= self.max_doc_tokens else self.tokenizer.decode(ids[: self.max_doc_tokens])
+            self._truncated[text] = cut.strip()
+        return self._truncated[text]
+
+    def prompt(self, query: str, passages: Sequence[str]) -> str:
+        return self.template.render(query, [self.truncate(p) for p in passages])
+
+    def label_logits(self, query: str, sets: Sequence[Sequence[str]]) -> np.ndarray:
+        """float32 [len(sets), largest set]: each set's label logits, -inf past its own size."""
+        if query != self._query:
+            self._query, self._truncated = query, {}
+        rows = [self.tokenizer(self.prompt(query, s), add_special_tokens=False)["input_ids"] for s in sets]
+        out = np.full((len(sets), max(len(s) for s in sets)), -np.inf, dtype=np.float32)
+        for batch in self._batches([len(r) for r in rows]):
+            logits = self._forward([rows[i] for i in batch])
+            for i, row in zip(batch, logits, strict=True):
+                out[i, : len(sets[i])] = row[: len(sets[i])]
+        self.prompts += len(sets)
+        return out
+
+    def choose(self, query: str, sets: Sequence[Sequence[str]]) -> list[int]:
+        """The argmax label of each set; a tie goes to the earlier label."""
+        return self.label_logits(query, sets).argmax(axis=1).tolist() if sets else []
+
+    def _batches(self, lengths: list[int]) -> list[list[int]]:
+        """Longest first, so each batch pads little; a batch stays under the token budget and `max_batch` rows."""
+        batches: list[list[int]] = []
+        for i in sorted(range(len(lengths)), key=lambda i: -lengths[i]):
+            fits = batches and (len(batches[-1]) + 1) * lengths[batches[-1][0]] <= self.token_budget
+            if fits and len(batches[-1]) < self.max_batch:
+                batches[-1].append(i)
+                continue
+            batches.append([i])
+        return batches
+
+    def _forward(self, rows: list[list[int]]) -> np.ndarray:
+        import torch
+
+        width = max(len(r) for r in rows)
+        ids = torch.full((len(rows), width), self.tokenizer.pad_token_id or 0, dtype=torch.long)
+        mask = torch.zeros_like(ids)
+        for i, row in enumerate(rows):
+            ids[i, : len(row)] = torch.tensor(row)
+            mask[i, : len(row)] = 1
+        last = torch.tensor([len(r) - 1 for r in rows], device=self.device)
+        with torch.inference_mode():
+            hidden = self.decoder(input_ids=ids.to(self.device), attention_mask=mask.to(self.device)).last_hidden_state
+            self.forward_passes += 1
+            picked = hidden[torch.arange(len(rows), device=self.device), last].to(torch.float32)
+            return (picked @ self.label_rows.to(picked.device).T).cpu().numpy()
+
+
+class BoundJudge:
+    """A chooser fixed to one query and its candidates: the `Judge` the sorts talk to, in document indices."""
+
+    def __init__(self, chooser: Chooser, query: str, passages: Sequence[str]):
+        self.chooser, self.query, self.passages = chooser, query, passages
+
+    def best(self, sets: Sequence[Sequence[int]]) -> list[int]:
+        return self.chooser.choose(self.query, [[self.passages[i] for i in s] for s in sets])
+
+
+@dataclass(frozen=True)
+class ComparisonStats:
+    """What reranking cost. `prompts` are the LLM calls (one forward pass each when unbatched)."""
+
+    queries: int = 0
+    prompts: int = 0  # sets or ordered pairs the LLM judged
+    cache_hits: int = 0  # comparisons a sort asked again, answered from the per-query memo
+    forward_passes: int = 0  # decoder calls: prompts batched together share one
+    seconds: float = 0.0
+
+    def __add__(self, other: ComparisonStats) -> ComparisonStats:
+        return ComparisonStats(*(getattr(self, f.name) + getattr(other, f.name) for f in fields(self)))
+
+    def per_query(self) -> dict[str, float]:
+        n = max(self.queries, 1)
+        return {f.name: getattr(self, f.name) / n for f in fields(self) if f.name != "queries"}
+
+
+def split_arg(arg: str) -> tuple[str, dict[str, int | str]]:
+    """`smollm2,k=3,method=bubblesort` → ("smollm2", {"k": 3, "method": "bubblesort"}); the model may be left out.
+
+    Options in the spec belong to one stage, where `--rerank-opt` reaches every stage of a pipeline."""
+    model, options = "", {}
+    for part in filter(None, (p.strip() for p in arg.split(","))):
+        key, eq, value = part.partition("=")
+        if eq and key.strip().isidentifier():
+            options[key.strip()] = int(value) if value.strip().isdigit() else value.strip()
+        elif model:
+            raise SpecError(f"two models in {arg!r}", fix="e.g. setwise:smollm2,k=4,method=heapsort")
+        else:
+            model = part
+    return model or DEFAULT_LLM, options
+
+
+class ComparisonReranker(BaseReranker):
+    """Shared by setwise and pairwise: load the LLM, bind it to a query, let `order` sort, count what it cost.
+
+    `rerank` returns the sorted candidates with scores n, n-1, ...; `last_stats` holds the cost of the last query
+    and `stats` the sum over all queries since construction."""
+
+    kind = "comparison"
+    defaults: dict[str, object] = {}
+
+    def __init__(
+        self,
+        model: str,
+        *,
+        template: str,
+        max_doc_tokens: int,
+        token_budget: int | None,
+        chooser: Chooser | None,
+        device: str | None,
+        dtype: str | None,
+        trust_remote_code: bool,
+        settings: dict[str, object],
+        _loaded=None,
+    ):
+        if int(max_doc_tokens) < 1:
+            raise RouterankError(
+                f"max_doc_tokens must be positive, got {max_doc_tokens}", fix="e.g. max_doc_tokens=128"
+            )
+        self.model_spec, self.template = model, get_choice_template(self.kind, template)
+        shown = [f"{k}={v}" for k, v in settings.items() if self.defaults.get(k) != v]
+        self.name = ",".join([self.kind + (f":{model}" if model != DEFAULT_LLM or shown else ""), *shown])
+        if chooser is None:
+            if _loaded is None:
+                _loaded = load_causal_lm(model, device=device, dtype=dtype, trust_remote_code=trust_remote_code)
+            chooser = LabelChooser(
+                *_loaded, self.template, max_doc_tokens=int(max_doc_tokens), token_budget=token_budget
+            )
+        self.chooser = chooser
+        self.last_stats = ComparisonStats()
+        self.stats = ComparisonStats()
+
+    @classmethod
+    def from_spec(cls, arg: str, **options) -> ComparisonReranker:
+        model, inline = split_arg(arg)
+        return cls(model, **{**options, **inline})
+
+    @classmethod
+    def from_model(cls, model, tokenizer, *, name: str = "custom", **options) -> ComparisonReranker:
+        """Wrap an already-loaded (model, tokenizer), e.g. a tiny test model."""
+        return cls(name, _loaded=(model, tokenizer), **options)
+
+    @property
+    def forward_passes(self) -> int:
+        return getattr(self.chooser, "forward_passes", 0)
+
+    @property
+    def calls(self) -> int:
+        """LLM calls (prompts judged) over all queries so far; `last_stats.prompts` is the last query's."""
+        return self.stats.prompts
+
+    def order(self, n: int, judge: Judge) -> list[int]:
+        """A permutation of range(n) (first-stage ranks), best first."""
+        raise NotImplementedError
+
+    def rerank(self, query: Query | str, docs: DocsLike, top_k: int | None = None) -> Ranking:
+        query, documents = as_query(query), as_documents(docs)
+        started, passes = time.perf_counter(), self.forward_passes
+        judge = CachedJudge(BoundJudge(self.chooser, query.text, [d.full_text for d in documents]))
+        order = self.order(len(documents), judge) if len(documents) > 1 else list(range(len(documents)))
+        self.last_stats = ComparisonStats(
+            1, judge.judged, judge.cache_hits, self.forward_passes - passes, time.perf_counter() - started
+        )
+        self.stats = self.stats + self.last_stats
+        kept = order[:top_k] if top_k is not None else order
+        return Ranking(tuple(documents[i].id for i in kept), tuple(float(len(order) - r) for r in range(len(kept))))
