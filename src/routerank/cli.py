@@ -574,6 +574,37 @@ def train_expert_command(
 
 app.add_typer(train_app, name="train")
 
+r3ag_app = typer.Typer(no_args_is_help=True, help="R3AG retriever routing: routing labels for a retriever pool.")
+
+
+@r3ag_app.command("labels")
+def r3ag_labels(
+    dataset: DatasetOpt,
+    pool: Annotated[Path, typer.Option(help="pool TOML, e.g. configs/r3ag-pool.toml")] = Path("configs/r3ag-pool.toml"),
+    split: Annotated[str, typer.Option(help="qrels split whose queries are labelled")] = "train",
+    sample: Annotated[int | None, typer.Option(help="a seeded sample of N queries")] = None,
+    seed: Annotated[int, typer.Option(help="seed for --sample")] = 13,
+    k: Annotated[int, typer.Option("-k", help="context documents per query")] = 3,
+    model: Annotated[str, typer.Option(help="generator LLM spec")] = "smollm2",
+    template: Annotated[str, typer.Option(help="answer template: plain | chatml")] = "plain",
+    max_new_tokens: Annotated[int, typer.Option(help="answer length limit in tokens")] = 32,
+    work_dir: Annotated[Path | None, typer.Option(help="runs and labels (default: cache/r3ag/labels/...)")] = None,
+) -> None:
+    """Quality (nDCG@10) and utility (answer F1; EM in meta) of every pool member on every query; resumable."""
+    from routerank.experiments.r3ag_labels import LabelSettings, build_labels, work_dir_for
+    from routerank.route.pool import PoolConfig
+
+    settings = LabelSettings(split, sample, seed, k, model=model, template=template, max_new_tokens=max_new_tokens)
+    config = PoolConfig.read(pool)
+    work = work_dir or work_dir_for(dataset, config, settings)
+    labels = build_labels(dataset, config, settings, work_dir=work)
+    for name, f1 in labels.mean("utility").items():
+        print(f"{name}: nDCG@10 {labels.mean('quality')[name]:.3f}  F1 {f1:.3f}")
+    print(f"wrote {work / 'labels'} ({len(labels)} queries)", file=sys.stderr)
+
+
+app.add_typer(r3ag_app, name="r3ag")
+
 experiment_app = typer.Typer(no_args_is_help=True, help="Staged, cached experiments that write reports/.")
 
 
@@ -612,6 +643,20 @@ def experiment_effectiveness(
     if markdown:
         print(effectiveness.markdown(result))
     print(f"wrote {report}", file=sys.stderr)
+
+
+@experiment_app.command("r3ag")
+def experiment_r3ag(
+    config: Annotated[Path, typer.Option(help="TOML config, e.g. configs/r3ag-cpu.toml")],
+    work_dir: Annotated[Path | None, typer.Option(help="stages live here (default: cache/r3ag/PROFILE-HASH)")] = None,
+    report: Annotated[Path, typer.Option(help="markdown report; the JSON goes beside it")] = Path("reports/r3ag.md"),
+    max_minutes: Annotated[float | None, typer.Option(help="start no new stage after this long")] = None,
+    only: Annotated[str | None, typer.Option(help="run only these stage kinds: labels,train,evaluate,report")] = None,
+) -> None:
+    """R3AG retriever routing: labels per set and split, train, evaluate every system, report; resumable."""
+    from routerank.experiments.r3ag_experiment import main_from_cli
+
+    main_from_cli(config, work_dir, report, max_minutes, only)
 
 
 app.add_typer(experiment_app, name="experiment")

@@ -1,0 +1,246 @@
+"""The train and evaluate stages of the R3AG experiment (`r3ag_experiment`), as plain functions over its work dir.
+
+Training: R3AG pooled over all sets or one router per set, whichever earns the higher macro F1 on held-out
+train queries (never test ones), then refit on all train labels in that mode; the ablations and the
+extensibility router (without `config.extend`, then `add_retriever`) train the same way.
+
+Evaluation on each set's test labels: a system's F1/EM on a query is the label of the member it routes that query
+to. Baselines train on the same train labels as R3AG; the oracles read the test labels (upper bounds).
+"""
+
+from __future__ import annotations
+
+import time
+from collections import Counter
+from dataclasses import replace
+
+import numpy as np
+
+from routerank.data.types import Query
+from routerank.experiments.r3ag_experiment import VARIANTS
+from routerank.experiments.r3ag_labels import em_matrix
+from routerank.route.labels import RoutingLabels, score_routes
+
+ORACLES = ("oracle", "oracle-fixed")
+
+
+def _router_config(experiment, overrides: dict):
+    from routerank.route.r3ag import R3AGConfig
+
+    return R3AGConfig(features=experiment.config.features, **overrides)
+
+
+def fit_router(experiment, labels: RoutingLabels, overrides: dict | None = None, name: str = "r3ag"):
+    """An R3AG router trained on `labels` (both stages through the shared trainer)."""
+    from routerank.route.r3ag import R3AGRouter
+    from routerank.train.r3ag import R3AG_TRAINING, R3AGTrainer
+
+    features = experiment.features()
+    router = R3AGRouter(labels.retrievers, _router_config(experiment, overrides or {}), features=features, name=name)
+    training = replace(R3AG_TRAINING, epochs=experiment.config.epochs)
+    R3AGTrainer(router, labels, training=training, features=features(list(labels.queries))).fit()
+    return router
+
+
+def _split(labels: RoutingLabels, holdout: float, seed: int) -> tuple[RoutingLabels, RoutingLabels]:
+    order = np.random.default_rng(seed).permutation(len(labels))
+    cut = max(1, int(round(len(labels) * holdout)))
+    return labels.subset(np.sort(order[cut:])), labels.subset(np.sort(order[:cut]))
+
+
+def _mean_f1(router, labels: RoutingLabels, features) -> float:
+    queries = [Query(q, t) for q, t in zip(labels.query_ids, labels.queries, strict=True)]
+    choices = [d.choice for d in router.route(queries, features=features(list(labels.queries)))]
+    return score_routes(choices, labels).utility
+
+
+def choose_mode(experiment) -> dict:
+    """Pooled vs per-set R3AG, compared by macro F1 on each set's held-out train queries."""
+    config, features = experiment.config, experiment.features()
+    parts = {
+        ds: _split(experiment.labels(ds, config.train_split), config.holdout, config.seed) for ds in config.datasets
+    }
+    pooled = fit_router(experiment, RoutingLabels.concat([fit for fit, _ in parts.values()]))
+    scores = {"pooled": {}, "per-set": {}}
+    for ds, (fit, held) in parts.items():
+        scores["pooled"][ds] = _mean_f1(pooled, held, features)
+        scores["per-set"][ds] = _mean_f1(fit_router(experiment, fit), held, features)
+    macro = {mode: float(np.mean(list(by_set.values()))) for mode, by_set in scores.items()}
+    chosen = config.mode if config.mode != "auto" else ("per-set" if macro["per-set"] > macro["pooled"] else "pooled")
+    return {"held_out_f1": scores, "macro": macro, "chosen": chosen, "held_out_share": config.holdout}
+
+
+def training_sets(experiment, mode: str) -> dict[str, RoutingLabels]:
+    """Each test set's training labels: all sets' train labels pooled, or the set's own."""
+    config = experiment.config
+    train = {ds: experiment.labels(ds, config.train_split) for ds in config.datasets}
+    if mode == "per-set":
+        return train
+    pooled = RoutingLabels.concat(list(train.values()))
+    return dict.fromkeys(config.datasets, pooled)
+
+
+def _router_dir(experiment, variant: str, dataset: str, mode: str):
+    return experiment.work / "routers" / variant / (dataset if mode == "per-set" else "pooled")
+
+
+def train(experiment) -> None:
+    """Choose the mode, then fit every variant and the extensibility router; save them under work/routers."""
+    from routerank.train.r3ag import R3AG_TRAINING, R3AGTrainer
+
+    selection = choose_mode(experiment)
+    mode = selection["chosen"]
+    extend, features = experiment.config.extend, experiment.features()
+    record = {"selection": selection, "extend": {}}
+    done: dict[int, str] = {}
+    for dataset, labels in training_sets(experiment, mode).items():
+        if id(labels) in done:
+            continue
+        done[id(labels)] = dataset
+        for variant, overrides in VARIANTS.items():
+            fit_router(experiment, labels, overrides, variant).save(_router_dir(experiment, variant, dataset, mode))
+        if extend in labels.retrievers:
+            base = labels.select([r for r in labels.retrievers if r != extend])
+            router = fit_router(experiment, base, {}, "r3ag-without-" + extend)
+            router.save(_router_dir(experiment, f"r3ag-without-{extend}", dataset, mode))
+            trainer = R3AGTrainer(
+                router,
+                base,
+                training=replace(R3AG_TRAINING, epochs=experiment.config.epochs),
+                features=features(list(base.queries)),
+            )
+            column = labels.column(extend)
+            began = time.perf_counter()
+            trainer.add_retriever(extend, labels.quality[:, column], labels.utility[:, column])
+            router.name = f"r3ag+{extend}-added"
+            router.save(_router_dir(experiment, f"r3ag+{extend}-added", dataset, mode))
+            record["extend"][dataset if mode == "per-set" else "pooled"] = {"seconds": time.perf_counter() - began}
+    experiment.write_json("train.json", record)
+
+
+def _routers(experiment, dataset: str, mode: str, train_labels: RoutingLabels, test_labels: RoutingLabels):
+    from routerank.route.baselines import baselines
+    from routerank.route.r3ag import R3AGRouter
+
+    features, extend = experiment.features(), experiment.config.extend
+    names = [*VARIANTS, f"r3ag-without-{extend}", f"r3ag+{extend}-added"]
+    routers = {}
+    for name in names:
+        folder = _router_dir(experiment, name, dataset, mode)
+        if folder.exists():
+            routers[name] = R3AGRouter.load(folder, features=features)
+    train_features = features(list(train_labels.queries))
+    routers.update(
+        baselines(train_labels, test_labels, features, train_features=train_features, seed=experiment.config.seed)
+    )
+    return routers
+
+
+def _choices(router, queries: list[Query], features) -> list[str]:
+    if hasattr(router, "net"):
+        return [d.choice for d in router.route(queries, features=features([q.text for q in queries]))]
+    return [d.choice for d in router.route(queries)]
+
+
+def _overhead(experiment, router, queries: list[Query], labels: RoutingLabels) -> dict:
+    """Router seconds per query (query encoding included, cold memo) vs retrieval and generation per query."""
+    from routerank.route.r3ag import R3AGRouter
+
+    encode = experiment.encoder()
+    encode([queries[0].text])  # load the encoder outside the timing
+    fresh = R3AGRouter(router.retrievers, router.config, features=encode)
+    fresh.net.load_state_dict(router.net.state_dict())
+    began = time.perf_counter()
+    fresh.route(queries)
+    route_s = (time.perf_counter() - began) / max(1, len(queries))
+    meta = labels.meta
+    generation = {
+        name: g["seconds"] / g["generated"] for name, g in meta.get("generation", {}).items() if g.get("generated")
+    }
+    return {
+        "router_s_per_query": route_s,
+        "search_s_per_query": dict(meta.get("search_seconds_per_query", {})),
+        "generation_s_per_answer": generation,
+    }
+
+
+def _abstention(choices, labels: RoutingLabels, em: np.ndarray, always: str) -> dict:
+    rows = [i for i, c in enumerate(choices) if c in labels.abstain]
+    out = {"queries": len(rows), "of": len(choices), "always_retrieve": always}
+    if rows:
+        r0, ar = labels.column(choices[rows[0]]), labels.column(always)
+        out.update(
+            f1_r0=float(labels.utility[rows, r0].mean()),
+            em_r0=float(em[rows, r0].mean()),
+            f1_always=float(labels.utility[rows, ar].mean()),
+            em_always=float(em[rows, ar].mean()),
+        )
+    return out
+
+
+def evaluate_set(experiment, dataset: str, mode: str, train_labels: RoutingLabels) -> dict:
+    from routerank.evaluate.significance import paired_test
+
+    test = experiment.labels(dataset, experiment.config.test_split)
+    em = em_matrix(test)
+    queries = [Query(q, t) for q, t in zip(test.query_ids, test.queries, strict=True)]
+    routers = _routers(experiment, dataset, mode, train_labels, test)
+    rows = np.arange(len(test))
+    systems, per_query = {}, {}
+    for name, router in routers.items():
+        choices = _choices(router, queries, experiment.features())
+        columns = [test.column(c) for c in choices]
+        scores = score_routes(choices, test)
+        per_query[name] = dict(zip(test.query_ids, test.utility[rows, columns].tolist(), strict=True))
+        systems[name] = {
+            "f1": scores.utility,
+            "em": float(em[rows, columns].mean()),
+            "ndcg10": scores.quality,
+            "retrieval_rate": scores.retrieval_rate,
+            "oracle_agreement": scores.oracle_agreement,
+            "routes": dict(Counter(choices)),
+        }
+        if name == "r3ag":
+            r3ag_choices = choices
+    learned = {n for n in systems if n.startswith("r3ag")}
+    # single retrievers picked on test labels are the oracle single-best, so they are not candidates here
+    candidates = [n for n in systems if n not in learned and n not in ORACLES and not n.startswith("fixed:")]
+    best = max(candidates, key=lambda n: systems[n]["f1"])
+    test_result = paired_test(per_query[best], per_query["r3ag"], trials=5000, seed=0)
+    always = routers["always-retrieve"].choice
+    return {
+        "queries": len(test),
+        "systems": systems,
+        "best_baseline": best,
+        "significance": {
+            "baseline": best,
+            "delta_f1": test_result.delta,
+            "t_pvalue": test_result.t_pvalue,
+            "randomization_pvalue": test_result.randomization_pvalue,
+        },
+        "abstention": _abstention(r3ag_choices, test, em, always),
+        "overhead": _overhead(experiment, routers["r3ag"], queries, test),
+        "label_means": {"f1": test.mean("utility"), "ndcg10": test.mean("quality")},
+        "all_members_tie": int((test.utility.max(1) == test.utility.min(1)).sum()),
+    }
+
+
+def evaluate(experiment) -> None:
+    import json
+
+    config = experiment.config
+    training = json.loads((experiment.work / "train.json").read_text())
+    mode = training["selection"]["chosen"]
+    train_sets = training_sets(experiment, mode)
+    results = {ds: evaluate_set(experiment, ds, mode, train_sets[ds]) for ds in config.datasets}
+    samples = {
+        ds: {
+            "train": len(experiment.labels(ds, config.train_split)),
+            "test": len(experiment.labels(ds, config.test_split)),
+        }
+        for ds in config.datasets
+    }
+    experiment.write_json(
+        "results.json",
+        {"mode": mode, "training": training, "sets": results, "samples": samples, "config": config.__dict__},
+    )

@@ -1,0 +1,198 @@
+"""The R3AG experiment: label, train, evaluate and report retriever routing for RAG, on the shared stage runner.
+
+    routerank experiment r3ag --config configs/r3ag-cpu.toml
+
+Stages (each skipped when its output exists, so a killed run resumes):
+    labels:<set>:<split>   `r3ag_labels.build_labels` on a seeded sample of the split (shared cache folder)
+    train                  R3AG pooled over all sets or per set, chosen on held-out *train* queries, then refit on
+                           all train labels; the ablations (no quality space, no utility space, mean fusion) and the
+                           extensibility router (trained without one member, which `add_retriever` then adds)
+    evaluate               every system on every set's test labels: a system's EM/F1 on a query is the label of
+                           the member it routes that query to (`r3ag_eval`)
+    report                 reports/r3ag.json and reports/r3ag.md (`r3ag_report`)
+
+State lives in `<cache>/r3ag/<profile>-<hash>` (routers, results) and `<cache>/r3ag/labels/...` (runs, labels).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+
+from routerank.errors import SpecError
+from routerank.experiments.r3ag_labels import LabelSettings, build_labels, work_dir_for
+from routerank.experiments.stages import Stage, Step, read_toml_config, run_plan
+from routerank.fsutil import atomic_write, cache_root
+from routerank.route.labels import RoutingLabels
+from routerank.route.pool import PoolConfig
+
+VARIANTS = {  # name -> R3AGConfig overrides
+    "r3ag": {},
+    "r3ag-no-quality": {"quality": False},
+    "r3ag-no-utility": {"utility": False},
+    "r3ag-mean-fusion": {"fusion": "mean"},
+}
+
+
+@dataclass(frozen=True)
+class R3AGExperimentConfig:
+    """datasets: QA sets with qrels and answers. pool: the pool TOML. train_queries / test_queries: seeded samples
+    of the train and test splits per set (0 = all). k, model, template, max_new_tokens, context_tokens,
+    batch_size: the label generator. epochs: per R3AG training stage. holdout: share of each set's train labels
+    held out to choose pooled vs per-set training. mode: "auto" (that choice), "pooled" or "per-set".
+    extend: the member left out of training and added afterwards with `add_retriever`.
+    generator_eval: a second generator to label the test queries with (cross-generator transfer); empty = none.
+    features: the router's frozen query encoder. profile: names the work dir."""
+
+    datasets: tuple[str, ...] = ("squad-dev", "pubmedqa", "tatqa")
+    pool: str = "configs/r3ag-pool.toml"
+    train_split: str = "train"
+    test_split: str = "test"
+    train_queries: int | None = 120
+    test_queries: int | None = 80
+    seed: int = 13
+    k: int = 3
+    model: str = "smollm2"
+    template: str = "plain"
+    max_new_tokens: int = 32
+    context_tokens: int = 1024
+    batch_size: int = 8
+    epochs: int = 30
+    holdout: float = 0.25
+    mode: str = "auto"
+    extend: str = "rm3"
+    generator_eval: str = ""
+    features: str = "minilm"
+    profile: str = "cpu"
+
+    def __post_init__(self) -> None:
+        if not self.datasets:
+            raise SpecError("name at least one dataset")
+        if self.mode not in ("auto", "pooled", "per-set"):
+            raise SpecError(f"unknown mode {self.mode!r}", fix="auto | pooled | per-set")
+        if not 0 < self.holdout < 1:
+            raise SpecError(f"holdout must lie in (0, 1), got {self.holdout}")
+
+    @classmethod
+    def load(cls, path: str | Path) -> R3AGExperimentConfig:
+        return read_toml_config(cls, path, tuples=("datasets",), none_if_zero=("train_queries", "test_queries"))
+
+    def label_settings(self, split: str) -> LabelSettings:
+        sample = self.train_queries if split == self.train_split else self.test_queries
+        return LabelSettings(
+            split,
+            sample,
+            self.seed,
+            self.k,
+            model=self.model,
+            template=self.template,
+            max_new_tokens=self.max_new_tokens,
+            context_tokens=self.context_tokens,
+            batch_size=self.batch_size,
+        )
+
+    def digest(self) -> str:
+        return hashlib.sha256(json.dumps(asdict(self), sort_keys=True).encode()).hexdigest()[:10]
+
+
+class R3AGExperiment:
+    """The plan's steps over one work dir; the actions are small functions in r3ag_eval and r3ag_report."""
+
+    def __init__(self, config: R3AGExperimentConfig, work_dir: str | Path | None = None, report: Path | None = None):
+        self.config = config
+        self.pool = PoolConfig.read(config.pool)
+        self.work = Path(work_dir) if work_dir else cache_root() / "r3ag" / f"{config.profile}-{config.digest()}"
+        self.report = Path(report) if report is not None else Path("reports/r3ag.md")
+        self._features = None
+
+    def label_dir(self, dataset: str, split: str) -> Path:
+        return work_dir_for(dataset, self.pool, self.config.label_settings(split))
+
+    def labels(self, dataset: str, split: str) -> RoutingLabels:
+        return RoutingLabels.load(self.label_dir(dataset, split) / "labels")
+
+    def has_labels(self, dataset: str, split: str) -> bool:
+        return (self.label_dir(dataset, split) / "labels" / "labels.json").exists()
+
+    def encoder(self):
+        """The routers' frozen query encoder, unmemoised (texts -> [n, d]); loads on its first call."""
+        from routerank.route.r3ag import encoder_features
+
+        return encoder_features(self.config.features)
+
+    def features(self):
+        """One memoised frozen encoder for every router: texts -> [n, d] features."""
+        if self._features is None:
+            encode, memo = self.encoder(), {}
+
+            def features(texts: Sequence[str]) -> np.ndarray:
+                missing = [t for t in dict.fromkeys(texts) if t not in memo]
+                if missing:
+                    memo.update(zip(missing, encode(missing), strict=True))
+                return np.stack([memo[t] for t in texts]) if texts else np.zeros((0, 384), np.float32)
+
+            self._features = features
+        return self._features
+
+    def steps(self) -> list[Step]:
+        from routerank.experiments import r3ag_eval, r3ag_report
+
+        splits = (self.config.train_split, self.config.test_split)
+        steps = [
+            Step(
+                f"labels:{ds}:{split}",
+                "labels",
+                done=lambda ds=ds, split=split: self.has_labels(ds, split),
+                action=lambda ds=ds, split=split: build_labels(
+                    ds, self.pool, self.config.label_settings(split), work_dir=self.label_dir(ds, split)
+                ),
+            )
+            for ds in self.config.datasets
+            for split in splits
+        ]
+        ready = lambda: all(self.has_labels(ds, s) for ds in self.config.datasets for s in splits)  # noqa: E731
+        steps += [
+            Step("train", "train", lambda: (self.work / "train.json").exists(), lambda: r3ag_eval.train(self), ready),
+            Step(
+                "evaluate",
+                "evaluate",
+                lambda: (self.work / "results.json").exists(),
+                lambda: r3ag_eval.evaluate(self),
+                lambda: (self.work / "train.json").exists(),
+            ),
+            Step(
+                "report",
+                "report",
+                lambda: False,
+                lambda: r3ag_report.write(self, self.report),
+                lambda: (self.work / "results.json").exists(),
+            ),
+        ]
+        return steps
+
+    def run(self, max_minutes: float | None = None, only: set[str] | None = None) -> list[Stage]:
+        return run_plan(self.steps(), self.work / "locks", max_minutes=max_minutes, only=only, tag="r3ag")
+
+    def write_json(self, name: str, record: dict) -> Path:
+        path = self.work / name
+        with atomic_write(path) as out:
+            json.dump(record, out, indent=1)
+        return path
+
+
+def main_from_cli(
+    config: Path, work_dir: Path | None, report: Path, max_minutes: float | None, only: str | None
+) -> list[Stage]:
+    experiment = R3AGExperiment(R3AGExperimentConfig.load(config), work_dir, report)
+    kinds = {k.strip() for k in only.split(",")} if only else None
+    stages = experiment.run(max_minutes, kinds)
+    for stage in stages:
+        seconds = f" {stage.seconds:.0f}s" if stage.seconds is not None else ""
+        print(f"{stage.name}: {stage.note}{seconds}")
+    print(f"state: {experiment.work} (labels under {cache_root() / 'r3ag' / 'labels'})")
+    return stages

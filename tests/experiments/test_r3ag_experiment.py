@@ -1,0 +1,101 @@
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from routerank.errors import SpecError
+from routerank.experiments.r3ag_experiment import R3AGExperiment, R3AGExperimentConfig
+from routerank.route.labels import RoutingLabels
+
+MEMBERS = ("R0", "bm25", "rm3", "dense")
+TOPICS = {"alpha": "bm25", "beta": "R0", "gamma": "dense", "delta": "rm3"}  # each topic's best member
+
+
+def fake_encoder(texts):
+    """Deterministic 384-d features: a topic direction plus per-text noise, so topics are learnable."""
+    out = []
+    for text in texts:
+        topic = next(i for i, t in enumerate(TOPICS) if t in text)
+        seed = int(hashlib.sha256(text.encode()).hexdigest()[:8], 16)
+        vector = np.random.default_rng(seed).normal(0, 0.3, 384)
+        vector[topic * 10 : topic * 10 + 10] += 3.0
+        out.append(vector / np.linalg.norm(vector))
+    return np.asarray(out, dtype=np.float32)
+
+
+def synthetic(dataset: str, split: str, n: int, seed: int) -> RoutingLabels:
+    rng = np.random.default_rng(seed)
+    topics = [list(TOPICS)[i % len(TOPICS)] for i in range(n)]
+    utility = rng.uniform(0, 0.3, (n, len(MEMBERS))).astype(np.float32)
+    quality = rng.uniform(0, 0.5, (n, len(MEMBERS))).astype(np.float32)
+    quality[:, 0] = 0
+    for row, topic in enumerate(topics):
+        column = MEMBERS.index(TOPICS[topic])
+        utility[row, column] = 0.9
+        if column:
+            quality[row, column] = 0.9
+    ids = [f"{dataset}-{split}-{i}" for i in range(n)]
+    meta = {
+        "pool": list(MEMBERS),
+        "em": {q: (row > 0.5).astype(float).tolist() for q, row in zip(ids, utility, strict=True)},
+        "search_seconds_per_query": {m: 0.01 for m in MEMBERS[1:]},
+        "generation": {m: {"seconds": 2.0, "generated": 4} for m in MEMBERS},
+    }
+    texts = [f"{topic} question {i} of {dataset}" for i, topic in enumerate(topics)]
+    return RoutingLabels(MEMBERS, ids, texts, quality, utility, ("R0",), meta)
+
+
+@pytest.fixture
+def experiment(tmp_path: Path) -> R3AGExperiment:
+    pool = tmp_path / "pool.toml"
+    pool.write_text('[pool]\nR0 = "null"\nbm25 = "bm25"\nrm3 = "bm25+rm3"\ndense = "dense"\n')
+    config = R3AGExperimentConfig(
+        datasets=("a", "b"), pool=str(pool), train_queries=24, test_queries=12, epochs=8, extend="rm3"
+    )
+    exp = R3AGExperiment(config, tmp_path / "work", tmp_path / "reports" / "r3ag.md")
+    exp.encoder = lambda: fake_encoder
+    for i, ds in enumerate(config.datasets):
+        synthetic(ds, "train", 24, i).save(exp.label_dir(ds, "train") / "labels")
+        synthetic(ds, "test", 12, 10 + i).save(exp.label_dir(ds, "test") / "labels")
+    return exp
+
+
+def test_the_plan_trains_evaluates_and_reports_from_labels(experiment):
+    stages = experiment.run(only={"train", "evaluate", "report"})
+    assert [s.note for s in stages][:4] == ["cached"] * 4 and all(s.done for s in stages)
+    results = json.loads(experiment.report.with_suffix(".json").read_text())
+    a = results["sets"]["a"]["systems"]
+    assert a["oracle"]["f1"] == pytest.approx(0.9)
+    assert a["r3ag"]["f1"] > a["random"]["f1"]  # topics decide the best member, and R3AG learns them
+    assert a["r3ag"]["f1"] > a["never-retrieve"]["f1"]
+    assert {"r3ag-no-quality", "r3ag-no-utility", "r3ag-mean-fusion", "r3ag+rm3-added"} <= set(a)
+    assert "rm3" not in a["r3ag-without-rm3"]["routes"]
+    abstention = results["sets"]["a"]["abstention"]
+    assert abstention["queries"] == a["r3ag"]["routes"].get("R0", 0)
+    text = experiment.report.read_text()
+    assert "## Headline" in text and "| a |" in text and "Cross-generator transfer" in text
+    again = experiment.run(only={"train", "evaluate"})
+    assert [s.note for s in again][4:6] == ["cached", "cached"]
+
+
+def test_config_errors_speak(tmp_path):
+    path = tmp_path / "c.toml"
+    path.write_text('datasets = ["a"]\nmode = "sometimes"\n')
+    with pytest.raises(SpecError, match="unknown mode"):
+        R3AGExperimentConfig.load(path)
+    path.write_text('datasets = ["a"]\nepoch = 3\n')
+    with pytest.raises(SpecError, match="unknown config keys"):
+        R3AGExperimentConfig.load(path)
+    path.write_text('datasets = ["a"]\ntrain_queries = 0\n')
+    assert R3AGExperimentConfig.load(path).train_queries is None
+
+
+def test_the_shipped_configs_load():
+    cpu = R3AGExperimentConfig.load("configs/r3ag-cpu.toml")
+    gpu = R3AGExperimentConfig.load("configs/r3ag-gpu.toml")
+    assert cpu.datasets == gpu.datasets == ("squad-dev", "pubmedqa", "tatqa")
+    assert gpu.train_queries is None and gpu.epochs > cpu.epochs and cpu.template == "plain"

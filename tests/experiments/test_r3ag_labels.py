@@ -1,0 +1,94 @@
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from routerank.experiments.r3ag_labels import LabelSettings, build_labels, em_matrix
+from routerank.route.labels import RoutingLabels
+from routerank.route.pool import PoolConfig
+from tests.conftest import write_jsonl
+
+POOL = PoolConfig.from_specs({"R0": "null", "bm25": "bm25"})
+
+
+@pytest.fixture
+def qa_beir(tmp_path: Path) -> Path:
+    folder = tmp_path / "qa"
+    write_jsonl(
+        folder / "corpus.jsonl",
+        [
+            {"_id": "d1", "title": "Paris", "text": "Paris is the capital of France."},
+            {"_id": "d2", "title": "Berlin", "text": "Berlin is the capital of Germany."},
+            {"_id": "d3", "title": "Rome", "text": "Rome is the capital of Italy."},
+        ],
+    )
+    write_jsonl(
+        folder / "queries.jsonl",
+        [
+            {"_id": "q1", "text": "capital of France", "answers": ["Paris"]},
+            {"_id": "q2", "text": "capital of Germany", "answers": ["Berlin"]},
+            {"_id": "q3", "text": "capital of Italy", "answers": ["Rome"]},
+        ],
+    )
+    (folder / "qrels").mkdir()
+    (folder / "qrels" / "train.tsv").write_text("query-id\tcorpus-id\tscore\nq1\td1\t1\nq2\td2\t1\nq3\td3\t1\n")
+    return folder
+
+
+@pytest.fixture(scope="module")
+def tiny():
+    from routerank.models.llm import tiny_llm
+
+    return tiny_llm(seed=0)
+
+
+def generator(tiny, cache_dir: Path, fail_after: int | None = None):
+    """A tiny-model Generator that counts decoded prompts and, past `fail_after` batches, dies like a killed run."""
+    from routerank.generate.generator import Generator
+
+    gen = Generator("tiny", loaded=tiny, max_new_tokens=2, batch_size=1, cache_dir=cache_dir, progress=False)
+    decode, state = gen.decode, {"batches": 0, "rows": 0}
+
+    def counted(rows):
+        if fail_after is not None and state["batches"] >= fail_after:
+            raise KeyboardInterrupt("killed")
+        state["batches"] += 1
+        state["rows"] += len(rows)
+        return decode(rows)
+
+    gen.decode = counted
+    return gen, state
+
+
+def test_a_killed_build_resumes_without_regenerating(qa_beir, tiny, tmp_path):
+    work, cache = tmp_path / "work", tmp_path / "generations"
+    settings = LabelSettings("train", k=1)
+    first, state = generator(tiny, cache, fail_after=2)
+    with pytest.raises(KeyboardInterrupt):
+        build_labels(str(qa_beir), POOL, settings, work_dir=work, generator=first, progress=False)
+    assert state["rows"] == 2 and not (work / "labels").exists() and (work / "runs" / "bm25.trec").exists()
+
+    second, state = generator(tiny, cache)
+    labels = build_labels(str(qa_beir), POOL, settings, work_dir=work, generator=second, progress=False)
+    assert state["rows"] == 6 - 2  # 3 closed-book + 3 bm25 top-1 prompts, 2 of them finished before the kill
+
+    dead, _ = generator(tiny, cache, fail_after=0)
+    assert build_labels(str(qa_beir), POOL, settings, work_dir=work, generator=dead).query_ids == labels.query_ids
+    (work / "labels" / "labels.json").unlink()
+    rebuilt = build_labels(str(qa_beir), POOL, settings, work_dir=work, generator=dead, progress=False)
+    np.testing.assert_array_equal(rebuilt.utility, labels.utility)
+
+
+def test_labels_hold_ndcg_f1_and_em(qa_beir, tiny, tmp_path):
+    gen, _ = generator(tiny, tmp_path / "generations")
+    labels = build_labels(str(qa_beir), POOL, LabelSettings("train", k=1), work_dir=tmp_path / "w", generator=gen)
+    loaded = RoutingLabels.load(tmp_path / "w" / "labels")
+    assert loaded.retrievers == ("R0", "bm25") and loaded.abstain == ("R0",)
+    assert loaded.quality[:, 0].tolist() == [0, 0, 0]
+    assert loaded.quality[:, 1].tolist() == [1, 1, 1]  # bm25 ranks each capital's page first
+    em = em_matrix(loaded)
+    assert em.shape == (3, 2) and ((em == 0) | (em == 1)).all() and (em <= labels.utility + 1e-6).all()
+    np.testing.assert_array_equal(em_matrix(loaded.subset([2]).select(["bm25", "R0"])), em[[2]][:, ::-1])
+    assert loaded.meta["generation"]["bm25"]["generated"] == 3
