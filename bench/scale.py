@@ -23,6 +23,7 @@ import os
 import platform
 import tempfile
 import time
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -34,39 +35,40 @@ def timed(fn):
     return out, time.perf_counter() - start
 
 
-def encode(corpus, executor, threads: int | None):
+@contextmanager
+def torch_threads(threads: int | None):
+    """This process's torch on `threads` threads (None: as it is), restored afterwards."""
     import torch
-
-    from routerank.retrieve.dense import DenseRetriever
 
     previous = torch.get_num_threads()
     if threads is not None:
         torch.set_num_threads(threads)
     try:
+        yield
+    finally:
+        torch.set_num_threads(previous)
+
+
+def encode(corpus, executor, threads: int | None):
+    from routerank.retrieve.dense import DenseRetriever
+
+    with torch_threads(threads):
         retriever = DenseRetriever(progress=False)
         retriever.index(corpus, executor=executor)
         return retriever.embeddings
-    finally:
-        torch.set_num_threads(previous)
 
 
 def rerank(spec, corpus, queries, run, executor, threads: int | None):
-    import torch
-
     from routerank.pipeline import ShardedReranker, split_stages, stage_reranker
 
     _, (stage,) = split_stages(f"bm25>>{spec}")
-    previous = torch.get_num_threads()
-    if threads is not None:
-        torch.set_num_threads(threads)
-    try:
+    options = {"cache": False, "progress": False}
+    with torch_threads(threads):
         if executor is None:
-            reranker = stage_reranker(stage, "bm25", {"cache": False, "progress": False})
+            reranker = stage_reranker(stage, "bm25", options)
         else:
-            reranker = ShardedReranker(stage, "bm25", {"cache": False, "progress": False}, executor)
+            reranker = ShardedReranker(stage, "bm25", options, executor)
         return reranker.rerank_run(queries, run, corpus, stage.depth)
-    finally:
-        torch.set_num_threads(previous)
 
 
 def fresh_cross_encoder(folder: Path) -> Path:

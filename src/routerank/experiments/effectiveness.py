@@ -102,10 +102,13 @@ class EffectivenessExperiment:
 
         if label not in self._rerankers:
             spec = self.config.rerankers[label]
-            options = {"cache": True} if spec.startswith("ce:") else {}
-            options.update(self.config.options.get(label, {}))
-            self._rerankers[label] = make_reranker(spec, progress=self.progress, **options)
+            self._rerankers[label] = make_reranker(spec, progress=self.progress, **self.reranker_options(label))
         return self._rerankers[label]
+
+    def reranker_options(self, label: str) -> dict:
+        """A cross-encoder's scores are cached on disk; then the config's own options for this label."""
+        options = {"cache": True} if self.config.rerankers[label].startswith("ce:") else {}
+        return {**options, **self.config.options.get(label, {})}
 
     def test_queries(self, name: str) -> list[Query]:
         cap = self.config.test_queries.get(name) or None
@@ -177,10 +180,9 @@ class EffectivenessExperiment:
         from routerank.pipeline import ShardedReranker, StageSpec
         from routerank.scale import executor_for
 
-        spec = self.config.rerankers[label]
-        options = {"cache": True} if spec.startswith("ce:") else {}
-        options.update({"progress": False, **self.config.options.get(label, {})})
-        return ShardedReranker(StageSpec(spec, self.config.depth), stage, options, executor_for(self.ray))
+        options = {"progress": False, **self.reranker_options(label)}
+        stage_spec = StageSpec(self.config.rerankers[label], self.config.depth)
+        return ShardedReranker(stage_spec, stage, options, executor_for(self.ray))
 
     def alpha_path(self, label: str, stage: str) -> Path:
         return self.run_path("_alpha", label, stage).with_suffix(".json")

@@ -317,15 +317,13 @@ class R2RExperiment:
         router = SoftmaxRouter.load(self.work / "bank" / "router", self.bank().hidden_state)
         experts = {label: f"eag-{name}" for name, label in self.config.domains.items()}
         reranker = R2RReranker(self, router, name="r2r", experts=experts)
-        ds = self.dataset(dataset)
-        run = reranker.rerank_run(self.test_queries(dataset), self.candidates(dataset), ds.corpus, self.config.depth)
+        queries, candidates = self.test_queries(dataset), self.candidates(dataset)  # the run file is read once
+        run = reranker.rerank_run(queries, candidates, self.dataset(dataset).corpus, self.config.depth)
         path = self.run_path("r2r", dataset)
         path.parent.mkdir(parents=True, exist_ok=True)
         write_run(run, path, tag="r2r")
         meta = {
-            "pairs": sum(
-                min(self.config.depth, len(self.candidates(dataset)[q.id])) for q in self.test_queries(dataset)
-            ),
+            "pairs": sum(min(self.config.depth, len(candidates[q.id])) for q in queries),
             "seconds": reranker.routing_seconds + reranker.scoring_seconds,
             "routing_seconds": reranker.routing_seconds,
             "adapters": sorted({experts.get(d.choice, d.choice) for d in reranker.last_decisions}),

@@ -38,15 +38,13 @@ class Answer:
 
 
 def _as_queries(queries: Sequence[Query | str]) -> list[Query]:
-    out = []
-    for i, query in enumerate(queries):
-        if isinstance(query, Query):
-            out.append(query)
-        elif isinstance(query, str):
-            out.append(Query(f"q{i}", query))
-        else:
-            raise RouterankError(f"a query must be a Query or a str, not {type(query).__name__}")
-    return out
+    """`retrieve.base.as_query_list`, with a bad item reported as a routerank error (one CLI line, exit 2)."""
+    from routerank.retrieve.base import as_query_list
+
+    try:
+        return as_query_list(queries)
+    except TypeError as exc:
+        raise RouterankError(f"a query must be a Query or a str: {exc}") from None
 
 
 class Generator:

@@ -36,7 +36,8 @@ class Executor(Protocol):
     def run_tasks(self, fn: Callable[..., Any], calls: Sequence[tuple], *, gpus: float | None = None) -> list[Any]: ...
 
 
-def _progress(total: int, desc: str, enabled: bool):
+def progress_bar(total: int, desc: str, enabled: bool):
+    """A tqdm bar over shards; hidden for one shard or when progress is off."""
     from tqdm.auto import tqdm
 
     return tqdm(total=total, desc=desc, unit="shard", disable=not enabled or total <= 1)
@@ -61,7 +62,7 @@ class InProcess:
         desc: str = "shards",
     ) -> list[Any]:
         worker, results = local, []
-        with _progress(len(shards), desc, self.progress) as bar:
+        with progress_bar(len(shards), desc, self.progress) as bar:
             for index, shard in enumerate(shards):
                 if store is not None and store.has(index):
                     results.append(store.load(index))

@@ -19,7 +19,7 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from routerank.errors import RouterankError
-from routerank.scale.executor import WorkerFactory, _progress
+from routerank.scale.executor import WorkerFactory, progress_bar
 from routerank.scale.options import RayOptions, connect
 from routerank.scale.shards import ShardStore
 
@@ -105,7 +105,7 @@ class RayExecutor:
             in_flight[actor.call.remote(method, shards[index])] = (index, actor)
 
         try:
-            with _progress(len(shards), desc, self.progress) as bar:
+            with progress_bar(len(shards), desc, self.progress) as bar:
                 bar.update(len(shards) - len(pending))
                 for actor in actors:
                     if pending:
