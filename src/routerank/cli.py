@@ -684,6 +684,30 @@ def tune_alpha(
     print(f"pooled: alpha {record['pooled']['alpha']:.2f}; use {pipeline}>>{reranker}@{depth}~auto")
 
 
+@app.command("tune-fusion")
+def tune_fusion(
+    dataset: Annotated[str, typer.Option("--dataset", "-d", help="dataset(s) whose dev queries choose; comma list")],
+    pipeline: Annotated[
+        str, typer.Option("--pipeline", "-p", help="a weighted fusion, e.g. weighted(bm25,dense:st:<folder>)")
+    ],
+    dev_queries: Annotated[int, typer.Option(help="dev queries per dataset (dev split)")] = 50,
+    step: Annotated[float, typer.Option(help="grid step of the weights")] = 0.05,
+    out: Annotated[Path | None, typer.Option(help="write the choice and every dev curve here (JSON)")] = None,
+) -> None:
+    """Choose a weighted fusion's weights on dev queries (the dev split, or the queries a fine-tuned retriever held
+    out of training) and print the spec to use; test queries never choose."""
+    from routerank.experiments.fusion_weights import tune_fusion as tune
+
+    names = tuple(part.strip() for part in dataset.split(",") if part.strip())
+    record = tune(names, pipeline, dev_queries=dev_queries, step=step, out=out)
+    for entry in record["datasets"].values():
+        print(
+            f"{entry['dataset']}: {entry['spec']}  nDCG@10 {entry['nDCG@10']:.4f} "
+            f"({entry['dev_queries']} {entry['dev_split']} queries)"
+        )
+    print(f"pooled: {record['pooled']['spec']}  mean nDCG@10 {record['pooled']['nDCG@10']:.4f}")
+
+
 @app.command()
 def serve(
     config: Annotated[Path, typer.Option(help="TOML config naming the models, e.g. configs/serve.toml")],

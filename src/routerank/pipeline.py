@@ -105,6 +105,21 @@ def parse(spec: str) -> Spec:
     return Spec(name, arg.strip())
 
 
+def fusion_children(spec: str) -> tuple[str, list[str]]:
+    """`weighted(0.3*bm25,0.7*dense)` -> ("weighted", ["bm25", "dense"]): a fusion's method and its children's
+    specs as written, weights dropped."""
+    parsed = parse(spec)
+    if parsed.name not in FUSIONS:
+        raise SpecError(f"{spec!r} is not a fusion", fix="e.g. weighted(bm25,dense) or rrf(bm25,dense)")
+    text = ALIASES.get(spec.strip(), spec.strip())
+    rest = text.partition("(")[2][:-1]
+    children = []
+    for part in _merge_params(_split_top_level(rest, spec)):
+        weight, star, child = part.partition("*")
+        children.append(child.strip() if star and parsed.name == "weighted" else part)
+    return parsed.name, children
+
+
 def _bm25_params(arg: str) -> dict[str, float | str]:
     params: dict[str, float | str] = {}
     for item in filter(None, (a.strip() for a in arg.split(","))):

@@ -23,7 +23,7 @@ from pathlib import Path
 import numpy as np
 
 from routerank.data.types import Query, Run, sample_queries
-from routerank.errors import RouterankError, SpecError
+from routerank.errors import SpecError
 from routerank.experiments.stages import Stage, Step, read_toml_config, run_plan
 from routerank.fsutil import atomic_write, cache_root, safe_name
 
@@ -116,22 +116,10 @@ class EffectivenessExperiment:
 
     def dev_queries(self, name: str, label: str) -> tuple[list[Query], str]:
         """(queries, qrels split) on which alpha is chosen for this reranker on this dataset."""
-        ds = self.dataset(name)
+        from routerank.experiments.devsplit import dev_queries
+
         folder = getattr(self.reranker(label), "folder", None)
-        manifest = Path(folder) / "routerank_train.json" if folder is not None else None
-        if manifest is not None and manifest.exists():
-            source = json.loads(manifest.read_text()).get("sources", {}).get(ds.name)
-            if source and source.get("dev_queries"):
-                ids = set(source["dev_queries"])
-                return [q for q in ds.split_queries(source["dev_split"]) if q.id in ids], source["dev_split"]
-        if "dev" in ds.qrels:
-            qrels = ds.split_qrels("dev")
-            judged = [q for q in ds.split_queries("dev") if qrels.relevant(q.id)]
-            return sample_queries(judged, self.config.dev_queries, self.config.seed), "dev"
-        raise RouterankError(
-            f"{ds.name} has no dev split and {label}'s manifest holds out no queries of it",
-            fix="train the model with dev_queries > 0, or drop the dataset from this reranker's alpha tuning",
-        )
+        return dev_queries(self.dataset(name), [folder], self.config.dev_queries, self.config.seed, who=label)
 
     # stages ----------------------------------------------------------------------------------------------
 

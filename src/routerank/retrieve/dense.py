@@ -102,6 +102,17 @@ class DenseRetriever(IndexedRetriever):
         return cls(**{k: v for k, v in config.items() if k != "weights"})  # weights identify, they do not configure
 
     @property
+    def folder(self) -> Path | None:
+        """The local model folder this retriever encodes with (a fine-tuned one has its training manifest there);
+        None for packaged aliases and hub ids."""
+        from routerank.models.spec import ALIASES
+
+        if self.model_spec in ALIASES:
+            return None
+        ref = resolve_model(self.model_spec, default_kind="st")
+        return Path(ref.location) if ref.is_local and Path(ref.location).is_dir() else None
+
+    @property
     def encoder(self):
         if self._encoder is None:
             self._encoder = load_sentence_transformer(self.model_spec, self.device)
