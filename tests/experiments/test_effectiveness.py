@@ -69,3 +69,22 @@ def test_a_dataset_without_dev_queries_for_a_model_is_a_clear_error(fresh_ce, sc
     config = EffectivenessConfig(("scifact",), {"fresh": f"ce:{fresh_ce}"}, ("bm25",), depth=5)
     with pytest.raises(RouterankError, match="no dev split"):
         EffectivenessExperiment(config, tmp_path, progress=False).dev_queries("scifact", "fresh")
+
+
+def test_a_dev_tuned_fusion_first_stage_reports_its_weights_without_any_reranker(nfcorpus, tmp_path):
+    tuned = "weighted(bm25,bm25:k1=0.3,b=0.2)~dev"
+    with pytest.raises(SpecError, match="only a weighted fusion"):
+        EffectivenessConfig(("nfcorpus",), {}, ("bm25", "rrf(bm25,dense)~dev"))
+    config = EffectivenessConfig(
+        ("nfcorpus",), {}, ("bm25", tuned), depth=5, test_queries={"nfcorpus": 4}, dev_queries=3, llm_rows=None
+    )
+    exp = EffectivenessExperiment(config, tmp_path / "work", progress=False)
+    exp.run()
+    choice = exp.fusion_choice("nfcorpus", tuned)
+    assert choice["dev_split"] == "dev" and choice["dev_queries"] == 3
+    assert exp.stage_spec("nfcorpus", tuned) == choice["spec"] and exp.stage_spec("nfcorpus", "bm25") == "bm25"
+    report = exp.write_report(tmp_path / "effectiveness.json")
+    row = report["nfcorpus"][tuned]
+    assert row["weights"] == choice["weights"] and "weights chosen on dev" in row["protocol"]
+    assert "p_vs_bm25" in row and set(report["nfcorpus"]) == {"bm25", tuned}
+    assert "w " in markdown(report)

@@ -29,6 +29,7 @@ from routerank.fsutil import atomic_write, cache_root, safe_name
 
 MEASURES = "nDCG@10 MRR@10 R@100"
 KEY = "nDCG@10"
+DEV_TUNED = "~dev"  # a first stage `weighted(...)~dev`: fusion weights chosen on each dataset's dev queries
 ANCHORS = {  # published nDCG@10, reranking BM25 top 100 (BEIR paper; monoT5 from its BEIR evaluation)
     "scifact": {"MS MARCO MiniLM-L6 CE": 0.688, "monoT5-3B": 0.766},
     "nfcorpus": {"MS MARCO MiniLM-L6 CE": 0.350, "monoT5-3B": 0.37},
@@ -37,8 +38,11 @@ ANCHORS = {  # published nDCG@10, reranking BM25 top 100 (BEIR paper; monoT5 fro
 
 @dataclass(frozen=True)
 class EffectivenessConfig:
-    """datasets: test sets to report. rerankers: label -> reranker spec (e.g. {"ce-pooled" = "ce:ce-pooled"}).
+    """datasets: test sets to report. rerankers: label -> reranker spec (e.g. {"ce-pooled" = "ce:ce-pooled"});
+    none at all reports the first stages alone.
     first_stages: candidate generators; the first is the significance baseline "BM25", and `hybrid` the second.
+    A weighted fusion with `~dev` after it (`weighted(bm25,dense:st:<folder>)~dev`) has its weights chosen on each
+    dataset's dev queries first (`routerank.experiments.fusion_weights`), and the row says which.
     depth: candidates reranked per query. test_queries: per-dataset cap, a seeded sample (absent or 0 = all).
     dev_queries: per dataset, for choosing alpha (dev split; else the model's held-out train queries).
     options: label -> reranker options (e.g. {"ce-pooled" = {dtype = "bf16"}}).
@@ -46,7 +50,7 @@ class EffectivenessConfig:
     ray: "local" or a cluster address: rerank stages run in query shards on Ray actors (None: in-process)."""
 
     datasets: tuple[str, ...]
-    rerankers: dict[str, str]
+    rerankers: dict[str, str] = field(default_factory=dict)
     first_stages: tuple[str, ...] = ("bm25", "hybrid")
     depth: int = 100
     test_queries: dict[str, int] = field(default_factory=dict)
@@ -57,8 +61,14 @@ class EffectivenessConfig:
     ray: str | None = None
 
     def __post_init__(self):
-        if not self.datasets or not self.rerankers:
-            raise SpecError("name at least one dataset and one reranker")
+        if not self.datasets:
+            raise SpecError("name at least one dataset")
+        for stage in self.first_stages:
+            if stage.endswith(DEV_TUNED):
+                from routerank.pipeline import fusion_children
+
+                if fusion_children(stage[: -len(DEV_TUNED)])[0] != "weighted":
+                    raise SpecError(f"{stage!r}: only a weighted fusion has weights to choose on dev")
         if self.depth < 1 or self.dev_queries < 1:
             raise SpecError("depth and dev_queries must be at least 1")
         unknown = sorted(set(self.test_queries) - set(self.datasets))
@@ -131,6 +141,31 @@ class EffectivenessExperiment:
             split = f"test-{self.config.test_queries[dataset]}"
         return self.work / "runs" / dataset / split / f"{safe}.trec"
 
+    def fusion_choice(self, dataset: str, stage: str) -> dict | None:
+        """For a `weighted(...)~dev` first stage, the weights chosen on `dataset`'s dev queries (chosen once, then
+        read from the work dir); None for any other first stage."""
+        if not stage.endswith(DEV_TUNED):
+            return None
+        from routerank.experiments.fusion_weights import tune_fusion
+
+        path = self.work / "fusion" / dataset / f"{safe_name(stage, extra='=')}.json"
+        if not path.exists():
+            tune_fusion(
+                [dataset],
+                stage[: -len(DEV_TUNED)],
+                k=self.config.depth,
+                dev_queries=self.config.dev_queries,
+                seed=self.config.seed,
+                out=path,
+                progress=self.progress,
+            )
+        return json.loads(path.read_text())["datasets"][dataset]
+
+    def stage_spec(self, dataset: str, stage: str) -> str:
+        """The pipeline spec a first stage runs as on `dataset` (a `~dev` fusion with its chosen weights)."""
+        choice = self.fusion_choice(dataset, stage)
+        return stage if choice is None else choice["spec"]
+
     def first_stage(self, dataset: str, split: str, stage: str) -> Run:
         from routerank.data.trec import read_run, write_run
         from routerank.pipeline import build
@@ -139,7 +174,8 @@ class EffectivenessExperiment:
         if path.exists():
             return read_run(path)
         queries = self.test_queries(dataset) if split == "test" else self._all_dev_queries(dataset)
-        run = build(stage, self.dataset(dataset).corpus, progress=self.progress).search(queries, self.config.depth)
+        spec = self.stage_spec(dataset, stage)
+        run = build(spec, self.dataset(dataset).corpus, progress=self.progress).search(queries, self.config.depth)
         write_run(run, path, tag=stage)
         return run
 
@@ -292,11 +328,15 @@ class EffectivenessExperiment:
                 f"all {total} test queries" if len(queries) == total else f"{len(queries)} of {total} seeded"
             ) + f", top {c.depth}"
             runs: dict[str, tuple[Run, float | None]] = {}
+            tuned: dict[str, list[float]] = {}
             for stage in c.first_stages:
                 if not self.run_path(name, "test", stage).exists():
                     continue
                 first = read_run(self.run_path(name, "test", stage))
                 runs[stage] = (first, None)
+                choice = self.fusion_choice(name, stage)
+                if choice is not None:
+                    tuned[stage] = choice["weights"]
                 for label in c.rerankers:
                     path = self.run_path(name, "test", f"{stage}>>{label}")
                     if not path.exists():
@@ -318,6 +358,9 @@ class EffectivenessExperiment:
                 row.update(queries=ev.num_queries, protocol=protocol)
                 if runs[system][1] is not None:
                     row["alpha"] = runs[system][1]
+                if system in tuned:
+                    row["weights"] = tuned[system]
+                    row["protocol"] += ", weights chosen on dev"
                 for base in c.first_stages:
                     if base in evals and base != system:
                         test = paired_test(evals[base].per_query[KEY], ev.per_query[KEY])
@@ -380,6 +423,8 @@ def markdown(report: dict) -> str:
             cell = f"**{row[KEY]:.4f}**" if system == top else f"{row[KEY]:.4f}"
             p = [_p(row.get("p_vs_bm25")), _p(row.get("p_vs_hybrid"))]
             alpha = f"{row['alpha']:.2f}" if "alpha" in row else ""
+            if "weights" in row:
+                alpha = "w " + "/".join(f"{w:g}" for w in row["weights"])
             lines.append(
                 f"| {name} | `{system}` | {cell} | {row['MRR@10']:.4f} | {row['R@100']:.4f} | {p[0]} | {p[1]} "
                 f"| {alpha} | {row['protocol']} |"
