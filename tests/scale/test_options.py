@@ -44,6 +44,19 @@ def test_shard_store_round_trips_and_resumes(tmp_path):
     assert again[1] == {"x": 2} and np.array_equal(again[0], first[0]) and again[2].dtype == np.float32
 
 
+def test_shard_store_split_loads_stored_and_lists_pending(tmp_path):
+    import numpy as np
+
+    store = ShardStore(tmp_path / "job")
+    assert store.split(3) == ({}, [0, 1, 2])
+    store.save(1, {"x": 1})
+    store.save(3, np.arange(2))
+    stored, pending = store.split(5)
+    assert pending == [0, 2, 4] and sorted(stored) == [1, 3]
+    assert stored[1] == {"x": 1} and np.array_equal(stored[3], np.arange(2))
+    assert store.split(0) == ({}, [])
+
+
 def test_nothing_imports_ray_without_the_switch(tiny_beir):
     code = f"""
 import sys

@@ -186,23 +186,25 @@ class ComparisonReranker(BaseReranker):
 
     def __init__(
         self,
-        model: str,
+        model: str = DEFAULT_LLM,
         *,
-        template: str,
-        max_doc_tokens: int,
-        token_budget: int | None,
-        chooser: Chooser | None,
-        device: str | None,
-        dtype: str | None,
-        trust_remote_code: bool,
-        settings: dict[str, object],
+        max_doc_tokens: int = 128,
+        template: str = "chatml",
+        token_budget: int | None = None,
+        chooser: Chooser | None = None,
+        device: str | None = None,
+        dtype: str | None = None,
+        trust_remote_code: bool = False,
         _loaded=None,
     ):
+        """The options setwise and pairwise share; a subclass stores its own options, then calls this with the
+        rest, which checks them through `settings()` before the LLM is loaded."""
+        self.model_spec, self.template = model, get_choice_template(self.kind, template)
+        settings = self.settings()
         if int(max_doc_tokens) < 1:
             raise RouterankError(
                 f"max_doc_tokens must be positive, got {max_doc_tokens}", fix="e.g. max_doc_tokens=128"
             )
-        self.model_spec, self.template = model, get_choice_template(self.kind, template)
         shown = [f"{k}={v}" for k, v in settings.items() if self.defaults.get(k) != v]
         self.name = ",".join([self.kind + (f":{model}" if model != DEFAULT_LLM or shown else ""), *shown])
         if chooser is None:
@@ -224,6 +226,11 @@ class ComparisonReranker(BaseReranker):
     def from_model(cls, model, tokenizer, *, name: str = "custom", **options) -> ComparisonReranker:
         """Wrap an already-loaded (model, tokenizer), e.g. a tiny test model."""
         return cls(name, _loaded=(model, tokenizer), **options)
+
+    def settings(self) -> dict[str, object]:
+        """The subclass's own options, checked (`self.template` is set, the LLM not yet loaded); those that differ
+        from `defaults` go into the name."""
+        return {}
 
     @property
     def forward_passes(self) -> int:

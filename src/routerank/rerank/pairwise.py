@@ -16,9 +16,11 @@ Each answer is the argmax of the next-token logits over " A" and " B" after the 
 
 from __future__ import annotations
 
+from typing import Any
+
 from routerank.errors import RouterankError
 from routerank.models.llm import DEFAULT_LLM
-from routerank.rerank.choice import Chooser, ComparisonReranker
+from routerank.rerank.choice import ComparisonReranker
 from routerank.rerank.sorting import Judge, pairwise_allpair, pairwise_bubblesort
 
 METHODS = ("allpair", "bubblesort")
@@ -38,40 +40,18 @@ class PairwiseReranker(ComparisonReranker):
     kind = "pairwise"
     defaults = {"method": "allpair", "top": 10}
 
-    def __init__(
-        self,
-        model: str = DEFAULT_LLM,
-        *,
-        method: str = "allpair",
-        top: int = 10,
-        max_doc_tokens: int = 128,
-        template: str = "chatml",
-        token_budget: int | None = None,
-        chooser: Chooser | None = None,
-        device: str | None = None,
-        dtype: str | None = None,
-        trust_remote_code: bool = False,
-        _loaded=None,
-    ):
-        top = int(top)
-        if method not in METHODS:
-            raise RouterankError(f"unknown pairwise method {method!r}", fix="use method=allpair or method=bubblesort")
-        if top < 1:
-            raise RouterankError(f"top must be positive, got {top}", fix="e.g. top=10")
-        self.method, self.top = method, top
-        settings: dict[str, object] = {"method": method} | ({"top": top} if method == "bubblesort" else {})
-        super().__init__(
-            model,
-            template=template,
-            max_doc_tokens=max_doc_tokens,
-            token_budget=token_budget,
-            chooser=chooser,
-            device=device,
-            dtype=dtype,
-            trust_remote_code=trust_remote_code,
-            settings=settings,
-            _loaded=_loaded,
-        )
+    def __init__(self, model: str = DEFAULT_LLM, *, method: str = "allpair", top: int = 10, **shared: Any):
+        self.method, self.top = method, int(top)
+        super().__init__(model, **shared)
+
+    def settings(self) -> dict[str, object]:
+        if self.method not in METHODS:
+            raise RouterankError(
+                f"unknown pairwise method {self.method!r}", fix="use method=allpair or method=bubblesort"
+            )
+        if self.top < 1:
+            raise RouterankError(f"top must be positive, got {self.top}", fix="e.g. top=10")
+        return {"method": self.method} | ({"top": self.top} if self.method == "bubblesort" else {})
 
     def order(self, n: int, judge: Judge) -> list[int]:
         if self.method == "allpair":

@@ -15,11 +15,12 @@ of the last query; `stats` sums them.
 
 from __future__ import annotations
 
+from typing import Any
+
 from routerank.errors import RouterankError
 from routerank.models.llm import DEFAULT_LLM
-from routerank.rerank.choice import Chooser, ComparisonReranker
+from routerank.rerank.choice import ComparisonReranker
 from routerank.rerank.sorting import Judge, setwise_bubblesort, setwise_heapsort
-from routerank.rerank.templates import get_choice_template
 
 METHODS = {"heapsort": setwise_heapsort, "bubblesort": setwise_bubblesort}
 
@@ -39,42 +40,21 @@ class SetwiseReranker(ComparisonReranker):
     kind = "setwise"
     defaults = {"k": 4, "method": "heapsort", "top": 10}
 
-    def __init__(
-        self,
-        model: str = DEFAULT_LLM,
-        *,
-        k: int = 4,
-        method: str = "heapsort",
-        top: int = 10,
-        max_doc_tokens: int = 128,
-        template: str = "chatml",
-        token_budget: int | None = None,
-        chooser: Chooser | None = None,
-        device: str | None = None,
-        dtype: str | None = None,
-        trust_remote_code: bool = False,
-        _loaded=None,
-    ):
-        k, top, labels = int(k), int(top), len(get_choice_template(self.kind, template).labels)
-        if method not in METHODS:
-            raise RouterankError(f"unknown setwise method {method!r}", fix=f"use method={' or method='.join(METHODS)}")
+    def __init__(self, model: str = DEFAULT_LLM, *, k: int = 4, method: str = "heapsort", top: int = 10, **shared: Any):
+        self.k, self.method, self.top = int(k), method, int(top)
+        super().__init__(model, **shared)
+
+    def settings(self) -> dict[str, object]:
+        k, top, labels = self.k, self.top, len(self.template.labels)
+        if self.method not in METHODS:
+            raise RouterankError(
+                f"unknown setwise method {self.method!r}", fix=f"use method={' or method='.join(METHODS)}"
+            )
         if not 2 <= k <= labels or top < 1:
             raise RouterankError(
                 f"bad setwise settings (k={k}, top={top})", fix=f"use 2 <= k <= {labels} and top >= 1, e.g. k=4 top=10"
             )
-        self.k, self.method, self.top = k, method, top
-        super().__init__(
-            model,
-            template=template,
-            max_doc_tokens=max_doc_tokens,
-            token_budget=token_budget,
-            chooser=chooser,
-            device=device,
-            dtype=dtype,
-            trust_remote_code=trust_remote_code,
-            settings={"k": k, "method": method, "top": top},
-            _loaded=_loaded,
-        )
+        return {"k": k, "method": self.method, "top": top}
 
     def order(self, n: int, judge: Judge) -> list[int]:
         return METHODS[self.method](n, judge, k=self.k, top=self.top)

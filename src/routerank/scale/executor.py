@@ -61,17 +61,16 @@ class InProcess:
         local: Any = None,
         desc: str = "shards",
     ) -> list[Any]:
-        worker, results = local, []
+        stored, pending = store.split(len(shards)) if store is not None else ({}, list(range(len(shards))))
+        worker, results = local, [stored.get(index) for index in range(len(shards))]
         with progress_bar(len(shards), desc, self.progress) as bar:
-            for index, shard in enumerate(shards):
-                if store is not None and store.has(index):
-                    results.append(store.load(index))
-                else:
-                    worker = worker if worker is not None else factory()
-                    result = getattr(worker, method)(shard)
-                    if store is not None:
-                        store.save(index, result)
-                    results.append(result)
+            bar.update(len(stored))
+            for index in pending:
+                worker = worker if worker is not None else factory()
+                result = getattr(worker, method)(shards[index])
+                if store is not None:
+                    store.save(index, result)
+                results[index] = result
                 bar.update(1)
         return results
 

@@ -82,13 +82,9 @@ class RayExecutor:
         desc: str = "shards",
     ) -> list[Any]:
         ray = self.ray
-        results: list[Any] = [None] * len(shards)
-        pending: deque[int] = deque()
-        for index in range(len(shards)):
-            if store is not None and store.has(index):
-                results[index] = store.load(index)
-            else:
-                pending.append(index)
+        stored, todo = store.split(len(shards)) if store is not None else ({}, list(range(len(shards))))
+        results: list[Any] = [stored.get(index) for index in range(len(shards))]
+        pending: deque[int] = deque(todo)
         self.placements = {}
         if not pending:
             return results

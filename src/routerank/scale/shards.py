@@ -71,6 +71,18 @@ class ShardStore:
     def has(self, index: int) -> bool:
         return self._array_path(index).exists() or self._json_path(index).exists()
 
+    def split(self, count: int) -> tuple[dict[int, Any], list[int]]:
+        """Shards `0..count-1` split into those already stored (index -> loaded result) and the indices still to
+        run, in order."""
+        stored: dict[int, Any] = {}
+        pending: list[int] = []
+        for index in range(count):
+            if self.has(index):
+                stored[index] = self.load(index)
+            else:
+                pending.append(index)
+        return stored, pending
+
     def done(self) -> list[int]:
         return sorted(int(p.stem) for p in self.root.glob("[0-9]*.*") if p.suffix in (".json", ".safetensors"))
 
