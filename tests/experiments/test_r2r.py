@@ -129,6 +129,25 @@ def test_the_shipped_configs_load():
     assert cpu.profile == "cpu" and gpu.profile == "gpu" and len(cpu.domains) >= 3 and len(gpu.domains) >= 3
     assert gpu.test_queries is None and gpu.train_queries is None and gpu.depth == 100 and gpu.negatives == 7
     assert cpu.digest() != gpu.digest()
+    ce, quick = R2RConfig.load(root / "r2r-ce.toml"), R2RConfig.load(root / "r2r-ce-quick.toml")
+    assert ce.backbone == quick.backbone and ce.backbone.startswith("ce:") and set(ce.domains) == set(quick.domains)
+    assert ce.test_queries is None and ce.train_queries is None and ce.depth == 100
+    assert quick.test_queries and quick.train_queries and ce.digest() != quick.digest()
+
+
+@pytest.mark.slow
+def test_the_same_runner_trains_and_scores_r2r_on_a_cross_encoder_backbone(tmp_path, fresh_ce, scifact, nfcorpus):
+    config = tiny_config(backbone=f"ce:{fresh_ce}", objective="infonce", train_queries=3, max_doc_tokens=32, ablation=())
+    experiment = R2RExperiment(config, tmp_path / "work", progress=False)
+    stages = experiment.run()
+    assert stages and all(s.done and s.note == "ran" for s in stages)
+    routing = json.loads((experiment.work / "router" / "routing.json").read_text())
+    assert routing["test_queries"] == len(scifact.split_queries("test")) + len(nfcorpus.split_queries("test"))
+    for dataset in ("scifact", "nfcorpus"):
+        for system in ("generalist", "r2r", "pooled", f"eag-{dataset}", f"plain-{dataset}"):
+            assert experiment.run_path(system, dataset).exists()
+    generalist = experiment.run_path("generalist", "scifact").read_text()
+    assert generalist != experiment.run_path("eag-scifact", "scifact").read_text()  # a trained LoRA moves scores
 
 
 def test_stages_wait_for_their_inputs_and_respect_another_process_lock(tmp_path, scifact, nfcorpus):
