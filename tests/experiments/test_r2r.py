@@ -137,7 +137,9 @@ def test_the_shipped_configs_load():
 
 @pytest.mark.slow
 def test_the_same_runner_trains_and_scores_r2r_on_a_cross_encoder_backbone(tmp_path, fresh_ce, scifact, nfcorpus):
-    config = tiny_config(backbone=f"ce:{fresh_ce}", objective="infonce", train_queries=3, max_doc_tokens=32, ablation=())
+    config = tiny_config(
+        backbone=f"ce:{fresh_ce}", objective="infonce", train_queries=3, max_doc_tokens=32, ablation=()
+    )
     experiment = R2RExperiment(config, tmp_path / "work", progress=False)
     stages = experiment.run()
     assert stages and all(s.done and s.note == "ran" for s in stages)
