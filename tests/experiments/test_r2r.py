@@ -136,20 +136,40 @@ def test_the_shipped_configs_load():
 
 
 @pytest.mark.slow
-def test_the_same_runner_trains_and_scores_r2r_on_a_cross_encoder_backbone(tmp_path, fresh_ce, scifact, nfcorpus):
+def test_the_same_runner_trains_and_scores_r2r_on_a_cross_encoder_backbone(tmp_path, fresh_ce, nfcorpus):
     config = tiny_config(
-        backbone=f"ce:{fresh_ce}", objective="infonce", train_queries=3, max_doc_tokens=32, ablation=()
+        domains={"nfcorpus": "medical", "coliee-statutes": "legal"},
+        backbone=f"ce:{fresh_ce}",
+        objective="infonce",
+        train_queries=3,
+        max_doc_tokens=32,
+        ablation=(),
+        ablation_domains=(),
+        interpolate=True,
     )
     experiment = R2RExperiment(config, tmp_path / "work", progress=False)
     stages = experiment.run()
     assert stages and all(s.done and s.note == "ran" for s in stages)
     routing = json.loads((experiment.work / "router" / "routing.json").read_text())
-    assert routing["test_queries"] == len(scifact.split_queries("test")) + len(nfcorpus.split_queries("test"))
-    for dataset in ("scifact", "nfcorpus"):
+    coliee = experiment.dataset("coliee-statutes")
+    assert routing["test_queries"] == len(nfcorpus.split_queries("test")) + len(coliee.split_queries("test"))
+    for dataset in config.domains:
         for system in ("generalist", "r2r", "pooled", f"eag-{dataset}", f"plain-{dataset}"):
             assert experiment.run_path(system, dataset).exists()
-    generalist = experiment.run_path("generalist", "scifact").read_text()
-    assert generalist != experiment.run_path("eag-scifact", "scifact").read_text()  # a trained LoRA moves scores
+    generalist = experiment.run_path("generalist", "nfcorpus").read_text()
+    assert generalist != experiment.run_path("eag-nfcorpus", "nfcorpus").read_text()  # a trained LoRA moves scores
+    # alpha is chosen on each domain's dev split, and every system gets an interpolated row with p vs the first stage
+    alphas = json.loads(experiment.alpha_path().read_text())
+    assert {alphas[d]["dev_split"] for d in config.domains} == {"dev"} and alphas["nfcorpus"]["dev_queries"] == 2
+    test_ids = {q.id for d in config.domains for q in experiment.test_queries(d)}
+    assert not test_ids & {
+        line.split()[0] for line in (experiment.work / "dev" / "nfcorpus.trec").read_text().splitlines()
+    }
+    text = write_report(experiment, stages, tmp_path / "r2r.md").read_text()
+    assert "(d~) R2R: EAG experts + latent router, interpolated" in text and "α=" in text
+    assert "beats the first stage in every domain" in text
+    table = json.loads((tmp_path / "r2r.json").read_text())["table"]
+    assert "p_vs_bm25" in table["r2r~dev"]["nfcorpus"]
 
 
 def test_stages_wait_for_their_inputs_and_respect_another_process_lock(tmp_path, scifact, nfcorpus):

@@ -29,7 +29,7 @@ import numpy as np
 from routerank.data.types import Query, Run, sample_queries
 from routerank.errors import RouterankError, SpecError
 from routerank.experiments.stages import Stage, Step, read_toml_config, run_plan
-from routerank.fsutil import atomic_write, cache_root
+from routerank.fsutil import atomic_write, cache_root, safe_name
 from routerank.rerank.experts import GENERALIST
 
 
@@ -55,6 +55,8 @@ class R2RConfig:
     router_train_queries: int = 300  # per domain
     router_threshold: float = 0.0  # below it a query goes to the generalist
     cross_encoder: str | None = None  # reranker spec for system (f)
+    first_stage: str = "bm25"  # the candidates' retriever (any pipeline spec without `>>`)
+    interpolate: bool = False  # also report each system mixed with the first stage, alpha chosen on dev
     seed: int = 13
     ray: str | None = None  # "local" or a cluster address: train experts as Ray tasks, score pairs on Ray actors
 
@@ -130,10 +132,52 @@ class R2RExperiment:
         path = self.work / "candidates" / f"{name}.trec"
         if path.exists():
             return read_run(path)
-        run = build("bm25", self.dataset(name).corpus).search(self.test_queries(name), self.config.candidates)
+        run = build(self.config.first_stage, self.dataset(name).corpus).search(
+            self.test_queries(name), self.config.candidates
+        )
         path.parent.mkdir(parents=True, exist_ok=True)
-        write_run(run, path, tag="bm25")
+        write_run(run, path, tag=safe_name(self.config.first_stage, extra="="))
         return run
+
+    # interpolation ---------------------------------------------------------------------------------------
+
+    def alpha_path(self) -> Path:
+        return self.work / "alpha.json"
+
+    def choose_alpha(self) -> dict:
+        """Per domain, the weight that mixes a reranker's scores with the first stage's (min-max per query,
+        `routerank.rerank.interpolate`), chosen for the generalist on dev queries: the dev split, or the queries
+        the backbone's training manifest held out. Test queries never choose; every system reuses the weight."""
+        from routerank.data.trec import write_run
+        from routerank.evaluate import evaluate
+        from routerank.experiments.devsplit import dev_queries
+        from routerank.pipeline import build
+        from routerank.rerank.backbones import folder_of
+        from routerank.rerank.base import assemble_run, candidates
+        from routerank.rerank.interpolate import GRID, interpolate_runs
+
+        c, record = self.config, {"chosen_on": "dev", "system": GENERALIST, "measure": "nDCG@10", "grid": list(GRID)}
+        folder = folder_of(c.backbone)
+        for name in c.domains:
+            ds = self.dataset(name)
+            queries, split = dev_queries(ds, [folder], c.dev_queries, c.seed, who=f"backbone {c.backbone}")
+            first = build(c.first_stage, ds.corpus).search(queries, c.candidates)
+            per_query = [(q, candidates(first, q.id, ds.corpus, c.depth)) for q in queries]
+            pairs = [(q.text, d.full_text) for q, docs in per_query for d in docs]
+            scores = self.score_pairs(pairs, [GENERALIST] * len(pairs)).tolist()
+            reranked = assemble_run(per_query, scores, first, c.depth, GENERALIST)
+            write_run(reranked, self.work / "dev" / f"{name}.trec", tag=GENERALIST)
+            qrels = ds.split_qrels(split).subset(q.id for q in queries)
+            curve = [evaluate(interpolate_runs(reranked, first, c.depth, a), qrels, "nDCG@10")["nDCG@10"] for a in GRID]
+            record[name] = {
+                "alpha": GRID[int(np.argmax(curve))],
+                "dev_split": split,
+                "dev_queries": len(queries),
+                "curve": [round(v, 5) for v in curve],
+            }
+        with atomic_write(self.alpha_path()) as out:
+            json.dump(record, out, indent=2)
+        return record
 
     # experts ---------------------------------------------------------------------------------------------
 
@@ -451,6 +495,8 @@ class R2RExperiment:
 
         steps += [train(adapter) for adapter in eag]
         steps.append(Step("route (latent router + baselines)", "route", routed, self.routing, needs=ready(*eag)))
+        if c.interpolate:
+            steps.append(Step("alpha (generalist, dev queries)", "score", self.alpha_path().exists, self.choose_alpha))
         for name in names:
             steps += [score("generalist", name, GENERALIST), score(f"eag-{name}", name, f"eag-{name}"), r2r_score(name)]
         steps.append(train("pooled"))

@@ -13,6 +13,7 @@ from routerank.fsutil import atomic_write
 KEY = "nDCG@10"
 
 MEASURES = "nDCG@5 nDCG@10 MRR@10 R@100"
+INTERPOLATED = "~dev"  # a system's run mixed with the first stage's scores, alpha chosen on dev (generalist)
 SYSTEMS = {  # run name -> (letter, title)
     "bm25": ("", "BM25 (candidates)"),
     "generalist": ("a", "generalist backbone, zero-shot"),
@@ -22,6 +23,20 @@ SYSTEMS = {  # run name -> (letter, title)
     "oracle": ("e", "R2R, oracle routing"),
     "ce": ("f", "cross-encoder (MiniLM, trained)"),
 }
+
+
+def system_title(system: str) -> tuple[str, str]:
+    """(letter, title) of a table row: a system of SYSTEMS, or one of them interpolated with the first stage."""
+    base = system.removesuffix(INTERPOLATED)
+    letter, title = SYSTEMS[base]
+    if base == system:
+        return letter, title
+    return (f"{letter}~" if letter else ""), f"{title}, interpolated with the first stage (α on dev)"
+
+
+def ordered_systems(table: dict) -> list[str]:
+    """The table's systems in SYSTEMS order, each followed by its interpolated row where there is one."""
+    return [v for s in SYSTEMS for v in (s, f"{s}{INTERPOLATED}") if v in table]
 
 
 def _fmt(value, digits: int = 4) -> str:
@@ -36,6 +51,7 @@ def collect(experiment) -> dict:
     """Evaluate every run on disk; systems c, e and f are stitched per domain from their own runs."""
     from routerank.data.trec import read_run
     from routerank.evaluate import evaluate, paired_test
+    from routerank.rerank.interpolate import interpolate_runs
 
     c = experiment.config
     names = list(c.domains)
@@ -46,11 +62,17 @@ def collect(experiment) -> dict:
         d: experiment.dataset(d).split_qrels("test").subset(q.id for q in experiment.test_queries(d)) for d in names
     }
 
+    alphas = json.loads(experiment.alpha_path().read_text()) if experiment.alpha_path().exists() else {}
+
     def load(system: str, dataset: str, run_name: str | None = None):
         path = experiment.run_path(run_name or system, dataset)
         if not path.exists():
             return
-        evals.setdefault(system, {})[dataset] = evaluate(read_run(path), qrels[dataset], MEASURES)
+        run = read_run(path)
+        evals.setdefault(system, {})[dataset] = evaluate(run, qrels[dataset], MEASURES)
+        if system in SYSTEMS and dataset in alphas:  # the same run mixed with the first stage, alpha from dev
+            mixed = interpolate_runs(run, experiment.candidates(dataset), c.depth, alphas[dataset]["alpha"])
+            evals.setdefault(f"{system}{INTERPOLATED}", {})[dataset] = evaluate(mixed, qrels[dataset], MEASURES)
         side = path.with_suffix(".json")
         if side.exists():
             meta.setdefault(system, {})[dataset] = json.loads(side.read_text())
@@ -73,7 +95,7 @@ def collect(experiment) -> dict:
     table = {}
     for system, per in evals.items():
         rows = {d: {**e.means, "queries": e.num_queries} for d, e in per.items()}
-        for ref in ("generalist", "pooled"):
+        for ref in ("bm25", "generalist", "pooled"):
             for d, e in per.items():
                 if system != ref and ref in evals and d in evals[ref]:
                     test = paired_test(evals[ref][d].per_query[KEY], e.per_query[KEY])
@@ -122,13 +144,13 @@ def figures(data: dict, names: list[str], labels: dict[str, str], folder: Path) 
     folder.mkdir(parents=True, exist_ok=True)
     made = []
     table = data["table"]
-    systems = [s for s in SYSTEMS if s in table]
+    systems = ordered_systems(table)
     if systems:
         fig, ax = plt.subplots(figsize=(1.6 + 1.7 * len(names), 3.6))
         width = 0.8 / len(systems)
         for i, system in enumerate(systems):
             values = [table[system].get(d, {}).get(KEY, np.nan) for d in names]
-            letter, title = SYSTEMS[system]
+            letter, title = system_title(system)
             ax.bar(np.arange(len(names)) + i * width, values, width, label=f"({letter}) {title}" if letter else title)
         ax.set_xticks(np.arange(len(names)) + 0.4 - width / 2, [f"{d}\n({labels[d]})" for d in names])
         ax.set_ylabel(KEY)
@@ -214,6 +236,8 @@ def write_report(experiment, stages, report: Path, config_path: Path | None = No
         routing.pop("decisions", None)
         data["routing"] = routing
     data["training"] = training_times(experiment)
+    if experiment.alpha_path().exists():
+        data["alpha"] = json.loads(experiment.alpha_path().read_text())
     forgetting = {
         "rows": [f"eag-{n}" for n in names] + ["generalist"],
         "columns": names,
@@ -237,18 +261,32 @@ def write_report(experiment, stages, report: Path, config_path: Path | None = No
     ]
     command = "routerank experiment r2r --config " + (str(config_path) if config_path else "<config>")
     lines += [command, "```", ""]
+    from routerank.rerank.backbones import ENCODER_TARGETS, LLM_TARGETS, is_encoder
+
+    targets = "/".join(ENCODER_TARGETS if is_encoder(c.backbone) else LLM_TARGETS)
     lines += [
-        f"Backbone `{c.backbone}`; LoRA r=32, alpha=64 on q/k/v/o; objective {c.objective} "
-        f"(InfoNCE, tau=1.0, over 1 positive + {c.negatives} BM25 negatives); ≤ {c.train_queries or 'all'} "
+        f"Backbone `{c.backbone}`; LoRA r=32, alpha=64 on {targets}; objective {c.objective} "
+        f"(over 1 positive + {c.negatives} BM25 negatives); ≤ {c.train_queries or 'all'} "
         f"training queries per domain, ≤ {c.max_doc_tokens} doc tokens, {c.epochs} epoch(s) per stage. "
-        f"Evaluation: {c.test_queries or 'all'} seeded test queries per domain (seed {c.seed}), BM25 top "
-        f"{c.depth} reranked, BM25 order kept below it to {c.candidates}. Test queries never enter training "
+        f"Evaluation: {c.test_queries or 'all'} seeded test queries per domain (seed {c.seed}), `{c.first_stage}` "
+        f"top {c.depth} reranked, its order kept below to {c.candidates}. Test queries never enter training "
         "(experts train on the train split; dev comes from the dev split or held-out train queries).",
         "",
     ]
+    if c.interpolate:
+        lines += [
+            "Rows marked ~ mix the system's scores with the first stage's (each min-max normalised per query, "
+            "s = α·rerank + (1−α)·first stage), α chosen per domain for the generalist (a) on dev queries and "
+            "used for every system: "
+            + ", ".join(
+                f"{d} α={data['alpha'][d]['alpha']:.2f}" if d in data.get("alpha", {}) else f"{d} –" for d in names
+            )
+            + ".",
+            "",
+        ]
     lines += ["Domains: " + ", ".join(f"`{d}` ({label})" for d, label in c.domains.items()), ""]
 
-    systems = [s for s in SYSTEMS if s in table]
+    systems = ordered_systems(table)
     for measure in ("nDCG@10", "nDCG@5", "MRR@10", "R@100"):
         lines += [
             f"## {measure}",
@@ -257,7 +295,7 @@ def write_report(experiment, stages, report: Path, config_path: Path | None = No
             "|---|" + "---:|" * (len(names) + 1),
         ]
         for system in systems:
-            letter, title = SYSTEMS[system]
+            letter, title = system_title(system)
             cells = [_fmt(table[system].get(d, {}).get(measure)) for d in [*names, "average"]]
             lines.append(f"| {'(' + letter + ') ' if letter else ''}{title} | " + " | ".join(cells) + " |")
         lines.append("")
@@ -268,7 +306,7 @@ def write_report(experiment, stages, report: Path, config_path: Path | None = No
         "|---|---|" + "---|" * len(names),
     ]
     for system in [s for s in systems if s != "bm25"]:
-        for ref in ("generalist", "pooled"):
+        for ref in ("bm25", "generalist", "pooled"):
             cells = []
             for d in names:
                 test = table[system].get(d, {}).get(f"p_vs_{ref}")
@@ -276,8 +314,11 @@ def write_report(experiment, stages, report: Path, config_path: Path | None = No
                     "–" if not test else f"Δ {test['delta']:+.4f}, p {_p(test['t'])} / {_p(test['randomization'])}"
                 )
             if any(cell != "–" for cell in cells):
+                letter, ref_letter = system_title(system)[0], SYSTEMS[ref][0]
                 lines.append(
-                    f"| ({SYSTEMS[system][0]}) {system} | ({SYSTEMS[ref][0]}) {ref} | " + " | ".join(cells) + " |"
+                    f"| ({letter}) {system} | {'(' + ref_letter + ') ' if ref_letter else ''}{ref} | "
+                    + " | ".join(cells)
+                    + " |"
                 )
     lines.append("")
     lines += ["## The claims", ""] + claims(table, names) + [""]
@@ -434,6 +475,21 @@ def claims(table: dict, names: list[str]) -> list[str]:
         out.append(f"- R2R (d) beats the generalist (a) on {KEY} in every domain: **{verdict}** ({deltas}).")
     else:
         out.append("- R2R (d) vs generalist (a): pending stages.")
+    if "average" in d and "average" in a:
+        delta = d["average"][KEY] - a["average"][KEY]
+        out.append(
+            f"- R2R (d) beats the generalist (a) on average {KEY}: **{'holds' if delta > 0 else 'fails'}** "
+            f"(Δ {delta:+.4f})."
+        )
+    first = table.get("bm25", {})
+    for system in ("r2r", f"r2r{INTERPOLATED}"):
+        rows = table.get(system, {})
+        if all(n in rows and n in first for n in names):
+            wins = [n for n in names if rows[n][KEY] > first[n][KEY]]
+            deltas = ", ".join(f"{n} {rows[n][KEY] - first[n][KEY]:+.4f}" for n in names)
+            verdict = "holds" if len(wins) == len(names) else f"fails in {len(names) - len(wins)} domain(s)"
+            label = "R2R (d)" if system == "r2r" else "R2R interpolated (d~)"
+            out.append(f"- {label} beats the first stage in every domain: **{verdict}** ({deltas}).")
     if "average" in d and "average" in b:
         delta = d["average"][KEY] - b["average"][KEY]
         out.append(
