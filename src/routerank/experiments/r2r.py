@@ -367,7 +367,7 @@ class R2RExperiment:
         path.parent.mkdir(parents=True, exist_ok=True)
         write_run(run, path, tag="r2r")
         meta = {
-            "pairs": sum(min(self.config.depth, len(candidates[q.id])) for q in queries),
+            "pairs": sum(min(self.config.depth, len(candidates[q.id])) for q in queries if q.id in candidates),
             "seconds": reranker.routing_seconds + reranker.scoring_seconds,
             "routing_seconds": reranker.routing_seconds,
             "adapters": sorted({experts.get(d.choice, d.choice) for d in reranker.last_decisions}),
