@@ -15,6 +15,8 @@ def test_config_is_checked(tmp_path):
         EffectivenessConfig(("scifact",), {"ce": "ce:x"}, test_queries={"nfcorpus": 5})
     bad = tmp_path / "bad.toml"
     bad.write_text('datasets = ["scifact"]\nrerankers = { ce = "ce:x" }\nsurprise = 1\n')
+    with pytest.raises(SpecError, match="not among the first_stages"):
+        EffectivenessConfig(("scifact",), {"ce": "ce:x"}, ("bm25",), rerank_first_stages=("hybrid",))
     with pytest.raises(SpecError, match="unknown config keys"):
         EffectivenessConfig.load(bad)
 
@@ -24,7 +26,8 @@ def experiment(fresh_ce, tmp_path_factory):
     config = EffectivenessConfig(
         ("nfcorpus",),
         {"fresh": f"ce:{fresh_ce}"},
-        ("bm25",),
+        ("bm25", "bm25:k1=0.3,b=0.2"),
+        rerank_first_stages=("bm25",),
         depth=5,
         test_queries={"nfcorpus": 4},
         dev_queries=3,
@@ -56,7 +59,7 @@ def test_alpha_is_chosen_on_dev_saved_beside_the_model_and_used_for_the_test_row
     assert not test_ids & dev_ids
     report = exp.write_report(tmp_path / "effectiveness.json", stages)
     rows = report["nfcorpus"]
-    assert set(rows) == {"bm25", "bm25>>fresh", "bm25>>fresh~dev"}
+    assert set(rows) == {"bm25", "bm25:k1=0.3,b=0.2", "bm25>>fresh", "bm25>>fresh~dev"}  # the second: alone
     assert rows["bm25>>fresh~dev"]["alpha"] == entry["alpha"]
     assert rows["bm25>>fresh"]["queries"] == 4 and "4 of 323 seeded" in rows["bm25"]["protocol"]
     assert 0 <= rows["bm25>>fresh"]["p_vs_bm25"] <= 1 and "p_vs_bm25" not in rows["bm25"]

@@ -47,7 +47,8 @@ class EffectivenessConfig:
     dev_queries: per dataset, for choosing alpha (dev split; else the model's held-out train queries).
     options: label -> reranker options (e.g. {"ce-pooled" = {dtype = "bf16"}}).
     llm_rows: a rerank-table JSON whose sampled LLM rows are carried into the report, labelled as samples.
-    ray: "local" or a cluster address: rerank stages run in query shards on Ray actors (None: in-process)."""
+    ray: "local" or a cluster address: rerank stages run in query shards on Ray actors (None: in-process).
+    rerank_first_stages: the first stages the rerankers rerank (empty: all); the others are reported alone."""
 
     datasets: tuple[str, ...]
     rerankers: dict[str, str] = field(default_factory=dict)
@@ -59,10 +60,14 @@ class EffectivenessConfig:
     llm_rows: str | None = "reports/rerank-table.json"
     seed: int = 13
     ray: str | None = None
+    rerank_first_stages: tuple[str, ...] = ()
 
     def __post_init__(self):
         if not self.datasets:
             raise SpecError("name at least one dataset")
+        stray = [s for s in self.rerank_first_stages if s not in self.first_stages]
+        if stray:
+            raise SpecError(f"rerank_first_stages {stray} are not among the first_stages")
         for stage in self.first_stages:
             if stage.endswith(DEV_TUNED):
                 from routerank.pipeline import fusion_children
@@ -77,12 +82,12 @@ class EffectivenessConfig:
 
     @classmethod
     def load(cls, path: str | Path) -> EffectivenessConfig:
-        return read_toml_config(cls, path, tuples=("datasets", "first_stages"), none_if_zero=())
+        return read_toml_config(cls, path, tuples=("datasets", "first_stages", "rerank_first_stages"), none_if_zero=())
 
     def digest(self) -> str:
         """Keys the work dir. Stage outputs are per (dataset, split, system) and test samples have their own
         folders, so adding a dataset or a first stage, or resizing a sample, reuses every finished stage."""
-        unkeyed = ("test_queries", "llm_rows", "datasets", "first_stages", "ray")
+        unkeyed = ("test_queries", "llm_rows", "datasets", "first_stages", "ray", "rerank_first_stages")
         keep = {k: v for k, v in asdict(self).items() if k not in unkeyed}
         return hashlib.sha256(json.dumps(keep, sort_keys=True).encode()).hexdigest()[:10]
 
@@ -257,11 +262,15 @@ class EffectivenessExperiment:
             json.dump(record, out, indent=2)
         return record
 
+    def reranked_stages(self) -> tuple[str, ...]:
+        """The first stages whose candidates the rerankers rerank."""
+        return self.config.rerank_first_stages or self.config.first_stages
+
     def plan(self) -> list[Step]:
         """Per dataset: dev reranks (for alpha), test first stages, test reranks; then the alpha choices."""
         c, steps = self.config, []
         for name in c.datasets:
-            for stage in c.first_stages:
+            for stage in self.reranked_stages():
                 steps += [self._rerank_step(name, "dev", stage, label) for label in c.rerankers]
             for stage in c.first_stages:
                 steps.append(
@@ -272,9 +281,10 @@ class EffectivenessExperiment:
                         (lambda n=name, st=stage: self.first_stage(n, "test", st)),
                     )
                 )
-                steps += [self._rerank_step(name, "test", stage, label) for label in c.rerankers]
+                if stage in self.reranked_stages():
+                    steps += [self._rerank_step(name, "test", stage, label) for label in c.rerankers]
         for label in c.rerankers:
-            for stage in c.first_stages:
+            for stage in self.reranked_stages():
                 steps.append(
                     Step(
                         f"alpha {label} over {stage}",
