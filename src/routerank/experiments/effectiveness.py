@@ -227,9 +227,8 @@ class EffectivenessExperiment:
     def choose_alpha(self, label: str, stage: str, datasets: list[str] | None = None, save: bool = True) -> dict:
         """Grid-search alpha on each dataset's dev queries; save per corpus and pooled (mean over datasets)."""
         from routerank.data.trec import read_run
-        from routerank.evaluate import evaluate
         from routerank.pipeline import canonical
-        from routerank.rerank.interpolate import GRID, interpolate_runs, save_alphas
+        from routerank.rerank.interpolate import GRID, alpha_curve, save_alphas
 
         datasets = list(self.config.datasets) if datasets is None else datasets
         record: dict = {"chosen_on": "dev", "measure": KEY, "depth": self.config.depth, "grid": list(GRID)}
@@ -242,8 +241,7 @@ class EffectivenessExperiment:
             reranked = read_run(self.run_path(name, "dev", f"{stage}>>{label}"))
             ids = {q.id for q in queries}
             first = Run({q: r for q, r in first.rankings.items() if q in ids}, first.name)
-            curve = [evaluate(interpolate_runs(reranked, first, self.config.depth, a), qrels, KEY)[KEY] for a in GRID]
-            best = GRID[int(np.argmax(curve))]
+            best, curve = alpha_curve(reranked, first, qrels, self.config.depth, KEY)
             by_corpus[self.dataset(name).corpus.fingerprint] = {
                 "dataset": name,
                 "alpha": best,

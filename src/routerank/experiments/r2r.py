@@ -149,12 +149,11 @@ class R2RExperiment:
         `routerank.rerank.interpolate`), chosen for the generalist on dev queries: the dev split, or the queries
         the backbone's training manifest held out. Test queries never choose; every system reuses the weight."""
         from routerank.data.trec import write_run
-        from routerank.evaluate import evaluate
         from routerank.experiments.devsplit import dev_queries
         from routerank.pipeline import build
         from routerank.rerank.backbones import folder_of
         from routerank.rerank.base import assemble_run, candidates
-        from routerank.rerank.interpolate import GRID, interpolate_runs
+        from routerank.rerank.interpolate import GRID, alpha_curve
 
         c, record = self.config, {"chosen_on": "dev", "system": GENERALIST, "measure": "nDCG@10", "grid": list(GRID)}
         folder = folder_of(c.backbone)
@@ -168,9 +167,9 @@ class R2RExperiment:
             reranked = assemble_run(per_query, scores, first, c.depth, GENERALIST)
             write_run(reranked, self.work / "dev" / f"{name}.trec", tag=GENERALIST)
             qrels = ds.split_qrels(split).subset(q.id for q in queries)
-            curve = [evaluate(interpolate_runs(reranked, first, c.depth, a), qrels, "nDCG@10")["nDCG@10"] for a in GRID]
+            best, curve = alpha_curve(reranked, first, qrels, c.depth)
             record[name] = {
-                "alpha": GRID[int(np.argmax(curve))],
+                "alpha": best,
                 "dev_split": split,
                 "dev_queries": len(queries),
                 "curve": [round(v, 5) for v in curve],

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import json
 import shlex
 import sys
@@ -63,6 +64,7 @@ def collect(experiment) -> dict:
     }
 
     alphas = json.loads(experiment.alpha_path().read_text()) if experiment.alpha_path().exists() else {}
+    first = functools.cache(experiment.candidates)  # each dataset's candidates, read once for every system
 
     def load(system: str, dataset: str, run_name: str | None = None):
         path = experiment.run_path(run_name or system, dataset)
@@ -71,7 +73,7 @@ def collect(experiment) -> dict:
         run = read_run(path)
         evals.setdefault(system, {})[dataset] = evaluate(run, qrels[dataset], MEASURES)
         if system in SYSTEMS and dataset in alphas:  # the same run mixed with the first stage, alpha from dev
-            mixed = interpolate_runs(run, experiment.candidates(dataset), c.depth, alphas[dataset]["alpha"])
+            mixed = interpolate_runs(run, first(dataset), c.depth, alphas[dataset]["alpha"])
             evals.setdefault(f"{system}{INTERPOLATED}", {})[dataset] = evaluate(mixed, qrels[dataset], MEASURES)
         side = path.with_suffix(".json")
         if side.exists():
@@ -79,7 +81,7 @@ def collect(experiment) -> dict:
 
     for dataset in names:
         if (experiment.work / "candidates" / f"{dataset}.trec").exists():
-            evals.setdefault("bm25", {})[dataset] = evaluate(experiment.candidates(dataset), qrels[dataset], MEASURES)
+            evals.setdefault("bm25", {})[dataset] = evaluate(first(dataset), qrels[dataset], MEASURES)
         load("generalist", dataset)
         load("pooled", dataset)
         load("plain", dataset, f"plain-{dataset}")

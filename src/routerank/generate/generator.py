@@ -221,12 +221,10 @@ class Generator:
         import torch
         from transformers import GenerationConfig, StoppingCriteriaList
 
-        width = max(len(row) for row in rows)
-        ids = torch.full((len(rows), width), self.pad_id, dtype=torch.long)
-        mask = torch.zeros_like(ids)
-        for i, row in enumerate(rows):
-            ids[i, width - len(row) :] = torch.tensor(row)
-            mask[i, width - len(row) :] = 1
+        from routerank.models.llm import pad_batch
+
+        ids, mask = pad_batch(rows, self.pad_id, left=True)
+        width = ids.shape[1]
         config = GenerationConfig(
             max_new_tokens=self.max_new_tokens,
             do_sample=False,

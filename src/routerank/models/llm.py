@@ -109,6 +109,22 @@ def load_causal_lm(
     return model, tokenizer
 
 
+def pad_batch(rows: list[list[int]], pad_id: int, *, left: bool = False):
+    """(ids, attention mask) of token-id rows padded to the longest, both [len(rows), longest] on the CPU: pads on
+    the right for scoring (a causal row's last real token sees only its own prompt), on the left for generation
+    (every row's next token sits in the last column)."""
+    import torch
+
+    width = max(len(r) for r in rows)
+    ids = torch.full((len(rows), width), pad_id, dtype=torch.long)
+    mask = torch.zeros_like(ids)
+    for i, row in enumerate(rows):
+        cols = slice(width - len(row), width) if left else slice(0, len(row))
+        ids[i, cols] = torch.tensor(row)
+        mask[i, cols] = 1
+    return ids, mask
+
+
 def tiny_llm(seed: int = 0, vocab_from: str | None = None):
     """A random-init Llama-shaped model with SmolLM2's tokenizer, for fast unit tests only."""
     _require_transformers()

@@ -117,12 +117,9 @@ class LabelChooser:
     def _forward(self, rows: list[list[int]]) -> np.ndarray:
         import torch
 
-        width = max(len(r) for r in rows)
-        ids = torch.full((len(rows), width), self.tokenizer.pad_token_id or 0, dtype=torch.long)
-        mask = torch.zeros_like(ids)
-        for i, row in enumerate(rows):
-            ids[i, : len(row)] = torch.tensor(row)
-            mask[i, : len(row)] = 1
+        from routerank.models.llm import pad_batch
+
+        ids, mask = pad_batch(rows, self.tokenizer.pad_token_id or 0)
         last = torch.tensor([len(r) - 1 for r in rows], device=self.device)
         with torch.inference_mode():
             hidden = self.decoder(input_ids=ids.to(self.device), attention_mask=mask.to(self.device)).last_hidden_state

@@ -129,6 +129,15 @@ class InterpolatedReranker:
         return interpolate_runs(reranked, run, depth, self.alpha_for(corpus), f"{run.name}>>{self.name}")
 
 
+def alpha_curve(reranked: Run, first: Run, qrels, depth: int, measure: str = "nDCG@10") -> tuple[float, list[float]]:
+    """(the best alpha on GRID, `measure` at every alpha) for mixing `reranked` with `first` on `qrels`: how a
+    weight is chosen on dev queries."""
+    from routerank.evaluate import evaluate
+
+    curve = [evaluate(interpolate_runs(reranked, first, depth, a), qrels, measure)[measure] for a in GRID]
+    return GRID[int(np.argmax(curve))], curve
+
+
 def interpolate_runs(reranked: Run, first: Run, depth: int, alpha: float, name: str = "interpolated") -> Run:
     """Mix a reranked run with the first-stage run it reranked, over each query's first-stage top `depth`."""
     out = {}

@@ -127,14 +127,9 @@ class PointwiseLLMReranker(PointwiseReranker):
         """(ids, attention mask), both [len(rows), longest] on the model's device, pads on the right.
 
         Causal attention never looks right, so each row's last real token sees exactly its own prompt."""
-        import torch
+        from routerank.models.llm import pad_batch
 
-        width = max(len(r) for r in rows)
-        ids = torch.full((len(rows), width), self.tokenizer.pad_token_id or 0, dtype=torch.long)
-        mask = torch.zeros_like(ids)
-        for i, row in enumerate(rows):
-            ids[i, : len(row)] = torch.tensor(row)
-            mask[i, : len(row)] = 1
+        ids, mask = pad_batch(rows, self.tokenizer.pad_token_id or 0)
         return ids.to(self.device), mask.to(self.device)
 
     def doc_ids(self, document: str) -> list[int]:
