@@ -514,28 +514,48 @@ def train_dense_command(
     print(f"trained; retrieve with dense:st:{path}", file=sys.stderr)
 
 
+def _expert_defaults() -> dict:
+    from routerank.train.expert import ExpertConfig
+
+    return _defaults(ExpertConfig)
+
+
+EX = _expert_defaults()
+
+
 @train_app.command("expert")
 def train_expert_command(
     dataset: Annotated[str, typer.Option("--dataset", "-d", help="dataset name; comma-separate several to pool")],
     domain: Annotated[str, typer.Option(help="the expert's domain label (what the router predicts)")],
-    eag: Annotated[
-        bool, typer.Option("--eag/--no-eag", help="stage 1 on entity-abstracted pairs, then original")
-    ] = False,
-    granularity: Annotated[str, typer.Option(help="EAG masking: ner | ner+patterns")] = "ner+patterns",
-    objective: Annotated[str, typer.Option(help="contrastive (InfoNCE) | sft (yes/no cross-entropy)")] = "contrastive",
-    backbone: Annotated[str, typer.Option(help="LLM spec of the frozen backbone")] = "smollm2",
-    miner: Annotated[str, typer.Option(help="retriever that mines hard negatives (bm25 | dense)")] = "bm25",
-    negatives: Annotated[int, typer.Option(help="hard negatives per positive")] = 3,
-    max_queries: Annotated[int, typer.Option(help="training queries per dataset (0 = all)")] = 300,
-    dev_queries: Annotated[int, typer.Option(help="dev queries per dataset, for the early stop")] = 50,
-    max_doc_tokens: Annotated[int, typer.Option(help="document tokens kept per pair")] = 128,
-    epochs: Annotated[int, typer.Option(help="passes over the training queries (per stage)")] = 1,
-    lr: Annotated[float, typer.Option(help="AdamW learning rate")] = 2e-4,
-    grad_accum: Annotated[int, typer.Option(help="query groups per optimizer step")] = 4,
-    lora_r: Annotated[int, typer.Option(help="LoRA rank")] = 32,
-    lora_alpha: Annotated[int, typer.Option(help="LoRA alpha")] = 64,
+    eag: Annotated[bool, typer.Option("--eag/--no-eag", help="stage 1 on entity-abstracted pairs, then original")] = EX[
+        "eag"
+    ],
+    granularity: Annotated[str, typer.Option(help="EAG masking: ner | ner+patterns")] = EX["granularity"],
+    objective: Annotated[str, typer.Option(help="contrastive (InfoNCE) | sft (yes/no cross-entropy)")] = EX[
+        "objective"
+    ],
+    backbone: Annotated[str, typer.Option(help="spec of the frozen backbone: smollm2 | ce:<folder>")] = EX["backbone"],
+    miner: Annotated[str, typer.Option(help="retriever that mines hard negatives: bm25 | dense | hybrid")] = EX[
+        "miner"
+    ],
+    negatives: Annotated[int, typer.Option(help="hard negatives per positive")] = EX["negatives"],
+    negative_skip: Annotated[
+        int, typer.Option(help="pass over the miner's first N non-relevant documents (sparse judgments)")
+    ] = EX["negative_skip"],
+    graded_negatives: Annotated[
+        bool, typer.Option("--graded-negatives/--binary-negatives", help="lower-graded relevant docs as negatives")
+    ] = EX["graded_negatives"],
+    max_queries: Annotated[int, typer.Option(help="training queries per dataset (0 = all)")] = EX["max_queries"],
+    dev_queries: Annotated[int, typer.Option(help="dev queries per dataset, for the early stop")] = EX["dev_queries"],
+    max_doc_tokens: Annotated[int, typer.Option(help="document tokens kept per pair")] = EX["max_doc_tokens"],
+    epochs: Annotated[int, typer.Option(help="passes over the training queries (per stage)")] = EX["epochs"],
+    lr: Annotated[float, typer.Option(help="AdamW learning rate")] = EX["lr"],
+    grad_accum: Annotated[int, typer.Option(help="query groups per optimizer step")] = EX["grad_accum"],
+    lora_r: Annotated[int, typer.Option(help="LoRA rank")] = EX["lora_r"],
+    lora_alpha: Annotated[int, typer.Option(help="LoRA alpha")] = EX["lora_alpha"],
+    eval_every: Annotated[int, typer.Option(help="optimizer steps between dev evaluations")] = EX["eval_every"],
     out: Annotated[Path | None, typer.Option(help="expert folder (default: cache/experts/DOMAIN-HASH)")] = None,
-    seed: Annotated[int, typer.Option(help="seed for sampling, positives, LoRA init and shuffling")] = 13,
+    seed: Annotated[int, typer.Option(help="seed for sampling, positives, LoRA init and shuffling")] = EX["seed"],
     as_json: JsonOpt = False,
 ) -> None:
     """Train a LoRA domain expert for R2R; rerunning after a kill resumes from the last checkpoint."""
@@ -550,6 +570,8 @@ def train_expert_command(
         granularity=granularity,
         miner=miner,
         negatives=negatives,
+        negative_skip=negative_skip,
+        graded_negatives=graded_negatives,
         max_queries=max_queries or None,
         dev_queries=dev_queries,
         max_doc_tokens=max_doc_tokens,
@@ -558,6 +580,7 @@ def train_expert_command(
         grad_accum=grad_accum,
         lora_r=lora_r,
         lora_alpha=lora_alpha,
+        eval_every=eval_every,
         seed=seed,
     )
     path = train_expert(config, out)

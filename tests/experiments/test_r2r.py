@@ -146,6 +146,7 @@ def test_the_same_runner_trains_and_scores_r2r_on_a_cross_encoder_backbone(tmp_p
         ablation=(),
         ablation_domains=(),
         interpolate=True,
+        first_stage="weighted(0.6*bm25,0.4*bm25)",  # not plain BM25: the report then adds a BM25 row beside it
     )
     experiment = R2RExperiment(config, tmp_path / "work", progress=False)
     stages = experiment.run()
@@ -167,9 +168,10 @@ def test_the_same_runner_trains_and_scores_r2r_on_a_cross_encoder_backbone(tmp_p
     }
     text = write_report(experiment, stages, tmp_path / "r2r.md").read_text()
     assert "(d~) R2R: EAG experts + latent router, interpolated" in text and "α=" in text
-    assert "beats the first stage in every domain" in text
+    assert "beats the first stage in every domain" in text and "beats BM25 in every domain" in text
     table = json.loads((tmp_path / "r2r.json").read_text())["table"]
-    assert "p_vs_bm25" in table["r2r~dev"]["nfcorpus"]
+    assert {"p_vs_bm25", "p_vs_first"} <= table["r2r~dev"]["nfcorpus"].keys()
+    assert table["first"]["nfcorpus"]["queries"] == table["bm25"]["nfcorpus"]["queries"]
 
 
 def test_stages_wait_for_their_inputs_and_respect_another_process_lock(tmp_path, scifact, nfcorpus):

@@ -42,6 +42,8 @@ class R2RConfig:
     train_queries: int | None = 300
     dev_queries: int = 50
     negatives: int = 3
+    negative_skip: int = 0  # miner's top non-relevant documents passed over before negatives (ExpertConfig)
+    miner: str = "bm25"  # the retriever that mines the experts' negatives
     max_doc_tokens: int = 192
     epochs: int = 1
     lr: float = 2e-4
@@ -139,6 +141,22 @@ class R2RExperiment:
         write_run(run, path, tag=safe_name(self.config.first_stage, extra="="))
         return run
 
+    def bm25_run(self, name: str) -> Run:
+        """Plain BM25 over the test queries to the candidates' depth: the reference every claim is held to when
+        the first stage is something else (a hybrid)."""
+        from routerank.data.trec import read_run, write_run
+        from routerank.pipeline import build
+
+        if self.config.first_stage == "bm25":
+            return self.candidates(name)
+        path = self.work / "bm25" / f"{name}.trec"
+        if path.exists():
+            return read_run(path)
+        run = build("bm25", self.dataset(name).corpus).search(self.test_queries(name), self.config.candidates)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        write_run(run, path, tag="bm25")
+        return run
+
     # interpolation ---------------------------------------------------------------------------------------
 
     def alpha_path(self) -> Path:
@@ -189,6 +207,8 @@ class R2RExperiment:
             backbone=c.backbone,
             objective=c.objective,
             negatives=c.negatives,
+            negative_skip=c.negative_skip,
+            miner=c.miner,
             max_queries=c.train_queries,
             dev_queries=c.dev_queries,
             max_doc_tokens=c.max_doc_tokens,

@@ -15,8 +15,10 @@ KEY = "nDCG@10"
 
 MEASURES = "nDCG@5 nDCG@10 MRR@10 R@100"
 INTERPOLATED = "~dev"  # a system's run mixed with the first stage's scores, alpha chosen on dev (generalist)
+FIRST = "first"  # the candidates' run when the first stage is not BM25 (then "bm25" is plain BM25 beside it)
 SYSTEMS = {  # run name -> (letter, title)
-    "bm25": ("", "BM25 (candidates)"),
+    "bm25": ("", "BM25"),
+    FIRST: ("", "first stage (candidates)"),
     "generalist": ("a", "generalist backbone, zero-shot"),
     "pooled": ("b", "one LoRA, all domains pooled"),
     "plain": ("c", "per-domain experts, no EAG (oracle)"),
@@ -79,9 +81,12 @@ def collect(experiment) -> dict:
         if side.exists():
             meta.setdefault(system, {})[dataset] = json.loads(side.read_text())
 
+    own = "bm25" if c.first_stage == "bm25" else FIRST
     for dataset in names:
         if (experiment.work / "candidates" / f"{dataset}.trec").exists():
-            evals.setdefault("bm25", {})[dataset] = evaluate(first(dataset), qrels[dataset], MEASURES)
+            evals.setdefault(own, {})[dataset] = evaluate(first(dataset), qrels[dataset], MEASURES)
+            if own != "bm25":
+                evals.setdefault("bm25", {})[dataset] = evaluate(experiment.bm25_run(dataset), qrels[dataset], MEASURES)
         load("generalist", dataset)
         load("pooled", dataset)
         load("plain", dataset, f"plain-{dataset}")
@@ -97,7 +102,7 @@ def collect(experiment) -> dict:
     table = {}
     for system, per in evals.items():
         rows = {d: {**e.means, "queries": e.num_queries} for d, e in per.items()}
-        for ref in ("bm25", "generalist", "pooled"):
+        for ref in ("bm25", FIRST, "generalist", "pooled"):
             for d, e in per.items():
                 if system != ref and ref in evals and d in evals[ref]:
                     test = paired_test(evals[ref][d].per_query[KEY], e.per_query[KEY])
@@ -268,7 +273,10 @@ def write_report(experiment, stages, report: Path, config_path: Path | None = No
     targets = "/".join(ENCODER_TARGETS if is_encoder(c.backbone) else LLM_TARGETS)
     lines += [
         f"Backbone `{c.backbone}`; LoRA r=32, alpha=64 on {targets}; objective {c.objective} "
-        f"(over 1 positive + {c.negatives} BM25 negatives); ≤ {c.train_queries or 'all'} "
+        f"(over 1 positive + {c.negatives} `{c.miner}` negatives"
+        + (f" below its first {c.negative_skip} non-relevant documents" if c.negative_skip else "")
+        + f"; lr {c.lr:g}; the kept checkpoint is the best on dev by 1 − MRR, step 0 = the generalist); "
+        f"≤ {c.train_queries or 'all'} "
         f"training queries per domain, ≤ {c.max_doc_tokens} doc tokens, {c.epochs} epoch(s) per stage. "
         f"Evaluation: {c.test_queries or 'all'} seeded test queries per domain (seed {c.seed}), `{c.first_stage}` "
         f"top {c.depth} reranked, its order kept below to {c.candidates}. Test queries never enter training "
@@ -307,8 +315,8 @@ def write_report(experiment, stages, report: Path, config_path: Path | None = No
         "| system | reference | " + " | ".join(names) + " |",
         "|---|---|" + "---|" * len(names),
     ]
-    for system in [s for s in systems if s != "bm25"]:
-        for ref in ("bm25", "generalist", "pooled"):
+    for system in [s for s in systems if s not in ("bm25", FIRST)]:
+        for ref in ("bm25", FIRST, "generalist", "pooled"):
             cells = []
             for d in names:
                 test = table[system].get(d, {}).get(f"p_vs_{ref}")
@@ -483,15 +491,19 @@ def claims(table: dict, names: list[str]) -> list[str]:
             f"- R2R (d) beats the generalist (a) on average {KEY}: **{'holds' if delta > 0 else 'fails'}** "
             f"(Δ {delta:+.4f})."
         )
-    first = table.get("bm25", {})
-    for system in ("r2r", f"r2r{INTERPOLATED}"):
-        rows = table.get(system, {})
-        if all(n in rows and n in first for n in names):
-            wins = [n for n in names if rows[n][KEY] > first[n][KEY]]
-            deltas = ", ".join(f"{n} {rows[n][KEY] - first[n][KEY]:+.4f}" for n in names)
-            verdict = "holds" if len(wins) == len(names) else f"fails in {len(names) - len(wins)} domain(s)"
-            label = "R2R (d)" if system == "r2r" else "R2R interpolated (d~)"
-            out.append(f"- {label} beats the first stage in every domain: **{verdict}** ({deltas}).")
+    for ref, ref_title in ((FIRST, "the first stage"), ("bm25", "BM25")):
+        first = table.get(ref, {})
+        for system in ("r2r", f"r2r{INTERPOLATED}"):
+            rows = table.get(system, {})
+            if all(n in rows and n in first for n in names):
+                wins = [n for n in names if rows[n][KEY] > first[n][KEY]]
+                deltas = ", ".join(
+                    f"{n} {rows[n][KEY] - first[n][KEY]:+.4f} (p {_p(rows[n].get(f'p_vs_{ref}', {}).get('t'))})"
+                    for n in names
+                )
+                verdict = "holds" if len(wins) == len(names) else f"fails in {len(names) - len(wins)} domain(s)"
+                label = "R2R (d)" if system == "r2r" else "R2R interpolated (d~)"
+                out.append(f"- {label} beats {ref_title} in every domain: **{verdict}** ({deltas}).")
     if "average" in d and "average" in b:
         delta = d["average"][KEY] - b["average"][KEY]
         out.append(

@@ -37,6 +37,17 @@ class ExpertConfig:
     granularity: str = "ner+patterns"
     miner: str = "bm25"
     negatives: int = 3
+    # False: negatives are documents not judged relevant. True: a grade-2 positive also meets grade-1 documents.
+    # NFCorpus's train qrels are all grade 1 while dev has grades 1 and 2, so graded dev groups would measure a
+    # distinction that training never teaches (the generalist starts above chance on them).
+    graded_negatives: bool = False
+    # Pass over the miner's first n non-relevant documents before taking negatives. Where judgments are sparse
+    # (NFCorpus links), the very top unjudged documents are often relevant: the generalist CE ranks its judged
+    # positive below them more often than chance, and an expert trained against them collapses.
+    negative_skip: int = 0
+    # What the early stop and the kept checkpoint minimise on dev groups: "mrr" (1 - MRR of the positive, ties
+    # against it) or "loss". With "loss", a collapse to equal scores can look like progress (see TrainerConfig).
+    dev_measure: str = "mrr"
     max_queries: int | None = 300
     dev_queries: int = 50
     max_doc_tokens: int = 128
@@ -57,6 +68,8 @@ class ExpertConfig:
         object.__setattr__(self, "objective", canonical_objective(self.objective))
         if self.negatives < 1 or self.grad_accum < 1 or self.epochs < 1:
             raise SpecError("negatives, grad_accum and epochs must be at least 1")
+        if self.negative_skip < 0:
+            raise SpecError(f"negative_skip must be 0 or more, got {self.negative_skip}")
         from routerank.train.eag import GRANULARITIES
 
         if self.granularity not in GRANULARITIES:
@@ -72,12 +85,20 @@ TrainExample = TrainGroup  # the name the expert API used before the stacks were
 
 
 def mine_examples(
-    ds: Dataset, queries: list[Query], split: str, negatives: int, miner: str = "bm25", seed: int = 13
+    ds: Dataset,
+    queries: list[Query],
+    split: str,
+    negatives: int,
+    miner: str = "bm25",
+    seed: int = 13,
+    graded: bool = False,
+    skip: int = 0,
 ) -> list[TrainGroup]:
     """One group per query: its best judged positive (seeded among equals) against the miner's top `negatives`
-    documents that rank below it; queries without enough such documents are left out."""
-    pools = mine_pools(ds, queries, split, depth=negatives, minimum=0, miner=miner, seed=seed)
-    return top_groups(pools, negatives, seed)
+    documents that rank below it (`graded`: lower grades count as below; otherwise only non-relevant documents
+    do), after the first `skip` of them; queries without enough such documents are left out."""
+    pools = mine_pools(ds, queries, split, depth=negatives + skip, minimum=0, miner=miner, seed=seed)
+    return top_groups(pools, negatives, seed, graded, skip)
 
 
 def abstract_examples(examples: list[TrainExample], abstractor) -> list[TrainExample]:
@@ -173,6 +194,8 @@ class ExpertTrainer:
             eval_every=config.eval_every,
             patience=config.patience,
             save_every=config.save_every,
+            dev_measure=config.dev_measure,
+            eval_at_start=True,  # LoRA starts as the identity: never ship an expert worse on dev than its backbone
             seed=config.seed,
         )
         self.loop = GroupTrainer(
@@ -217,6 +240,8 @@ class ExpertTrainer:
             "train_seconds": summary.state.seconds,
             "dev_loss": summary.dev_loss,
             "best_dev_loss": summary.state.best_dev if dev else None,
+            "dev_measure": self.config.dev_measure,
+            "best_step": summary.state.best_step if dev else None,  # 0: no step beat the bare backbone on dev
             "resumed": summary.resumed,
             "train_seconds_this_run": summary.seconds_this_run,
             "examples": len(train),
@@ -286,8 +311,15 @@ def prepare_data(config: ExpertConfig, *, progress: bool = True) -> PreparedData
     for name in names:
         ds = load_dataset(name)
         train_q, dev_q, train_split, dev_split = split_train_dev(ds, config)
-        examples = mine_examples(ds, train_q, train_split, config.negatives, config.miner, config.seed)
-        dev_examples = mine_examples(ds, dev_q, dev_split, config.negatives, config.miner, config.seed)
+        mine = dict(
+            negatives=config.negatives,
+            miner=config.miner,
+            seed=config.seed,
+            graded=config.graded_negatives,
+            skip=config.negative_skip,
+        )
+        examples = mine_examples(ds, train_q, train_split, **mine)
+        dev_examples = mine_examples(ds, dev_q, dev_split, **mine)
         if not examples:
             raise RouterankError(
                 f"no training examples from {name!r}: no query had a judged positive and "

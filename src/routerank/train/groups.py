@@ -38,9 +38,10 @@ class NegativePool:
     candidates: tuple[tuple[str, int], ...]  # (doc id, grade) in the miner's order; 0 = unjudged or judged 0
     corpus: Corpus
 
-    def negatives_for(self, grade: int) -> list[str]:
-        """Candidate doc ids that rank below a positive of `grade`: unjudged, judged 0, or of a lower grade."""
-        return [doc for doc, g in self.candidates if g < grade]
+    def negatives_for(self, grade: int, graded: bool = True) -> list[str]:
+        """Candidate doc ids that rank below a positive of `grade`: unjudged, judged 0, or (when `graded`) of a
+        lower grade. Without `graded`, only documents judged not relevant (grade 0 or unjudged) qualify."""
+        return [doc for doc, g in self.candidates if g < (grade if graded else 1)]
 
 
 def select_queries(
@@ -139,9 +140,12 @@ def sample_groups(
     return groups
 
 
-def top_groups(pools: Sequence[NegativePool], negatives: int, seed: int) -> list[TrainGroup]:
+def top_groups(
+    pools: Sequence[NegativePool], negatives: int, seed: int, graded: bool = True, skip: int = 0
+) -> list[TrainGroup]:
     """Fixed groups (for dev loss and for trainers that keep one draw): each query's best positive (seeded among
-    equals) against the top `negatives` documents that rank below it."""
+    equals) against the top `negatives` documents that rank below it (`graded`: lower-graded relevant documents
+    count as below; otherwise only non-relevant ones do), after passing over the first `skip` of them."""
     rng = random.Random(seed)
     groups = []
     for pool in pools:
@@ -149,7 +153,7 @@ def top_groups(pools: Sequence[NegativePool], negatives: int, seed: int) -> list
             continue
         best = pool.positives[0][1]
         doc_id = rng.choice([d for d, g in pool.positives if g == best])
-        below = pool.negatives_for(best)[:negatives]
+        below = pool.negatives_for(best, graded)[skip : skip + negatives]
         if len(below) < negatives:
             continue
         groups.append(

@@ -33,6 +33,7 @@ from routerank.train.groups import TrainGroup
 from routerank.train.losses import canonical_objective, ranking_loss
 
 EpochData = Callable[[int], Sequence[TrainGroup]]
+DEV_MEASURES = ("loss", "mrr")
 
 
 class Trainable(Protocol):
@@ -60,6 +61,13 @@ class TrainerConfig:
     max_grad_norm: clipping; 0 turns it off.
     eval_every / patience: dev loss every that many steps; stop after `patience` evaluations without a new best
         (0 = never stop early). save_every: checkpoint interval in optimizer steps.
+    dev_measure: what early stopping and the best checkpoint minimise on dev. "loss" is the training loss; "mrr" is
+        1 - the mean reciprocal rank of each group's positive among its negatives, ties counted against the
+        positive. A model that collapses to equal scores lowers InfoNCE towards ln(1 + n) when it started above
+        that (sparse judgments, false negatives), but it cannot fool a rank measure.
+    eval_at_start: also measure the dev loss before the first step and let it compete for the best weights. For an
+        adapter whose initial state is the identity (LoRA), that means a run that only makes the backbone worse on
+        dev ships the backbone unchanged instead of its damage.
     """
 
     objective: str = "infonce"
@@ -75,6 +83,8 @@ class TrainerConfig:
     eval_every: int = 100
     patience: int = 3
     save_every: int = 50
+    eval_at_start: bool = False
+    dev_measure: str = "loss"
     seed: int = 13
 
     def __post_init__(self) -> None:
@@ -84,6 +94,8 @@ class TrainerConfig:
                 raise SpecError(f"{name} must be at least 1, got {getattr(self, name)}")
         if self.lr <= 0 or self.temperature <= 0:
             raise SpecError("lr and temperature must be positive")
+        if self.dev_measure not in DEV_MEASURES:
+            raise SpecError(f"unknown dev_measure {self.dev_measure!r}", fix=f"choose one of {', '.join(DEV_MEASURES)}")
         if self.schedule not in ("linear", "constant"):
             raise SpecError(f"unknown schedule {self.schedule!r}", fix="linear or constant")
         if not 0 <= self.warmup_ratio < 1:
@@ -113,6 +125,13 @@ class TrainSummary:
     seconds_this_run: float
     dev_loss: float | None
     losses: list[float] = field(default_factory=list)  # this sitting's step losses
+
+
+def positive_reciprocal_rank(logits):
+    """Per group, 1 / rank of column 0 (the positive) among its row, every negative scoring at least as high
+    ranked above it: equal scores are no better than wrong ones."""
+    ahead = (logits[:, 1:] >= logits[:, :1]).sum(dim=1)
+    return 1.0 / (1.0 + ahead.float())
 
 
 class TrainingInterrupted(RouterankError):
@@ -253,7 +272,7 @@ class GroupTrainer:
     # the loop --------------------------------------------------------------------------------------------
 
     def dev_loss(self, dev: Sequence[TrainGroup]) -> float:
-        """Mean loss over `dev` in eval mode (no dropout, no gradients)."""
+        """Mean `dev_measure` over `dev` in eval mode (no dropout, no gradients); lower is better."""
         import torch
 
         self.model.train(False)
@@ -262,7 +281,10 @@ class GroupTrainer:
             for start in range(0, len(dev), self.config.batch_groups):
                 batch = dev[start : start + self.config.batch_groups]
                 logits = self.model.group_logits(batch).float()
-                total += float(ranking_loss(self.config.objective, logits, self.config.temperature)) * len(batch)
+                if self.config.dev_measure == "mrr":
+                    total += float((1.0 - positive_reciprocal_rank(logits)).sum())
+                else:
+                    total += float(ranking_loss(self.config.objective, logits, self.config.temperature)) * len(batch)
         self.model.train(True)
         return total / max(len(dev), 1)
 
@@ -308,6 +330,8 @@ class GroupTrainer:
         resumed = self.load_state()
         started, steps_this_run, losses = time.perf_counter(), 0, []
         self._mark = started
+        if dev and c.eval_at_start and not resumed and self.state.total_steps == 0:
+            self.log({"stage": 0, "epoch": 0, "step": 0, "total_step": 0, "dev_loss": self._evaluate(dev)})
         self.model.train(True)
         for stage in range(self.state.stage, len(stages)):
             if stage != self.state.stage:  # a new stage: same weights, fresh optimizer moments and schedule
