@@ -595,6 +595,174 @@ def train_expert_command(
     )
 
 
+def _dear_defaults() -> dict:
+    from routerank.train.dear import DeARConfig
+
+    return _defaults(DeARConfig)
+
+
+DEAR = _dear_defaults()
+
+
+def _dear_help(text: str, field: str) -> str:
+    value = DEAR[field]
+    shown = ",".join(value) if isinstance(value, tuple) else value
+    return f"{text} (default: the --config file's, else {shown})"
+
+
+@train_app.command("dear")
+def train_dear_command(
+    config: Annotated[Path | None, typer.Option("--config", "-c", help="a TOML file of DeARConfig fields")] = None,
+    stage: Annotated[str, typer.Option(help="1 (pointwise distillation), 2 (listwise SFT) or both")] = "both",
+    datasets: Annotated[str | None, typer.Option(help=_dear_help("comma-separated datasets", "datasets"))] = None,
+    teacher: Annotated[str | None, typer.Option(help=_dear_help("teacher reranker spec", "teacher"))] = None,
+    alpha: Annotated[
+        str | None, typer.Option(help=_dear_help("teacher weight vs first stage: 0-1|auto|none", "alpha"))
+    ] = None,
+    backbone: Annotated[str | None, typer.Option(help=_dear_help("student LLM spec", "backbone"))] = None,
+    depth: Annotated[int | None, typer.Option(help=_dear_help("candidates per list", "depth"))] = None,
+    max_queries: Annotated[
+        int | None, typer.Option(help=_dear_help("training queries per dataset, 0 = all", "max_queries"))
+    ] = None,
+    w_ce: Annotated[float | None, typer.Option(help=_dear_help("weight of BCE on labels, 0 = off", "w_ce"))] = None,
+    w_ranknet: Annotated[float | None, typer.Option(help=_dear_help("weight of RankNet, 0 = off", "w_ranknet"))] = None,
+    w_kl: Annotated[float | None, typer.Option(help=_dear_help("weight of listwise KL, 0 = off", "w_kl"))] = None,
+    epochs: Annotated[int | None, typer.Option(help=_dear_help("stage-1 passes", "epochs"))] = None,
+    stage2_epochs: Annotated[int | None, typer.Option(help=_dear_help("stage-2 passes", "stage2_epochs"))] = None,
+    seed: Annotated[int | None, typer.Option(help=_dear_help("seed for queries, LoRA init and order", "seed"))] = None,
+    out: Annotated[Path | None, typer.Option(help="run folder (default: cache/dear/RUN-NAME-HASH)")] = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """DeAR: distill the teacher into a yes/no LLM student (stage 1), then a listwise LoRA on its permutations
+    (stage 2). Resumes after a kill; a finished stage is skipped."""
+    from dataclasses import replace
+
+    from routerank.errors import SpecError
+    from routerank.experiments.stages import read_toml_config
+    from routerank.train.dear import DeARConfig, train_dear
+
+    stages = {"1": (1,), "2": (2,), "both": (1, 2)}.get(stage)
+    if stages is None:
+        raise SpecError(f"unknown --stage {stage!r}", fix="1, 2 or both")
+    base = (
+        read_toml_config(DeARConfig, config, tuples=("datasets", "target_modules"), none_if_zero=("max_queries",))
+        if config is not None
+        else DeARConfig()
+    )
+    given = {
+        "datasets": datasets,
+        "teacher": teacher,
+        "alpha": alpha,
+        "backbone": backbone,
+        "depth": depth,
+        "max_queries": max_queries,
+        "w_ce": w_ce,
+        "w_ranknet": w_ranknet,
+        "w_kl": w_kl,
+        "epochs": epochs,
+        "stage2_epochs": stage2_epochs,
+        "seed": seed,
+    }
+    overrides = {k: v for k, v in given.items() if v is not None}
+    if overrides.get("max_queries") == 0:
+        overrides["max_queries"] = None
+    settings = replace(base, **overrides) if overrides else base
+    result = train_dear(settings, out, stages=stages)
+    specs = {}
+    for name, folder in (("stage1", result.stage1), ("stage2", result.stage2)):
+        if folder is not None:
+            specs[name] = json.loads((folder / "routerank_adapter.json").read_text())["reranker_spec"]
+    if as_json:
+        print(json.dumps({"name": result.name, "out": str(result.out), "rerankers": specs}, indent=2))
+    print(
+        f"{result.name}: teacher scored {result.teacher_scored:,} new pairs; run folder {result.out}", file=sys.stderr
+    )
+    for name, spec in specs.items():
+        print(f"  {name}: rerank with {spec}", file=sys.stderr)
+
+
+def _grpo_config(config_class, path: Path | None):
+    """A GRPO trainer's config: the TOML file's keys over the dataclass defaults (no file: the defaults)."""
+    if path is None:
+        return config_class()
+    from routerank.experiments.stages import read_toml_config
+
+    try:
+        return read_toml_config(config_class, path, tuples=("target_modules",), none_if_zero=("max_queries",))
+    except RouterankError as exc:
+        if exc.path is not None:
+            raise
+        raise type(exc)(exc.message, path=path, fix=exc.fix) from None
+
+
+GRPOConfigOpt = Annotated[
+    Path | None, typer.Option("--config", help="TOML of config fields (default: the dataclass's, the cpu sizes)")
+]
+GRPOOutOpt = Annotated[Path | None, typer.Option(help="run folder (default: cache/<trainer>/BACKBONE-HASH)")]
+
+
+def _grpo_summary(path: Path) -> dict:
+    from routerank.rerank.adapters import read_adapter_manifest
+
+    manifest = read_adapter_manifest(path)
+    curve = [reward for _, reward in manifest.get("reward_curve", [])]
+    tail = curve[-max(1, len(curve) // 10) :] if curve else []
+    return {
+        "path": str(path),
+        "steps": manifest.get("steps"),
+        "seconds": manifest.get("seconds"),
+        "first_reward": curve[0] if curve else None,
+        "last_reward": sum(tail) / len(tail) if tail else None,
+        "dev_loss": manifest.get("dev_loss"),
+        "stage": manifest.get("stage"),
+    }
+
+
+@train_app.command("prorank")
+def train_prorank_command(
+    config: GRPOConfigOpt = None,
+    stage: Annotated[
+        int | None, typer.Option(help='one stage: 1 (GRPO prompt warmup) or 2 (ranking loss on P("1")); default both')
+    ] = None,
+    out: GRPOOutOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """ProRank: GRPO prompt warmup of a small LLM's 0/1 judgement, then a ranking loss on P("1"); resumable.
+    Rerank with `pointwise:BACKBONE,template=prorank,adapter=OUT/stage2`."""
+    from routerank.train.prorank import ProRankConfig, train_prorank
+
+    settings = _grpo_config(ProRankConfig, config)
+    path = train_prorank(settings, out, stage=stage)
+    summary = _grpo_summary(path)
+    if as_json:
+        print(json.dumps(summary, indent=2))
+    print(
+        f"trained ProRank stage {summary['stage']} for {summary['steps']} steps in {summary['seconds']:.0f}s; "
+        f"rerank with pointwise:{settings.backbone},template={settings.template},adapter={path}",
+        file=sys.stderr,
+    )
+
+
+@train_app.command("rank-r1")
+def train_rank_r1_command(config: GRPOConfigOpt = None, out: GRPOOutOpt = None, as_json: JsonOpt = False) -> None:
+    """Rank-R1: setwise reranking that reasons in <think> and answers in <answer>, trained by GRPO; resumable.
+    Rerank with `setwise:BACKBONE,adapter=OUT` (add think=0 to skip the reasoning)."""
+    from routerank.train.rank_r1 import RankR1Config, train_rank_r1
+
+    settings = _grpo_config(RankR1Config, config)
+    path = train_rank_r1(settings, out)
+    summary = _grpo_summary(path)
+    if as_json:
+        print(json.dumps(summary, indent=2))
+    first, last = summary["first_reward"], summary["last_reward"]
+    reward = "" if last is None else f" (reward {first:.3f} -> {last:.3f})"
+    print(
+        f"trained Rank-R1 for {summary['steps']} steps in {summary['seconds']:.0f}s{reward}; rerank with "
+        f"setwise:{settings.backbone},adapter={path}",
+        file=sys.stderr,
+    )
+
+
 app.add_typer(train_app, name="train")
 
 r3ag_app = typer.Typer(no_args_is_help=True, help="R3AG retriever routing: routing labels for a retriever pool.")

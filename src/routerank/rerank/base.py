@@ -9,7 +9,8 @@ from typing import Protocol, runtime_checkable
 import numpy as np
 
 from routerank.data.types import Corpus, Document, Query, Ranking, Run
-from routerank.errors import RouterankError
+from routerank.errors import RouterankError, SpecError
+from routerank.models.llm import DEFAULT_LLM
 
 DocsLike = Sequence[Document] | Sequence[str]
 
@@ -117,3 +118,19 @@ class PointwiseReranker(BaseReranker):
         pairs = [(q.text, d.full_text) for q, docs in per_query for d in docs]
         scores = self.score_pairs(pairs).tolist() if pairs else []
         return assemble_run(per_query, scores, run, depth, f"{run.name}>>{self.name}")
+
+
+def split_arg(arg: str) -> tuple[str, dict[str, int | str]]:
+    """`smollm2,k=3,method=bubblesort` → ("smollm2", {"k": 3, "method": "bubblesort"}); the model may be left out.
+
+    Options in the spec belong to one stage, where `--rerank-opt` reaches every stage of a pipeline."""
+    model, options = "", {}
+    for part in filter(None, (p.strip() for p in arg.split(","))):
+        key, eq, value = part.partition("=")
+        if eq and key.strip().isidentifier():
+            options[key.strip()] = int(value) if value.strip().isdigit() else value.strip()
+        elif model:
+            raise SpecError(f"two models in {arg!r}", fix="e.g. setwise:smollm2,k=4,method=heapsort")
+        else:
+            model = part
+    return model or DEFAULT_LLM, options

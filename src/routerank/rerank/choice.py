@@ -21,14 +21,16 @@ from __future__ import annotations
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, fields
+from pathlib import Path
 from typing import Protocol
 
 import numpy as np
 
 from routerank.data.types import Query, Ranking
-from routerank.errors import RouterankError, SpecError
-from routerank.models.llm import DEFAULT_LLM, load_causal_lm
-from routerank.rerank.base import BaseReranker, DocsLike, as_documents, as_query
+from routerank.errors import RouterankError
+from routerank.models.llm import DEFAULT_LLM, load_causal_lm, resolve_llm
+from routerank.rerank.adapters import adapter_digest, apply_adapter, check_adapter, read_adapter_manifest
+from routerank.rerank.base import BaseReranker, DocsLike, as_documents, as_query, split_arg
 from routerank.rerank.sorting import CachedJudge, Judge
 from routerank.rerank.templates import ChoiceTemplate, get_choice_template
 
@@ -37,6 +39,14 @@ class Chooser(Protocol):
     def choose(self, query: str, sets: Sequence[Sequence[str]]) -> list[int]:
         """For each set of passages (in the order shown), the position of the one most relevant to `query`."""
         ...
+
+
+def one_line(tokenizer, text: str, max_tokens: int) -> str:
+    """`text` on one line, cut to at most `max_tokens` tokens: how every choice prompt shows a passage (and how the
+    Rank-R1 trainer shows it, so training and inference read the same text)."""
+    flat = " ".join(text.split())
+    ids = tokenizer(flat, add_special_tokens=False)["input_ids"]
+    return (flat if len(ids) <= max_tokens else tokenizer.decode(ids[:max_tokens])).strip()
 
 
 class LabelChooser:
@@ -74,22 +84,24 @@ class LabelChooser:
         self.forward_passes = 0
         self._query, self._truncated = "", {}
 
+    def bind(self, query: str) -> None:
+        """Start the truncated-passage memo afresh when the query changes."""
+        if query != self._query:
+            self._query, self._truncated = query, {}
+
     def truncate(self, text: str) -> str:
         """One line of at most `max_doc_tokens` tokens, remembered for the current query."""
         if text not in self._truncated:
-            flat = " ".join(text.split())
-            ids = self.tokenizer(flat, add_special_tokens=False)["input_ids"]
-            cut = flat if len(ids) <= self.max_doc_tokens else self.tokenizer.decode(ids[: self.max_doc_tokens])
-            self._truncated[text] = cut.strip()
+            self._truncated[text] = one_line(self.tokenizer, text, self.max_doc_tokens)
         return self._truncated[text]
 
-    def prompt(self, query: str, passages: Sequence[str]) -> str:
-        return self.template.render(query, [self.truncate(p) for p in passages])
+    def prompt(self, query: str, passages: Sequence[str], *, cue: bool = True) -> str:
+        """The prompt for one set; `cue=False` leaves a reasoning template's answer cue off (to generate from)."""
+        return self.template.render(query, [self.truncate(p) for p in passages], cue=cue)
 
     def label_logits(self, query: str, sets: Sequence[Sequence[str]]) -> np.ndarray:
         """float32 [len(sets), largest set]: each set's label logits, -inf past its own size."""
-        if query != self._query:
-            self._query, self._truncated = query, {}
+        self.bind(query)
         rows = [self.tokenizer(self.prompt(query, s), add_special_tokens=False)["input_ids"] for s in sets]
         out = np.full((len(sets), max(len(s) for s in sets)), -np.inf, dtype=np.float32)
         for batch in self._batches([len(r) for r in rows]):
@@ -156,22 +168,6 @@ class ComparisonStats:
         return {f.name: getattr(self, f.name) / n for f in fields(self) if f.name != "queries"}
 
 
-def split_arg(arg: str) -> tuple[str, dict[str, int | str]]:
-    """`smollm2,k=3,method=bubblesort` → ("smollm2", {"k": 3, "method": "bubblesort"}); the model may be left out.
-
-    Options in the spec belong to one stage, where `--rerank-opt` reaches every stage of a pipeline."""
-    model, options = "", {}
-    for part in filter(None, (p.strip() for p in arg.split(","))):
-        key, eq, value = part.partition("=")
-        if eq and key.strip().isidentifier():
-            options[key.strip()] = int(value) if value.strip().isdigit() else value.strip()
-        elif model:
-            raise SpecError(f"two models in {arg!r}", fix="e.g. setwise:smollm2,k=4,method=heapsort")
-        else:
-            model = part
-    return model or DEFAULT_LLM, options
-
-
 class ComparisonReranker(BaseReranker):
     """Shared by setwise and pairwise: load the LLM, bind it to a query, let `order` sort, count what it cost.
 
@@ -185,19 +181,34 @@ class ComparisonReranker(BaseReranker):
         self,
         model: str = DEFAULT_LLM,
         *,
-        max_doc_tokens: int = 128,
-        template: str = "chatml",
+        max_doc_tokens: int | None = None,
+        template: str | None = None,
         token_budget: int | None = None,
         chooser: Chooser | None = None,
         device: str | None = None,
         dtype: str | None = None,
         trust_remote_code: bool = False,
+        adapter: str | None = None,
         _loaded=None,
     ):
         """The options setwise and pairwise share; a subclass stores its own options, then calls this with the
-        rest, which checks them through `settings()` before the LLM is loaded."""
-        self.model_spec, self.template = model, get_choice_template(self.kind, template)
+        rest, which checks them through `settings()` before the LLM is loaded.
+
+        max_doc_tokens, template: passage length and prompt family; default the adapter's training settings, else
+        128 and chatml. adapter: a trained LoRA folder (Rank-R1) merged into the weights (`rerank.adapters`)."""
+        manifest = read_adapter_manifest(adapter) if adapter else {}
+        self.adapter_manifest = manifest  # what trained the adapter, e.g. a reasoning budget; {} without one
+        trained = manifest.get("template")
+        if adapter and template is not None and trained is not None and template != trained:
+            raise RouterankError(
+                f"the adapter was trained with prompt template {trained!r}, not {template!r}",
+                path=adapter,
+                fix=f"leave template out or use template={trained}",
+            )
+        self.model_spec, self.template = model, get_choice_template(self.kind, template or trained or "chatml")
         settings = self.settings()
+        if max_doc_tokens is None:
+            max_doc_tokens = manifest.get("config", {}).get("max_doc_tokens", 128)
         if int(max_doc_tokens) < 1:
             raise RouterankError(
                 f"max_doc_tokens must be positive, got {max_doc_tokens}", fix="e.g. max_doc_tokens=128"
@@ -205,11 +216,16 @@ class ComparisonReranker(BaseReranker):
         shown = [f"{k}={v}" for k, v in settings.items() if self.defaults.get(k) != v]
         self.name = ",".join([self.kind + (f":{model}" if model != DEFAULT_LLM or shown else ""), *shown])
         if chooser is None:
+            fingerprint = resolve_llm(model).fingerprint if _loaded is None else None
+            if adapter:  # before the weights load: a wrong backbone or family fails fast
+                check_adapter(manifest, adapter, kind=self.kind, fingerprint=fingerprint)
             if _loaded is None:
                 _loaded = load_causal_lm(model, device=device, dtype=dtype, trust_remote_code=trust_remote_code)
-            chooser = LabelChooser(
-                *_loaded, self.template, max_doc_tokens=int(max_doc_tokens), token_budget=token_budget
-            )
+            if adapter:
+                merged, _ = apply_adapter(_loaded[0], adapter, kind=self.kind, fingerprint=fingerprint)
+                _loaded = (merged, _loaded[1])
+                self.name = f"{self.name}+{Path(adapter).name}@{adapter_digest(adapter)}"
+            chooser = self.make_chooser(*_loaded, max_doc_tokens=int(max_doc_tokens), token_budget=token_budget)
         self.chooser = chooser
         self.last_stats = ComparisonStats()
         self.stats = ComparisonStats()
@@ -223,6 +239,10 @@ class ComparisonReranker(BaseReranker):
     def from_model(cls, model, tokenizer, *, name: str = "custom", **options) -> ComparisonReranker:
         """Wrap an already-loaded (model, tokenizer), e.g. a tiny test model."""
         return cls(name, _loaded=(model, tokenizer), **options)
+
+    def make_chooser(self, model, tokenizer, *, max_doc_tokens: int, token_budget: int | None) -> Chooser:
+        """The LLM chooser the sorts ask (a subclass may answer another way, e.g. by reasoning first)."""
+        return LabelChooser(model, tokenizer, self.template, max_doc_tokens=max_doc_tokens, token_budget=token_budget)
 
     def settings(self) -> dict[str, object]:
         """The subclass's own options, checked (`self.template` is set, the LLM not yet loaded); those that differ

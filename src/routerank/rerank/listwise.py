@@ -7,7 +7,9 @@ missing ids and prose are repaired, and every repair is counted, because a small
 repairs and the numbers should say so.
 
 The generator is any `generate(prompt) -> str`; the default runs greedy decoding on a causal LM with its chat
-template.
+template. `format_permutation` writes an answer exactly as the prompt asks for one and `chat_ids` builds the exact
+token ids the default generator feeds the model: together they are the SFT data of a listwise student (DeAR stage 2,
+`routerank.train.dear`), whose adapter loads here as `listwise:smollm2,adapter=<folder>`.
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ from dataclasses import dataclass, fields
 from routerank.data.types import Query, Ranking
 from routerank.errors import RouterankError
 from routerank.models.llm import DEFAULT_LLM, load_causal_lm
-from routerank.rerank.base import BaseReranker, DocsLike, as_documents, as_query
+from routerank.rerank.base import BaseReranker, DocsLike, as_documents, as_query, split_arg
 
 Generator = Callable[[str], str]
 
@@ -108,6 +110,32 @@ def parse_permutation(text: str, n: int) -> Permutation:
     return Permutation(tuple(seen + missing), repairs + Repairs(repaired_windows=int(repairs.total > 0)))
 
 
+def format_permutation(order: Sequence[int]) -> str:
+    """0-based positions, best first → the answer the prompt asks for: (1, 0, 2) → "[2] > [1] > [3]"."""
+    return " > ".join(f"[{i + 1}]" for i in order)
+
+
+def truncate_passage(text: str, max_doc_tokens: int, tokenizer=None) -> str:
+    """One line of at most `max_doc_tokens` tokens (whitespace words when there is no tokenizer)."""
+    text = " ".join(text.split())
+    if tokenizer is None:
+        return " ".join(text.split()[:max_doc_tokens])
+    ids = tokenizer(text, add_special_tokens=False)["input_ids"]
+    if len(ids) <= max_doc_tokens:
+        return text
+    return tokenizer.decode(ids[:max_doc_tokens]).strip()
+
+
+def chat_ids(tokenizer, prompt: str, system: str | None = TEMPLATE.system) -> list[int]:
+    """The token ids of `prompt` as one user turn (after `system`) in the tokenizer's chat template, ending with the
+    assistant cue: what `ChatGenerator` generates after."""
+    messages = [{"role": "system", "content": system}] if system else []
+    encoded = tokenizer.apply_chat_template(
+        [*messages, {"role": "user", "content": prompt}], add_generation_prompt=True, return_dict=True
+    )
+    return list(encoded["input_ids"])
+
+
 def window_starts(n: int, window: int, step: int) -> list[int]:
     """Start positions, bottom of the list first; the last window always starts at the top."""
     if n <= window:
@@ -134,18 +162,12 @@ class ChatGenerator:
     def __call__(self, prompt: str) -> str:
         import torch
 
-        messages = [{"role": "system", "content": self.system}] if self.system else []
-        ids = self.tokenizer.apply_chat_template(
-            [*messages, {"role": "user", "content": prompt}],
-            add_generation_prompt=True,
-            return_tensors="pt",
-            return_dict=True,
-        )
+        ids = torch.tensor([chat_ids(self.tokenizer, prompt, self.system)])
         device = next(self.model.parameters()).device
         with torch.inference_mode():
             out = self.model.generate(
-                input_ids=ids["input_ids"].to(device),
-                attention_mask=ids["attention_mask"].to(device),
+                input_ids=ids.to(device),
+                attention_mask=torch.ones_like(ids).to(device),
                 do_sample=False,
                 max_new_tokens=self.max_new_tokens,
                 pad_token_id=self.tokenizer.pad_token_id,
@@ -153,7 +175,7 @@ class ChatGenerator:
                 top_p=None,
                 top_k=None,
             )
-        new = out[0, ids["input_ids"].shape[1] :]
+        new = out[0, ids.shape[1] :]
         self.forward_passes += int(new.shape[0])
         return self.tokenizer.decode(new, skip_special_tokens=True)
 
@@ -174,6 +196,7 @@ class ListwiseReranker(BaseReranker):
         device: str | None = None,
         dtype: str | None = None,
         trust_remote_code: bool = False,
+        adapter: str | None = None,
         _loaded=None,
     ):
         window, step, max_doc_tokens = int(window), int(step), int(max_doc_tokens)
@@ -188,10 +211,14 @@ class ListwiseReranker(BaseReranker):
         self.window, self.step, self.max_doc_tokens = window, step, max_doc_tokens
         self.name = f"{self.kind}:{model}" if model != DEFAULT_LLM else self.kind
         self.tokenizer = tokenizer
+        if adapter and generate is not None:
+            raise RouterankError("an adapter needs the model, not a custom generate function", fix="drop one of them")
         if generate is None:
             if _loaded is None:
                 _loaded = load_causal_lm(model, device=device, dtype=dtype, trust_remote_code=trust_remote_code)
             llm, self.tokenizer = _loaded
+            if adapter:
+                llm = self._merge_adapter(llm, adapter)
             generate = ChatGenerator(
                 llm, self.tokenizer, system=self.template.system, max_new_tokens=max_new_tokens or self._answer_budget()
             )
@@ -200,7 +227,23 @@ class ListwiseReranker(BaseReranker):
 
     @classmethod
     def from_spec(cls, arg: str, **options) -> ListwiseReranker:
-        return cls(arg or DEFAULT_LLM, **options)
+        """`smollm2`, or with options of this stage alone: `smollm2,adapter=<folder>,window=8,step=4`."""
+        model, inline = split_arg(arg)
+        return cls(model, **{**options, **inline})
+
+    def _merge_adapter(self, llm, folder: str):
+        from pathlib import Path
+
+        from routerank.models.llm import resolve_llm
+        from routerank.rerank.adapters import LISTWISE, adapter_digest, apply_adapter
+
+        try:
+            fingerprint = resolve_llm(self.model_spec).fingerprint
+        except RouterankError:
+            fingerprint = None  # a model wrapped from memory
+        llm, _ = apply_adapter(llm, folder, kind=LISTWISE, fingerprint=fingerprint)
+        self.name = f"{self.name}+{Path(folder).name}@{adapter_digest(folder)}"
+        return llm
 
     @classmethod
     def from_model(cls, model, tokenizer, *, name: str = "custom", **options) -> ListwiseReranker:
@@ -217,13 +260,7 @@ class ListwiseReranker(BaseReranker):
 
     def truncate(self, text: str) -> str:
         """One line of at most `max_doc_tokens` tokens (whitespace words when there is no tokenizer)."""
-        text = " ".join(text.split())
-        if self.tokenizer is None:
-            return " ".join(text.split()[: self.max_doc_tokens])
-        ids = self.tokenizer(text, add_special_tokens=False)["input_ids"]
-        if len(ids) <= self.max_doc_tokens:
-            return text
-        return self.tokenizer.decode(ids[: self.max_doc_tokens]).strip()
+        return truncate_passage(text, self.max_doc_tokens, self.tokenizer)
 
     def prompt(self, query: str, passages: Sequence[str]) -> str:
         return self.template.render(query, [self.truncate(p) for p in passages])

@@ -8,6 +8,9 @@ Where the time goes, and what this module does about it:
 - only the two answer rows of the LM head are computed, not the 49k-way vocabulary at every position;
 - documents are truncated to `max_doc_tokens`; the query and the answer cue always stay whole;
 - every score is cached on disk, keyed by model, template, settings, query and document.
+
+`adapter=<folder>` merges a trained LoRA adapter (an R2R expert, a DeAR stage-1 student) into the weights first:
+`pointwise:smollm2,adapter=runs/dear/stage1` (see `routerank.rerank.adapters`).
 """
 
 from __future__ import annotations
@@ -16,12 +19,13 @@ import copy
 import hashlib
 import json
 from collections.abc import Sequence
+from pathlib import Path
 
 import numpy as np
 
 from routerank.errors import RouterankError
 from routerank.models.llm import DEFAULT_LLM, load_causal_lm, resolve_llm
-from routerank.rerank.base import PointwiseReranker
+from routerank.rerank.base import PointwiseReranker, split_arg
 from routerank.rerank.score_cache import ScoreCache, pair_key
 from routerank.rerank.templates import DEFAULT_INSTRUCTION, get_template
 
@@ -50,16 +54,20 @@ class PointwiseLLMReranker(PointwiseReranker):
         cache_dir=None,
         progress: bool = True,
         trust_remote_code: bool = False,
+        adapter: str | None = None,
         _loaded=None,
     ):
         self.model_spec, self.template = model, get_template(template)
-        self.instruction, self.max_doc_tokens = instruction, max_doc_tokens
+        self.instruction, self.max_doc_tokens = instruction, int(max_doc_tokens)
         self.max_batch, self.prefix_cache, self.progress = max_batch, prefix_cache, progress
         self.quantize = quantize
         self.name = f"{self.kind}:{model}" if model != DEFAULT_LLM else self.kind
         if _loaded is None:
             _loaded = load_causal_lm(model, device=device, dtype=dtype, trust_remote_code=trust_remote_code)
         self.model, self.tokenizer = _loaded
+        self.adapter = None
+        if adapter:
+            self._merge_adapter(adapter)
         import torch
 
         self.device = next(self.model.parameters()).device
@@ -88,7 +96,9 @@ class PointwiseLLMReranker(PointwiseReranker):
 
     @classmethod
     def from_spec(cls, arg: str, **options) -> PointwiseLLMReranker:
-        return cls(arg or DEFAULT_LLM, **options)
+        """`smollm2`, or with options of this stage alone: `smollm2,adapter=<folder>,max_doc_tokens=128`."""
+        model, inline = split_arg(arg)
+        return cls(model, **{**options, **inline})
 
     @classmethod
     def from_model(cls, model, tokenizer, *, name: str = "custom", cache: bool = False, **options):
@@ -97,6 +107,19 @@ class PointwiseLLMReranker(PointwiseReranker):
         if cache:
             reranker._cache = ScoreCache(reranker.scorer_key, options.get("cache_dir"))
         return reranker
+
+    def _merge_adapter(self, folder: str) -> None:
+        from routerank.rerank.adapters import POINTWISE, adapter_digest, apply_adapter
+
+        self.model, manifest = apply_adapter(self.model, folder, kind=POINTWISE, fingerprint=self._fingerprint)
+        if manifest.get("template", self.template.name) != self.template.name:
+            raise RouterankError(
+                f"the adapter was trained with prompt template {manifest['template']!r}, not {self.template.name!r}",
+                path=folder,
+                fix=f"add template={manifest['template']}",
+            )
+        self.adapter = adapter_digest(folder)
+        self.name = f"{self.name}+{Path(folder).name}@{self.adapter}"
 
     @property
     def _fingerprint(self) -> str | None:
@@ -117,6 +140,8 @@ class PointwiseLLMReranker(PointwiseReranker):
             "dtype": str(self.dtype),
             "quantize": self.quantize,
         }
+        if self.adapter is not None:  # only then, so caches made before adapters existed stay valid
+            settings["adapter"] = self.adapter
         digest = hashlib.sha256(json.dumps(settings, sort_keys=True, default=str).encode()).hexdigest()[:16]
         return f"{self.kind}-{digest}"
 

@@ -1,10 +1,12 @@
 """Reranker spec strings → rerankers, importing each family only when named.
 
-pointwise:<llm>      yes/no next-token softmax (default llm: smollm2)
+pointwise:<llm>      yes/no next-token softmax (default llm: smollm2);
+                     ProRank: pointwise:<llm>,template=prorank,adapter=<folder> (P("1") against P("0"))
 qlm:<llm>            mean log P(query | doc)
 ce:<folder>          sentence-transformers CrossEncoder
 listwise:<llm>       RankGPT-style sliding window
-setwise:<llm>,k=4,method=heapsort|bubblesort,top=10     pick the best of k labelled passages, from logits
+setwise:<llm>,k=4,method=heapsort|bubblesort,top=10     pick the best of k labelled passages, from logits;
+                     Rank-R1: setwise:<llm>,adapter=<folder>[,think=0] (reasons in <think>, answers in <answer>)
 pairwise:<llm>,method=allpair|bubblesort,top=10         PRP: A or B, asked in both orders
 icr:<llm>            in-context reranking from attention (2 forward passes)
 idcm:<selector>,<scorer>   passage cascade for long documents

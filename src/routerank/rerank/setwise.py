@@ -8,6 +8,11 @@ by nDCG@10 needs the best 10 in order, not a full sort. Documents below `top` ke
 Each comparison is one forward pass over the query and k labelled passages, read from the label tokens'
 next-token logits (`choice.LabelChooser`); the sorts themselves live in `sorting.py`, with no LLM in them.
 
+Rank-R1 (`setwise:adapter=<folder>`, trained by `routerank train rank-r1`) was taught to reason before it answers:
+with its template the comparisons generate `<think> ... </think> <answer>X</answer>` and read X
+(`rerank.reasoning`), as the paper does; `think=0` reads the label logits after an empty think block instead, one
+forward pass per comparison like the plain setwise reranker (much cheaper, though not what the model was trained on).
+
 Cost for n candidates: heapsort about n/(k-1) comparisons to build the heap, then about log_{k-1}(n) per position
 sorted; bubble sort about (n-t)/(k-1) per position t. `last_stats` counts the prompts, forward passes and seconds
 of the last query; `stats` sums them.
@@ -25,6 +30,18 @@ from routerank.rerank.sorting import Judge, setwise_bubblesort, setwise_heapsort
 METHODS = {"heapsort": setwise_heapsort, "bubblesort": setwise_bubblesort}
 
 
+def as_flag(value: bool | int | str, name: str) -> bool:
+    """A spec or --rerank-opt value as a bool: 1/0, true/false, yes/no."""
+    if isinstance(value, bool | int) and value in (0, 1):
+        return bool(value)
+    text = str(value).strip().lower()
+    if text in ("1", "true", "yes", "on"):
+        return True
+    if text in ("0", "false", "no", "off"):
+        return False
+    raise RouterankError(f"{name} must be 1 or 0, got {value!r}", fix=f"e.g. {name}=1")
+
+
 class SetwiseReranker(ComparisonReranker):
     """`setwise[:llm][,k=4,method=heapsort,top=10]`.
 
@@ -32,16 +49,31 @@ class SetwiseReranker(ComparisonReranker):
     method: heapsort (fewest LLM calls for a small `top`) or bubblesort.
     top: positions sorted; 10 is what nDCG@10 looks at.
     max_doc_tokens: each passage is cut to this many tokens (128, as for listwise and ICR here).
-    template: prompt family, chatml (SmolLM2, Qwen2.5) or qwen3.
+    template: prompt family, chatml (SmolLM2, Qwen2.5), qwen3 or rank-r1; default the adapter's, else chatml.
+    adapter: a Rank-R1 LoRA folder merged into the weights.
+    think: generate the reasoning, then read `<answer>` (a reasoning template only); default on for one.
+    max_new_tokens: the reasoning budget per comparison; default what the adapter was trained with, else 128.
     token_budget: tokens per padded batch; only matters for batched questions, which setwise does not ask.
     chooser: anything with `choose(query, sets) -> positions` in place of the LLM (tests, other backends).
     """
 
     kind = "setwise"
-    defaults = {"k": 4, "method": "heapsort", "top": 10}
+    defaults = {"k": 4, "method": "heapsort", "top": 10, "think": 1}
 
-    def __init__(self, model: str = DEFAULT_LLM, *, k: int = 4, method: str = "heapsort", top: int = 10, **shared: Any):
+    def __init__(
+        self,
+        model: str = DEFAULT_LLM,
+        *,
+        k: int = 4,
+        method: str = "heapsort",
+        top: int = 10,
+        think: bool | int | str | None = None,
+        max_new_tokens: int | None = None,
+        **shared: Any,
+    ):
         self.k, self.method, self.top = int(k), method, int(top)
+        self.think = None if think is None else as_flag(think, "think")
+        self.max_new_tokens = None if max_new_tokens is None else int(max_new_tokens)
         super().__init__(model, **shared)
 
     def settings(self) -> dict[str, object]:
@@ -54,7 +86,31 @@ class SetwiseReranker(ComparisonReranker):
             raise RouterankError(
                 f"bad setwise settings (k={k}, top={top})", fix=f"use 2 <= k <= {labels} and top >= 1, e.g. k=4 top=10"
             )
-        return {"k": k, "method": self.method, "top": top}
+        if self.think is None:
+            self.think = self.template.reasons
+        if self.think and not self.template.reasons:
+            raise RouterankError(
+                f"think=1 needs a reasoning prompt; template {self.template.name!r} asks for the label alone",
+                fix="use template=rank-r1 (or a Rank-R1 adapter), or drop think",
+            )
+        if self.max_new_tokens is not None and self.max_new_tokens < 1:
+            raise RouterankError(f"max_new_tokens must be positive, got {self.max_new_tokens}")
+        shown = {"think": int(self.think)} if self.template.reasons else {}
+        return {"k": k, "method": self.method, "top": top, **shown}
+
+    def make_chooser(self, model, tokenizer, *, max_doc_tokens: int, token_budget: int | None):
+        if not self.think:
+            return super().make_chooser(model, tokenizer, max_doc_tokens=max_doc_tokens, token_budget=token_budget)
+        from routerank.rerank.reasoning import ReasoningChooser
+
+        return ReasoningChooser(
+            model,
+            tokenizer,
+            self.template,
+            max_doc_tokens=max_doc_tokens,
+            max_new_tokens=self.max_new_tokens or self.adapter_manifest.get("max_completion_length") or 128,
+            token_budget=token_budget,
+        )
 
     def order(self, n: int, judge: Judge) -> list[int]:
         return METHODS[self.method](n, judge, k=self.k, top=self.top)

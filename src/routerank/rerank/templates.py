@@ -1,6 +1,8 @@
 """Prompt templates for LLM rerankers, as data: one per model family, tested for exact text.
 
-Yes/no templates (pointwise) and choice templates (setwise and pairwise: pick one labelled passage) live here.
+Yes/no templates (pointwise) and choice templates (setwise and pairwise: pick one labelled passage) live here,
+and so do the prompts of the GRPO-trained rerankers: ProRank's 0/1 judgement (a yes/no template whose answer
+tokens are "1" and "0") and Rank-R1's setwise prompt that asks for `<think>` reasoning and an `<answer>` label.
 A yes/no prompt is four segments, tokenized separately and concatenated, so the shared part is computed once:
 
     prefix (system + instruction)  |  query segment  |  document segment  |  suffix (answer cue)
@@ -20,6 +22,10 @@ JUDGE_SYSTEM = (
     'Note that the answer can only be "yes" or "no".'
 )
 DEFAULT_INSTRUCTION = "Given a web search query, retrieve relevant passages that answer the query"
+PRORANK_SYSTEM = (
+    "Judge whether the Document is relevant to the Query, given the Instruct. "
+    "Answer with a single digit: 1 if it is relevant, 0 if it is not."
+)
 
 
 @dataclass(frozen=True)
@@ -65,6 +71,17 @@ TEMPLATES: dict[str, YesNoTemplate] = {
         document=" {document}",
         suffix="<|im_end|>\n<|im_start|>assistant\n<think>\n\n</think>\n\n",
     ),
+    # ProRank (ChatML framing): the model writes one digit, 1 (relevant) or 0. GRPO stage 1 trains on exactly this
+    # text, stage 2 and the reranker read P("1") against P("0") after it.
+    "prorank": YesNoTemplate(
+        name="prorank",
+        prefix=CHATML_PREFIX.replace(JUDGE_SYSTEM, PRORANK_SYSTEM),
+        query=" {query}\n<Document>:",
+        document=" {document}",
+        suffix="<|im_end|>\n<|im_start|>assistant\n",
+        yes="1",
+        no="0",
+    ),
 }
 
 
@@ -78,7 +95,9 @@ def get_template(name: str) -> YesNoTemplate:
 class ChoiceTemplate:
     """Labelled passages, then a cue after which the model's next token is the label of the passage it picks.
 
-    The cue ends in "Passage", so the answer token is " A", " B", ... whatever the model would write first."""
+    The cue ends in "Passage", so the answer token is " A", " B", ... whatever the model would write first.
+    A reasoning template (Rank-R1) ends its tail where the model starts to write, and keeps the cue that skips
+    the reasoning in `cue`: `render(..., cue=False)` is the prompt a reasoning model generates from."""
 
     name: str
     head: str  # formatted with {query} and {count}
@@ -86,8 +105,14 @@ class ChoiceTemplate:
     tail: str  # formatted with {query}, {count} and {labels} ("A, B, C or D")
     answer: str = " {label}"  # the token read from the next-token logits
     labels: str = "ABCDEFGHIJKLMNOPQRST"
+    cue: str = ""  # appended after the tail when the answer is read from logits, not generated
 
-    def render(self, query: str, passages: list[str] | tuple[str, ...]) -> str:
+    @property
+    def reasons(self) -> bool:
+        """Whether the model was taught to reason before it answers (the prompt can be generated from)."""
+        return bool(self.cue)
+
+    def render(self, query: str, passages: list[str] | tuple[str, ...], *, cue: bool = True) -> str:
         if not 2 <= len(passages) <= len(self.labels):
             raise SpecError(
                 f"a choice prompt shows 2 to {len(self.labels)} passages, got {len(passages)}",
@@ -97,7 +122,7 @@ class ChoiceTemplate:
         spoken = ", ".join(labels[:-1]) + f" or {labels[-1]}"
         fields = {"query": query, "count": len(passages), "labels": spoken}
         body = "".join(self.passage.format(label=label, passage=p) for label, p in zip(labels, passages, strict=True))
-        return self.head.format(**fields) + body + self.tail.format(**fields)
+        return self.head.format(**fields) + body + self.tail.format(**fields) + (self.cue if cue else "")
 
     def answer_tokens(self, count: int) -> list[str]:
         return [self.answer.format(label=label) for label in self.labels[:count]]
@@ -128,10 +153,34 @@ PAIRWISE_CHATML = ChoiceTemplate(
     tail="Output Passage A or Passage B." + CHATML_CUE,
 )
 
+# Rank-R1 (Zhuang et al., 2025), in ChatML framing with the setwise labels: reason inside <think>, then name the
+# most relevant passage inside <answer>. GRPO trains on render(cue=False); with reasoning off, the reranker reads the
+# label logits after an empty think block (the cue).
+RANK_R1_SYSTEM = (
+    "You are a search relevance judge. You first think about which passage best answers the query, "
+    "then name it. The reasoning goes inside <think> </think> and the passage label inside <answer> </answer>."
+)
+RANK_R1 = ChoiceTemplate(
+    name="rank-r1",
+    head=(
+        "<|im_start|>system\n" + RANK_R1_SYSTEM + "<|im_end|>\n<|im_start|>user\n"
+        'Given a query "{query}", which of the following passages is the most relevant one to the query?\n\n'
+    ),
+    passage='Passage {label}: "{passage}"\n\n',
+    tail=(
+        "Think step by step inside <think> </think>, then write only the label of the most relevant passage "
+        "({labels}) inside <answer> </answer>, e.g. <think> ... </think> <answer>A</answer>.<|im_end|>\n"
+        "<|im_start|>assistant\n"
+    ),
+    answer="{label}",
+    cue="<think>\n\n</think>\n<answer>",
+)
+
 CHOICE_TEMPLATES: dict[str, dict[str, ChoiceTemplate]] = {
     "setwise": {
         "chatml": SETWISE_CHATML,  # SmolLM2-Instruct and other ChatML chat models
         "qwen3": replace(SETWISE_CHATML, name="qwen3", tail=SETWISE_CHATML.tail.replace(CHATML_CUE, QWEN3_CUE)),
+        "rank-r1": RANK_R1,
     },
     "pairwise": {
         "chatml": PAIRWISE_CHATML,

@@ -121,6 +121,17 @@ def split_train_dev(ds: Dataset, config: ExpertConfig) -> tuple[list[Query], lis
     return train[: config.max_queries], dev, "train", "train"
 
 
+def attach_lora(module, *, r: int, alpha: int, dropout: float, targets, seed: int):
+    """`module` wrapped in a fresh LoRA adapter on `targets` (module-name suffixes), its init seeded: the one place
+    every adapter trainer (experts, DeAR's two stages) builds one."""
+    import torch
+    from peft import LoraConfig, get_peft_model
+
+    torch.manual_seed(seed)
+    config = LoraConfig(r=r, lora_alpha=alpha, lora_dropout=dropout, target_modules=list(targets), bias="none")
+    return get_peft_model(module, config)
+
+
 class LoraTrainable:
     """The `Trainable` view of a LoRA-wrapped backbone: only the adapter trains and is checkpointed."""
 
@@ -155,9 +166,6 @@ class ExpertTrainer:
     default loads `config.backbone`."""
 
     def __init__(self, config: ExpertConfig, out: str | Path, *, loaded=None, progress: bool = True):
-        import torch
-        from peft import LoraConfig, get_peft_model
-
         from routerank.rerank.backbones import load_backbone
 
         self.config, self.out, self.progress = config, Path(out), progress
@@ -169,16 +177,14 @@ class ExpertTrainer:
             progress=False,
             loaded=loaded,
         )
-        torch.manual_seed(config.seed)
-        targets = list(config.target_modules or self.backbone.default_targets)
-        lora = LoraConfig(
+        self.model = attach_lora(
+            self.backbone.module,
             r=config.lora_r,
-            lora_alpha=config.lora_alpha,
-            lora_dropout=config.lora_dropout,
-            target_modules=targets,
-            bias="none",
+            alpha=config.lora_alpha,
+            dropout=config.lora_dropout,
+            targets=config.target_modules or self.backbone.default_targets,
+            seed=config.seed,
         )
-        self.model = get_peft_model(self.backbone.module, lora)
         self.trainable = LoraTrainable(self.model, self.backbone)
         trainer_config = TrainerConfig(
             objective=config.objective,

@@ -14,6 +14,10 @@ Why it is built this way:
   between stages, the weights carry over.
 - Early stopping reads the mean loss on fixed dev groups every `eval_every` steps; the best weights are kept
   on disk (`best.safetensors`) and restored at the end, so a late bad stretch never ships.
+- The loss is `config.objective` over the logit matrix, unless the trainer is given a `loss_fn(logits, batch)`:
+  then a batch may be anything the model and that function agree on (distillation passes each candidate list
+  with its teacher scores and labels). The function may also return `(loss, {term: value})`; the terms are
+  logged beside the loss.
 """
 
 from __future__ import annotations
@@ -33,6 +37,7 @@ from routerank.train.groups import TrainGroup
 from routerank.train.losses import canonical_objective, ranking_loss
 
 EpochData = Callable[[int], Sequence[TrainGroup]]
+LossFn = Callable[[Any, Sequence[Any]], Any]  # (logits, batch) -> loss, or (loss, {term: float})
 DEV_MEASURES = ("loss", "mrr")
 
 
@@ -155,7 +160,8 @@ def _lr_factor(schedule: str, warmup: int, total: int) -> Callable[[int], float]
 
 class GroupTrainer:
     """Optimise a `Trainable` on group batches, resumably. `key` is any JSON-able description of the run (data,
-    model, config): a checkpoint made under another key is refused rather than silently mixed in."""
+    model, config): a checkpoint made under another key is refused rather than silently mixed in. `loss_fn`
+    replaces the objective's loss (see the module docstring); what it computes belongs in `key`."""
 
     def __init__(
         self,
@@ -166,10 +172,13 @@ class GroupTrainer:
         key: dict | None = None,
         progress: bool = True,
         desc: str = "train",
+        loss_fn: LossFn | None = None,
     ):
         import torch
 
         self.model, self.config, self.progress, self.desc = model, config, progress, desc
+        self.loss_fn = loss_fn
+        self.last_terms: dict[str, float] = {}  # the last step's loss terms, when loss_fn reports them
         self.state_dir = Path(state_dir)
         self.key = json.loads(json.dumps({"trainer": asdict(config), "run": key or {}}))
         self.params = [p for p in model.parameters() if p.requires_grad]
@@ -271,6 +280,13 @@ class GroupTrainer:
 
     # the loop --------------------------------------------------------------------------------------------
 
+    def loss_of(self, logits, batch: Sequence[Any]) -> tuple[Any, dict[str, float]]:
+        """(the batch's loss tensor, its logged terms): `loss_fn` when given, else the objective's loss."""
+        if self.loss_fn is None:
+            return ranking_loss(self.config.objective, logits, self.config.temperature), {}
+        out = self.loss_fn(logits, batch)
+        return out if isinstance(out, tuple) else (out, {})
+
     def dev_loss(self, dev: Sequence[TrainGroup]) -> float:
         """Mean `dev_measure` over `dev` in eval mode (no dropout, no gradients); lower is better."""
         import torch
@@ -284,7 +300,7 @@ class GroupTrainer:
                 if self.config.dev_measure == "mrr":
                     total += float((1.0 - positive_reciprocal_rank(logits)).sum())
                 else:
-                    total += float(ranking_loss(self.config.objective, logits, self.config.temperature)) * len(batch)
+                    total += float(self.loss_of(logits, batch)[0]) * len(batch)
         self.model.train(True)
         return total / max(len(dev), 1)
 
@@ -301,12 +317,14 @@ class GroupTrainer:
         """Add the gradients of the window's mean loss, one forward/backward per batch (memory holds one batch);
         returns that mean loss. The optimizer does not step."""
         size = sum(len(batch) for batch in window)
-        loss_sum = 0.0
+        loss_sum, terms = 0.0, {}
         for batch in window:
-            logits = self.model.group_logits(batch).float()
-            loss = ranking_loss(self.config.objective, logits, self.config.temperature)
+            loss, parts = self.loss_of(self.model.group_logits(batch).float(), batch)
             (loss * len(batch) / size).backward()
             loss_sum += float(loss.detach()) * len(batch) / size
+            for name, value in parts.items():
+                terms[name] = terms.get(name, 0.0) + value * len(batch) / size
+        self.last_terms = terms
         return loss_sum
 
     def _step(self, window: list[list[TrainGroup]]) -> float:
@@ -385,6 +403,7 @@ class GroupTrainer:
                         "step": self.state.step,
                         "total_step": self.state.total_steps,
                         "loss": round(loss, 6),
+                        **{name: round(value, 6) for name, value in self.last_terms.items()},
                         "lr": self.scheduler.get_last_lr()[0],
                         "seconds": round(self.state.seconds + time.perf_counter() - self._mark, 2),
                     }

@@ -1,0 +1,128 @@
+"""Rank-R1: setwise reranking with reasoning, trained by GRPO (Zhuang et al., 2025).
+
+The model reads a query and k labelled candidates in the `rank-r1` setwise template (`rerank.templates`, the labels
+A, B, C, ... that the setwise reranker uses), reasons inside `<think> ... </think>`, and names the most relevant
+candidate inside `<answer> ... </answer>`. The reward is 1 only when the format holds (`rerank.reasoning.
+parse_answer`, the same check inference uses) and the named candidate is judged relevant, else 0; a second,
+weight-0 reward logs how often the format alone holds.
+
+Candidate sets are seeded: per training query, one judged-relevant document and k-1 of the miner's top non-relevant
+ones, in a shuffled order, so every set holds a relevant document and its position carries no signal. Passages are
+shown as the setwise reranker shows them (one line, cut to `max_doc_tokens`).
+
+The adapter reranks as `setwise:<backbone>,adapter=<out>`: with reasoning by default (generate, read `<answer>`),
+or with `think=0` from the label logits after an empty think block.
+"""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass
+
+from routerank.errors import SpecError
+from routerank.rerank.reasoning import parse_answer
+from routerank.train.grpo import GRPOSettings, GRPOTask, config_json, load_pools
+
+
+@dataclass(frozen=True, kw_only=True)
+class RankR1Config(GRPOSettings):
+    """Rank-R1's GRPO run. k: candidates per prompt (4 at 64 tokens each keeps a CPU prompt near 420 tokens);
+    template: a reasoning setwise template (`rank-r1`); other fields as in `GRPOSettings`. The defaults are the
+    cpu sizes (configs/rank-r1-cpu.toml)."""
+
+    template: str = "rank-r1"
+    k: int = 4
+    max_queries: int | None = 25
+    max_doc_tokens: int = 64
+    prompts_per_step: int = 1
+    max_completion_length: int = 128
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        from routerank.rerank.templates import get_choice_template
+
+        template = get_choice_template("setwise", self.template)
+        if not template.reasons:
+            raise SpecError(
+                f"Rank-R1 trains a reasoning prompt; setwise template {self.template!r} asks for the label alone",
+                fix='use template = "rank-r1"',
+            )
+        if not 2 <= self.k <= len(template.labels):
+            raise SpecError(f"k must be between 2 and {len(template.labels)}, got {self.k}", fix="e.g. k = 4")
+
+
+def candidate_records(config: RankR1Config, tokenizer, pools=None) -> list[dict]:
+    """One prompt per training query: a judged-relevant document and k-1 hard negatives, shuffled (seeded).
+    `relevant` holds the labels of the relevant candidates (here exactly one)."""
+    from routerank.rerank.choice import one_line
+    from routerank.rerank.templates import get_choice_template
+
+    template = get_choice_template("setwise", config.template)
+    labels = template.labels[: config.k]
+    rng = random.Random(config.seed)
+    records = []
+    for pool in pools if pools is not None else load_pools(config):
+        negatives = pool.negatives_for(1)
+        if not pool.positives or len(negatives) < config.k - 1:
+            continue
+        positive = rng.choice(pool.positives)[0]
+        docs = [positive, *rng.sample(negatives, config.k - 1)]
+        rng.shuffle(docs)
+        passages = [one_line(tokenizer, pool.corpus[d].full_text, config.max_doc_tokens) for d in docs]
+        records.append(
+            {
+                "prompt": template.render(pool.query, passages, cue=False),
+                "relevant": "".join(label for label, d in zip(labels, docs, strict=True) if d == positive),
+                "query_id": pool.query_id,
+                "doc_ids": docs,
+            }
+        )
+    rng.shuffle(records)
+    return records
+
+
+def answer_reward(completions, relevant, **_) -> list[float]:
+    """1 when the completion is well formed and its answer names a relevant candidate, else 0."""
+    out = []
+    for completion, labels in zip(completions, relevant, strict=True):
+        label = parse_answer(completion)
+        out.append(1.0 if label is not None and label in labels else 0.0)
+    return out
+
+
+def format_reward(completions, **_) -> list[float]:
+    """1 when the completion is `<think>...</think><answer>X</answer>` (logged only: its weight is 0)."""
+    return [1.0 if parse_answer(c) is not None else 0.0 for c in completions]
+
+
+def rank_r1_task(config: RankR1Config) -> GRPOTask:
+    return GRPOTask(
+        kind="rank-r1",
+        records=lambda tokenizer: candidate_records(config, tokenizer),
+        rewards=(answer_reward, format_reward),
+        reward_weights=(1.0, 0.0),
+        settings=config,
+        key={"rank_r1": config_json(config)},
+        manifest={"reranker": "setwise", "template": config.template, "k": config.k},
+        desc="rank-r1 GRPO",
+    )
+
+
+def default_rank_r1_dir(config: RankR1Config):
+    import hashlib
+    import json
+
+    from routerank.fsutil import cache_root, safe_name
+
+    digest = hashlib.sha256(json.dumps(config_json(config), sort_keys=True).encode()).hexdigest()[:10]
+    return cache_root() / "rank-r1" / f"{safe_name(config.backbone)}-{digest}"
+
+
+def train_rank_r1(config: RankR1Config, out=None, *, loaded=None, progress: bool = True, stop_after_steps=None):
+    """Train (or resume, or find finished) the Rank-R1 adapter; returns its folder."""
+    from pathlib import Path
+
+    from routerank.train.grpo import train_grpo
+
+    out = Path(out) if out is not None else default_rank_r1_dir(config)
+    return train_grpo(rank_r1_task(config), out, loaded=loaded, progress=progress, stop_after_steps=stop_after_steps)
