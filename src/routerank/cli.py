@@ -850,6 +850,23 @@ def experiment_r3ag(
     main_from_cli(config, work_dir, report, max_minutes, only)
 
 
+@experiment_app.command("llm-training")
+def experiment_llm_training(
+    config: Annotated[Path, typer.Option(help="TOML config, e.g. configs/llm-training-cpu.toml")],
+    work_dir: Annotated[Path | None, typer.Option(help="stages go here (default: cache/llm-training/PROFILE)")] = None,
+    report: Annotated[Path, typer.Option(help="markdown report; JSON and figures beside it")] = Path(
+        "reports/llm-training.md"
+    ),
+    max_minutes: Annotated[float | None, typer.Option(help="start no new stage after this long")] = None,
+    only: Annotated[str | None, typer.Option(help="run only these stage kinds: train,score")] = None,
+) -> None:
+    """Issue 12: SFT, contrastive, DeAR, ProRank and Rank-R1 on one backbone, scored and compared; resumable."""
+    from routerank.experiments.llm_training import main_from_cli
+
+    path = main_from_cli(config, work_dir, report, max_minutes, only)
+    print(f"wrote {path}", file=sys.stderr)
+
+
 app.add_typer(experiment_app, name="experiment")
 
 

@@ -1,0 +1,450 @@
+"""reports/llm-training.md (+ .json and the reward-curve figure) from whatever stages of the experiment exist.
+
+The claims are checked on the table as it stands, never tuned: "the best trained reranker" is the trained system
+with the highest SciFact nDCG@10 on the test sample (a pick among several on the same queries, so its margin is an
+upper estimate), and the claims that compare stages compare each dataset's sample.
+"""
+
+from __future__ import annotations
+
+import json
+import shlex
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from routerank.experiments.llm_training_config import UNTRAINED
+from routerank.fsutil import atomic_write
+
+MEASURES = ("nDCG@10", "MRR@10")
+KEY = "nDCG@10"
+PRIMARY = "scifact"  # the claims' sample for the zero-shot margin
+TARGET_GAIN = 0.30
+REFERENCES = ("bm25", "zero-shot")
+SMOOTH = 10  # steps in the reward curve's running mean
+TITLES = {
+    "bm25": "BM25 (the candidates)",
+    "zero-shot": "zero-shot pointwise (yes/no, untrained)",
+    "sft": "SFT (BCE on yes/no)",
+    "contrastive": "contrastive LoRA (InfoNCE, the R2R expert objective)",
+    "dear": "DeAR stages 1 + 2 (listwise on stage 1)",
+    "prorank-stage1": "ProRank stage 1 only (GRPO warmup)",
+    "prorank": "ProRank stages 1 + 2",
+    "rank-r1": "Rank-R1 setwise (GRPO)",
+    "teacher": "the teacher (DeAR's)",
+}
+STEP_UNITS = {
+    "sft": "grad_accum groups",
+    "contrastive": "grad_accum groups",
+    "dear": "grad_accum lists",
+    "prorank-stage1": "prompts × completions",
+    "prorank": "grad_accum groups",
+    "rank-r1": "prompts × completions",
+}
+
+
+TERM_NAMES = {"ce": "CE", "ranknet": "RankNet", "kl": "KL"}
+
+
+def terms_title(terms: str) -> str:
+    """ "ce+kl" -> "CE + KL"."""
+    return " + ".join(TERM_NAMES[t] for t in terms.split("+"))
+
+
+def title(experiment, system: str) -> str:
+    if system == "dear-stage1":
+        return f"DeAR stage 1 ({terms_title(experiment.dear_configs()[system].name.removeprefix('dear-'))})"
+    if system in TITLES:
+        return TITLES[system]
+    terms = system.removeprefix("dear-")
+    return f"DeAR stage 1, {terms_title(terms)}" + (" only" if "+" not in terms else "")
+
+
+# the table -------------------------------------------------------------------------------------------------------
+
+
+def collect(experiment) -> dict:
+    """{system: {dataset: {nDCG@10, MRR@10, queries, p_vs_<ref>: {measure: p}, seconds/query, passes/query}}}
+    for every system with a run made by its current spec."""
+    from routerank.data.trec import read_run
+    from routerank.evaluate import evaluate, paired_test
+
+    table: dict[str, dict] = {}
+    for dataset in experiment.config.datasets:
+        queries = experiment.test_queries(dataset)
+        qrels = experiment.dataset(dataset).split_qrels("test").subset(q.id for q in queries)
+        evals = {}
+        for system in experiment.systems():
+            if not experiment.scored(system, dataset):
+                continue
+            path = experiment.run_path(system, dataset)
+            evals[system] = evaluate(read_run(path), qrels, list(MEASURES))
+            meta = json.loads(path.with_suffix(".json").read_text())
+            row = {**evals[system].means, "queries": meta["queries"]}
+            row["seconds_per_query"] = meta["seconds"] / max(meta["queries"], 1)
+            for key in ("forward_passes", "calls"):
+                if key in meta:
+                    row[f"{key}_per_query"] = meta[key] / max(meta["queries"], 1)
+            table.setdefault(system, {})[dataset] = row
+        for system, ev in evals.items():
+            for ref in (r for r in REFERENCES if r != system and r in evals):
+                tests = {m: paired_test(evals[ref].per_query[m], ev.per_query[m]).t_pvalue for m in MEASURES}
+                table[system][dataset][f"p_vs_{ref}"] = tests
+    return table
+
+
+def training(experiment) -> dict:
+    """Per trained system: seconds and optimizer steps of its own stage, and in all (with the stages before it)."""
+    out = {}
+    for system in experiment.systems():
+        manifest = experiment.manifest(system)
+        if manifest is None:
+            continue
+        metrics = manifest.get("metrics", manifest)  # expert and DeAR manifests nest them; GRPO's do not
+        seconds = metrics.get("train_seconds", metrics.get("seconds"))
+        record = {"seconds": seconds, "steps": metrics.get("steps"), "best_step": metrics.get("best_step")}
+        # with dev data, best step 0 means no step beat the start on dev, and the start's weights were kept
+        record["kept_start"] = metrics.get("best_step") == 0 and metrics.get("best_dev_loss") is not None
+        record["unit"] = STEP_UNITS.get(system, STEP_UNITS["dear"] if system.startswith("dear") else "")
+        before = {"dear": "dear-stage1", "prorank": "prorank-stage1"}.get(system)
+        earlier = out.get(before) if before else None
+        record["total_seconds"] = (seconds or 0.0) + (earlier["total_seconds"] if earlier else 0.0)
+        out[system] = record
+    return out
+
+
+def reward_curves(experiment) -> dict:
+    """Per GRPO run: the reward curve (step, mean reward) and each reward function's mean per step."""
+    out = {}
+    for system in ("prorank-stage1", "rank-r1"):
+        manifest = experiment.manifest(system) if system in experiment.systems() else None
+        if manifest is None:
+            continue
+        curves = {"reward": manifest.get("reward_curve", [])}
+        log = experiment.adapter_dir(system) / "train_log.jsonl"
+        records = [json.loads(line) for line in log.read_text().splitlines() if line.strip()] if log.exists() else []
+        names = sorted({k for r in records for k in r if k.endswith("_reward")})
+        for name in names:
+            curves[name] = [[r["step"], r[name]] for r in records if r.get(name) is not None]
+        out[system] = curves
+    return out
+
+
+def curve_summary(curve: list) -> dict:
+    """Mean of the first and last tenth of a curve (at least one point each)."""
+    values = [v for _, v in curve]
+    if not values:
+        return {"first": None, "last": None}
+    tenth = max(1, len(values) // 10)
+    return {"first": sum(values[:tenth]) / tenth, "last": sum(values[-tenth:]) / tenth}
+
+
+# the claims ------------------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Claim:
+    claim: str
+    status: str  # "holds" | "fails" | "pending"
+    detail: str
+
+
+def _value(table: dict, system: str | None, dataset: str) -> float | None:
+    return table.get(system, {}).get(dataset, {}).get(KEY) if system else None
+
+
+def at_least(table: dict, better: str | None, worse: str | None, datasets, claim: str) -> Claim:
+    """`better` ≥ `worse` on nDCG@10 on every dataset; it fails by the largest shortfall."""
+    if better is None or worse is None:
+        return Claim(claim, "pending", "not in this profile")
+    missing = [d for d in datasets if _value(table, better, d) is None or _value(table, worse, d) is None]
+    if missing:
+        return Claim(claim, "pending", f"no {KEY} yet on {', '.join(missing)}")
+    gaps = {d: _value(table, better, d) - _value(table, worse, d) for d in datasets}
+    shown = "; ".join(f"{d} {gap:+.4f}" for d, gap in gaps.items())
+    worst = min(gaps, key=gaps.get)
+    if gaps[worst] >= 0:
+        return Claim(claim, "holds", f"{better} − {worse}: {shown}")
+    return Claim(claim, "fails", f"fails by {-gaps[worst]:.4f} on {worst} ({better} − {worse}: {shown})")
+
+
+def check_claims(
+    table: dict, datasets, *, trained, dear_all: str | None, dear_ce: str | None, prorank: bool = True
+) -> list[Claim]:
+    """Issue 12's done-when conditions, each "holds", "fails" (by how much) or "pending", on a table of
+    {system: {dataset: {"nDCG@10": ...}}}. `trained` lists the trained systems the best is picked from; `dear_all`
+    and `dear_ce` name the DeAR ablation systems (None: not run); `prorank` says whether ProRank runs."""
+    datasets = list(datasets)
+    claims = []
+    gain_claim = f"the best trained reranker beats zero-shot pointwise by ≥ {TARGET_GAIN:.2f} {KEY} on {PRIMARY}"
+    bm25_claim = "the best trained reranker beats BM25 on every sample"
+    scored = [s for s in trained if _value(table, s, PRIMARY) is not None]
+    zero = _value(table, "zero-shot", PRIMARY)
+    if PRIMARY not in datasets:
+        absent = f"{PRIMARY}, which is not in this profile"
+        claims += [
+            Claim(gain_claim, "pending", f"{PRIMARY} is not in this profile"),
+            Claim(bm25_claim, "pending", f"the best is picked on {absent}"),
+        ]
+    elif not scored or zero is None:
+        waiting = "no trained system is scored yet" if not scored else "zero-shot is not scored yet"
+        claims += [Claim(gain_claim, "pending", waiting), Claim(bm25_claim, "pending", waiting)]
+    else:
+        best = max(scored, key=lambda s: _value(table, s, PRIMARY))
+        gain = _value(table, best, PRIMARY) - zero
+        of = f"`{best}`, the best of {len(scored)} trained systems scored on {PRIMARY}"
+        of += f" ({len(trained) - len(scored)} still pending)" if len(scored) < len(trained) else ""
+        detail = f"{of}: {_value(table, best, PRIMARY):.4f} vs zero-shot {zero:.4f}, gain {gain:+.4f}"
+        if gain >= TARGET_GAIN:
+            claims.append(Claim(gain_claim, "holds", detail))
+        else:
+            claims.append(Claim(gain_claim, "fails", f"fails by {TARGET_GAIN - gain:.4f}: {detail}"))
+        below = at_least(table, best, "bm25", datasets, bm25_claim)
+        if below.status == "holds" and any(_value(table, best, d) == _value(table, "bm25", d) for d in datasets):
+            below = Claim(bm25_claim, "fails", f"ties BM25 ({below.detail})")  # "beats" is strict
+        claims.append(below)
+    stages = ("prorank", "prorank-stage1") if prorank else (None, None)
+    claims.append(at_least(table, *stages, datasets, "ProRank both stages ≥ stage 1 only"))
+    claims.append(at_least(table, dear_all, dear_ce, datasets, "DeAR with all three loss terms ≥ CE only"))
+    return claims
+
+
+def why(table: dict, trainings: dict, curves: dict) -> dict[str, list[str]]:
+    """Evidence beside each claim, from the manifests and the table: what bounds or explains the outcome."""
+    notes: dict[str, list[str]] = {"gain": [], "prorank": [], "dear": []}
+    teacher, zero = _value(table, "teacher", PRIMARY), _value(table, "zero-shot", PRIMARY)
+    if teacher is not None and zero is not None:
+        notes["gain"].append(f"the teacher itself is {teacher - zero:+.4f} over zero-shot on {PRIMARY}")
+    for system, summary in ((s, curve_summary(c["reward"])) for s, c in curves.items()):
+        if summary["first"] is not None:
+            notes["gain" if system == "rank-r1" else "prorank"].append(
+                f"{system} reward {summary['first']:.3f} → {summary['last']:.3f} (first → last tenth of its steps)"
+            )
+    if trainings.get("prorank", {}).get("kept_start"):
+        notes["prorank"].append("stage 2 never beat its stage-1 start on dev, so it kept the stage-1 weights")
+    for system, record in trainings.items():
+        if record.get("kept_start") and system != "prorank":
+            key = "dear" if system.startswith("dear-") else "gain"
+            notes[key].append(f"`{system}` never beat its untrained start on dev, so it kept the start's weights")
+    return notes
+
+
+# the figure ------------------------------------------------------------------------------------------------------
+
+
+def reward_figure(curves: dict, path: Path) -> Path | None:
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return None
+    if not curves:
+        return None
+    fig, axes = plt.subplots(1, len(curves), figsize=(4.2 * len(curves), 3.2), squeeze=False)
+    for ax, (system, series) in zip(axes[0], curves.items(), strict=True):
+        for name, curve in series.items():
+            if curve:
+                steps, values = zip(*curve, strict=True)
+                marker = "o" if len(steps) < 20 else None
+                ax.plot(steps, values, label=name, lw=1.0, marker=marker, ms=3, alpha=0.8)
+                if name == "reward" and len(values) >= 2 * SMOOTH:
+                    mean = [sum(values[i - SMOOTH : i]) / SMOOTH for i in range(SMOOTH, len(values) + 1)]
+                    ax.plot(steps[SMOOTH - 1 :], mean, label=f"reward, {SMOOTH}-step mean", lw=2.0, color="black")
+        top = max([1.0, *(v for curve in series.values() for _, v in curve)])
+        ax.set_title(f"{system} (GRPO)", fontsize=9)
+        ax.set_xlabel("step")
+        ax.set_ylabel("mean reward")
+        ax.set_ylim(-0.05, top + 0.05)
+        ax.legend(fontsize=7)
+    fig.tight_layout()
+    with atomic_write(path, "wb") as out:
+        fig.savefig(out, format="png", dpi=110)
+    plt.close(fig)
+    return path
+
+
+# the report ------------------------------------------------------------------------------------------------------
+
+
+def _fmt(value, digits: int = 4) -> str:
+    return "–" if value is None else f"{value:.{digits}f}"
+
+
+def _p(value) -> str:
+    return "–" if value is None else (f"{value:.3f}" if value >= 0.001 else f"{value:.1e}")
+
+
+def _seconds(value) -> str:
+    if value is None:
+        return "–"
+    return f"{value / 3600:.2f} h" if value >= 3600 else f"{value:.0f} s"
+
+
+def effectiveness_lines(experiment, table: dict, stages) -> list[str]:
+    lines = []
+    for dataset in experiment.config.datasets:
+        lines += [
+            f"### {dataset}",
+            "",
+            "| system | nDCG@10 | p vs BM25 | p vs zero-shot | MRR@10 | p vs BM25 | p vs zero-shot "
+            "| s / query | LLM passes / query | status |",
+            "|---|---:|---:|---:|---:|---:|---:|---:|---:|---|",
+        ]
+        for system in experiment.systems():
+            row = table.get(system, {}).get(dataset)
+            if row is None:
+                note = pending_note(stages, system, dataset)
+                lines.append(f"| {title(experiment, system)} | – | – | – | – | – | – | – | – | {note} |")
+                continue
+            cells = []
+            for m in MEASURES:
+                cells += [_fmt(row[m])] + [_p(row.get(f"p_vs_{ref}", {}).get(m)) for ref in REFERENCES]
+            passes = row.get("calls_per_query", row.get("forward_passes_per_query"))
+            cells += [f"{row['seconds_per_query']:.2f}", _fmt(passes, 1), "done"]
+            lines.append(f"| {title(experiment, system)} | " + " | ".join(cells) + " |")
+        lines.append("")
+    return lines
+
+
+def pending_note(stages, system: str, dataset: str) -> str:
+    """Why a row is empty, in the runner's words: its training stage's note while that is unfinished, else its
+    scoring stage's."""
+    notes = {stage.name: stage.note for stage in stages or [] if not stage.done}
+    if f"train {system}" in notes:
+        return f"training {notes[f'train {system}']}"
+    if f"score {system} on {dataset}" in notes:
+        return f"scoring {notes[f'score {system} on {dataset}']}"
+    return "pending"
+
+
+def write_report(experiment, stages, report: Path, config_path: Path | None = None) -> Path:
+    c = experiment.config
+    table = collect(experiment)
+    trainings = training(experiment)
+    curves = reward_curves(experiment)
+    trained = [s for s in experiment.systems() if s not in UNTRAINED]
+    ablations = experiment.ablations() if "dear" in c.methods else {}
+    claims = check_claims(
+        table,
+        c.datasets,
+        trained=trained,
+        dear_all=ablations.get("ce+ranknet+kl"),
+        dear_ce=ablations.get("ce"),
+        prorank="prorank" in c.methods,
+    )
+    notes = why(table, trainings, curves)
+    figure = reward_figure(curves, report.with_suffix("") / "reward-curves.png")
+    data = {
+        "config": {k: (list(v) if isinstance(v, tuple) else v) for k, v in asdict(c).items()},
+        "work_dir": str(experiment.work),
+        "protocol": experiment.protocol(),
+        "specs": {s: experiment.spec(s) for s in experiment.systems()},
+        "table": table,
+        "training": trainings,
+        "reward_curves": curves,
+        "dear_ablations": ablations,
+        "claims": [asdict(claim) for claim in claims],
+        "notes": notes,
+        "stages": [asdict(s) for s in stages or []],
+    }
+    with atomic_write(report.with_suffix(".json")) as out:
+        json.dump(data, out, indent=2)
+    lines = markdown(experiment, data, claims, config_path, figure, report, stages)
+    with atomic_write(report) as out:
+        out.write("\n".join(lines) + "\n")
+    return report
+
+
+def markdown(experiment, data: dict, claims: list[Claim], config_path, figure, report: Path, stages) -> list[str]:
+    c, table, trainings = experiment.config, data["table"], data["training"]
+    done = sum(s.done for s in stages or [])
+    command = "python -m routerank.experiments.llm_training --config " + shlex.quote(str(config_path or "<config>"))
+    sample = f"{c.test_queries} seeded test queries" if c.test_queries else "every test query"
+    lines = [
+        f"# LLM reranker training (issue 12): {c.profile} profile",
+        "",
+        f"{done} of {len(stages or [])} stages are done"
+        + ("." if done == len(stages or []) else "; a row whose stages have not run shows – and says why."),
+        f"Every system reranks BM25's top {c.depth} of the same {sample} per dataset (seed {c.seed}); the trained "
+        f"ones are LoRA adapters on `{c.backbone}`. Paired two-sided t-tests per query; no setting was chosen "
+        "on these test queries.",
+        "",
+        "```",
+        command + "   # resumes: finished stages are skipped",
+        "```",
+        "",
+        "## Effectiveness",
+        "",
+    ]
+    lines += effectiveness_lines(experiment, table, stages)
+    lines += [
+        "LLM passes / query: prompts judged (setwise) or forward passes (pointwise: batches; listwise: decoding "
+        "steps), counted in the scoring run (a cached score costs none).",
+        "",
+        "## Claims",
+        "",
+        f"The best trained reranker is the trained system with the highest {PRIMARY} {KEY} on this sample: a pick "
+        'among several on the test queries, so its margin is an upper estimate. "Beats" is strict; "≥" is '
+        "checked on every dataset.",
+        "",
+        "| claim | status | detail |",
+        "|---|---|---|",
+    ]
+    lines += [f"| {k.claim} | **{k.status}** | {k.detail} |" for k in claims]
+    lines.append("")
+    for key, label in (("gain", "margin over zero-shot"), ("prorank", "ProRank"), ("dear", "DeAR")):
+        lines += [f"- {label}: {note}" for note in data["notes"].get(key, [])]
+    lines += ["", "## Training time and steps", "", "| system | steps | one step | seconds | with earlier stages |"]
+    lines.append("|---|---:|---|---:|---:|")
+    for system in experiment.systems():
+        record = trainings.get(system)
+        if record is not None:
+            lines.append(
+                f"| {title(experiment, system)} | {record['steps']} | {record['unit']} | {_seconds(record['seconds'])} "
+                f"| {_seconds(record['total_seconds'])} |"
+            )
+    lines += ["", "## GRPO reward curves", ""]
+    if figure is not None:
+        lines += [f"![reward curves]({figure.relative_to(report.parent)})", ""]
+    for system, series in data["reward_curves"].items():
+        summary = ", ".join(
+            f"{name} {_fmt(s['first'], 3)} → {_fmt(s['last'], 3)}"
+            for name, s in ((n, curve_summary(v)) for n, v in series.items())
+        )
+        steps = len(series["reward"])
+        lines.append(f"- `{system}`: {steps} step{'s' if steps != 1 else ''}; first → last tenth: {summary}")
+    if not data["reward_curves"]:
+        lines.append("No GRPO run has finished yet.")
+    lines += ["", "## DeAR loss ablation (stage 1)", ""]
+    lines += ablation_lines(experiment, data)
+    lines += ["", "## Systems", "", f"Reranker specs (`<work>` = `{data['work_dir']}`):", ""]
+    lines += ["| system | spec |", "|---|---|"]
+    for system, spec in data["specs"].items():
+        shown = "not trained yet" if spec is None else f"`{spec.replace(data['work_dir'], '<work>')}`"
+        lines.append(f"| {system} | {shown} |")
+    return lines
+
+
+def ablation_lines(experiment, data: dict) -> list[str]:
+    c, table, ablations = experiment.config, data["table"], data["dear_ablations"]
+    if not ablations:
+        return ["DeAR is not in this profile."]
+    ce = ablations.get("ce")
+    lines = [
+        "| loss terms | system | " + " | ".join(c.datasets) + " | Δ vs CE only (mean) | steps | seconds |",
+        "|---|---|" + "---:|" * len(c.datasets) + "---:|---:|---:|",
+    ]
+    for terms, system in ablations.items():
+        values = [_value(table, system, d) for d in c.datasets]
+        base = [_value(table, ce, d) for d in c.datasets] if ce else []
+        delta = "–"
+        if base and None not in values and None not in base:
+            delta = f"{sum(values) / len(values) - sum(base) / len(base):+.4f}"
+        record = data["training"].get(system, {})
+        lines.append(
+            f"| {terms_title(terms)} | `{system}` | "
+            + " | ".join(_fmt(v) for v in values)
+            + f" | {delta} | {record.get('steps', '–')} | {_seconds(record.get('seconds'))} |"
+        )
+    return lines

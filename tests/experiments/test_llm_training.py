@@ -1,0 +1,284 @@
+"""Issue 12's experiment: every trainer on a tiny random-init backbone and real SciFact/NFCorpus slices, end to end;
+partial runs; the claims on hand-made tables; config errors."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from routerank.errors import RouterankError, SpecError
+from routerank.experiments.llm_training import LLMTrainingConfig, LLMTrainingExperiment, main, parse_only
+from routerank.experiments.llm_training_report import TARGET_GAIN, check_claims, write_report
+
+CONFIGS = Path(__file__).resolve().parents[2] / "configs"
+
+DEAR = """datasets = ["scifact"]
+max_queries = 3
+dev_queries = 0
+depth = 3
+teacher = "ce:{ce}"
+alpha = 0.5
+max_doc_tokens = 16
+lora_r = 4
+lora_alpha = 8
+grad_accum = 2
+stage2_grad_accum = 2
+eval_every = 100
+save_every = 100
+"""
+GRPO = """dataset = "scifact"
+max_queries = 2
+dev_queries = 1
+negative_depth = 5
+max_doc_tokens = 16
+num_generations = 2
+max_steps = 1
+lora_r = 4
+lora_alpha = 8
+"""
+PRORANK = GRPO + "prompts_per_step = 2\nmax_completion_length = 2\nstage2_negatives = 1\nstage2_grad_accum = 2\n"
+RANK_R1 = GRPO + "k = 2\nprompts_per_step = 1\nmax_completion_length = 4\n"
+
+
+def factory():
+    from routerank.models.llm import tiny_llm
+
+    return tiny_llm(seed=0)
+
+
+def tiny_config(folder: Path, ce: Path, **overrides) -> LLMTrainingConfig:
+    """Tiny trainer configs in `folder`, and a 3-query, top-3 experiment over them."""
+    folder.mkdir(parents=True, exist_ok=True)
+    for name, text in (("dear", DEAR.format(ce=ce)), ("prorank", PRORANK), ("rank-r1", RANK_R1)):
+        (folder / f"{name}.toml").write_text(text)
+    base = dict(
+        profile="test",
+        test_queries=3,
+        depth=3,
+        max_doc_tokens=16,
+        expert={"max_queries": 3, "dev_queries": 2, "negatives": 1, "eval_every": 100, "lora_r": 4, "lora_alpha": 8},
+        dear_config=str(folder / "dear.toml"),
+        prorank_config=str(folder / "prorank.toml"),
+        rank_r1_config=str(folder / "rank-r1.toml"),
+    )
+    return LLMTrainingConfig(**{**base, **overrides})
+
+
+@pytest.fixture(scope="module")
+def finished(tmp_path_factory, fresh_ce, scifact, nfcorpus):
+    work = tmp_path_factory.mktemp("llm-training")
+    experiment = LLMTrainingExperiment(
+        tiny_config(work / "configs", fresh_ce), work / "work", progress=False, loaded_factory=factory
+    )
+    stages = experiment.run()
+    report = write_report(experiment, stages, work / "reports" / "llm-training.md")
+    return experiment, stages, report
+
+
+@pytest.mark.slow
+def test_every_method_trains_scores_and_reports(finished):
+    experiment, stages, report = finished
+    assert stages and all(s.done and s.note == "ran" for s in stages), [(s.name, s.note) for s in stages]
+    systems = experiment.systems()
+    assert systems == [
+        "bm25",
+        "zero-shot",
+        "sft",
+        "contrastive",
+        "dear-stage1",
+        "dear",
+        "dear-ce",
+        "dear-ranknet",
+        "dear-kl",
+        "prorank-stage1",
+        "prorank",
+        "rank-r1",
+        "teacher",
+    ]
+    data = json.loads(report.with_suffix(".json").read_text())
+    for system in systems:
+        for dataset in ("scifact", "nfcorpus"):
+            row = data["table"][system][dataset]
+            assert row["queries"] == 3 and 0 <= row["nDCG@10"] <= 1, (system, dataset)
+            if system != "bm25":
+                assert set(row["p_vs_bm25"]) == {"nDCG@10", "MRR@10"}
+    assert "p_vs_zero-shot" in data["table"]["sft"]["scifact"] and "p_vs_zero-shot" not in data["table"]["zero-shot"]
+    assert data["table"]["rank-r1"]["scifact"]["calls_per_query"] > 0  # setwise counts its prompts
+    trained = [s for s in systems if s not in ("bm25", "zero-shot", "teacher")]
+    assert set(data["training"]) == set(trained)
+    assert all(data["training"][s]["steps"] >= 1 for s in trained)
+    assert data["training"]["prorank"]["total_seconds"] > data["training"]["prorank"]["seconds"]
+    assert set(data["reward_curves"]) == {"prorank-stage1", "rank-r1"}
+    assert data["reward_curves"]["prorank-stage1"]["reward"][0][0] == 1
+    assert {"format_reward", "correct_reward"} <= set(data["reward_curves"]["prorank-stage1"])
+    assert (report.parent / "llm-training" / "reward-curves.png").exists()
+    assert data["dear_ablations"] == {
+        "ce": "dear-ce",
+        "ranknet": "dear-ranknet",
+        "kl": "dear-kl",
+        "ce+ranknet+kl": "dear-stage1",
+    }
+    assert [c["status"] for c in data["claims"]] != [] and all(
+        c["status"] in ("holds", "fails") for c in data["claims"]
+    )
+    assert data["specs"]["dear"].startswith("listwise:smollm2,adapter=")
+    assert data["specs"]["rank-r1"].startswith("setwise:smollm2,adapter=") and ",k=2" in data["specs"]["rank-r1"]
+    text = report.read_text()
+    for section in ("## Effectiveness", "## Claims", "## Training time and steps", "## GRPO reward curves"):
+        assert section in text
+    assert "## DeAR loss ablation" in text and "| CE + RankNet + KL | `dear-stage1` |" in text
+    assert "pending" not in text.split("## Claims")[0]
+
+
+@pytest.mark.slow
+def test_a_rerun_skips_every_stage_and_rescores_only_what_is_missing(finished):
+    experiment, _, _ = finished
+    again = LLMTrainingExperiment(experiment.config, experiment.work, progress=False, loaded_factory=factory)
+    assert all(s.note == "cached" for s in again.run())
+    experiment.run_path("sft", "nfcorpus").unlink()
+    stages = LLMTrainingExperiment(experiment.config, experiment.work, progress=False, loaded_factory=factory).run()
+    assert [s.name for s in stages if s.note == "ran"] == ["score sft on nfcorpus"]
+
+
+def test_a_partial_run_reports_pending_rows_and_pending_claims(tmp_path, fresh_ce, scifact, nfcorpus):
+    config = tiny_config(tmp_path / "configs", fresh_ce, methods=("sft", "dear"), dear_ablations=("ce",))
+    experiment = LLMTrainingExperiment(config, tmp_path / "work", progress=False, loaded_factory=factory)
+    stages = experiment.run(only={"score"})
+    ran = {s.name for s in stages if s.note == "ran"}
+    assert ran == {f"score {s} on {d}" for s in ("bm25", "zero-shot", "teacher") for d in ("scifact", "nfcorpus")}
+    assert {s.note for s in stages if s.name.startswith("train")} == {"pending"}
+    report = write_report(experiment, stages, tmp_path / "r.md")
+    text = report.read_text()
+    assert "| SFT (BCE on yes/no) | – | – | – | – | – | – | – | – | training pending |" in text
+    assert "| DeAR stage 1, CE only | – |" in text and "No GRPO run has finished yet." in text
+    data = json.loads(report.with_suffix(".json").read_text())
+    assert set(data["table"]) == {"bm25", "zero-shot", "teacher"} and data["training"] == {}
+    assert [c["status"] for c in data["claims"]] == ["pending"] * 4
+    assert data["specs"]["sft"] is None and data["specs"]["teacher"] == f"ce:{fresh_ce}~0.5"
+    assert data["dear_ablations"] == {"ce": "dear-ce"}
+
+
+def test_a_time_budget_of_zero_starts_nothing_but_still_reports(tmp_path, fresh_ce, scifact, nfcorpus):
+    experiment = LLMTrainingExperiment(
+        tiny_config(tmp_path / "c", fresh_ce), tmp_path / "w", progress=False, loaded_factory=factory
+    )
+    stages = experiment.run(max_minutes=0)
+    assert stages and not any(s.done for s in stages)
+    text = write_report(experiment, stages, tmp_path / "r.md").read_text()
+    assert "0 of 36 stages are done" in text and "scoring pending (time budget reached)" in text
+
+
+# the claims ------------------------------------------------------------------------------------------------------
+
+
+def table(**rows) -> dict:
+    """{system: (scifact nDCG@10, nfcorpus nDCG@10)} -> the report's table shape."""
+    return {
+        s: {d: {"nDCG@10": v} for d, v in zip(("scifact", "nfcorpus"), values, strict=True)}
+        for s, values in rows.items()
+    }
+
+
+def claims(rows: dict, trained=("sft", "dear-stage1", "prorank-stage1", "prorank", "dear-ce")):
+    """The four claims, in order: the margin over zero-shot, beating BM25, ProRank's stages, DeAR's terms."""
+    return check_claims(rows, ["scifact", "nfcorpus"], trained=list(trained), dear_all="dear-stage1", dear_ce="dear-ce")
+
+
+def test_claims_hold_when_every_condition_is_met():
+    rows = table(
+        bm25=(0.60, 0.30),
+        **{"zero-shot": (0.20, 0.10)},
+        sft=(0.55, 0.25),
+        **{"dear-stage1": (0.65, 0.33), "dear-ce": (0.60, 0.32), "prorank-stage1": (0.4, 0.2), "prorank": (0.4, 0.25)},
+    )
+    result = claims(rows)
+    assert [c.status for c in result] == ["holds"] * 4
+    assert "`dear-stage1`, the best of 5 trained systems" in result[0].detail and "gain +0.4500" in result[0].detail
+
+
+def test_claims_fail_by_how_much():
+    rows = table(
+        bm25=(0.60, 0.30),
+        **{"zero-shot": (0.40, 0.10)},
+        sft=(0.62, 0.28),
+        **{"dear-stage1": (0.50, 0.31), "dear-ce": (0.55, 0.30), "prorank-stage1": (0.45, 0.2), "prorank": (0.4, 0.21)},
+    )
+    result = claims(rows)
+    gain, beats, prorank, dear = result
+    assert gain.status == "fails" and gain.detail.startswith(f"fails by {TARGET_GAIN - 0.22:.4f}")
+    assert beats.status == "fails" and beats.detail.startswith("fails by 0.0200 on nfcorpus")
+    assert prorank.status == "fails" and prorank.detail.startswith("fails by 0.0500 on scifact")
+    assert dear.status == "fails" and dear.detail.startswith("fails by 0.0500 on scifact")
+
+
+def test_a_tie_with_bm25_is_not_beating_it_and_missing_rows_are_pending():
+    rows = table(bm25=(0.60, 0.30), **{"zero-shot": (0.20, 0.10)}, sft=(0.61, 0.30))
+    result = claims(rows, trained=("sft", "prorank"))
+    gain, beats, prorank, dear = result
+    assert gain.status == "holds" and "(1 still pending)" in gain.detail
+    assert beats.status == "fails" and beats.detail.startswith("ties BM25")
+    assert prorank.status == "pending" and dear.status == "pending"
+    none = check_claims({}, ["nfcorpus"], trained=["sft"], dear_all=None, dear_ce=None, prorank=False)
+    assert [c.status for c in none] == ["pending"] * 4
+    assert [c.detail for c in none] == [
+        "scifact is not in this profile",
+        "the best is picked on scifact, which is not in this profile",
+        *["not in this profile"] * 2,
+    ]
+
+
+# configs ---------------------------------------------------------------------------------------------------------
+
+
+def test_config_errors_are_clear(tmp_path, fresh_ce):
+    with pytest.raises(SpecError, match="unknown methods \\['dpo'\\]"):
+        tiny_config(tmp_path, fresh_ce, methods=("sft", "dpo"))
+    with pytest.raises(SpecError, match="bad DeAR ablation 'ce\\+mse'"):
+        tiny_config(tmp_path, fresh_ce, dear_ablations=("ce+mse",))
+    assert tiny_config(tmp_path, fresh_ce, dear_ablations=("kl+ce", "ce+kl")).dear_ablations == ("ce+kl",)
+    with pytest.raises(SpecError, match="\\['objective'\\] are set by the experiment"):
+        tiny_config(tmp_path, fresh_ce, expert={"objective": "bce"})
+    with pytest.raises(SpecError, match="\\['negativs'\\] are not ExpertConfig fields"):
+        tiny_config(tmp_path, fresh_ce, expert={"negativs": 3})
+    with pytest.raises(SpecError, match="bad teacher alpha"):
+        tiny_config(tmp_path, fresh_ce, teacher_alpha="often")
+    with pytest.raises(SpecError, match="test_queries must be positive"):
+        tiny_config(tmp_path, fresh_ce, test_queries=-1)
+    config = tiny_config(tmp_path, fresh_ce)
+    (tmp_path / "prorank.toml").write_text(PRORANK + 'backbone = "hf:Qwen/Qwen2.5-0.5B-Instruct"\n')
+    with pytest.raises(SpecError, match="prorank_config trains backbone 'hf:Qwen/Qwen2.5-0.5B-Instruct'"):
+        LLMTrainingExperiment(config, tmp_path / "w")
+    (tmp_path / "rank-r1.toml").unlink()
+    with pytest.raises(RouterankError, match="no such config file"):
+        LLMTrainingExperiment(tiny_config(tmp_path / "again", fresh_ce, rank_r1_config=str(tmp_path / "rank-r1.toml")))
+    with pytest.raises(SpecError, match="unknown stage kinds \\['route'\\]"):
+        parse_only("train,route")
+    bad = tmp_path / "bad.toml"
+    bad.write_text('profile = "x"\ntest_querys = 5\n')
+    with pytest.raises(SpecError, match="unknown config keys \\['test_querys'\\]"):
+        LLMTrainingConfig.load(bad)
+    bad.write_text('profile = "x"\nmethods = ["sft", "dpo"]\n')
+    with pytest.raises(SpecError) as caught:
+        LLMTrainingConfig.load(bad)
+    assert str(bad) in str(caught.value) and "unknown methods ['dpo']" in str(caught.value)
+    with pytest.raises(SystemExit) as caught:
+        main(["--config", str(tmp_path / "missing.toml")])
+    assert caught.value.code == 2
+
+
+def test_the_shipped_configs_load_and_point_at_the_trainers_configs():
+    cpu = LLMTrainingConfig.load(CONFIGS / "llm-training-cpu.toml")
+    gpu = LLMTrainingConfig.load(CONFIGS / "llm-training-gpu.toml")
+    assert cpu.profile == "cpu" and gpu.profile == "gpu"
+    assert cpu.test_queries == 100 and cpu.depth == 20 and gpu.test_queries is None
+    assert set(cpu.datasets) == {"scifact", "nfcorpus"} and set(cpu.methods) == set(gpu.methods)
+    assert (
+        Path(cpu.dear_config) == CONFIGS / "dear-cpu.toml" and Path(gpu.rank_r1_config) == CONFIGS / "rank-r1-gpu.toml"
+    )
+    experiment = LLMTrainingExperiment(gpu, "/nonexistent/work", progress=False)
+    assert experiment.expert_config("sft").max_queries is None and experiment.expert_config("sft").objective == "bce"
+    assert experiment.expert_config("contrastive").objective == "infonce"
+    assert experiment.methods.dear.depth == 20 and experiment.spec("teacher").endswith("~auto")
+    assert len(experiment.plan()) == 10 + 13 * 2  # one training stage per trained system, one score per row and set
