@@ -31,7 +31,7 @@ from routerank.errors import RouterankError, SpecError
 from routerank.fsutil import atomic_dir
 from routerank.rerank.adapters import LISTWISE, MANIFEST, POINTWISE
 from routerank.train.distill import ScoredList, Teacher, TeacherCache, check_alpha_setting, lists_digest, teacher_lists
-from routerank.train.trainer import GroupTrainer, TrainerConfig
+from routerank.train.trainer import GroupTrainer, TrainerConfig, adapter_trainer_config
 
 TERMS = ("ce", "ranknet", "kl")
 
@@ -157,18 +157,14 @@ def default_out(config: DeARConfig) -> Path:
 
 
 def _trainer_config(config: DeARConfig, lr: float, epochs: int, grad_accum: int, batch: int) -> TrainerConfig:
-    return TrainerConfig(
+    return adapter_trainer_config(
         lr=lr,
-        weight_decay=0.0,
-        warmup_ratio=0.0,
-        schedule="constant",
         epochs=epochs,
         batch_groups=batch,
         grad_accum=grad_accum,
         eval_every=config.eval_every,
         patience=config.patience,
         save_every=config.save_every,
-        eval_at_start=True,  # LoRA starts as the identity: never ship a stage worse on dev than its start
         seed=config.seed,
     )
 

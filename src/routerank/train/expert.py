@@ -21,7 +21,7 @@ from routerank.errors import RouterankError, SpecError
 from routerank.fsutil import atomic_dir
 from routerank.train.groups import TrainGroup, mine_pools, top_groups
 from routerank.train.losses import canonical_objective
-from routerank.train.trainer import GroupTrainer, TrainerConfig
+from routerank.train.trainer import GroupTrainer, adapter_trainer_config
 
 MANIFEST = "routerank_expert.json"
 
@@ -186,22 +186,17 @@ class ExpertTrainer:
             seed=config.seed,
         )
         self.trainable = LoraTrainable(self.model, self.backbone)
-        trainer_config = TrainerConfig(
+        trainer_config = adapter_trainer_config(
             objective=config.objective,
             temperature=config.temperature,
             lr=config.lr,
-            weight_decay=0.0,
-            warmup_ratio=0.0,
-            schedule="constant",
             epochs=config.epochs,
-            batch_groups=1,
             grad_accum=config.grad_accum,
             max_grad_norm=0.0,
             eval_every=config.eval_every,
             patience=config.patience,
             save_every=config.save_every,
             dev_measure=config.dev_measure,
-            eval_at_start=True,  # LoRA starts as the identity: never ship an expert worse on dev than its backbone
             seed=config.seed,
         )
         self.loop = GroupTrainer(

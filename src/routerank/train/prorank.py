@@ -162,7 +162,7 @@ def train_stage2(
     from routerank.rerank.backbones import LLMBackbone
     from routerank.train.expert import LoraTrainable
     from routerank.train.groups import sample_groups, top_groups
-    from routerank.train.trainer import GroupTrainer, TrainerConfig
+    from routerank.train.trainer import GroupTrainer, adapter_trainer_config
 
     stage1, out = Path(stage1), Path(out)
     warmup = read_adapter_manifest(stage1)
@@ -175,19 +175,14 @@ def train_stage2(
         config.backbone, template=config.template, max_doc_tokens=config.max_doc_tokens, loaded=loaded
     )
     peft = PeftModel.from_pretrained(backbone.module, str(stage1), is_trainable=True)
-    trainer_config = TrainerConfig(
+    trainer_config = adapter_trainer_config(
         objective=config.stage2_objective,
         lr=config.stage2_lr,
-        weight_decay=0.0,
-        warmup_ratio=0.0,
-        schedule="constant",
         epochs=config.stage2_epochs,
-        batch_groups=1,
         grad_accum=config.stage2_grad_accum,
         eval_every=config.stage2_eval_every,
         patience=config.stage2_patience,
         save_every=config.stage2_save_every,
-        eval_at_start=True,
         seed=config.seed,
     )
     state_dir = out.with_name(out.name + ".state")

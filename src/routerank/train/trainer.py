@@ -107,6 +107,15 @@ class TrainerConfig:
             raise SpecError(f"warmup_ratio must be in [0, 1), got {self.warmup_ratio}")
 
 
+def adapter_trainer_config(**settings) -> TrainerConfig:
+    """The optimisation every LoRA adapter trainer here shares (R2R experts, DeAR's stages, ProRank's stage 2):
+    AdamW at a constant rate with no weight decay or warmup, one group per forward pass, and the untrained adapter
+    (the identity) competing on dev, so a stage never ships worse than where it started. `settings` override any
+    field (objective, lr, epochs, grad_accum, eval_every, patience, save_every, seed, ...)."""
+    base = dict(weight_decay=0.0, warmup_ratio=0.0, schedule="constant", batch_groups=1, eval_at_start=True)
+    return TrainerConfig(**{**base, **settings})
+
+
 @dataclass
 class TrainState:
     stage: int = 0
