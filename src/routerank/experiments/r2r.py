@@ -128,33 +128,26 @@ class R2RExperiment:
         return sample_queries(self.dataset(name).split_queries("test"), self.config.test_queries, self.config.seed)
 
     def candidates(self, name: str) -> Run:
-        from routerank.data.trec import read_run, write_run
-        from routerank.pipeline import build
-
-        path = self.work / "candidates" / f"{name}.trec"
-        if path.exists():
-            return read_run(path)
-        run = build(self.config.first_stage, self.dataset(name).corpus).search(
-            self.test_queries(name), self.config.candidates
-        )
-        path.parent.mkdir(parents=True, exist_ok=True)
-        write_run(run, path, tag=safe_name(self.config.first_stage, extra="="))
-        return run
+        return self._test_run(self.config.first_stage, "candidates", name)
 
     def bm25_run(self, name: str) -> Run:
         """Plain BM25 over the test queries to the candidates' depth: the reference every claim is held to when
         the first stage is something else (a hybrid)."""
+        if self.config.first_stage == "bm25":
+            return self.candidates(name)
+        return self._test_run("bm25", "bm25", name)
+
+    def _test_run(self, spec: str, folder: str, name: str) -> Run:
+        """Retriever `spec` over `name`'s test queries to the candidates' depth, written once under `folder`."""
         from routerank.data.trec import read_run, write_run
         from routerank.pipeline import build
 
-        if self.config.first_stage == "bm25":
-            return self.candidates(name)
-        path = self.work / "bm25" / f"{name}.trec"
+        path = self.work / folder / f"{name}.trec"
         if path.exists():
             return read_run(path)
-        run = build("bm25", self.dataset(name).corpus).search(self.test_queries(name), self.config.candidates)
+        run = build(spec, self.dataset(name).corpus).search(self.test_queries(name), self.config.candidates)
         path.parent.mkdir(parents=True, exist_ok=True)
-        write_run(run, path, tag="bm25")
+        write_run(run, path, tag=safe_name(spec, extra="="))
         return run
 
     # interpolation ---------------------------------------------------------------------------------------
