@@ -166,12 +166,46 @@ def test_the_same_runner_trains_and_scores_r2r_on_a_cross_encoder_backbone(tmp_p
     assert not test_ids & {
         line.split()[0] for line in (experiment.work / "dev" / "nfcorpus.trec").read_text().splitlines()
     }
+    # every system also chose its own alpha on dev, and its ~ row uses it (no * in the weight table)
+    for system in ("pooled", "plain", "oracle", "r2r"):
+        for dataset in config.domains:
+            record = json.loads(experiment.system_alpha_path(system, dataset).read_text())
+            assert record["chosen_on"] == "dev" and record["dev_queries"] == 2 and len(record["curve"]) == 21
     text = write_report(experiment, stages, tmp_path / "r2r.md").read_text()
-    assert "(d~) R2R: EAG experts + latent router, interpolated" in text and "α=" in text
+    assert "(d~) R2R: EAG experts + latent router, interpolated" in text
+    own = json.loads(experiment.system_alpha_path("r2r", "nfcorpus").read_text())["alpha"]
+    assert f"| (d) r2r | {own:.2f} |" in text and "*" not in text.split("| (d) r2r |")[1].splitlines()[0]
+    assert "(d~) beats the generalist interpolated (a~) on average" in text
     assert "beats the first stage in every domain" in text and "beats BM25 in every domain" in text
     table = json.loads((tmp_path / "r2r.json").read_text())["table"]
     assert {"p_vs_bm25", "p_vs_first"} <= table["r2r~dev"]["nfcorpus"].keys()
     assert table["first"]["nfcorpus"]["queries"] == table["bm25"]["nfcorpus"]["queries"]
+
+
+def test_a_system_chooses_its_alpha_on_dev_queries_none_of_its_adapters_trained_on(tmp_path, scifact, nfcorpus):
+    """SciFact has no dev split: the weight is chosen on the queries the backbone held out of training, less those
+    an expert then trained on (the expert's seeded split of the train queries)."""
+    from routerank.experiments.devsplit import MANIFEST
+
+    folder = tmp_path / "ce-model"
+    folder.mkdir()
+    train = scifact.split_queries("train")
+    held = [q.id for q in train[:40]]
+    manifest = {"sources": {"scifact": {"split": "train", "dev_split": "train", "dev_queries": held}}}
+    (folder / MANIFEST).write_text(json.dumps(manifest))
+    config = tiny_config(backbone=f"ce:{folder}", train_queries=300, first_stage="bm25")
+    experiment = R2RExperiment(config, tmp_path / "work", progress=False)
+    trained = experiment.trained_queries(experiment.system_adapters("oracle", "scifact"), "scifact")
+    assert len(trained) == 300 and trained <= {q.id for q in train}
+    assert trained == experiment.trained_queries(["eag-scifact", "eag-nfcorpus"], "scifact")  # r2r's adapters
+    assert len(experiment.trained_queries(["pooled"], "nfcorpus")) == 300
+    assert not experiment.trained_queries(["eag-nfcorpus"], "scifact")  # it never saw scifact
+    queries, qrels, first, split = experiment.dev_set("scifact", trained)
+    ids = {q.id for q in queries}
+    assert split == "train" and ids == set(held) - trained and 0 < len(ids) < len(held)  # some overlap is dropped
+    assert set(first) == ids and set(qrels.judgments) <= ids
+    with pytest.raises(RouterankError, match="no dev query of scifact is left"):
+        experiment.dev_set("scifact", frozenset(held))
 
 
 def test_stages_wait_for_their_inputs_and_respect_another_process_lock(tmp_path, scifact, nfcorpus):

@@ -88,6 +88,7 @@ class R2RConfig:
 
 
 LABEL_SHARD = 512  # (query, doc, expert) triples per Ray scoring shard
+ALPHA_SYSTEMS = ("pooled", "plain", "oracle", "r2r")  # systems that choose their own interpolation weight
 
 
 class R2RExperiment:
@@ -113,6 +114,7 @@ class R2RExperiment:
         self._datasets: dict = {}
         self._bank = None
         self._generalist = None  # the bare-backbone scorer, used before any expert exists
+        self._dev_first: dict = {}  # dataset -> the first-stage retriever that ranks its dev queries
         self.stages: list[Stage] = []
 
     # data ------------------------------------------------------------------------------------------------
@@ -155,29 +157,44 @@ class R2RExperiment:
     def alpha_path(self) -> Path:
         return self.work / "alpha.json"
 
-    def choose_alpha(self) -> dict:
-        """Per domain, the weight that mixes a reranker's scores with the first stage's (min-max per query,
-        `routerank.rerank.interpolate`), chosen for the generalist on dev queries: the dev split, or the queries
-        the backbone's training manifest held out. Test queries never choose; every system reuses the weight."""
-        from routerank.data.trec import write_run
+    def dev_set(self, name: str, exclude: frozenset[str] = frozenset()):
+        """(queries, qrels, first-stage run) for choosing a weight on `name`: the dev split, or the queries the
+        backbone's training manifest held out, less any query in `exclude` (an adapter's training queries)."""
         from routerank.experiments.devsplit import dev_queries
         from routerank.pipeline import build
         from routerank.rerank.backbones import folder_of
+
+        c, ds = self.config, self.dataset(name)
+        queries, split = dev_queries(ds, [folder_of(c.backbone)], c.dev_queries, c.seed, who=f"backbone {c.backbone}")
+        queries = [q for q in queries if q.id not in exclude]
+        if not queries:
+            raise RouterankError(
+                f"no dev query of {name} is left to choose a weight on: the adapters trained on all of them",
+                fix="raise dev_queries, or train the backbone with held-out queries",
+            )
+        if name not in self._dev_first:
+            self._dev_first[name] = build(c.first_stage, ds.corpus)
+        first = self._dev_first[name].search(queries, c.candidates)
+        return queries, ds.split_qrels(split).subset(q.id for q in queries), first, split
+
+    def choose_alpha(self) -> dict:
+        """Per domain, the weight that mixes a reranker's scores with the first stage's (min-max per query,
+        `routerank.rerank.interpolate`), chosen for the generalist on dev queries: the dev split, or the queries
+        the backbone's training manifest held out. Test queries never choose. It is the fallback for every system
+        whose own weight (`choose_system_alpha`) is not chosen yet."""
+        from routerank.data.trec import write_run
         from routerank.rerank.base import assemble_run, candidates
         from routerank.rerank.interpolate import GRID, alpha_curve
 
         c, record = self.config, {"chosen_on": "dev", "system": GENERALIST, "measure": "nDCG@10", "grid": list(GRID)}
-        folder = folder_of(c.backbone)
         for name in c.domains:
             ds = self.dataset(name)
-            queries, split = dev_queries(ds, [folder], c.dev_queries, c.seed, who=f"backbone {c.backbone}")
-            first = build(c.first_stage, ds.corpus).search(queries, c.candidates)
+            queries, qrels, first, split = self.dev_set(name)
             per_query = [(q, candidates(first, q.id, ds.corpus, c.depth)) for q in queries]
             pairs = [(q.text, d.full_text) for q, docs in per_query for d in docs]
             scores = self.score_pairs(pairs, [GENERALIST] * len(pairs)).tolist()
             reranked = assemble_run(per_query, scores, first, c.depth, GENERALIST)
             write_run(reranked, self.work / "dev" / f"{name}.trec", tag=GENERALIST)
-            qrels = ds.split_qrels(split).subset(q.id for q in queries)
             best, curve = alpha_curve(reranked, first, qrels, c.depth)
             record[name] = {
                 "alpha": best,
@@ -188,6 +205,76 @@ class R2RExperiment:
         with atomic_write(self.alpha_path()) as out:
             json.dump(record, out, indent=2)
         return record
+
+    def system_alpha_path(self, system: str, dataset: str) -> Path:
+        return self.work / "alpha" / f"{system}-{dataset}.json"
+
+    def system_adapters(self, system: str, dataset: str) -> list[str]:
+        """The adapters `system` reranks `dataset` with: one, or for R2R every EAG expert it may route to."""
+        if system == "r2r":
+            return [f"eag-{name}" for name in self.config.domains]
+        return [{"pooled": "pooled", "plain": f"plain-{dataset}", "oracle": f"eag-{dataset}"}[system]]
+
+    def trained_queries(self, adapters: list[str], dataset: str) -> frozenset[str]:
+        """Ids of `dataset`'s queries that any of `adapters` trained on (from their configs' seeded split)."""
+        from routerank.train.expert import split_train_dev
+
+        configs, ids = self.expert_configs(), set()
+        for adapter in adapters:
+            config = configs[adapter]
+            if dataset in [n.strip() for n in config.dataset.split(",")]:
+                ids.update(q.id for q in split_train_dev(self.dataset(dataset), config)[0])
+        return frozenset(ids)
+
+    def choose_system_alpha(self, system: str, dataset: str) -> dict:
+        """`system`'s own interpolation weight on `dataset`, chosen on the dev queries that neither the backbone
+        nor any of the system's adapters trained on (the generalist's weight is `choose_alpha`)."""
+        from routerank.rerank.base import assemble_run, candidates
+        from routerank.rerank.interpolate import GRID, alpha_curve
+
+        c, ds = self.config, self.dataset(dataset)
+        adapters = self.system_adapters(system, dataset)
+        queries, qrels, first, split = self.dev_set(dataset, self.trained_queries(adapters, dataset))
+        if system == "r2r":
+            reranked = self._r2r_reranker().rerank_run(queries, first, ds.corpus, c.depth)
+        else:
+            per_query = [(q, candidates(first, q.id, ds.corpus, c.depth)) for q in queries]
+            pairs = [(q.text, d.full_text) for q, docs in per_query for d in docs]
+            scores = self.score_pairs(pairs, adapters * len(pairs)).tolist()
+            reranked = assemble_run(per_query, scores, first, c.depth, system)
+        best, curve = alpha_curve(reranked, first, qrels, c.depth)
+        record = {
+            "system": system,
+            "dataset": dataset,
+            "alpha": best,
+            "chosen_on": "dev",
+            "dev_split": split,
+            "dev_queries": len(queries),
+            "measure": "nDCG@10",
+            "grid": list(GRID),
+            "curve": [round(v, 5) for v in curve],
+        }
+        path = self.system_alpha_path(system, dataset)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with atomic_write(path) as out:
+            json.dump(record, out, indent=2)
+        return record
+
+    def alphas(self) -> dict[str, dict[str, dict]]:
+        """system -> dataset -> {"alpha", "own"}: each system's weight where chosen, else the generalist's."""
+        shared = json.loads(self.alpha_path().read_text()) if self.alpha_path().exists() else {}
+        out: dict[str, dict[str, dict]] = {}
+        for dataset in self.config.domains:
+            if dataset not in shared:
+                continue
+            out.setdefault(GENERALIST, {})[dataset] = {"alpha": shared[dataset]["alpha"], "own": True}
+            for system in ALPHA_SYSTEMS:
+                path = self.system_alpha_path(system, dataset)
+                if path.exists():
+                    out.setdefault(system, {})[dataset] = {"alpha": json.loads(path.read_text())["alpha"], "own": True}
+                else:
+                    out.setdefault(system, {})[dataset] = {"alpha": shared[dataset]["alpha"], "own": False}
+        return out
 
     # experts ---------------------------------------------------------------------------------------------
 
@@ -363,16 +450,23 @@ class R2RExperiment:
         write_run(out, path, tag=system.replace(" ", "_"))
         self._write_meta(path, {"pairs": len(pairs), "seconds": seconds, "adapters": sorted(set(names))})
 
-    def score_r2r(self, dataset: str) -> None:
-        """System (d): the saved bank's router routes each test query, and `R2RReranker` reranks with the chosen
-        EAG expert, scoring through this experiment (so on Ray when it runs there)."""
-        from routerank.data.trec import write_run
+    def _r2r_reranker(self):
+        """`R2RReranker` over this experiment (so it scores on Ray when the experiment does): the saved bank's
+        router, and the EAG expert of each domain label."""
         from routerank.route.expert import SoftmaxRouter
         from routerank.route.r2r import R2RReranker
 
         router = SoftmaxRouter.load(self.work / "bank" / "router", self.bank().hidden_state)
         experts = {label: f"eag-{name}" for name, label in self.config.domains.items()}
-        reranker = R2RReranker(self, router, name="r2r", experts=experts)
+        return R2RReranker(self, router, name="r2r", experts=experts)
+
+    def score_r2r(self, dataset: str) -> None:
+        """System (d): the saved bank's router routes each test query, and `R2RReranker` reranks with the chosen
+        EAG expert, scoring through this experiment (so on Ray when it runs there)."""
+        from routerank.data.trec import write_run
+
+        reranker = self._r2r_reranker()
+        experts = reranker.experts
         queries, candidates = self.test_queries(dataset), self.candidates(dataset)  # the run file is read once
         run = reranker.rerank_run(queries, candidates, self.dataset(dataset).corpus, self.config.depth)
         path = self.run_path("r2r", dataset)
@@ -531,6 +625,19 @@ class R2RExperiment:
             if adapter.startswith("eag_"):
                 dataset = adapter.split("-", 1)[1]
                 steps += [train(adapter), score(adapter, dataset, adapter)]
+        if c.interpolate:  # each system's own weight, after everything the report needs to be complete
+            for system in ALPHA_SYSTEMS:
+                for name in names:
+                    needs = ready(*self.system_adapters(system, name))
+                    steps.append(
+                        Step(
+                            f"alpha {system} on {name} (dev)",
+                            "score",
+                            self.system_alpha_path(system, name).exists,
+                            (lambda s=system, n=name: self.choose_system_alpha(s, n)),
+                            needs=(lambda r=needs: routed() and r()) if system == "r2r" else needs,
+                        )
+                    )
         return steps
 
     def run(self, max_minutes: float | None = None, only: set[str] | None = None) -> list[Stage]:

@@ -14,7 +14,7 @@ from routerank.fsutil import atomic_write
 KEY = "nDCG@10"
 
 MEASURES = "nDCG@5 nDCG@10 MRR@10 R@100"
-INTERPOLATED = "~dev"  # a system's run mixed with the first stage's scores, alpha chosen on dev (generalist)
+INTERPOLATED = "~dev"  # a system's run mixed with the first stage's scores, its alpha chosen on dev
 FIRST = "first"  # the candidates' run when the first stage is not BM25 (then "bm25" is plain BM25 beside it)
 SYSTEMS = {  # run name -> (letter, title)
     "bm25": ("", "BM25"),
@@ -60,12 +60,13 @@ def collect(experiment) -> dict:
     names = list(c.domains)
     evals: dict[str, dict[str, object]] = {}  # system -> dataset -> Evaluation
     meta: dict[str, dict[str, dict]] = {}
+    used: dict[str, dict[str, dict]] = {}  # system -> dataset -> the interpolation weight its ~ row used
 
     qrels = {
         d: experiment.dataset(d).split_qrels("test").subset(q.id for q in experiment.test_queries(d)) for d in names
     }
 
-    alphas = json.loads(experiment.alpha_path().read_text()) if experiment.alpha_path().exists() else {}
+    alphas = experiment.alphas()  # system -> dataset -> {"alpha", "own"}; ce and unchosen: the generalist's
     first = functools.cache(experiment.candidates)  # each dataset's candidates, read once for every system
 
     def load(system: str, dataset: str, run_name: str | None = None):
@@ -74,9 +75,12 @@ def collect(experiment) -> dict:
             return
         run = read_run(path)
         evals.setdefault(system, {})[dataset] = evaluate(run, qrels[dataset], MEASURES)
-        if system in SYSTEMS and dataset in alphas:  # the same run mixed with the first stage, alpha from dev
-            mixed = interpolate_runs(run, first(dataset), c.depth, alphas[dataset]["alpha"])
+        weight = alphas.get(system, {}).get(dataset) or alphas.get("generalist", {}).get(dataset)
+        if system in SYSTEMS and weight:  # the same run mixed with the first stage, alpha from dev
+            mixed = interpolate_runs(run, first(dataset), c.depth, weight["alpha"])
             evals.setdefault(f"{system}{INTERPOLATED}", {})[dataset] = evaluate(mixed, qrels[dataset], MEASURES)
+            own = system in alphas and weight["own"]
+            used.setdefault(system, {})[dataset] = {"alpha": weight["alpha"], "own": own}
         side = path.with_suffix(".json")
         if side.exists():
             meta.setdefault(system, {})[dataset] = json.loads(side.read_text())
@@ -114,7 +118,7 @@ def collect(experiment) -> dict:
         if all(d in per for d in names):
             rows["average"] = {m: sum(per[d].means[m] for d in names) / len(names) for m in per[names[0]].means}
         table[system] = rows
-    return {"table": table, "meta": meta}
+    return {"table": table, "meta": meta, "alpha_used": used}
 
 
 def training_times(experiment) -> dict:
@@ -286,14 +290,19 @@ def write_report(experiment, stages, report: Path, config_path: Path | None = No
     if c.interpolate:
         lines += [
             "Rows marked ~ mix the system's scores with the first stage's (each min-max normalised per query, "
-            "s = α·rerank + (1−α)·first stage), α chosen per domain for the generalist (a) on dev queries and "
-            "used for every system: "
-            + ", ".join(
-                f"{d} α={data['alpha'][d]['alpha']:.2f}" if d in data.get("alpha", {}) else f"{d} –" for d in names
-            )
-            + ".",
+            "s = α·rerank + (1−α)·first stage). Each system chooses its own α per domain on dev queries that "
+            "neither the backbone nor that system's adapters trained on (the dev split, or the backbone's held-out "
+            "train queries); test queries never choose. A weight marked * is the generalist's, used where the "
+            "system's own is not chosen yet (and always for (f)).",
             "",
+            "| system | " + " | ".join(names) + " |",
+            "|---|" + "---:|" * len(names),
         ]
+        for system, per in data.get("alpha_used", {}).items():
+            letter = SYSTEMS[system][0]
+            cells = ["–" if d not in per else f"{per[d]['alpha']:.2f}" + ("" if per[d]["own"] else "*") for d in names]
+            lines.append(f"| {'(' + letter + ') ' if letter else ''}{system} | " + " | ".join(cells) + " |")
+        lines.append("")
     lines += ["Domains: " + ", ".join(f"`{d}` ({label})" for d, label in c.domains.items()), ""]
 
     systems = ordered_systems(table)
@@ -490,6 +499,13 @@ def claims(table: dict, names: list[str]) -> list[str]:
         out.append(
             f"- R2R (d) beats the generalist (a) on average {KEY}: **{'holds' if delta > 0 else 'fails'}** "
             f"(Δ {delta:+.4f})."
+        )
+    di, ai = table.get(f"r2r{INTERPOLATED}", {}), table.get(f"generalist{INTERPOLATED}", {})
+    if "average" in di and "average" in ai:
+        delta = di["average"][KEY] - ai["average"][KEY]
+        out.append(
+            f"- R2R interpolated (d~) beats the generalist interpolated (a~) on average {KEY}: "
+            f"**{'holds' if delta > 0 else 'fails'}** (Δ {delta:+.4f})."
         )
     for ref, ref_title in ((FIRST, "the first stage"), ("bm25", "BM25")):
         first = table.get(ref, {})
