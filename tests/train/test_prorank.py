@@ -20,6 +20,7 @@ from routerank.train.prorank import (
     train_stage2,
 )
 from routerank.train.trainer import TrainingInterrupted
+from tests.train.grpo_support import task_on_pools, tiny
 
 
 def config(**overrides) -> ProRankConfig:
@@ -47,20 +48,13 @@ def config(**overrides) -> ProRankConfig:
     return ProRankConfig(**base)
 
 
-def tiny():
-    from routerank.models.llm import tiny_llm
-
-    return tiny_llm(seed=0)
-
-
 @pytest.fixture(scope="module")
 def pools(scifact):
     return load_pools(config())
 
 
 def task(cfg, pools):
-    """The stage-1 task on pools mined once for the module (mining is what `records` would otherwise redo)."""
-    return dataclasses.replace(stage1_task(cfg), records=lambda tokenizer: judgement_records(cfg, tokenizer, pools))
+    return task_on_pools(stage1_task(cfg), judgement_records, cfg, pools)
 
 
 @pytest.fixture(scope="module")

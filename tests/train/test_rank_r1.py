@@ -1,6 +1,5 @@
 from __future__ import annotations
 
-import dataclasses
 import json
 import time
 
@@ -14,6 +13,7 @@ from routerank.rerank.templates import get_choice_template
 from routerank.train.grpo import load_pools, train_grpo
 from routerank.train.rank_r1 import RankR1Config, answer_reward, candidate_records, format_reward, rank_r1_task
 from routerank.train.trainer import TrainingInterrupted
+from tests.train.grpo_support import task_on_pools, tiny
 
 DOCS = [
     "Aspirin reduces the risk of a first heart attack.",
@@ -45,19 +45,13 @@ def config(**overrides) -> RankR1Config:
     return RankR1Config(**base)
 
 
-def tiny():
-    from routerank.models.llm import tiny_llm
-
-    return tiny_llm(seed=0)
-
-
 @pytest.fixture(scope="module")
 def pools(scifact):
     return load_pools(config())
 
 
 def task(cfg, pools):
-    return dataclasses.replace(rank_r1_task(cfg), records=lambda tokenizer: candidate_records(cfg, tokenizer, pools))
+    return task_on_pools(rank_r1_task(cfg), candidate_records, cfg, pools)
 
 
 @pytest.fixture(scope="module")
