@@ -547,6 +547,13 @@ def train_expert_command(
     ] = EX["graded_negatives"],
     max_queries: Annotated[int, typer.Option(help="training queries per dataset (0 = all)")] = EX["max_queries"],
     dev_queries: Annotated[int, typer.Option(help="dev queries per dataset, for the early stop")] = EX["dev_queries"],
+    dev_from_backbone: Annotated[
+        bool,
+        typer.Option(
+            "--dev-from-backbone/--dev-from-train",
+            help="without a dev split: dev = the queries the backbone's manifest held out (none trained on)",
+        ),
+    ] = EX["dev_from_backbone"],
     max_doc_tokens: Annotated[int, typer.Option(help="document tokens kept per pair")] = EX["max_doc_tokens"],
     epochs: Annotated[int, typer.Option(help="passes over the training queries (per stage)")] = EX["epochs"],
     lr: Annotated[float, typer.Option(help="AdamW learning rate")] = EX["lr"],
@@ -574,6 +581,7 @@ def train_expert_command(
         graded_negatives=graded_negatives,
         max_queries=max_queries or None,
         dev_queries=dev_queries,
+        dev_from_backbone=dev_from_backbone,
         max_doc_tokens=max_doc_tokens,
         epochs=epochs,
         lr=lr,

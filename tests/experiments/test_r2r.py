@@ -206,6 +206,12 @@ def test_a_system_chooses_its_alpha_on_dev_queries_none_of_its_adapters_trained_
     assert set(first) == ids and set(qrels.judgments) <= ids
     with pytest.raises(RouterankError, match="no dev query of scifact is left"):
         experiment.dev_set("scifact", frozenset(held))
+    # dev_from_backbone: no expert trains on the held-out queries, so all of them choose the weight
+    clean = R2RExperiment(R2RConfig(**{**vars(config), "dev_from_backbone": True}), tmp_path / "w2", progress=False)
+    trained = clean.trained_queries(clean.system_adapters("r2r", "scifact"), "scifact")
+    assert len(trained) == 300 and not trained & set(held)
+    assert {q.id for q in clean.dev_set("scifact", trained)[0]} == set(held)
+    assert clean.config.digest() != config.digest()
 
 
 def test_stages_wait_for_their_inputs_and_respect_another_process_lock(tmp_path, scifact, nfcorpus):

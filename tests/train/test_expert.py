@@ -134,3 +134,28 @@ def torch_allclose(a, b) -> bool:
     import torch
 
     return torch.allclose(a, b, atol=1e-6, rtol=1e-4)
+
+
+def test_dev_from_backbone_takes_the_backbones_held_out_queries_and_never_trains_on_them(tmp_path, scifact):
+    from routerank.errors import RouterankError
+    from routerank.experiments.devsplit import MANIFEST
+    from routerank.train.expert import config_json, split_train_dev
+
+    folder = tmp_path / "ce"
+    folder.mkdir()
+    held = [q.id for q in scifact.split_queries("train")[:30]]
+    (folder / MANIFEST).write_text(
+        json.dumps({"sources": {"scifact": {"split": "train", "dev_split": "train", "dev_queries": held}}})
+    )
+    clean = config(backbone=f"ce:{folder}", dev_from_backbone=True, max_queries=None, dev_queries=20)
+    train, dev, _, dev_split = split_train_dev(scifact, clean)
+    assert dev_split == "train" and len(dev) == 20 and {q.id for q in dev} <= set(held)
+    assert not {q.id for q in train} & set(held) and len(train) == len(scifact.split_queries("train")) - 30
+    old = config(backbone=f"ce:{folder}", max_queries=None, dev_queries=20)
+    old_train = {q.id for q in split_train_dev(scifact, old)[0]}
+    assert old_train & set(held)  # the seeded split trains on some of the backbone's held-out queries
+    # the setting is recorded only away from its old value, so adapters trained before it still match
+    assert "dev_from_backbone" not in config_json(old) and config_json(clean)["dev_from_backbone"] is True
+    (folder / MANIFEST).write_text(json.dumps({"sources": {}}))
+    with pytest.raises(RouterankError, match="holds out no train queries of scifact"):
+        split_train_dev(scifact, clean)

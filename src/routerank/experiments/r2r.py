@@ -32,6 +32,10 @@ from routerank.experiments.stages import Stage, Step, read_toml_config, run_plan
 from routerank.fsutil import atomic_write, cache_root, safe_name
 from routerank.rerank.experts import GENERALIST
 
+# Settings added after work dirs had been made, at the value that reproduces the old behaviour: the digest leaves
+# them out at that value, so a work dir made before they existed is still found.
+ADDED_LATER = {"dev_from_backbone": False}
+
 
 @dataclass(frozen=True)
 class R2RConfig:
@@ -41,6 +45,7 @@ class R2RConfig:
     objective: str = "contrastive"
     train_queries: int | None = 300
     dev_queries: int = 50
+    dev_from_backbone: bool = False  # ExpertConfig.dev_from_backbone: dev = the backbone's held-out train queries
     negatives: int = 3
     negative_skip: int = 0  # miner's top non-relevant documents passed over before negatives (ExpertConfig)
     miner: str = "bm25"  # the retriever that mines the experts' negatives
@@ -83,7 +88,8 @@ class R2RConfig:
         )
 
     def digest(self) -> str:
-        keyed = {k: v for k, v in asdict(self).items() if k != "ray"}  # where it runs does not change results
+        # where it runs does not change results; a setting added later counts only away from its old behaviour
+        keyed = {k: v for k, v in asdict(self).items() if k != "ray" and (k, v) not in ADDED_LATER.items()}
         return hashlib.sha256(json.dumps(keyed, sort_keys=True).encode()).hexdigest()[:10]
 
 
@@ -291,6 +297,7 @@ class R2RExperiment:
             miner=c.miner,
             max_queries=c.train_queries,
             dev_queries=c.dev_queries,
+            dev_from_backbone=c.dev_from_backbone,
             max_doc_tokens=c.max_doc_tokens,
             epochs=c.epochs,
             lr=c.lr,

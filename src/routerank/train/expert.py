@@ -50,6 +50,11 @@ class ExpertConfig:
     dev_measure: str = "mrr"
     max_queries: int | None = 300
     dev_queries: int = 50
+    # Where the dataset has no dev split. True: dev queries come from those the backbone's training manifest held
+    # out (an encoder folder trained by routerank), and none of those is trained on, so step 0 (the backbone
+    # itself) is judged on queries it never saw and they stay free for choosing an interpolation weight. False:
+    # the first seeded train queries are held out.
+    dev_from_backbone: bool = False
     max_doc_tokens: int = 128
     epochs: int = 1
     lr: float = 2e-4
@@ -111,12 +116,26 @@ def abstract_examples(examples: list[TrainExample], abstractor) -> list[TrainExa
 
 
 def split_train_dev(ds: Dataset, config: ExpertConfig) -> tuple[list[Query], list[Query], str, str]:
-    """Train queries from `train`; dev from `dev` when the dataset has one, else held out of train."""
+    """Train queries from `train`; dev from `dev` when the dataset has one, else held out of train: the backbone's
+    held-out queries with `dev_from_backbone`, otherwise the first seeded ones."""
     train = ds.split_queries("train")
     random.Random(config.seed).shuffle(train)
     if "dev" in ds.qrels:
         dev = ds.split_queries("dev")[: config.dev_queries]
         return train[: config.max_queries], dev, "train", "dev"
+    if config.dev_from_backbone:
+        from routerank.experiments.devsplit import held_out_queries
+        from routerank.rerank.backbones import folder_of
+
+        held = held_out_queries(ds, [folder_of(config.backbone)])
+        if held is None or held[1] != "train":
+            raise RouterankError(
+                f"dev_from_backbone: backbone {config.backbone!r} holds out no train queries of {ds.name}",
+                fix="train the backbone with dev queries held out, or set dev_from_backbone = false",
+            )
+        ids = {q.id for q in held[0]}
+        dev = [q for q in train if q.id in ids][: config.dev_queries]
+        return [q for q in train if q.id not in ids][: config.max_queries], dev, "train", "train"
     dev, train = train[: config.dev_queries], train[config.dev_queries :]
     return train[: config.max_queries], dev, "train", "train"
 
@@ -273,8 +292,14 @@ class ExpertTrainer:
         return self.out
 
 
+# Settings added after adapters had been trained, at the value that reproduces the old behaviour: the record
+# leaves them out at that value, so an adapter trained before they existed still matches its config.
+ADDED_LATER = {"dev_from_backbone": False}
+
+
 def config_json(config: ExpertConfig) -> dict:
-    return json.loads(json.dumps(asdict(config)))
+    record = json.loads(json.dumps(asdict(config)))
+    return {k: v for k, v in record.items() if k not in ADDED_LATER or v != ADDED_LATER[k]}
 
 
 # dataset name -> the domain whose entity patterns EAG applies (others get NER only)
