@@ -72,6 +72,28 @@ def test_bank_switches_encoder_experts_and_the_generalist_is_the_bare_cross_enco
     assert states.shape == (2, 384) and np.abs(states[0] - states[1]).max() > 1e-3
 
 
+def test_a_bf16_bank_loads_fp32_trained_experts_scores_close_to_fp32_and_caches_apart(experts, scifact, tmp_path):
+    from routerank.errors import SpecError
+    from routerank.rerank.backbones import LLMBackbone
+
+    backbone, folders = experts
+    fp32 = ExpertBank(folders, backbone, max_doc_tokens=64, cache=False)
+    bf16 = ExpertBank(folders, backbone, max_doc_tokens=64, cache=True, dtype="bf16")  # same fingerprint: loads
+    assert bf16.base.fingerprint == fp32.base.fingerprint and bf16.base.ce.dtype == "bf16"
+    assert all(scorer.dtype == "bf16" for scorer in bf16.scorers.values())
+    assert (
+        bf16.scorers["science"]._cache.path
+        != ExpertBank(folders, backbone, max_doc_tokens=64).scorers["science"]._cache.path
+    )  # bf16 scores never answer an fp32 lookup
+    query = scifact.split_queries("test")[1]
+    pairs = [(query.text, d.full_text) for d in scifact.corpus.documents[:6]]
+    for expert in ("science", GENERALIST):
+        low, full = bf16.score_pairs(pairs, [expert] * 6), fp32.score_pairs(pairs, [expert] * 6)
+        assert np.abs(low - full).max() < 0.05 * (np.abs(full).max() + 1)
+    with pytest.raises(SpecError, match="cross-encoder backbone option"):
+        LLMBackbone("smollm2", dtype="bf16")
+
+
 def test_an_encoder_bank_with_a_latent_router_reranks_as_an_r2r_spec(experts, scifact, nfcorpus, tmp_path):
     from routerank.pipeline import build
     from routerank.route.expert import SoftmaxRouter

@@ -34,7 +34,7 @@ from routerank.rerank.experts import GENERALIST
 
 # Settings added after work dirs had been made, at the value that reproduces the old behaviour: the digest leaves
 # them out at that value, so a work dir made before they existed is still found.
-ADDED_LATER = {"dev_from_backbone": False}
+ADDED_LATER = {"dev_from_backbone": False, "dtype": None, "forgetting": True}
 
 
 @dataclass(frozen=True)
@@ -65,6 +65,8 @@ class R2RConfig:
     first_stage: str = "bm25"  # the candidates' retriever (any pipeline spec without `>>`)
     interpolate: bool = False  # also report each system mixed with the first stage, alpha chosen on dev
     seed: int = 13
+    dtype: str | None = None  # "bf16": score (not train) a cross-encoder backbone under bf16 autocast
+    forgetting: bool = True  # score every EAG expert on every other domain (the forgetting matrix)
     ray: str | None = None  # "local" or a cluster address: train experts as Ray tasks, score pairs on Ray actors
 
     def __post_init__(self):
@@ -77,6 +79,8 @@ class R2RConfig:
             raise SpecError(f"ablation_domains {unknown} are not among the domains {list(self.domains)}")
         from routerank.train.eag import GRANULARITIES
 
+        if self.dtype not in (None, "fp32", "bf16"):
+            raise SpecError(f"unknown dtype {self.dtype!r}", fix="fp32 (default) or bf16 (cross-encoder scoring)")
         bad = [g for g in self.ablation if g not in GRANULARITIES or g in ("none", "ner+patterns")]
         if bad:
             raise SpecError(f"ablation granularities {bad}", fix="'none' and 'ner+patterns' always run; add 'ner'")
@@ -373,7 +377,12 @@ class R2RExperiment:
             (pairs[i : i + LABEL_SHARD], adapters[i : i + LABEL_SHARD]) for i in range(0, len(pairs), LABEL_SHARD)
         ]
         factory = partial(
-            ExpertBank, ready, self.config.backbone, max_doc_tokens=self.config.max_doc_tokens, progress=False
+            ExpertBank,
+            ready,
+            self.config.backbone,
+            max_doc_tokens=self.config.max_doc_tokens,
+            progress=False,
+            dtype=self.config.dtype,
         )
         store = ShardStore(self.work / "shards" / f"score-{digest}")
         parts = self.executor.map(factory, "score_labelled", shards, store=store, desc=f"score {len(pairs):,} pairs")
@@ -406,6 +415,7 @@ class R2RExperiment:
                 max_doc_tokens=self.config.max_doc_tokens,
                 progress=self.progress,
                 loaded=self._loaded(),
+                dtype=self.config.dtype,
             )
         return self._bank
 
@@ -425,6 +435,7 @@ class R2RExperiment:
                     max_doc_tokens=self.config.max_doc_tokens,
                     progress=self.progress,
                     loaded=self._loaded(),
+                    dtype=self.config.dtype,
                 )
                 self._generalist = backbone.scorer(self.config.backbone, cache=True)
             return self._generalist.score_pairs(pairs)
@@ -606,16 +617,35 @@ class R2RExperiment:
                 needs=lambda: routed() and ready(*eag)(),
             )
 
+        def alpha(system):  # a system's own interpolation weight per domain, once its inputs exist
+            if not c.interpolate:
+                return []
+            out = []
+            for name in names:
+                needs = ready(*self.system_adapters(system, name))
+                out.append(
+                    Step(
+                        f"alpha {system} on {name} (dev)",
+                        "score",
+                        self.system_alpha_path(system, name).exists,
+                        (lambda s=system, n=name: self.choose_system_alpha(s, n)),
+                        needs=(lambda r=needs: routed() and r()) if system == "r2r" else needs,
+                    )
+                )
+            return out
+
         steps += [train(adapter) for adapter in eag]
         steps.append(Step("route (latent router + baselines)", "route", routed, self.routing, needs=ready(*eag)))
         if c.interpolate:
             steps.append(Step("alpha (generalist, dev queries)", "score", self.alpha_path().exists, self.choose_alpha))
         for name in names:
             steps += [score("generalist", name, GENERALIST), score(f"eag-{name}", name, f"eag-{name}"), r2r_score(name)]
+        steps += alpha("oracle") + alpha("r2r")
         steps.append(train("pooled"))
-        steps += [score("pooled", name, "pooled") for name in names]
+        steps += [score("pooled", name, "pooled") for name in names] + alpha("pooled")
         for name in names:
             steps += [train(f"plain-{name}"), score(f"plain-{name}", name, f"plain-{name}")]
+        steps += alpha("plain")
         if c.cross_encoder:
             steps += [
                 Step(
@@ -626,25 +656,13 @@ class R2RExperiment:
                 )
                 for name in names
             ]
-        for expert in names:  # the forgetting matrix, off the diagonal
-            steps += [score(f"eag-{expert}", name, f"eag-{expert}") for name in names if name != expert]
+        if c.forgetting:
+            for expert in names:  # the forgetting matrix, off the diagonal
+                steps += [score(f"eag-{expert}", name, f"eag-{expert}") for name in names if name != expert]
         for adapter in configs:
             if adapter.startswith("eag_"):
                 dataset = adapter.split("-", 1)[1]
                 steps += [train(adapter), score(adapter, dataset, adapter)]
-        if c.interpolate:  # each system's own weight, after everything the report needs to be complete
-            for system in ALPHA_SYSTEMS:
-                for name in names:
-                    needs = ready(*self.system_adapters(system, name))
-                    steps.append(
-                        Step(
-                            f"alpha {system} on {name} (dev)",
-                            "score",
-                            self.system_alpha_path(system, name).exists,
-                            (lambda s=system, n=name: self.choose_system_alpha(s, n)),
-                            needs=(lambda r=needs: routed() and r()) if system == "r2r" else needs,
-                        )
-                    )
         return steps
 
     def run(self, max_minutes: float | None = None, only: set[str] | None = None) -> list[Stage]:

@@ -17,6 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
+from routerank.errors import SpecError
 from routerank.fsutil import safe_name
 
 LLM_TARGETS = ("q_proj", "k_proj", "v_proj", "o_proj")
@@ -33,9 +34,19 @@ class LLMBackbone:
     default_targets = LLM_TARGETS
 
     def __init__(
-        self, spec: str, *, template: str = "chatml", max_doc_tokens: int = 256, progress: bool = False, loaded=None
+        self,
+        spec: str,
+        *,
+        template: str = "chatml",
+        max_doc_tokens: int = 256,
+        progress: bool = False,
+        loaded=None,
+        dtype: str | None = None,
     ):
         from routerank.models.llm import load_causal_lm
+
+        if dtype not in (None, "fp32"):
+            raise SpecError(f"dtype {dtype!r} is a cross-encoder backbone option", fix="leave dtype unset on an LLM")
 
         self.spec, self.template, self.max_doc_tokens, self.progress = spec, template, max_doc_tokens, progress
         self.module, self.tokenizer = loaded if loaded is not None else load_causal_lm(spec)
@@ -81,24 +92,27 @@ class EncoderBackbone:
         progress: bool = False,
         loaded=None,
         template: str | None = None,
+        dtype: str | None = None,
     ):
         from routerank.rerank.cross_encoder import CrossEncoderReranker, check_model_folder
 
         self.spec, self.progress = spec, progress
         folder = spec.strip()[3:] if is_encoder(spec) else spec
+        options = dict(max_length=max_doc_tokens, progress=progress, dtype=dtype)  # dtype: scoring only (bf16)
         if loaded is not None:
-            self.ce = CrossEncoderReranker.from_model(loaded, name=spec, max_length=max_doc_tokens, progress=progress)
+            self.ce = CrossEncoderReranker.from_model(loaded, name=spec, **options)
             self.folder = None
         else:
             self.folder = check_model_folder(folder)
-            self.ce = CrossEncoderReranker(self.folder, max_length=max_doc_tokens, progress=progress)
+            self.ce = CrossEncoderReranker(self.folder, **options)
         self.module = self.ce.model.model  # the HF model inside the CrossEncoder; peft injects into it in place
 
     @property
     def fingerprint(self) -> str:
+        """The weights and pair length an adapter was trained on; the scoring dtype is not part of it."""
         if self.folder is None:
             return f"in-memory:{id(self.module)}"
-        return self.ce.scorer_key
+        return self.ce.scorer_key.removesuffix(f"-{self.ce.dtype}" if self.ce.dtype else "")
 
     def scorer(self, name: str, cache: bool = True):
         from routerank.rerank.cross_encoder import CrossEncoderReranker
@@ -106,7 +120,7 @@ class EncoderBackbone:
         keep = cache and self.folder is not None
         key = f"{self.ce.scorer_key}-{safe_name(name)[-60:]}" if keep else None
         return CrossEncoderReranker.from_model(
-            self.ce.model, name=name, progress=self.progress, cache=keep, cache_key=key
+            self.ce.model, name=name, progress=self.progress, cache=keep, cache_key=key, dtype=self.ce.dtype
         )
 
     def hidden_state(self, texts: Sequence[str], batch_size: int = 64) -> np.ndarray:

@@ -54,6 +54,7 @@ class ExpertBank:
         cache: bool = True,
         progress: bool = False,
         loaded=None,
+        dtype: str | None = None,
     ):
         from peft import PeftModel
 
@@ -69,7 +70,12 @@ class ExpertBank:
         if len(templates) != 1:
             raise ExpertMismatchError(f"experts use different prompt templates {sorted(templates)}")
         self.base = load_backbone(
-            backbone, template=templates.pop(), max_doc_tokens=max_doc_tokens, progress=progress, loaded=loaded
+            backbone,
+            template=templates.pop(),
+            max_doc_tokens=max_doc_tokens,
+            progress=progress,
+            loaded=loaded,
+            dtype=dtype,
         )
         fingerprint = self.base.fingerprint
         for domain, manifest in self.manifests.items():
