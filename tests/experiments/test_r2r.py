@@ -147,6 +147,8 @@ def test_the_same_runner_trains_and_scores_r2r_on_a_cross_encoder_backbone(tmp_p
         ablation_domains=(),
         interpolate=True,
         first_stage="weighted(0.6*bm25,0.4*bm25)",  # not plain BM25: the report then adds a BM25 row beside it
+        dtype="bf16",
+        forgetting=False,
     )
     experiment = R2RExperiment(config, tmp_path / "work", progress=False)
     stages = experiment.run()
@@ -176,6 +178,8 @@ def test_the_same_runner_trains_and_scores_r2r_on_a_cross_encoder_backbone(tmp_p
     own = json.loads(experiment.system_alpha_path("r2r", "nfcorpus").read_text())["alpha"]
     assert f"| (d) r2r | {own:.2f} |" in text and "*" not in text.split("| (d) r2r |")[1].splitlines()[0]
     assert "(d~) beats the generalist interpolated (a~) on average" in text
+    assert "Not run in this profile (`forgetting = false`)" in text
+    assert not experiment.run_path("eag-nfcorpus", "coliee-statutes").exists()
     assert "beats the first stage in every domain" in text and "beats BM25 in every domain" in text
     table = json.loads((tmp_path / "r2r.json").read_text())["table"]
     assert {"p_vs_bm25", "p_vs_first"} <= table["r2r~dev"]["nfcorpus"].keys()
@@ -240,3 +244,21 @@ def test_stages_wait_for_their_inputs_and_respect_another_process_lock(tmp_path,
     # the sleeper is gone now: its lock is stale and is taken over
     again = {s.name: s for s in experiment.run(only={"score"})}
     assert again["score generalist on scifact"].note == "ran" and not lock.path.exists()
+
+
+def test_the_plan_orders_alpha_after_each_systems_scoring_and_can_skip_the_forgetting_matrix(tmp_path):
+    config = tiny_config(interpolate=True)
+    names = [s.name for s in R2RExperiment(config, tmp_path / "a", progress=False).plan()]
+    assert "score eag-scifact on nfcorpus" in names  # the forgetting matrix, off the diagonal
+    for system, last in (("r2r", "score r2r on nfcorpus"), ("pooled", "score pooled on nfcorpus")):
+        assert names.index(f"alpha {system} on scifact (dev)") > names.index(last)
+    assert names.index("alpha plain on scifact (dev)") > names.index("score plain-nfcorpus on nfcorpus")
+    lean = R2RConfig(**{**vars(config), "forgetting": False})
+    lean_names = [s.name for s in R2RExperiment(lean, tmp_path / "b", progress=False).plan()]
+    assert "score eag-scifact on nfcorpus" not in lean_names and "score eag-scifact on scifact" in lean_names
+    assert set(lean_names) < set(names) and lean.digest() != config.digest()
+    assert "alpha pooled on scifact (dev)" not in [
+        s.name for s in R2RExperiment(tiny_config(), tmp_path / "c", progress=False).plan()
+    ]
+    with pytest.raises(SpecError, match="unknown dtype"):
+        tiny_config(dtype="fp16")

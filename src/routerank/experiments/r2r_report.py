@@ -379,35 +379,44 @@ def write_report(experiment, stages, report: Path, config_path: Path | None = No
             ]
         lines.append("")
 
-    lines += [
-        "## Forgetting matrix",
-        "",
-        f"{KEY} of every EAG expert (rows) on every domain's test queries (columns); the diagonal is (e).",
-        "",
-        "| expert | " + " | ".join(names) + " |",
-        "|---|" + "---:|" * len(names),
-    ]
-    lines += [
-        f"| {row} | " + " | ".join(_fmt(v) for v in values) + " |"
-        for row, values in zip(forgetting["rows"], forgetting["values"], strict=True)
-    ]
-    lines += [
-        "",
-        "## The cost of misrouting",
-        "",
-        f"{KEY} change when a domain's queries go to a wrong expert instead of their own:",
-        "",
-        "| domain | own expert | " + " | ".join(f"→ eag-{n}" for n in names) + " |",
-        "|---|---:|" + "---:|" * len(names),
-    ]
-    for j, d in enumerate(names):
-        own = forgetting["values"][j][j]
-        cells = []
-        for i, _ in enumerate(names):
-            v = forgetting["values"][i][j]
-            cells.append("(own)" if i == j else ("–" if v is None or own is None else f"{v - own:+.4f}"))
-        lines.append(f"| {d} | {_fmt(own)} | " + " | ".join(cells) + " |")
-    lines.append("")
+    if not c.forgetting:
+        lines += [
+            "## Forgetting matrix",
+            "",
+            "Not run in this profile (`forgetting = false`): only each expert's own domain is scored here. The "
+            "quick profile's report has the matrix and the cost of misrouting.",
+            "",
+        ]
+    else:
+        lines += [
+            "## Forgetting matrix",
+            "",
+            f"{KEY} of every EAG expert (rows) on every domain's test queries (columns); the diagonal is (e).",
+            "",
+            "| expert | " + " | ".join(names) + " |",
+            "|---|" + "---:|" * len(names),
+        ]
+        lines += [
+            f"| {row} | " + " | ".join(_fmt(v) for v in values) + " |"
+            for row, values in zip(forgetting["rows"], forgetting["values"], strict=True)
+        ]
+        lines += [
+            "",
+            "## The cost of misrouting",
+            "",
+            f"{KEY} change when a domain's queries go to a wrong expert instead of their own:",
+            "",
+            "| domain | own expert | " + " | ".join(f"→ eag-{n}" for n in names) + " |",
+            "|---|---:|" + "---:|" * len(names),
+        ]
+        for j, d in enumerate(names):
+            own = forgetting["values"][j][j]
+            cells = []
+            for i, _ in enumerate(names):
+                v = forgetting["values"][i][j]
+                cells.append("(own)" if i == j else ("–" if v is None or own is None else f"{v - own:+.4f}"))
+            lines.append(f"| {d} | {_fmt(own)} | " + " | ".join(cells) + " |")
+        lines.append("")
 
     ablation_rows = []
     for d in names:
