@@ -46,6 +46,12 @@ def _fmt(value, digits: int = 4) -> str:
     return "–" if value is None else f"{value:.{digits}f}"
 
 
+def _section(title: str, blurb: str, first: str, columns: list[str]) -> list[str]:
+    """A report section's heading, one line of explanation and the head of its numeric table."""
+    head = f"| {first} | " + " | ".join(columns) + " |"
+    return [f"## {title}", "", blurb, "", head, "|---|" + "---:|" * len(columns)]
+
+
 def _p(value) -> str:
     return "–" if value is None else (f"{value:.3f}" if value >= 0.001 else f"{value:.1e}")
 
@@ -388,14 +394,12 @@ def write_report(experiment, stages, report: Path, config_path: Path | None = No
             "",
         ]
     else:
-        lines += [
-            "## Forgetting matrix",
-            "",
+        lines += _section(
+            "Forgetting matrix",
             f"{KEY} of every EAG expert (rows) on every domain's test queries (columns); the diagonal is (e).",
-            "",
-            "| expert | " + " | ".join(names) + " |",
-            "|---|" + "---:|" * len(names),
-        ]
+            "expert",
+            names,
+        )
         lines += [
             f"| {row} | " + " | ".join(_fmt(v) for v in values) + " |"
             for row, values in zip(forgetting["rows"], forgetting["values"], strict=True)
@@ -429,14 +433,9 @@ def write_report(experiment, stages, report: Path, config_path: Path | None = No
         if d in (c.ablation_domains or names):
             ablation_rows.append((d, cells))
     grans = ["none", *c.ablation, "ner+patterns"]
-    lines += [
-        "## EAG masking granularity",
-        "",
-        f"{KEY} with oracle routing; 'none' is (c), 'ner+patterns' is (e).",
-        "",
-        "| domain | " + " | ".join(grans) + " |",
-        "|---|" + "---:|" * len(grans),
-    ]
+    lines += _section(
+        "EAG masking granularity", f"{KEY} with oracle routing; 'none' is (c), 'ner+patterns' is (e).", "domain", grans
+    )
     lines += [f"| {d} | " + " | ".join(_fmt(cells.get(g)) for g in grans) + " |" for d, cells in ablation_rows]
     lines.append("")
 
