@@ -72,6 +72,26 @@ def test_bank_switches_encoder_experts_and_the_generalist_is_the_bare_cross_enco
     assert states.shape == (2, 384) and np.abs(states[0] - states[1]).max() > 1e-3
 
 
+def test_the_bank_scores_with_the_adapter_merged_and_restores_the_base_weights_exactly(experts, scifact):
+    from peft.tuners.lora import LoraLayer
+
+    backbone, folders = experts
+    bank = ExpertBank(folders, backbone, max_doc_tokens=64, cache=False)
+    layers = [m for m in bank.peft.modules() if isinstance(m, LoraLayer)]
+    before = [m.get_base_layer().weight.detach().clone() for m in layers]
+    query = scifact.split_queries("test")[2]
+    pairs = [(query.text, d.full_text) for d in scifact.corpus.documents[:6]]
+    merged = bank.score_pairs(pairs, ["science"] * 3 + ["medical"] * 3)
+    assert all(m.merged_adapters == [] for m in layers)  # nothing stays merged
+    for layer, weight in zip(layers, before, strict=True):
+        assert layer.get_base_layer().weight.equal(weight)  # bit for bit, not merely close
+    unmerged = []
+    for expert, rows in (("science", pairs[:3]), ("medical", pairs[3:])):
+        bank.peft.set_adapter(expert)  # peft's own unmerged LoRA forward, the reference
+        unmerged += bank.scorers[expert].score_pairs(rows).tolist()
+    np.testing.assert_allclose(merged, unmerged, atol=1e-4)
+
+
 def test_a_bf16_bank_loads_fp32_trained_experts_scores_close_to_fp32_and_caches_apart(experts, scifact, tmp_path):
     from routerank.errors import SpecError
     from routerank.rerank.backbones import LLMBackbone
