@@ -218,6 +218,25 @@ def test_a_system_chooses_its_alpha_on_dev_queries_none_of_its_adapters_trained_
     assert clean.config.digest() != config.digest()
 
 
+def test_on_a_set_the_backbone_never_trained_on_alpha_is_chosen_on_train_queries_no_adapter_trains_on(tmp_path):
+    """AILA statutes has no dev split and the pooled CE never saw it: its dev queries are the train queries that
+    no expert of the run trains on (the R2R-CE stress test)."""
+    from routerank.experiments.devsplit import MANIFEST
+
+    folder = tmp_path / "ce-model"
+    folder.mkdir()
+    (folder / MANIFEST).write_text(json.dumps({"sources": {"scifact": {"dev_split": "train", "dev_queries": ["1"]}}}))
+    config = tiny_config(
+        domains={"scifact": "science", "aila-statutes": "legal"}, backbone=f"ce:{folder}", train_queries=10
+    )
+    experiment = R2RExperiment(config, tmp_path / "work", progress=False)
+    every = experiment.trained_queries(list(experiment.expert_configs()), "aila-statutes")
+    assert len(every) == 10
+    queries, qrels, first, split = experiment.dev_set("aila-statutes")
+    assert split == "train" and len(queries) == config.dev_queries and not {q.id for q in queries} & every
+    assert all(qrels.relevant(q.id) for q in queries) and set(first) == {q.id for q in queries}
+
+
 def test_stages_wait_for_their_inputs_and_respect_another_process_lock(tmp_path, scifact, nfcorpus):
     import subprocess
     import sys

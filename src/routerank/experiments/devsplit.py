@@ -31,6 +31,12 @@ def held_out_queries(ds: Dataset, folders: Iterable[str | Path | None]) -> tuple
     return None
 
 
+def trained_on(ds: Dataset, folders: Iterable[str | Path | None]) -> bool:
+    """Whether any of `folders` is a model whose training manifest lists `ds` among its sources."""
+    manifests = [Path(f).expanduser() / MANIFEST for f in folders if f is not None]
+    return any(ds.name in json.loads(m.read_text()).get("sources", {}) for m in manifests if m.exists())
+
+
 def dev_queries(
     ds: Dataset, folders: Iterable[str | Path | None], n: int, seed: int, *, who: str = "this model"
 ) -> tuple[list[Query], str]:

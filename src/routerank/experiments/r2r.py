@@ -168,14 +168,22 @@ class R2RExperiment:
         return self.work / "alpha.json"
 
     def dev_set(self, name: str, exclude: frozenset[str] = frozenset()):
-        """(queries, qrels, first-stage run) for choosing a weight on `name`: the dev split, or the queries the
-        backbone's training manifest held out, less any query in `exclude` (an adapter's training queries)."""
-        from routerank.experiments.devsplit import dev_queries
+        """(queries, qrels, first-stage run, split) for choosing a weight on `name`: the dev split, or the queries the
+        backbone's training manifest held out, or for a set the backbone never trained on, the train queries no
+        adapter of this run trains on; less any query in `exclude` (an adapter's training queries)."""
+        from routerank.experiments.devsplit import dev_queries, trained_on
         from routerank.pipeline import build
         from routerank.rerank.backbones import folder_of
 
         c, ds = self.config, self.dataset(name)
-        queries, split = dev_queries(ds, [folder_of(c.backbone)], c.dev_queries, c.seed, who=f"backbone {c.backbone}")
+        folders = [folder_of(c.backbone)]
+        if "dev" in ds.qrels or trained_on(ds, folders):
+            queries, split = dev_queries(ds, folders, c.dev_queries, c.seed, who=f"backbone {c.backbone}")
+        else:  # a set the backbone never trained on: the train queries that no adapter of this run trains on
+            every = self.trained_queries(list(self.expert_configs()), name)
+            judged = ds.split_qrels("train")
+            pool = [q for q in ds.split_queries("train") if q.id not in every and judged.relevant(q.id)]
+            queries, split = sample_queries(pool, c.dev_queries, c.seed), "train"
         queries = [q for q in queries if q.id not in exclude]
         if not queries:
             raise RouterankError(
