@@ -201,28 +201,24 @@ class R2RExperiment:
         the backbone's training manifest held out. Test queries never choose. It is the fallback for every system
         whose own weight (`choose_system_alpha`) is not chosen yet."""
         from routerank.data.trec import write_run
-        from routerank.rerank.base import assemble_run, candidates
-        from routerank.rerank.interpolate import GRID, alpha_curve
+        from routerank.rerank.interpolate import GRID
 
         c, record = self.config, {"chosen_on": "dev", "system": GENERALIST, "measure": "nDCG@10", "grid": list(GRID)}
         for name in c.domains:
-            ds = self.dataset(name)
             queries, qrels, first, split = self.dev_set(name)
-            per_query = [(q, candidates(first, q.id, ds.corpus, c.depth)) for q in queries]
-            pairs = [(q.text, d.full_text) for q, docs in per_query for d in docs]
-            scores = self.score_pairs(pairs, [GENERALIST] * len(pairs)).tolist()
-            reranked = assemble_run(per_query, scores, first, c.depth, GENERALIST)
+            reranked = self._rerank(queries, first, self.dataset(name).corpus, GENERALIST, GENERALIST)[0]
             write_run(reranked, self.work / "dev" / f"{name}.trec", tag=GENERALIST)
-            best, curve = alpha_curve(reranked, first, qrels, c.depth)
-            record[name] = {
-                "alpha": best,
-                "dev_split": split,
-                "dev_queries": len(queries),
-                "curve": [round(v, 5) for v in curve],
-            }
+            record[name] = self._alpha_entry(reranked, first, qrels, split, len(queries))
         with atomic_write(self.alpha_path()) as out:
             json.dump(record, out, indent=2)
         return record
+
+    def _alpha_entry(self, reranked: Run, first: Run, qrels, split: str, queries: int) -> dict:
+        """The best alpha for mixing `reranked` with `first` on these dev qrels, with its whole curve."""
+        from routerank.rerank.interpolate import alpha_curve
+
+        best, curve = alpha_curve(reranked, first, qrels, self.config.depth)
+        return {"alpha": best, "dev_split": split, "dev_queries": queries, "curve": [round(v, 5) for v in curve]}
 
     def system_alpha_path(self, system: str, dataset: str) -> Path:
         return self.work / "alpha" / f"{system}-{dataset}.json"
@@ -247,52 +243,33 @@ class R2RExperiment:
     def choose_system_alpha(self, system: str, dataset: str) -> dict:
         """`system`'s own interpolation weight on `dataset`, chosen on the dev queries that neither the backbone
         nor any of the system's adapters trained on (the generalist's weight is `choose_alpha`)."""
-        from routerank.rerank.base import assemble_run, candidates
-        from routerank.rerank.interpolate import GRID, alpha_curve
+        from routerank.rerank.interpolate import GRID
 
-        c, ds = self.config, self.dataset(dataset)
+        c, corpus = self.config, self.dataset(dataset).corpus
         adapters = self.system_adapters(system, dataset)
         queries, qrels, first, split = self.dev_set(dataset, self.trained_queries(adapters, dataset))
         if system == "r2r":
-            reranked = self._r2r_reranker().rerank_run(queries, first, ds.corpus, c.depth)
+            reranked = self._r2r_reranker().rerank_run(queries, first, corpus, c.depth)
         else:
-            per_query = [(q, candidates(first, q.id, ds.corpus, c.depth)) for q in queries]
-            pairs = [(q.text, d.full_text) for q, docs in per_query for d in docs]
-            scores = self.score_pairs(pairs, adapters * len(pairs)).tolist()
-            reranked = assemble_run(per_query, scores, first, c.depth, system)
-        best, curve = alpha_curve(reranked, first, qrels, c.depth)
-        record = {
-            "system": system,
-            "dataset": dataset,
-            "alpha": best,
-            "chosen_on": "dev",
-            "dev_split": split,
-            "dev_queries": len(queries),
-            "measure": "nDCG@10",
-            "grid": list(GRID),
-            "curve": [round(v, 5) for v in curve],
-        }
+            reranked = self._rerank(queries, first, corpus, adapters[0], system)[0]
+        record = {"system": system, "dataset": dataset, "chosen_on": "dev", "measure": "nDCG@10", "grid": list(GRID)}
+        record.update(self._alpha_entry(reranked, first, qrels, split, len(queries)))
         path = self.system_alpha_path(system, dataset)
         path.parent.mkdir(parents=True, exist_ok=True)
         with atomic_write(path) as out:
             json.dump(record, out, indent=2)
         return record
 
-    def alphas(self) -> dict[str, dict[str, dict]]:
-        """system -> dataset -> {"alpha", "own"}: each system's weight where chosen, else the generalist's."""
+    def alpha_for(self, system: str, dataset: str) -> dict | None:
+        """{"alpha", "own"}: `system`'s own weight on `dataset` where chosen (the generalist's is alpha.json),
+        else the generalist's with own False; None before the generalist's is chosen."""
         shared = json.loads(self.alpha_path().read_text()) if self.alpha_path().exists() else {}
-        out: dict[str, dict[str, dict]] = {}
-        for dataset in self.config.domains:
-            if dataset not in shared:
-                continue
-            out.setdefault(GENERALIST, {})[dataset] = {"alpha": shared[dataset]["alpha"], "own": True}
-            for system in ALPHA_SYSTEMS:
-                path = self.system_alpha_path(system, dataset)
-                if path.exists():
-                    out.setdefault(system, {})[dataset] = {"alpha": json.loads(path.read_text())["alpha"], "own": True}
-                else:
-                    out.setdefault(system, {})[dataset] = {"alpha": shared[dataset]["alpha"], "own": False}
-        return out
+        if dataset not in shared:
+            return None
+        path = self.system_alpha_path(system, dataset)
+        if system in ALPHA_SYSTEMS and path.exists():
+            return {"alpha": json.loads(path.read_text())["alpha"], "own": True}
+        return {"alpha": shared[dataset]["alpha"], "own": system == GENERALIST}
 
     # experts ---------------------------------------------------------------------------------------------
 
@@ -457,11 +434,21 @@ class R2RExperiment:
     def score_run(self, system: str, dataset: str, experts: str | dict[str, str]) -> None:
         """Rerank `dataset`'s candidates with one adapter (or a query -> adapter map) and save the run."""
         from routerank.data.trec import write_run
+
+        out, names, seconds = self._rerank(
+            self.test_queries(dataset), self.candidates(dataset), self.dataset(dataset).corpus, experts, system
+        )
+        path = self.run_path(system, dataset)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        write_run(out, path, tag=system.replace(" ", "_"))
+        self._write_meta(path, {"pairs": len(names), "seconds": seconds, "adapters": sorted(set(names))})
+
+    def _rerank(self, queries, run: Run, corpus, experts: str | dict[str, str], name: str):
+        """(`run`'s top `depth` of each query reranked by one adapter or a query -> adapter map, the adapter of
+        every scored pair, the seconds scoring took)."""
         from routerank.rerank.base import assemble_run, candidates
 
-        ds, run = self.dataset(dataset), self.candidates(dataset)
-        queries = self.test_queries(dataset)
-        per_query = [(q, candidates(run, q.id, ds.corpus, self.config.depth)) for q in queries]
+        per_query = [(q, candidates(run, q.id, corpus, self.config.depth)) for q in queries]
         pairs, names = [], []
         for query, docs in per_query:
             adapter = experts if isinstance(experts, str) else experts[query.id]
@@ -470,11 +457,7 @@ class R2RExperiment:
         start = time.perf_counter()
         scores = self.score_pairs(pairs, names).tolist()
         seconds = time.perf_counter() - start
-        out = assemble_run(per_query, scores, run, self.config.depth, system)
-        path = self.run_path(system, dataset)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        write_run(out, path, tag=system.replace(" ", "_"))
-        self._write_meta(path, {"pairs": len(pairs), "seconds": seconds, "adapters": sorted(set(names))})
+        return assemble_run(per_query, scores, run, self.config.depth, name), names, seconds
 
     def _r2r_reranker(self):
         """`R2RReranker` over this experiment (so it scores on Ray when the experiment does): the saved bank's

@@ -72,7 +72,6 @@ def collect(experiment) -> dict:
         d: experiment.dataset(d).split_qrels("test").subset(q.id for q in experiment.test_queries(d)) for d in names
     }
 
-    alphas = experiment.alphas()  # system -> dataset -> {"alpha", "own"}; ce and unchosen: the generalist's
     first = functools.cache(experiment.candidates)  # each dataset's candidates, read once for every system
 
     def load(system: str, dataset: str, run_name: str | None = None):
@@ -81,12 +80,11 @@ def collect(experiment) -> dict:
             return
         run = read_run(path)
         evals.setdefault(system, {})[dataset] = evaluate(run, qrels[dataset], MEASURES)
-        weight = alphas.get(system, {}).get(dataset) or alphas.get("generalist", {}).get(dataset)
-        if system in SYSTEMS and weight:  # the same run mixed with the first stage, alpha from dev
+        weight = experiment.alpha_for(system, dataset) if system in SYSTEMS else None  # ce: the generalist's
+        if weight:  # the same run mixed with the first stage, alpha from dev
             mixed = interpolate_runs(run, first(dataset), c.depth, weight["alpha"])
             evals.setdefault(f"{system}{INTERPOLATED}", {})[dataset] = evaluate(mixed, qrels[dataset], MEASURES)
-            own = system in alphas and weight["own"]
-            used.setdefault(system, {})[dataset] = {"alpha": weight["alpha"], "own": own}
+            used.setdefault(system, {})[dataset] = weight
         side = path.with_suffix(".json")
         if side.exists():
             meta.setdefault(system, {})[dataset] = json.loads(side.read_text())
