@@ -1,4 +1,4 @@
-"""Atomic file and folder writes: a killed process never leaves a half-written file that loads."""
+"""Atomic file and folder writes (a killed process never leaves a half-written file that loads), and stable keys."""
 
 from __future__ import annotations
 
@@ -6,9 +6,10 @@ import hashlib
 import os
 import shutil
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 
 @contextmanager
@@ -69,3 +70,9 @@ def safe_name(text: str, extra: str = "") -> str:
     import re
 
     return re.sub(rf"[^A-Za-z0-9_.+{re.escape(extra)}-]+", "_", text)
+
+
+def without_later_defaults(record: Mapping[str, Any], added_later: Mapping[str, Any]) -> dict[str, Any]:
+    """`record` less the settings that were added after work had been keyed by it, while each keeps the value that
+    reproduces the old behaviour: digests and config records made before a setting existed still match."""
+    return {k: v for k, v in record.items() if k not in added_later or v != added_later[k]}

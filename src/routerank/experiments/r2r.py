@@ -29,7 +29,7 @@ import numpy as np
 from routerank.data.types import Query, Run, sample_queries
 from routerank.errors import RouterankError, SpecError
 from routerank.experiments.stages import Stage, Step, read_toml_config, run_plan
-from routerank.fsutil import atomic_write, cache_root, safe_name
+from routerank.fsutil import atomic_write, cache_root, safe_name, without_later_defaults
 from routerank.rerank.experts import GENERALIST
 
 # Settings added after work dirs had been made, at the value that reproduces the old behaviour: the digest leaves
@@ -93,7 +93,7 @@ class R2RConfig:
 
     def digest(self) -> str:
         # where it runs does not change results; a setting added later counts only away from its old behaviour
-        keyed = {k: v for k, v in asdict(self).items() if k != "ray" and (k, v) not in ADDED_LATER.items()}
+        keyed = without_later_defaults({k: v for k, v in asdict(self).items() if k != "ray"}, ADDED_LATER)
         return hashlib.sha256(json.dumps(keyed, sort_keys=True).encode()).hexdigest()[:10]
 
 

@@ -18,7 +18,7 @@ from pathlib import Path
 
 from routerank.data.types import Dataset, Query
 from routerank.errors import RouterankError, SpecError
-from routerank.fsutil import atomic_dir
+from routerank.fsutil import atomic_dir, without_later_defaults
 from routerank.train.groups import TrainGroup, mine_pools, top_groups
 from routerank.train.losses import canonical_objective
 from routerank.train.trainer import GroupTrainer, adapter_trainer_config
@@ -299,7 +299,7 @@ ADDED_LATER = {"dev_from_backbone": False}
 
 def config_json(config: ExpertConfig) -> dict:
     record = json.loads(json.dumps(asdict(config)))
-    return {k: v for k, v in record.items() if k not in ADDED_LATER or v != ADDED_LATER[k]}
+    return without_later_defaults(record, ADDED_LATER)
 
 
 # dataset name -> the domain whose entity patterns EAG applies (others get NER only)
