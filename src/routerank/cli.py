@@ -787,18 +787,26 @@ def r3ag_labels(
     model: Annotated[str, typer.Option(help="generator LLM spec")] = "smollm2",
     template: Annotated[str, typer.Option(help="answer template: plain | chatml")] = "plain",
     max_new_tokens: Annotated[int, typer.Option(help="answer length limit in tokens")] = 32,
+    quality: Annotated[str, typer.Option(help="quality labels from: qrels (nDCG@10) | judge (LLM judge)")] = "qrels",
+    judge: Annotated[str, typer.Option(help="the judge's LLM spec (default: the generator's model)")] = "",
     work_dir: Annotated[Path | None, typer.Option(help="runs and labels (default: cache/r3ag/labels/...)")] = None,
 ) -> None:
-    """Quality (nDCG@10) and utility (answer F1; EM in meta) of every pool member on every query; resumable."""
+    """Quality (nDCG@10, or an LLM judge's) and utility (answer F1; EM in meta) of every pool member on every query;
+    resumable."""
     from routerank.experiments.r3ag_labels import LabelSettings, build_labels, work_dir_for
     from routerank.route.pool import PoolConfig
 
-    settings = LabelSettings(split, sample, seed, k, model=model, template=template, max_new_tokens=max_new_tokens)
+    generation = {"model": model, "template": template, "max_new_tokens": max_new_tokens}
+    settings = LabelSettings(split, sample, seed, k, **generation, quality=quality, judge=judge)
     config = PoolConfig.read(pool)
     work = work_dir or work_dir_for(dataset, config, settings)
     labels = build_labels(dataset, config, settings, work_dir=work)
+    name_of_quality = labels.meta.get("quality", "quality")
     for name, f1 in labels.mean("utility").items():
-        print(f"{name}: nDCG@10 {labels.mean('quality')[name]:.3f}  F1 {f1:.3f}")
+        print(f"{name}: {name_of_quality} {labels.mean('quality')[name]:.3f}  F1 {f1:.3f}")
+    agreement = labels.meta.get("judge_vs_qrels")
+    if agreement and agreement.get("spearman") is not None:
+        print(f"judge vs nDCG@10 over {agreement['cells']} cells: Spearman {agreement['spearman']:.3f}")
     print(f"wrote {work / 'labels'} ({len(labels)} queries)", file=sys.stderr)
 
 

@@ -1,11 +1,14 @@
 from __future__ import annotations
 
+import hashlib
+import json
+from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-from routerank.experiments.r3ag_labels import LabelSettings, build_labels, em_matrix
+from routerank.experiments.r3ag_labels import LabelSettings, build_labels, em_matrix, work_dir_for
 from routerank.route.labels import RoutingLabels
 from routerank.route.pool import PoolConfig
 from tests.conftest import write_jsonl
@@ -92,3 +95,28 @@ def test_labels_hold_ndcg_f1_and_em(qa_beir, tiny, tmp_path):
     assert em.shape == (3, 2) and ((em == 0) | (em == 1)).all() and (em <= labels.utility + 1e-6).all()
     np.testing.assert_array_equal(em_matrix(loaded.subset([2]).select(["bm25", "R0"])), em[[2]][:, ::-1])
     assert loaded.meta["generation"]["bm25"]["generated"] == 3
+
+
+def test_judge_quality_labels(qa_beir, tiny, tmp_path):
+    from routerank.errors import SpecError
+    from routerank.route.judge import LLMJudge
+
+    gen, _ = generator(tiny, tmp_path / "generations")
+    judge = LLMJudge.from_model(*tiny, progress=False)
+    settings = LabelSettings("train", k=2, quality="judge")
+    labels = build_labels(str(qa_beir), POOL, settings, work_dir=tmp_path / "j", generator=gen, judge=judge)
+    assert labels.quality[:, 0].tolist() == [0, 0, 0]  # R0 retrieves nothing to judge
+    assert ((labels.quality[:, 1] > 0) & (labels.quality[:, 1] < 1)).all()
+    assert labels.quality[:, 1].tolist() != [1, 1, 1]  # not the qrels' nDCG@10
+    meta = RoutingLabels.load(tmp_path / "j" / "labels").meta
+    assert meta["quality"] == "judge" and meta["judge"]["model"] == "custom"
+    assert set(meta["judge_criteria"]["bm25"]) == {"relevance", "coverage", "redundancy"}
+    assert meta["judge_vs_qrels"]["cells"] == 3  # one retrieving member x 3 queries
+    # a judged build keys its own work dir; the default keys the same dir as before the setting existed
+    plain = LabelSettings("train", k=2)
+    assert work_dir_for("qa", POOL, settings) != work_dir_for("qa", POOL, plain)
+    record = {"pool": POOL.to_json(), **{k: v for k, v in asdict(plain).items() if k not in ("quality", "judge")}}
+    digest = hashlib.sha256(json.dumps(record, sort_keys=True).encode()).hexdigest()[:10]
+    assert work_dir_for("qa", POOL, plain).name == f"qa-train-all-{digest}"
+    with pytest.raises(SpecError, match="quality label source"):
+        LabelSettings("train", quality="vibes")

@@ -12,7 +12,9 @@ Three stages, each resumable: member runs are TREC files in the work dir (a fini
 searched again); answers go through the Generator's SQLite cache, which commits batch by batch (a killed build
 regenerates only the batches it lost, and identical contexts, e.g. bm25 and hybrid agreeing on a top 3, share
 one generation); the labels folder is written atomically at the end, so it exists only when complete.
-The LLM-judge path for sets without qrels is not built: every set we label has qrels.
+With `quality="judge"` an LLM judge (`routerank.route.judge`) scores each member's top k on relevance, coverage
+and redundancy instead of qrels, for data whose qrels are missing or too sparse to trust; where qrels exist, the
+labels' meta also records how well the judge agrees with nDCG@10 over the retrieving members.
 """
 
 from __future__ import annotations
@@ -28,12 +30,15 @@ from types import MappingProxyType
 import numpy as np
 
 from routerank.data.types import Dataset, Query, Run, sample_queries
-from routerank.errors import RouterankError
-from routerank.fsutil import atomic_write, cache_root, safe_name
+from routerank.errors import RouterankError, SpecError
+from routerank.fsutil import atomic_write, cache_root, safe_name, without_later_defaults
 from routerank.route.labels import RoutingLabels
 from routerank.route.pool import PoolConfig
 
 QUALITY = "nDCG@10"
+QUALITY_SOURCES = ("qrels", "judge")
+# Settings added after label folders had been keyed, at the value that reproduces the old behaviour.
+ADDED_LATER = {"quality": "qrels", "judge": ""}
 
 
 @dataclass(frozen=True)
@@ -44,6 +49,8 @@ class LabelSettings:
     k: context documents per query (3 fits SQuAD paragraphs whole in 1024 tokens). depth: retrieval depth of the
     saved runs (nDCG@10 needs 10; 100 keeps the runs reusable). model / template / max_new_tokens /
     context_tokens / batch_size: the generator (plain: EM 0.17 vs chatml's 0.03 on squad-dev with gold context).
+    quality: "qrels" (nDCG@10) or "judge" (the LLM judge on each member's top k); judge: its LLM spec (empty =
+    the generator's model, sharing its weights).
     """
 
     split: str = "train"
@@ -56,6 +63,12 @@ class LabelSettings:
     max_new_tokens: int = 32
     context_tokens: int = 1024
     batch_size: int = 8
+    quality: str = "qrels"
+    judge: str = ""
+
+    def __post_init__(self) -> None:
+        if self.quality not in QUALITY_SOURCES:
+            raise SpecError(f"unknown quality label source {self.quality!r}", fix=" | ".join(QUALITY_SOURCES))
 
     def generator_options(self) -> dict:
         return {
@@ -68,7 +81,7 @@ class LabelSettings:
 
 def work_dir_for(dataset: str, pool: PoolConfig, settings: LabelSettings, root: Path | None = None) -> Path:
     """`<cache>/r3ag/labels/<dataset>-<split>-<sample>-<hash>`: one folder per dataset, pool and settings."""
-    record = {"pool": pool.to_json(), **asdict(settings)}
+    record = {"pool": pool.to_json(), **without_later_defaults(asdict(settings), ADDED_LATER)}
     digest = hashlib.sha256(json.dumps(record, sort_keys=True).encode()).hexdigest()[:10]
     sample = settings.sample or "all"
     name = safe_name(f"{Path(dataset).name}-{settings.split}-{sample}-{digest}")
@@ -137,6 +150,36 @@ def _quality(queries: Sequence[Query], runs: dict[str, Run], names: Sequence[str
     return quality
 
 
+def _judged_quality(queries: Sequence[Query], runs: dict[str, Run], names: Sequence[str], corpus, judge, k: int):
+    """[query, member] list quality from the LLM judge over each member's top k (0 for R0), and the criteria's
+    means per member."""
+    from routerank.generate.context import retrieved_contexts
+
+    quality = np.zeros((len(queries), len(names)), dtype=np.float32)
+    criteria: dict[str, dict[str, float]] = {}
+    texts = [q.text for q in queries]
+    for column, name in enumerate(names):
+        if name not in runs:
+            continue
+        judged = judge.judge(texts, retrieved_contexts(queries, runs[name], corpus, k), k)
+        quality[:, column] = [j.quality for j in judged]
+        criteria[name] = {
+            c: float(np.mean([np.mean(getattr(j, c)) for j in judged if getattr(j, c)] or [0.0]))
+            for c in ("relevance", "coverage", "redundancy")
+        }
+    return quality, criteria
+
+
+def _agreement(judged: np.ndarray, qrels_quality: np.ndarray, columns: Sequence[int]) -> dict:
+    """How the judge's list quality agrees with nDCG@10 over the retrieving members' (query, member) cells."""
+    from scipy.stats import pearsonr, spearmanr
+
+    a, b = judged[:, columns].ravel(), qrels_quality[:, columns].ravel()
+    if len(a) < 3 or np.ptp(a) == 0 or np.ptp(b) == 0:
+        return {"cells": len(a), "pearson": None, "spearman": None}
+    return {"cells": len(a), "pearson": float(pearsonr(a, b)[0]), "spearman": float(spearmanr(a, b)[0])}
+
+
 def _utility(queries, runs, names, corpus, generator, k: int, progress: bool):
     """[query, member] F1 and EM, and each member's generation seconds per freshly generated answer."""
     from tqdm.auto import tqdm
@@ -166,12 +209,15 @@ def build_labels(
     *,
     work_dir: str | Path | None = None,
     generator=None,
+    judge=None,
     progress: bool = True,
 ) -> RoutingLabels:
     """Label a split's (sampled) queries for every pool member; returns the saved labels if they exist.
 
     The labels go to `<work_dir>/labels` (a RoutingLabels folder), runs to `<work_dir>/runs`. `generator`
-    reuses a loaded Generator (it must match `settings`); otherwise one loads, only if answers are missing."""
+    reuses a loaded Generator (it must match `settings`); otherwise one loads, only if answers are missing.
+    `judge` (an LLMJudge) is used when `settings.quality == "judge"`; otherwise one loads on the generator's
+    weights (or `settings.judge`'s)."""
     settings = settings or LabelSettings()
     pool = pool if isinstance(pool, PoolConfig) else PoolConfig.read(pool)
     name = dataset if isinstance(dataset, str) else dataset.name
@@ -196,11 +242,29 @@ def build_labels(
         from routerank.generate.generator import Generator
 
         generator = Generator(settings.model, progress=progress, **settings.generator_options())
+    judging = {}
+    if settings.quality == "judge":
+        if judge is None:
+            from routerank.route.judge import LLMJudge
+
+            shared = (
+                None if settings.judge and settings.judge != settings.model else (generator.model, generator.tokenizer)
+            )
+            judge = LLMJudge(settings.judge or settings.model, progress=progress, _loaded=shared)
+        judged, criteria = _judged_quality(queries, runs, names, dataset.corpus, judge, settings.k)
+        retrieving = [c for c, n in enumerate(names) if n in runs]
+        judging = {
+            "judge": judge.settings(),
+            "judge_criteria": criteria,
+            "judge_vs_qrels": _agreement(judged, quality, retrieving),
+        }
+        quality = judged
     f1, em, generation = _utility(queries, runs, names, dataset.corpus, generator, settings.k, progress)
     meta = {
         "dataset": dataset.name,
         "split": settings.split,
-        "quality": QUALITY,
+        "quality": QUALITY if settings.quality == "qrels" else "judge",
+        **judging,
         "utility": "F1",
         "em": {q.id: row for q, row in zip(queries, em.tolist(), strict=True)},
         "settings": asdict(settings),

@@ -27,7 +27,7 @@ from routerank.errors import RouterankError
 from routerank.models.llm import DEFAULT_LLM, load_causal_lm, resolve_llm
 from routerank.rerank.base import PointwiseReranker, split_arg
 from routerank.rerank.score_cache import ScoreCache, pair_key
-from routerank.rerank.templates import DEFAULT_INSTRUCTION, get_template
+from routerank.rerank.templates import DEFAULT_INSTRUCTION, YesNoTemplate, get_template
 
 
 def _is_oom(exc: BaseException) -> bool:
@@ -41,7 +41,7 @@ class PointwiseLLMReranker(PointwiseReranker):
         self,
         model: str = DEFAULT_LLM,
         *,
-        template: str = "chatml",
+        template: str | YesNoTemplate = "chatml",
         instruction: str = DEFAULT_INSTRUCTION,
         max_doc_tokens: int = 256,
         token_budget: int | None = None,

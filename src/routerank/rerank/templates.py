@@ -85,7 +85,10 @@ TEMPLATES: dict[str, YesNoTemplate] = {
 }
 
 
-def get_template(name: str) -> YesNoTemplate:
+def get_template(name: str | YesNoTemplate) -> YesNoTemplate:
+    """A registered yes/no template by name; a YesNoTemplate passes through (e.g. the R3AG judge's prompts)."""
+    if isinstance(name, YesNoTemplate):
+        return name
     if name not in TEMPLATES:
         raise SpecError(f"unknown prompt template {name!r}", fix=f"choose one of {sorted(TEMPLATES)}")
     return TEMPLATES[name]
