@@ -78,6 +78,17 @@ def test_the_plan_trains_evaluates_and_reports_from_labels(experiment):
     assert abstention["queries"] == a["r3ag"]["routes"].get("R0", 0)
     text = experiment.report.read_text()
     assert "## Headline" in text and "| a |" in text and "Cross-generator transfer" in text
+    # the targets section judges each target from the results, and the label table shows the train labels too
+    sets = list(results["sets"].values())
+    mean = lambda name: sum(r["systems"][name]["f1"] for r in sets) / len(sets)  # noqa: E731
+    baselines = ("always-retrieve", "never-retrieve", "random", "centroid", "classifier", "necessity")
+    best = max(mean(b) for b in baselines)
+    target = next(line for line in text.splitlines() if line.startswith("| R3AG beats the best non-oracle"))
+    verdict = "holds" if mean("r3ag") > best else "fails"
+    named = next(b for b in baselines if f" vs {b} " in target)
+    assert f"| {verdict}: R3AG {mean('r3ag'):.3f} vs {named} {best:.3f} " in target and mean(named) == best
+    assert "| a | F1 (train) |" in text and "| a | EM |" in text
+    assert set(results["sets"]["a"]["train_label_means"]["em"]) == set(results["sets"]["a"]["label_means"]["f1"])
     again = experiment.run(only={"train", "evaluate"})
     assert [s.note for s in again][4:6] == ["cached", "cached"]
 

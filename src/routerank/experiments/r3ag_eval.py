@@ -178,6 +178,15 @@ def _abstention(choices, labels: RoutingLabels, em: np.ndarray, always: str) -> 
     return out
 
 
+def _em_means(labels: RoutingLabels, em: np.ndarray) -> dict[str, float]:
+    return dict(zip(labels.retrievers, em.mean(0).tolist(), strict=True))
+
+
+def _train_means(labels: RoutingLabels) -> dict:
+    """The set's own train-label means, to show how far its test labels differ from what routing learned on."""
+    return {"f1": labels.mean("utility"), "em": _em_means(labels, em_matrix(labels))}
+
+
 def evaluate_set(experiment, dataset: str, mode: str, train_labels: RoutingLabels) -> dict:
     from routerank.evaluate.significance import paired_test
 
@@ -220,7 +229,8 @@ def evaluate_set(experiment, dataset: str, mode: str, train_labels: RoutingLabel
         },
         "abstention": _abstention(r3ag_choices, test, em, always),
         "overhead": _overhead(experiment, routers["r3ag"], queries, test),
-        "label_means": {"f1": test.mean("utility"), "ndcg10": test.mean("quality")},
+        "label_means": {"f1": test.mean("utility"), "em": _em_means(test, em), "ndcg10": test.mean("quality")},
+        "train_label_means": _train_means(experiment.labels(dataset, experiment.config.train_split)),
         "all_members_tie": int((test.utility.max(1) == test.utility.min(1)).sum()),
     }
 
