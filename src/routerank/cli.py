@@ -796,8 +796,17 @@ def r3ag_labels(
     from routerank.experiments.r3ag_labels import LabelSettings, build_labels, work_dir_for
     from routerank.route.pool import PoolConfig
 
-    generation = {"model": model, "template": template, "max_new_tokens": max_new_tokens}
-    settings = LabelSettings(split, sample, seed, k, **generation, quality=quality, judge=judge)
+    settings = LabelSettings(
+        split,
+        sample,
+        seed,
+        k,
+        model=model,
+        template=template,
+        max_new_tokens=max_new_tokens,
+        quality=quality,
+        judge=judge,
+    )
     config = PoolConfig.read(pool)
     work = work_dir or work_dir_for(dataset, config, settings)
     labels = build_labels(dataset, config, settings, work_dir=work)

@@ -24,6 +24,12 @@ from routerank.route.labels import RoutingLabels, score_routes
 ORACLES = ("oracle", "oracle-fixed")
 
 
+def is_baseline(name: str) -> bool:
+    """A non-oracle baseline: not an R3AG variant, not an oracle, and not a fixed member (the fixed members are
+    compared on test labels, which makes the best of them the oracle single-best)."""
+    return not name.startswith(("r3ag", "fixed:")) and name not in ORACLES
+
+
 def _router_config(experiment, overrides: dict):
     from routerank.route.r3ag import R3AGConfig
 
@@ -211,9 +217,7 @@ def evaluate_set(experiment, dataset: str, mode: str, train_labels: RoutingLabel
         }
         if name == "r3ag":
             r3ag_choices = choices
-    learned = {n for n in systems if n.startswith("r3ag")}
-    # single retrievers picked on test labels are the oracle single-best, so they are not candidates here
-    candidates = [n for n in systems if n not in learned and n not in ORACLES and not n.startswith("fixed:")]
+    candidates = [n for n in systems if is_baseline(n)]
     best = max(candidates, key=lambda n: systems[n]["f1"])
     test_result = paired_test(per_query[best], per_query["r3ag"], trials=5000, seed=0)
     always = routers["always-retrieve"].choice

@@ -150,22 +150,31 @@ def _quality(queries: Sequence[Query], runs: dict[str, Run], names: Sequence[str
     return quality
 
 
-def _judged_quality(queries: Sequence[Query], runs: dict[str, Run], names: Sequence[str], corpus, judge, k: int):
-    """[query, member] list quality from the LLM judge over each member's top k (0 for R0), and the criteria's
-    means per member."""
+def _contexts(queries: Sequence[Query], runs: dict[str, Run], names: Sequence[str], corpus, k: int) -> dict:
+    """Each member's top k documents per query, what the judge reads and the generator answers from (R0: none)."""
     from routerank.generate.context import retrieved_contexts
+
+    return {
+        name: retrieved_contexts(queries, runs[name], corpus, k) if name in runs else [[] for _ in queries]
+        for name in names
+    }
+
+
+def _judged_quality(queries: Sequence[Query], contexts: dict, names: Sequence[str], abstain, judge, k: int):
+    """[query, member] list quality from the LLM judge over each member's top k (0 for an abstaining member), and
+    each retrieving member's mean per criterion."""
+    from routerank.route.judge import CRITERIA
 
     quality = np.zeros((len(queries), len(names)), dtype=np.float32)
     criteria: dict[str, dict[str, float]] = {}
     texts = [q.text for q in queries]
     for column, name in enumerate(names):
-        if name not in runs:
+        if name in abstain:
             continue
-        judged = judge.judge(texts, retrieved_contexts(queries, runs[name], corpus, k), k)
+        judged = judge.judge(texts, contexts[name], k)
         quality[:, column] = [j.quality for j in judged]
         criteria[name] = {
-            c: float(np.mean([np.mean(getattr(j, c)) for j in judged if getattr(j, c)] or [0.0]))
-            for c in ("relevance", "coverage", "redundancy")
+            c: float(np.mean([np.mean(getattr(j, c)) for j in judged if getattr(j, c)] or [0.0])) for c in CRITERIA
         }
     return quality, criteria
 
@@ -180,20 +189,18 @@ def _agreement(judged: np.ndarray, qrels_quality: np.ndarray, columns: Sequence[
     return {"cells": len(a), "pearson": float(pearsonr(a, b)[0]), "spearman": float(spearmanr(a, b)[0])}
 
 
-def _utility(queries, runs, names, corpus, generator, k: int, progress: bool):
+def _utility(queries, contexts: dict, names, generator, progress: bool):
     """[query, member] F1 and EM, and each member's generation seconds per freshly generated answer."""
     from tqdm.auto import tqdm
 
     from routerank.evaluate.qa import exact_match, token_f1
-    from routerank.generate.context import retrieved_contexts
 
     f1 = np.zeros((len(queries), len(names)), dtype=np.float32)
     em = np.zeros_like(f1)
     seconds: dict[str, dict[str, float]] = {}
     for column, name in enumerate(tqdm(names, desc="answers", unit="member", disable=not progress)):
-        contexts = retrieved_contexts(queries, runs[name], corpus, k) if name in runs else [[] for _ in queries]
         began = time.perf_counter()
-        answers = generator.generate(list(queries), contexts)
+        answers = generator.generate(list(queries), contexts[name])
         fresh = sum(not a.cached for a in answers)
         seconds[name] = {"seconds": time.perf_counter() - began, "generated": fresh}
         for row, (query, answer) in enumerate(zip(queries, answers, strict=True)):
@@ -242,24 +249,24 @@ def build_labels(
         from routerank.generate.generator import Generator
 
         generator = Generator(settings.model, progress=progress, **settings.generator_options())
+    contexts = _contexts(queries, runs, names, dataset.corpus, settings.k)
     judging = {}
     if settings.quality == "judge":
         if judge is None:
             from routerank.route.judge import LLMJudge
 
-            shared = (
-                None if settings.judge and settings.judge != settings.model else (generator.model, generator.tokenizer)
-            )
+            own = settings.judge and settings.judge != settings.model  # else the judge shares the generator's weights
+            shared = None if own else (generator.model, generator.tokenizer)
             judge = LLMJudge(settings.judge or settings.model, progress=progress, _loaded=shared)
-        judged, criteria = _judged_quality(queries, runs, names, dataset.corpus, judge, settings.k)
-        retrieving = [c for c, n in enumerate(names) if n in runs]
+        judged, criteria = _judged_quality(queries, contexts, names, pool.abstain, judge, settings.k)
+        retrieving = [c for c, n in enumerate(names) if n not in pool.abstain]
         judging = {
             "judge": judge.settings(),
             "judge_criteria": criteria,
             "judge_vs_qrels": _agreement(judged, quality, retrieving),
         }
         quality = judged
-    f1, em, generation = _utility(queries, runs, names, dataset.corpus, generator, settings.k, progress)
+    f1, em, generation = _utility(queries, contexts, names, generator, progress)
     meta = {
         "dataset": dataset.name,
         "split": settings.split,

@@ -10,6 +10,8 @@ import json
 from pathlib import Path
 from statistics import fmean
 
+from routerank.experiments.r3ag_eval import is_baseline
+
 BASELINE_ORDER = ("oracle", "oracle-fixed", "always-retrieve", "never-retrieve", "random", "centroid", "classifier")
 
 
@@ -277,11 +279,6 @@ def _abstain_verdicts(results: dict) -> list[str]:
     return lines
 
 
-def _is_baseline(name: str) -> bool:
-    """A non-oracle baseline: not an R3AG variant, not an oracle, not a fixed member (picked on test, an oracle)."""
-    return not name.startswith(("r3ag", "fixed:")) and name not in ("oracle", "oracle-fixed")
-
-
 def _target_lines(results: dict, rows: list[dict]) -> list[str]:
     """Issue 10's three effectiveness targets, each "holds" or by how much it fails."""
     sets = results["sets"]
@@ -293,7 +290,7 @@ def _target_lines(results: dict, rows: list[dict]) -> list[str]:
         else (f"fails: closest on {closest['dataset']}, {closest['r3ag_f1'] - closest['oracle_fixed_f1']:+.3f} F1")
     )
     names = [n for n in next(iter(sets.values()))["systems"] if all(n in r["systems"] for r in sets.values())]
-    averages = {n: fmean([r["systems"][n]["f1"] for r in sets.values()]) for n in names if _is_baseline(n)}
+    averages = {n: fmean([r["systems"][n]["f1"] for r in sets.values()]) for n in names if is_baseline(n)}
     best = max(averages, key=averages.get)
     r3ag = fmean([r["systems"]["r3ag"]["f1"] for r in sets.values()])
     second = "holds" if r3ag > averages[best] else "fails"
