@@ -130,3 +130,38 @@ def test_router_refuses_features_of_the_wrong_width():
     router = R3AGRouter(("R0", "bm25"), features=lambda texts: np.zeros((len(texts), 10)))
     with pytest.raises(RouterankError, match="feature_dim"):
         router.route(["a query"])
+
+
+def test_abstain_margin_holds_r0_back_unless_it_leads_by_more():
+    router = R3AGRouter(("R0", "bm25", "dense"), R3AGConfig(abstain_margin=0.2), abstain=["R0"])
+    cosines = np.array(
+        [
+            [0.9, 0.8, 0.1],  # R0 leads by 0.1: held back, the best retriever (bm25) serves
+            [0.9, 0.1, 0.6],  # R0 leads by 0.3: abstains
+            [0.1, 0.2, 0.5],  # a retriever wins outright: untouched
+            [0.5, 0.3, 0.3],  # R0 leads by exactly the margin: held back; tied retrievers go to the first
+        ]
+    )
+    assert router.choose(cosines).tolist() == [1, 0, 2, 1]
+    assert router.choose(cosines, margin=0.0).tolist() == cosines.argmax(1).tolist()
+    assert router.choose(cosines, margin=2.0).tolist() == [1, 2, 2, 1]  # never abstains
+    with pytest.raises(RouterankError, match="which members abstain"):
+        R3AGRouter(("R0", "bm25"), R3AGConfig(abstain_margin=0.1)).choose(cosines[:, :2])
+    with pytest.raises(RouterankError, match="not among the retrievers"):
+        R3AGRouter(("R0", "bm25"), abstain=["R9"])
+    with pytest.raises(SpecError, match="abstain_margin"):
+        R3AGConfig(abstain_margin=-0.1)
+
+
+def test_abstain_margin_changes_routes_and_survives_save(router, clusters, tmp_path):
+    queries = list(clusters.test.queries)
+    plain = [d.choice for d in router.route(queries)]
+    assert router.abstain == ["R0"]  # from the pool
+    copy = R3AGRouter.load(router.save(tmp_path / "r"), features=clusters.features)  # the fixture is shared
+    copy.config = R3AGConfig(abstain_margin=2.0)
+    held = [d.choice for d in copy.route(queries)]
+    assert "R0" in plain and "R0" not in held
+    assert [h for p, h in zip(plain, held, strict=True) if p != "R0"] == [p for p in plain if p != "R0"]
+    loaded = R3AGRouter.load(copy.save(tmp_path / "held"), features=clusters.features)
+    assert loaded.abstain == ["R0"] and loaded.config.abstain_margin == 2.0
+    assert [d.choice for d in loaded.route(queries)] == held

@@ -10,7 +10,10 @@ generation *utility*.
                q_Q = E_Q(h(q)), r_Q = E_Q(t_r) span the quality space; q_U = E_U(h(q)), r_U = E_U(t_r) the utility one
     fusion     per query and retriever, torch MultiheadAttention with q_U as the attention query over the two
                keys/values [r_Q, r_U]: z_qr weighs the retriever's two capabilities by what this query needs
-    routing    argmax_r cos(q_U, z_qr); a decision's probabilities are softmax(cos / temperature)
+    routing    argmax_r cos(q_U, z_qr); a decision's probabilities are softmax(cos / temperature). With an
+               `abstain_margin` m > 0, an abstaining member (R0) wins only when its cosine beats every retrieving
+               member's by more than m, otherwise the best retrieving member serves: abstention made harder on
+               purpose (a calibration knob chosen on held-out train queries; 0 is the plain argmax)
 
 Training lives in `routerank.train.r3ag` (two supervised-contrastive stages through the shared GroupTrainer). A
 retriever added after training gets a fresh token here (`add_retriever`) and the trainer learns that token alone,
@@ -58,6 +61,8 @@ class R3AGConfig:
     dropout: in the head, while training (few label queries overfit easily).
     quality / utility: keep that space; False is the ablation without it. fusion: "attention", or "mean" (ablation).
     temperature: of the softmax over cosines that gives a decision's probabilities (not used in training).
+    abstain_margin: how far an abstaining member's cosine must lie above the best retrieving member's for the router
+        to abstain (0: plain argmax). A decision setting, not used in training; needs the router's `abstain` names.
     seed: initialises the weights.
     """
 
@@ -72,6 +77,7 @@ class R3AGConfig:
     utility: bool = True
     fusion: str = "attention"
     temperature: float = 0.1
+    abstain_margin: float = 0.0
     seed: int = 13
 
     def __post_init__(self) -> None:
@@ -83,6 +89,10 @@ class R3AGConfig:
             raise SpecError(f"space_dim {self.space_dim} is not a multiple of heads {self.heads}")
         if min(self.feature_dim, self.hidden, self.dim, self.space_dim) < 1 or self.temperature <= 0:
             raise SpecError("R3AG widths and the temperature must be positive")
+        if not 0 <= self.abstain_margin <= 2:
+            raise SpecError(
+                f"abstain_margin {self.abstain_margin} is outside [0, 2]", fix="cosines differ by at most 2; 0 = argmax"
+            )
 
 
 def encoder_features(spec: str) -> Features:
@@ -174,6 +184,7 @@ class R3AGRouter:
     config: the network's shape (R3AGConfig). features: texts -> [n, config.feature_dim] frozen features; None
     loads the encoder `config.features` names on first use. pool: the PoolConfig these retrievers come from,
     recorded in the saved folder so `r3ag:<folder>` can rebuild it. name: shown in runs and reports.
+    abstain: the members that retrieve nothing (R0), which `config.abstain_margin` holds back; default: the pool's.
     """
 
     def __init__(
@@ -184,6 +195,7 @@ class R3AGRouter:
         features: Features | None = None,
         pool: PoolConfig | None = None,
         name: str = "r3ag",
+        abstain: Sequence[str] | None = None,
     ):
         retrievers = list(retrievers)
         if len(retrievers) < 2 or len(set(retrievers)) != len(retrievers):
@@ -191,6 +203,10 @@ class R3AGRouter:
         if pool is not None and pool.names != retrievers:
             raise RouterankError(f"router retrievers {retrievers} differ from its pool's members {pool.names}")
         self.retrievers, self.config, self.pool, self.name = retrievers, config or R3AGConfig(), pool, name
+        self.abstain = list(abstain if abstain is not None else (pool.abstain if pool is not None else ()))
+        unknown = [a for a in self.abstain if a not in retrievers]
+        if unknown:
+            raise RouterankError(f"abstaining members {unknown} are not among the retrievers {retrievers}")
         self._features = features
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(self.config.seed)
@@ -234,8 +250,7 @@ class R3AGRouter:
         probs = np.exp(logits - logits.max(1, keepdims=True)) if len(logits) else logits
         probs = probs / probs.sum(1, keepdims=True) if len(probs) else probs
         out = []
-        for query, row in zip(query_list, probs, strict=True):
-            best = int(row.argmax())
+        for query, row, best in zip(query_list, probs, self.choose(cosines), strict=True):
             out.append(
                 RouteDecision(
                     query.id,
@@ -245,6 +260,25 @@ class R3AGRouter:
                 )
             )
         return out
+
+    def choose(self, cosines: np.ndarray, margin: float | None = None) -> np.ndarray:
+        """Each row's chosen column: the argmax, except that an abstaining member needs `margin` (default
+        `config.abstain_margin`) over the best retrieving member (ties go to the earlier column, as argmax does)."""
+        cosines = np.asarray(cosines)
+        best = cosines.argmax(1) if len(cosines) else np.zeros(0, dtype=int)
+        margin = self.config.abstain_margin if margin is None else margin
+        if margin > 0 and not self.abstain:
+            raise RouterankError(
+                f"abstain_margin {margin} needs to know which members abstain; this router names none",
+                fix="R3AGRouter(..., abstain=['R0']), or build it with the pool",
+            )
+        retrieving = [i for i, name in enumerate(self.retrievers) if name not in self.abstain]
+        if margin <= 0 or not retrieving or not len(cosines):
+            return best
+        fallback = np.asarray(retrieving)[cosines[:, retrieving].argmax(1)]
+        lead = cosines[np.arange(len(cosines)), best] - cosines[np.arange(len(cosines)), fallback]
+        held_back = np.isin(best, [self.retrievers.index(a) for a in self.abstain]) & (lead <= margin)
+        return np.where(held_back, fallback, best)
 
     def add_retriever(self, name: str, member: PoolMember | None = None) -> nn.Parameter:
         """Make room for a new pool member: a fresh token (the mean of the others), nothing else changes. The token
@@ -281,6 +315,7 @@ class R3AGRouter:
                 "config": asdict(self.config),
                 "pool": self.pool.to_json() if self.pool is not None else None,
                 "pool_source": self.pool.source if self.pool is not None else "",
+                "abstain": self.abstain,
             }
             (tmp / CONFIG_FILE).write_text(json.dumps(record, indent=2))
         return path
@@ -300,7 +335,12 @@ class R3AGRouter:
             raise SpecError(f"router format {record.get('format')} != {FORMAT_VERSION}", path=path)
         pool = PoolConfig.from_json(record["pool"], record.get("pool_source", "")) if record.get("pool") else None
         router = cls(
-            record["retrievers"], R3AGConfig(**record["config"]), features=features, pool=pool, name=record["name"]
+            record["retrievers"],
+            R3AGConfig(**record["config"]),
+            features=features,
+            pool=pool,
+            name=record["name"],
+            abstain=record.get("abstain"),
         )
         router.net.load_state_dict(load_file(str(path / WEIGHTS_FILE)))
         router.net.eval()
