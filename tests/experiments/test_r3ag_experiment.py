@@ -93,6 +93,43 @@ def test_the_plan_trains_evaluates_and_reports_from_labels(experiment):
     assert [s.note for s in again][4:6] == ["cached", "cached"]
 
 
+def test_the_abstain_margin_is_chosen_on_held_out_train_queries(experiment):
+    from dataclasses import replace
+
+    experiment.config = replace(experiment.config, abstain_margins=(1.0, 2.0))
+    experiment.run(only={"train", "evaluate", "report"})
+    selection = json.loads((experiment.work / "train.json").read_text())["selection"]
+    assert len(selection["grid"]) == 4  # two modes x two margins
+    best = max(g["macro"] for g in selection["grid"])
+    chosen = next(g for g in selection["grid"] if g["mode"] == selection["chosen"] and g["macro"] == best)
+    assert selection["abstain_margin"] == chosen["margin"]
+    results = json.loads(experiment.report.with_suffix(".json").read_text())
+    for r in results["sets"].values():  # the margin holds R0 back; the same router at margin 0 is its own row
+        routed = r["systems"]["r3ag"]["routes"].get("R0", 0)
+        assert routed <= r["systems"]["r3ag-argmax"]["routes"].get("R0", 0)
+    text = experiment.report.read_text()
+    assert f"Abstain margin: **{selection['abstain_margin']:g}**" in text and "| r3ag-argmax |" in text
+
+
+def test_k_fold_selection_holds_out_every_train_query_once(experiment):
+    from dataclasses import replace
+
+    from routerank.experiments.r3ag_eval import _splits, choose_mode
+
+    labels = experiment.labels("a", "train")
+    splits = _splits(labels, 0.25, 3, seed=13)
+    held = [q for _, out in splits for q in out.query_ids]
+    assert sorted(held) == sorted(labels.query_ids) and len(splits) == 3
+    assert all(not set(fit.query_ids) & set(out.query_ids) for fit, out in splits)
+    [(fit, out)] = _splits(labels, 0.25, 1, seed=13)
+    assert len(out) == 6 and len(fit) == 18
+    experiment.config = replace(experiment.config, folds=3, abstain_margins=(0.0, 2.0))
+    selection = choose_mode(experiment)
+    assert selection["folds"] == 3 and selection["held_out_share"] == 1.0
+    assert selection["abstain_margin"] == 0.0  # one topic in four is best served by R0: never abstaining loses it
+    assert experiment.config.digest() != replace(experiment.config, folds=1, abstain_margins=(0.0,)).digest()
+
+
 def test_config_errors_speak(tmp_path):
     path = tmp_path / "c.toml"
     path.write_text('datasets = ["a"]\nmode = "sometimes"\n')
@@ -100,6 +137,12 @@ def test_config_errors_speak(tmp_path):
         R3AGExperimentConfig.load(path)
     path.write_text('datasets = ["a"]\nepoch = 3\n')
     with pytest.raises(SpecError, match="unknown config keys"):
+        R3AGExperimentConfig.load(path)
+    path.write_text('datasets = ["a"]\nfolds = 0\n')
+    with pytest.raises(SpecError, match="folds"):
+        R3AGExperimentConfig.load(path)
+    path.write_text('datasets = ["a"]\nabstain_margins = [0.5, 3]\n')
+    with pytest.raises(SpecError, match="abstain_margins"):
         R3AGExperimentConfig.load(path)
     path.write_text('datasets = ["a"]\ntrain_queries = 0\n')
     assert R3AGExperimentConfig.load(path).train_queries is None

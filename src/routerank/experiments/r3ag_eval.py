@@ -42,38 +42,67 @@ def fit_router(experiment, labels: RoutingLabels, overrides: dict | None = None,
     from routerank.train.r3ag import R3AG_TRAINING, R3AGTrainer
 
     features = experiment.features()
-    router = R3AGRouter(labels.retrievers, _router_config(experiment, overrides or {}), features=features, name=name)
+    config = _router_config(experiment, overrides or {})
+    router = R3AGRouter(labels.retrievers, config, features=features, name=name, abstain=labels.abstain)
     training = replace(R3AG_TRAINING, epochs=experiment.config.epochs)
     R3AGTrainer(router, labels, training=training, features=features(list(labels.queries))).fit()
     return router
 
 
-def _split(labels: RoutingLabels, holdout: float, seed: int) -> tuple[RoutingLabels, RoutingLabels]:
+def _splits(labels: RoutingLabels, holdout: float, folds: int, seed: int) -> list[tuple[RoutingLabels, RoutingLabels]]:
+    """(fit, held-out) pairs: one seeded split holding out `holdout` of the queries (folds 1), or k folds that
+    hold out every query once."""
     order = np.random.default_rng(seed).permutation(len(labels))
-    cut = max(1, int(round(len(labels) * holdout)))
-    return labels.subset(np.sort(order[cut:])), labels.subset(np.sort(order[:cut]))
+    if folds == 1:
+        cut = max(1, int(round(len(labels) * holdout)))
+        parts = [order[:cut]]
+    else:
+        parts = np.array_split(order, folds)
+    return [(labels.subset(np.sort(np.setdiff1d(order, held))), labels.subset(np.sort(held))) for held in parts]
 
 
-def _mean_f1(router, labels: RoutingLabels, features) -> float:
-    queries = [Query(q, t) for q, t in zip(labels.query_ids, labels.queries, strict=True)]
-    choices = [d.choice for d in router.route(queries, features=features(list(labels.queries)))]
-    return score_routes(choices, labels).utility
+def _held_out_f1(router, labels: RoutingLabels, features, margins) -> np.ndarray:
+    """[margins, queries] F1 labels of the router's choices on `labels`, per abstain margin (one forward pass)."""
+    cosines = router.scores(features=features(list(labels.queries)))
+    rows = np.arange(len(labels))
+    return np.stack([labels.utility[rows, router.choose(cosines, m)] for m in margins])
 
 
 def choose_mode(experiment) -> dict:
-    """Pooled vs per-set R3AG, compared by macro F1 on each set's held-out train queries."""
+    """Pooled vs per-set R3AG and the abstain margin, chosen together by macro F1 on held-out train queries (one
+    split, or k-fold cross-validation with `folds` > 1); ties go to pooled, then to the smaller margin."""
     config, features = experiment.config, experiment.features()
-    parts = {
-        ds: _split(experiment.labels(ds, config.train_split), config.holdout, config.seed) for ds in config.datasets
+    margins = sorted(set(config.abstain_margins))
+    splits = {
+        ds: _splits(experiment.labels(ds, config.train_split), config.holdout, config.folds, config.seed)
+        for ds in config.datasets
     }
-    pooled = fit_router(experiment, RoutingLabels.concat([fit for fit, _ in parts.values()]))
-    scores = {"pooled": {}, "per-set": {}}
-    for ds, (fit, held) in parts.items():
-        scores["pooled"][ds] = _mean_f1(pooled, held, features)
-        scores["per-set"][ds] = _mean_f1(fit_router(experiment, fit), held, features)
-    macro = {mode: float(np.mean(list(by_set.values()))) for mode, by_set in scores.items()}
-    chosen = config.mode if config.mode != "auto" else ("per-set" if macro["per-set"] > macro["pooled"] else "pooled")
-    return {"held_out_f1": scores, "macro": macro, "chosen": chosen, "held_out_share": config.holdout}
+    held = {"pooled": {ds: [] for ds in splits}, "per-set": {ds: [] for ds in splits}}  # mode -> ds -> [margins, q]
+    for fold in range(len(next(iter(splits.values())))):
+        pooled = fit_router(experiment, RoutingLabels.concat([parts[fold][0] for parts in splits.values()]))
+        for ds, parts in splits.items():
+            fit, out = parts[fold]
+            held["pooled"][ds].append(_held_out_f1(pooled, out, features, margins))
+            held["per-set"][ds].append(_held_out_f1(fit_router(experiment, fit), out, features, margins))
+    f1 = {mode: {ds: np.concatenate(v, axis=1).mean(1) for ds, v in sets.items()} for mode, sets in held.items()}
+    grid = [
+        {"mode": mode, "margin": m, "macro": float(np.mean([by_margin[i] for by_margin in f1[mode].values()]))}
+        for mode in ("pooled", "per-set")
+        for i, m in enumerate(margins)
+    ]
+    allowed = [g for g in grid if config.mode in ("auto", g["mode"])]
+    best = max(allowed, key=lambda g: g["macro"])  # max keeps the first of equals: pooled, then the smaller margin
+    at = margins.index(best["margin"])
+    scores = {mode: {ds: float(v[at]) for ds, v in sets.items()} for mode, sets in f1.items()}
+    return {
+        "held_out_f1": scores,
+        "macro": {mode: float(np.mean(list(by_set.values()))) for mode, by_set in scores.items()},
+        "grid": grid,
+        "chosen": best["mode"],
+        "abstain_margin": best["margin"],
+        "held_out_share": config.holdout if config.folds == 1 else 1.0,
+        "folds": config.folds,
+    }
 
 
 def training_sets(experiment, mode: str) -> dict[str, RoutingLabels]:
@@ -95,7 +124,7 @@ def train(experiment) -> None:
     from routerank.train.r3ag import R3AG_TRAINING, R3AGTrainer
 
     selection = choose_mode(experiment)
-    mode = selection["chosen"]
+    mode, margin = selection["chosen"], selection["abstain_margin"]
     extend, features = experiment.config.extend, experiment.features()
     record = {"selection": selection, "extend": {}}
     done: dict[int, str] = {}
@@ -104,10 +133,11 @@ def train(experiment) -> None:
             continue
         done[id(labels)] = dataset
         for variant, overrides in VARIANTS.items():
-            fit_router(experiment, labels, overrides, variant).save(_router_dir(experiment, variant, dataset, mode))
+            router = fit_router(experiment, labels, {**overrides, "abstain_margin": margin}, variant)
+            router.save(_router_dir(experiment, variant, dataset, mode))
         if extend in labels.retrievers:
             base = labels.select([r for r in labels.retrievers if r != extend])
-            router = fit_router(experiment, base, {}, "r3ag-without-" + extend)
+            router = fit_router(experiment, base, {"abstain_margin": margin}, "r3ag-without-" + extend)
             router.save(_router_dir(experiment, f"r3ag-without-{extend}", dataset, mode))
             trainer = R3AGTrainer(
                 router,
@@ -135,6 +165,10 @@ def _routers(experiment, dataset: str, mode: str, train_labels: RoutingLabels, t
         folder = _router_dir(experiment, name, dataset, mode)
         if folder.exists():
             routers[name] = R3AGRouter.load(folder, features=features)
+    if "r3ag" in routers and routers["r3ag"].config.abstain_margin > 0:  # the chosen margin's effect, as a row
+        plain = R3AGRouter.load(_router_dir(experiment, "r3ag", dataset, mode), features=features)
+        plain.config, plain.name = replace(plain.config, abstain_margin=0.0), "r3ag-argmax"
+        routers["r3ag-argmax"] = plain
     train_features = features(list(train_labels.queries))
     routers.update(
         baselines(train_labels, test_labels, features, train_features=train_features, seed=experiment.config.seed)
@@ -154,7 +188,7 @@ def _overhead(experiment, router, queries: list[Query], labels: RoutingLabels) -
 
     encode = experiment.encoder()
     encode([queries[0].text])  # load the encoder outside the timing
-    fresh = R3AGRouter(router.retrievers, router.config, features=encode)
+    fresh = R3AGRouter(router.retrievers, router.config, features=encode, abstain=router.abstain)
     fresh.net.load_state_dict(router.net.state_dict())
     began = time.perf_counter()
     fresh.route(queries)

@@ -27,10 +27,12 @@ import numpy as np
 from routerank.errors import SpecError
 from routerank.experiments.r3ag_labels import LabelSettings, build_labels, work_dir_for
 from routerank.experiments.stages import Stage, Step, read_toml_config, run_plan
-from routerank.fsutil import atomic_write, cache_root
+from routerank.fsutil import atomic_write, cache_root, without_later_defaults
 from routerank.route.labels import RoutingLabels
 from routerank.route.pool import PoolConfig
 
+ADDED_LATER = {"abstain_margins": (0.0,), "folds": 1}
+"""Settings added after work dirs were keyed: at these values they stay out of the digest."""
 VARIANTS = {  # name -> R3AGConfig overrides
     "r3ag": {},
     "r3ag-no-quality": {"quality": False},
@@ -45,6 +47,10 @@ class R3AGExperimentConfig:
     of the train and test splits per set (0 = all). k, model, template, max_new_tokens, context_tokens,
     batch_size: the label generator. epochs: per R3AG training stage. holdout: share of each set's train labels
     held out to choose pooled vs per-set training. mode: "auto" (that choice), "pooled" or "per-set".
+    folds: 1 = one seeded split holding out `holdout`; k > 1 = k-fold cross-validation over the train labels (every
+    query held out once), for the same choice.
+    abstain_margins: the `R3AGConfig.abstain_margin` values tried on the same held-out queries; the best (mode,
+    margin) pair serves every R3AG variant (ties: pooled, then the smaller margin). (0.0,) is the plain argmax.
     extend: the member left out of training and added afterwards with `add_retriever`.
     generator_eval: a second generator to label the test queries with (cross-generator transfer); empty = none.
     features: the router's frozen query encoder. profile: names the work dir."""
@@ -65,6 +71,8 @@ class R3AGExperimentConfig:
     epochs: int = 30
     holdout: float = 0.25
     mode: str = "auto"
+    folds: int = 1
+    abstain_margins: tuple[float, ...] = (0.0,)
     extend: str = "rm3"
     generator_eval: str = ""
     features: str = "minilm"
@@ -77,10 +85,16 @@ class R3AGExperimentConfig:
             raise SpecError(f"unknown mode {self.mode!r}", fix="auto | pooled | per-set")
         if not 0 < self.holdout < 1:
             raise SpecError(f"holdout must lie in (0, 1), got {self.holdout}")
+        if self.folds < 1:
+            raise SpecError(f"folds must be at least 1, got {self.folds}")
+        if not self.abstain_margins or any(not 0 <= m <= 2 for m in self.abstain_margins):
+            raise SpecError(f"abstain_margins must be values in [0, 2], got {list(self.abstain_margins)}")
 
     @classmethod
     def load(cls, path: str | Path) -> R3AGExperimentConfig:
-        return read_toml_config(cls, path, tuples=("datasets",), none_if_zero=("train_queries", "test_queries"))
+        return read_toml_config(
+            cls, path, tuples=("datasets", "abstain_margins"), none_if_zero=("train_queries", "test_queries")
+        )
 
     def label_settings(self, split: str) -> LabelSettings:
         sample = self.train_queries if split == self.train_split else self.test_queries
@@ -97,7 +111,8 @@ class R3AGExperimentConfig:
         )
 
     def digest(self) -> str:
-        return hashlib.sha256(json.dumps(asdict(self), sort_keys=True).encode()).hexdigest()[:10]
+        record = without_later_defaults(asdict(self), ADDED_LATER)
+        return hashlib.sha256(json.dumps(record, sort_keys=True).encode()).hexdigest()[:10]
 
 
 class R3AGExperiment:

@@ -119,9 +119,31 @@ def _route_lines(results: dict) -> list[str]:
     return lines
 
 
+def _held_out_words(selection: dict) -> str:
+    folds = selection.get("folds", 1)
+    if folds > 1:
+        return f"{folds}-fold cross-validation over each set's train queries, every one held out once"
+    return f"{int(100 * selection['held_out_share'])}% of each set's train queries held out"
+
+
+def _margin_lines(selection: dict) -> list[str]:
+    """The abstain margin chosen with the mode, and the held-out grid it came from (absent in older results)."""
+    grid = [g for g in selection.get("grid", []) if g["mode"] == selection["chosen"]]
+    if len(grid) < 2:
+        return []
+    tried = ", ".join(f"{g['margin']:g}: {g['macro']:.3f}" for g in grid)
+    return [
+        "",
+        f"Abstain margin: **{selection['abstain_margin']:g}** (R0 serves a query only when its routing cosine beats "
+        f"the best retriever's by more than this; held-out train macro F1 per margin, {selection['chosen']}: "
+        f"{tried}). Every R3AG variant routes with it; `r3ag-argmax` is the same router with margin 0.",
+    ]
+
+
 def _ablation_lines(results: dict) -> list[str]:
-    variants = ["r3ag", "r3ag-no-quality", "r3ag-no-utility", "r3ag-mean-fusion"]
+    variants = ["r3ag", "r3ag-no-quality", "r3ag-no-utility", "r3ag-mean-fusion", "r3ag-argmax"]
     sets = list(results["sets"])
+    variants = [v for v in variants if any(v in r["systems"] for r in results["sets"].values())]
     lines = ["| variant | " + " | ".join(f"{s} F1" for s in sets) + " |", "|---|" + "---:|" * len(sets)]
     for v in variants:
         cells = [results["sets"][s]["systems"].get(v, {}).get("f1") for s in sets]
@@ -187,8 +209,9 @@ def markdown(results: dict, figure: Path | None, report: Path) -> str:
         "so raising the sizes in the config generates only the new queries.",
         "",
         f"Training mode: **{selection['chosen']}** (held-out train macro F1: pooled {selection['macro']['pooled']:.3f}"
-        f", per-set {selection['macro']['per-set']:.3f}; {int(100 * selection['held_out_share'])}% of each set's "
-        "train queries held out; test queries never choose anything).",
+        f", per-set {selection['macro']['per-set']:.3f}; {_held_out_words(selection)}; test queries never choose "
+        "anything).",
+        *_margin_lines(selection),
         "",
         "## Headline",
         "",
