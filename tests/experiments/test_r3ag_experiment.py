@@ -130,20 +130,24 @@ def test_k_fold_selection_holds_out_every_train_query_once(experiment):
     assert experiment.config.digest() != replace(experiment.config, folds=1, abstain_margins=(0.0,)).digest()
 
 
-def test_config_errors_speak(tmp_path):
+@pytest.mark.parametrize(
+    ("line", "message"),
+    [
+        ('mode = "sometimes"', "unknown mode"),
+        ("epoch = 3", "unknown config keys"),
+        ("folds = 0", "folds"),
+        ("abstain_margins = [0.5, 3]", "abstain_margins"),
+    ],
+)
+def test_config_errors_speak(tmp_path, line, message):
     path = tmp_path / "c.toml"
-    path.write_text('datasets = ["a"]\nmode = "sometimes"\n')
-    with pytest.raises(SpecError, match="unknown mode"):
+    path.write_text(f'datasets = ["a"]\n{line}\n')
+    with pytest.raises(SpecError, match=message):
         R3AGExperimentConfig.load(path)
-    path.write_text('datasets = ["a"]\nepoch = 3\n')
-    with pytest.raises(SpecError, match="unknown config keys"):
-        R3AGExperimentConfig.load(path)
-    path.write_text('datasets = ["a"]\nfolds = 0\n')
-    with pytest.raises(SpecError, match="folds"):
-        R3AGExperimentConfig.load(path)
-    path.write_text('datasets = ["a"]\nabstain_margins = [0.5, 3]\n')
-    with pytest.raises(SpecError, match="abstain_margins"):
-        R3AGExperimentConfig.load(path)
+
+
+def test_zero_queries_means_all(tmp_path):
+    path = tmp_path / "c.toml"
     path.write_text('datasets = ["a"]\ntrain_queries = 0\n')
     assert R3AGExperimentConfig.load(path).train_queries is None
 
