@@ -167,3 +167,28 @@ def test_registry_and_rerank_run_keep_the_tail():
     run = Run(MappingProxyType({"q1": Ranking(tuple(d.id for d in docs), (5.0, 4.0, 3.0, 2.0, 1.0))}))
     out = ListwiseReranker(generate=ScriptedJudge()).rerank_run([Query("q1", "grades")], run, Corpus(docs), depth=3)
     assert out["q1"].doc_ids == ("d1", "d2", "d0", "d3", "d4")
+
+
+def test_answers_of_a_model_loaded_by_spec_are_cached_on_disk(tiny, tmp_path):
+    """A killed listwise run resumes: a second reranker over the same model reads every window from disk."""
+    model, tokenizer = tiny
+    model.save_pretrained(tmp_path / "tiny")
+    tokenizer.save_pretrained(tmp_path / "tiny")
+    spec, cache = f"hf:{tmp_path / 'tiny'}", tmp_path / "answers"
+    options = {"window": 3, "step": 1, "max_doc_tokens": 8, "max_new_tokens": 6, "cache_dir": cache}
+    docs = graded_docs([3, 1, 4, 1])
+    first = ListwiseReranker(spec, **options)
+    ranking = first.rerank("grades", docs)
+    assert first.forward_passes > 0 and len(list(cache.glob("listwise-*.sqlite"))) == 1
+    again = ListwiseReranker(spec, **options)
+    assert again.rerank("grades", docs) == ranking and again.forward_passes == 0  # every window from disk
+    assert again.rerank("other query", docs).repairs.windows == 2 and again.forward_passes > 0  # new prompts run
+    budget = ListwiseReranker(spec, **{**options, "max_new_tokens": 5})  # another answer budget: another file
+    budget.rerank("grades", docs)
+    assert budget.forward_passes > 0 and len(list(cache.glob("listwise-*.sqlite"))) == 2
+    off = ListwiseReranker(spec, **{**options, "cache": False})
+    off.rerank("grades", docs)
+    assert off.forward_passes > 0
+    memory = ListwiseReranker.from_model(model, tokenizer, **{**options, "cache_dir": tmp_path / "none"})
+    memory.rerank("grades", docs)
+    assert not (tmp_path / "none").exists()  # a model from memory has no fingerprint to key a cache by

@@ -10,10 +10,16 @@ The generator is any `generate(prompt) -> str`; the default runs greedy decoding
 template. `format_permutation` writes an answer exactly as the prompt asks for one and `chat_ids` builds the exact
 token ids the default generator feeds the model: together they are the SFT data of a listwise student (DeAR stage 2,
 `routerank.train.dear`), whose adapter loads here as `listwise:smollm2,adapter=<folder>`.
+
+Decoding is greedy, so each window's answer is a function of the model, the adapter and the prompt: with a model
+loaded by spec, answers are cached on disk (one SQLite file per model, adapter, system prompt and answer budget,
+one row per prompt, committed per window), and a killed scoring run resumes where it stopped.
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
 import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, fields
@@ -158,6 +164,7 @@ class ChatGenerator:
         self.model, self.tokenizer, self.system = model, tokenizer, system
         self.max_new_tokens = max_new_tokens
         self.forward_passes = 0
+        self.last_prompt_tokens, self.last_stop = 0, ""
 
     def __call__(self, prompt: str) -> str:
         import torch
@@ -177,6 +184,8 @@ class ChatGenerator:
             )
         new = out[0, ids.shape[1] :]
         self.forward_passes += int(new.shape[0])
+        self.last_prompt_tokens = int(ids.shape[1])
+        self.last_stop = "length" if int(new.shape[0]) >= self.max_new_tokens else "eos"
         return self.tokenizer.decode(new, skip_special_tokens=True)
 
 
@@ -197,6 +206,8 @@ class ListwiseReranker(BaseReranker):
         dtype: str | None = None,
         trust_remote_code: bool = False,
         adapter: str | None = None,
+        cache: bool = True,
+        cache_dir=None,
         _loaded=None,
     ):
         window, step, max_doc_tokens = int(window), int(step), int(max_doc_tokens)
@@ -213,6 +224,7 @@ class ListwiseReranker(BaseReranker):
         self.tokenizer = tokenizer
         if adapter and generate is not None:
             raise RouterankError("an adapter needs the model, not a custom generate function", fix="drop one of them")
+        self._cache = None
         if generate is None:
             if _loaded is None:
                 _loaded = load_causal_lm(model, device=device, dtype=dtype, trust_remote_code=trust_remote_code)
@@ -222,6 +234,13 @@ class ListwiseReranker(BaseReranker):
             generate = ChatGenerator(
                 llm, self.tokenizer, system=self.template.system, max_new_tokens=max_new_tokens or self._answer_budget()
             )
+            fingerprint = self._fingerprint()
+            if cache and fingerprint is not None:
+                from routerank.fsutil import cache_root
+                from routerank.generate.cache import GenerationCache
+
+                folder = cache_dir if cache_dir is not None else cache_root() / "listwise"
+                self._cache = GenerationCache(self.generator_key(fingerprint, generate.max_new_tokens), folder)
         self.generate = generate
         self.stats = Repairs()
 
@@ -231,23 +250,48 @@ class ListwiseReranker(BaseReranker):
         model, inline = split_arg(arg)
         return cls(model, **{**options, **inline})
 
+    def _fingerprint(self) -> str | None:
+        from routerank.models.llm import resolve_llm
+
+        try:
+            return resolve_llm(self.model_spec).fingerprint
+        except RouterankError:
+            return None  # a model wrapped from memory
+
+    def generator_key(self, fingerprint: str, max_new_tokens: int) -> str:
+        """Names the answer cache: model, adapter (in `name`), system prompt, answer budget, greedy decoding."""
+        record = [fingerprint, self.name, self.template.name, self.template.system, max_new_tokens, "greedy"]
+        return "listwise-" + hashlib.sha256(json.dumps(record).encode()).hexdigest()[:16]
+
+    def _answer(self, prompt: str) -> str:
+        """The model's answer to one window's prompt, from the disk cache when it was answered before."""
+        from routerank.generate.cache import CachedGeneration
+
+        key = hashlib.sha256(prompt.encode("utf-8")).hexdigest()
+        if self._cache is not None:
+            hit = self._cache.get_many([key]).get(key)
+            if hit is not None:
+                return hit.raw
+        answer = self.generate(prompt)
+        if self._cache is not None:
+            done = CachedGeneration(answer, self.generate.last_stop, self.generate.last_prompt_tokens)
+            self._cache.put_many({key: done})
+        return answer
+
     def _merge_adapter(self, llm, folder: str):
         from pathlib import Path
 
-        from routerank.models.llm import resolve_llm
         from routerank.rerank.adapters import LISTWISE, adapter_digest, apply_adapter
 
-        try:
-            fingerprint = resolve_llm(self.model_spec).fingerprint
-        except RouterankError:
-            fingerprint = None  # a model wrapped from memory
-        llm, _ = apply_adapter(llm, folder, kind=LISTWISE, fingerprint=fingerprint)
+        llm, _ = apply_adapter(llm, folder, kind=LISTWISE, fingerprint=self._fingerprint())
         self.name = f"{self.name}+{Path(folder).name}@{adapter_digest(folder)}"
         return llm
 
     @classmethod
     def from_model(cls, model, tokenizer, *, name: str = "custom", **options) -> ListwiseReranker:
-        return cls(name, _loaded=(model, tokenizer), **options)
+        """A model already in memory; its answers are not cached on disk unless `cache=True` (the name must then
+        resolve to the same weights)."""
+        return cls(name, _loaded=(model, tokenizer), **{"cache": False, **options})
 
     @property
     def forward_passes(self) -> int:
@@ -272,7 +316,7 @@ class ListwiseReranker(BaseReranker):
         if len(documents) > 1:
             for start in window_starts(len(documents), self.window, self.step):
                 span = order[start : start + self.window]
-                answer = self.generate(self.prompt(query.text, [documents[i].full_text for i in span]))
+                answer = self._answer(self.prompt(query.text, [documents[i].full_text for i in span]))
                 permutation = parse_permutation(answer, len(span))
                 order[start : start + len(span)] = [span[i] for i in permutation.order]
                 repairs = repairs + permutation.repairs
