@@ -160,6 +160,50 @@ def test_a_partial_run_reports_pending_rows_and_pending_claims(tmp_path, fresh_c
     assert data["dear_ablations"] == {"ce": "dear-ce"}
 
 
+class Killed(Exception):
+    pass
+
+
+class Watched:
+    """A reranker that records the queries of each `rerank_run` and is "killed" on call number `die_at`."""
+
+    def __init__(self, inner, asked: list, die_at: int | None = None):
+        self.inner, self.asked, self.die_at = inner, asked, die_at
+        self.reranker = getattr(inner, "reranker", inner)  # where the experiment reads the cost counters
+
+    def rerank_run(self, queries, *args):
+        self.asked.append([q.id for q in queries])
+        if self.die_at is not None and len(self.asked) >= self.die_at:
+            raise Killed
+        return self.inner.rerank_run(queries, *args)
+
+
+def test_a_killed_scoring_stage_resumes_at_its_first_unfinished_chunk(tmp_path, fresh_ce, scifact, nfcorpus):
+    from routerank.data.trec import read_run
+
+    config = tiny_config(tmp_path / "configs", fresh_ce)
+    experiment = LLMTrainingExperiment(config, tmp_path / "work", progress=False, loaded_factory=factory)
+    real, asked = experiment.reranker, []
+    experiment.reranker = lambda system: Watched(real(system), asked, die_at=2)
+    with pytest.raises(Killed):
+        experiment.score("zero-shot", "scifact", chunk=1)
+    path = experiment.run_path("zero-shot", "scifact")
+    partial = path.with_suffix(".partial.jsonl")
+    assert not path.exists() and len(partial.read_text().splitlines()) == 1
+    partial.write_text(partial.read_text() + '{"spec": "torn by the ki')  # a kill mid-write
+    first, asked[:] = asked[0], []
+    experiment.reranker = lambda system: Watched(real(system), asked)
+    experiment.score("zero-shot", "scifact", chunk=1)
+    assert first not in asked and sum(len(a) for a in asked) == 2  # only the two unfinished queries
+    assert not partial.exists() and experiment.scored("zero-shot", "scifact")
+    fresh = LLMTrainingExperiment(config, tmp_path / "again", progress=False, loaded_factory=factory)
+    fresh.score("zero-shot", "scifact")  # one chunk of all three
+    resumed, whole = read_run(path).as_dict(), read_run(fresh.run_path("zero-shot", "scifact")).as_dict()
+    assert resumed.keys() == whole.keys() and all(resumed[q] == pytest.approx(whole[q], abs=1e-5) for q in whole)
+    meta = json.loads(path.with_suffix(".json").read_text())
+    assert meta["queries"] == 3 and meta["seconds"] > 0 and meta["forward_passes"] > 0
+
+
 def test_a_time_budget_of_zero_starts_nothing_but_still_reports(tmp_path, fresh_ce, scifact, nfcorpus):
     experiment = LLMTrainingExperiment(
         tiny_config(tmp_path / "c", fresh_ce), tmp_path / "w", progress=False, loaded_factory=factory

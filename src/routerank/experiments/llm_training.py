@@ -12,7 +12,8 @@ stage 1 with all its loss terms (`dear-stage1`), stages 1 + 2 listwise (`dear`) 
 Each trainer reads its own TOML (`configs/{dear,prorank,rank-r1}-cpu.toml`); the experiment adds only where the
 adapters go and what scores them. Every adapter lives under the work dir (`<cache>/llm-training/<profile>`) in a
 folder named by its config's hash, and every trainer resumes from its checkpoint after a kill, so a stage that is
-finished is skipped and a changed method config trains anew beside the old one. Each scored run records the
+finished is skipped and a changed method config trains anew beside the old one. Scoring stages persist
+every 10 queries (`<run>.partial.jsonl`), so a killed one resumes too. Each scored run records the
 reranker spec that made it; a run made by another spec (a retrained adapter) is scored again. The report
 (`llm_training_report`) is written from whatever exists: a stage that has not run shows as pending, its cells –.
 Nothing here is chosen on test queries: the trainers hold their dev queries out of the train split.
@@ -23,6 +24,7 @@ from __future__ import annotations
 import argparse
 import hashlib
 import json
+import os
 import sys
 import time
 from dataclasses import asdict, replace
@@ -39,6 +41,29 @@ from routerank.experiments.llm_training_config import (
 from routerank.experiments.stages import Stage, Step, run_plan
 from routerank.fsutil import atomic_write, cache_root
 from routerank.train.dear import TERMS
+
+SCORE_CHUNK = 10
+"""Queries per persisted piece of a scoring stage: what a kill can lose."""
+COST_COUNTERS = ("calls", "forward_passes")
+
+
+def _read_chunks(path: Path) -> list[dict]:
+    """The finished chunks of a partial scoring run; a line torn by a kill ends the list."""
+    chunks = []
+    if path.exists():
+        for line in path.read_text().splitlines():
+            try:
+                chunks.append(json.loads(line))
+            except json.JSONDecodeError:
+                break
+    return chunks
+
+
+def _append_chunk(path: Path, record: dict) -> None:
+    with path.open("a") as out:
+        out.write(json.dumps(record) + "\n")
+        out.flush()
+        os.fsync(out.fileno())
 
 
 def _digest(data) -> str:
@@ -270,34 +295,57 @@ class LLMTrainingExperiment:
             options["_loaded"] = self._loaded_factory()
         return stage_reranker(StageSpec(spec, self.config.depth, alpha), "bm25", options)
 
-    def score(self, system: str, dataset: str) -> None:
-        """Rerank the dataset's BM25 candidates with the system; the run, and beside it its spec and costs."""
+    def score(self, system: str, dataset: str, chunk: int = SCORE_CHUNK) -> None:
+        """Rerank the dataset's BM25 candidates with the system; the run, and beside it its spec and costs.
+
+        Queries are reranked `chunk` at a time and each finished chunk is appended to `<run>.partial.jsonl` (with
+        the spec, its seconds and LLM passes), so a killed scoring stage resumes at the first unfinished chunk; a
+        partial file made by another spec is discarded."""
         from routerank.data.trec import write_run
+        from routerank.data.types import Ranking
         from routerank.pipeline import build
 
         queries, corpus = self.test_queries(dataset), self.dataset(dataset).corpus
+        path, spec = self.run_path(system, dataset), self.spec(system)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        partial = path.with_suffix(".partial.jsonl")
+        chunks = [c for c in _read_chunks(partial) if c.get("spec") == spec]
+        if partial.exists():  # rewritten without another spec's chunks or a line torn by a kill, then appended to
+            with atomic_write(partial) as out:
+                out.writelines(json.dumps(c) + "\n" for c in chunks)
+        done = {q for c in chunks for q in c["rankings"]}
+        todo = [q for q in queries if q.id not in done]
         if system == "bm25":
             retriever, reranker = build("bm25", corpus), None
-            start = time.perf_counter()  # latency of the search alone, not of loading the index or the model
-            run = retriever.search(queries, self.config.depth)
-        else:
+        elif todo:
             reranker, candidates = self.reranker(system), self.candidates(dataset)
-            inner = getattr(reranker, "reranker", reranker)  # an interpolated teacher's own reranker counts
-            before = {k: getattr(inner, k, None) for k in ("calls", "forward_passes")}
-            start = time.perf_counter()
-            run = reranker.rerank_run(queries, candidates, corpus, self.config.depth)
-        seconds = time.perf_counter() - start
-        meta = {"spec": self.spec(system), "queries": len(queries), "seconds": seconds}
-        if reranker is not None:
+        inner = getattr(reranker, "reranker", reranker) if todo else None  # an interpolated teacher's own counts
+        for begin in range(0, len(todo), chunk):
+            part = todo[begin : begin + chunk]
+            before = {k: getattr(inner, k, None) for k in COST_COUNTERS}
+            start = time.perf_counter()  # bm25: the search alone, not loading the index or the model
+            if reranker is None:
+                run = retriever.search(part, self.config.depth)
+            else:
+                run = reranker.rerank_run(part, candidates, corpus, self.config.depth)
+            record = {"spec": spec, "seconds": time.perf_counter() - start, "rankings": {}}
             for key, was in before.items():
                 now = getattr(inner, key, None)
                 if isinstance(now, int) and isinstance(was, int):
-                    meta[key] = now - was
-        path = self.run_path(system, dataset)
-        path.parent.mkdir(parents=True, exist_ok=True)
+                    record[key] = now - was
+            record["rankings"] = {q: [list(r.doc_ids), list(r.scores)] for q, r in run.rankings.items()}
+            _append_chunk(partial, record)
+            chunks.append(record)
+        rankings = {q: Ranking(tuple(ids), tuple(scores)) for c in chunks for q, (ids, scores) in c["rankings"].items()}
+        run = Run({q.id: rankings[q.id] for q in queries if q.id in rankings}, system)
+        meta = {"spec": spec, "queries": len(queries), "seconds": sum(c["seconds"] for c in chunks)}
+        for key in COST_COUNTERS:
+            if chunks and all(key in c for c in chunks):
+                meta[key] = sum(c[key] for c in chunks)
         write_run(run, path, tag=system)
         with atomic_write(path.with_suffix(".json")) as out:
             json.dump(meta, out, indent=2)
+        partial.unlink(missing_ok=True)
 
     def scored(self, system: str, dataset: str) -> bool:
         """A run exists and was made by the spec the system has now."""
