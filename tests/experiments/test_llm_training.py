@@ -4,6 +4,7 @@ partial runs; the claims on hand-made tables; config errors."""
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 
 import pytest
@@ -130,6 +131,8 @@ def test_every_method_trains_scores_and_reports(finished):
         assert section in text
     assert "## DeAR loss ablation" in text and "| CE + RankNet + KL | `dear-stage1` |" in text
     assert "pending" not in text.split("## Claims")[0]
+    assert any("a random order of BM25's candidates scores scifact" in n for n in data["notes"]["gain"])
+    assert any("optimizer steps" in n for n in data["notes"]["gain"])
 
 
 @pytest.mark.slow
@@ -228,6 +231,30 @@ def table(**rows) -> dict:
 def claims(rows: dict, trained=("sft", "dear-stage1", "prorank-stage1", "prorank", "dear-ce")):
     """The four claims, in order: the margin over zero-shot, beating BM25, ProRank's stages, DeAR's terms."""
     return check_claims(rows, ["scifact", "nfcorpus"], trained=list(trained), dear_all="dear-stage1", dear_ce="dear-ce")
+
+
+def test_a_random_order_of_the_candidates_is_the_reference_level(tmp_path):
+    """One query, two candidates, one relevant: a random order puts it first half the time."""
+    from types import SimpleNamespace
+
+    from routerank.data.trec import write_run
+    from routerank.data.types import Qrels, Query, Ranking
+    from routerank.data.types import Run as RunType
+    from routerank.experiments.llm_training_report import random_order
+
+    run = tmp_path / "bm25.trec"
+    write_run(RunType({"q": Ranking(("bad", "good"), (2.0, 1.0))}), run, tag="bm25")
+    qrels = Qrels({"q": {"good": 1}})
+    experiment = SimpleNamespace(
+        config=SimpleNamespace(datasets=("toy", "unscored"), seed=13, depth=20),
+        scored=lambda system, dataset: dataset == "toy",
+        test_queries=lambda dataset: [Query("q", "a query")],
+        dataset=lambda dataset: SimpleNamespace(split_qrels=lambda split: qrels),
+        run_path=lambda system, dataset: run,
+    )
+    levels = random_order(experiment)
+    assert set(levels) == {"toy"}
+    assert levels["toy"] == pytest.approx((1 + 1 / math.log2(3)) / 2, abs=0.06)
 
 
 def test_claims_hold_when_every_condition_is_met():

@@ -45,6 +45,9 @@ STEP_UNITS = {
 TERM_NAMES = {"ce": "CE", "ranknet": "RankNet", "kl": "KL"}
 
 
+RANDOM_SHUFFLES = 100
+
+
 def terms_title(terms: str) -> str:
     """ "ce+kl" -> "CE + KL"."""
     return " + ".join(TERM_NAMES[t] for t in terms.split("+"))
@@ -208,12 +211,51 @@ def check_claims(
     return claims
 
 
-def why(table: dict, trainings: dict, curves: dict) -> dict[str, list[str]]:
+def random_order(experiment, shuffles: int = RANDOM_SHUFFLES) -> dict[str, float]:
+    """Per dataset: the mean nDCG@10 of `shuffles` seeded random orders of the BM25 candidates (where BM25 is
+    scored): the level a reranker that knows nothing reaches."""
+    import random
+
+    from routerank.data.trec import read_run
+    from routerank.data.types import Ranking, Run
+    from routerank.evaluate import evaluate
+
+    out = {}
+    for dataset in experiment.config.datasets:
+        if not experiment.scored("bm25", dataset):
+            continue
+        queries = experiment.test_queries(dataset)
+        qrels = experiment.dataset(dataset).split_qrels("test").subset(q.id for q in queries)
+        bm25, rng, values = read_run(experiment.run_path("bm25", dataset)), random.Random(experiment.config.seed), []
+        for _ in range(shuffles):
+            shuffled = {}
+            for q, ranking in bm25.rankings.items():
+                ids = list(ranking.doc_ids[: experiment.config.depth])
+                rng.shuffle(ids)
+                shuffled[q] = Ranking(tuple(ids), tuple(float(len(ids) - i) for i in range(len(ids))))
+            values.append(evaluate(Run(shuffled), qrels, [KEY]).means[KEY])
+        out[dataset] = sum(values) / len(values)
+    return out
+
+
+def why(table: dict, trainings: dict, curves: dict, random: dict | None = None) -> dict[str, list[str]]:
     """Evidence beside each claim, from the manifests and the table: what bounds or explains the outcome."""
     notes: dict[str, list[str]] = {"gain": [], "prorank": [], "dear": []}
     teacher, zero = _value(table, "teacher", PRIMARY), _value(table, "zero-shot", PRIMARY)
     if teacher is not None and zero is not None:
         notes["gain"].append(f"the teacher itself is {teacher - zero:+.4f} over zero-shot on {PRIMARY}")
+    scored = [s for s in trainings if _value(table, s, PRIMARY) is not None]
+    if scored:
+        best = max(scored, key=lambda s: _value(table, s, PRIMARY))
+        record = trainings[best]
+        kept = f", keeping step {record['best_step']} on dev" if record.get("best_step") is not None else ""
+        notes["gain"].append(
+            f"`{best}` trained {record['steps']} optimizer steps ({record['unit']}) in "
+            f"{_seconds(record['seconds'])}{kept}: the whole training budget of the profile"
+        )
+    if random:
+        levels = ", ".join(f"{d} {v:.4f}" for d, v in random.items())
+        notes["gain"].append(f"a random order of BM25's candidates scores {levels} ({KEY}, {RANDOM_SHUFFLES} shuffles)")
     for system, summary in ((s, curve_summary(c["reward"])) for s, c in curves.items()):
         if summary["first"] is not None:
             notes["gain" if system == "rank-r1" else "prorank"].append(
@@ -333,7 +375,7 @@ def write_report(experiment, stages, report: Path, config_path: Path | None = No
         dear_ce=ablations.get("ce"),
         prorank="prorank" in c.methods,
     )
-    notes = why(table, trainings, curves)
+    notes = why(table, trainings, curves, random_order(experiment))
     figure = reward_figure(curves, report.with_suffix("") / "reward-curves.png")
     data = {
         "config": {k: (list(v) if isinstance(v, tuple) else v) for k, v in asdict(c).items()},
