@@ -133,6 +133,9 @@ def test_every_method_trains_scores_and_reports(finished):
     assert "pending" not in text.split("## Claims")[0]
     assert any("a random order of BM25's candidates scores scifact" in n for n in data["notes"]["gain"])
     assert any("optimizer steps" in n for n in data["notes"]["gain"])
+    assert set(data["training"]["dear-ce"]["loss_terms"]) == {"ce"}  # the ablation logs only its own term
+    assert set(data["training"]["dear-stage1"]["loss_terms"]) == {"ce", "ranknet", "kl"}
+    assert any(n.startswith("`dear-ranknet` RankNet loss") for n in data["notes"]["dear"])
 
 
 @pytest.mark.slow

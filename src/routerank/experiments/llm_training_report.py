@@ -8,12 +8,14 @@ upper estimate), and the claims that compare stages compare each dataset's sampl
 from __future__ import annotations
 
 import json
+import math
 import shlex
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from routerank.experiments.llm_training_config import UNTRAINED
 from routerank.fsutil import atomic_write
+from routerank.train.dear import TERMS
 
 MEASURES = ("nDCG@10", "MRR@10")
 KEY = "nDCG@10"
@@ -111,7 +113,20 @@ def training(experiment) -> dict:
         before = {"dear": "dear-stage1", "prorank": "prorank-stage1"}.get(system)
         earlier = out.get(before) if before else None
         record["total_seconds"] = (seconds or 0.0) + (earlier["total_seconds"] if earlier else 0.0)
+        if system.startswith("dear") and system != "dear":
+            record["loss_terms"] = loss_terms(experiment.adapter_dir(system) / "train_log.jsonl")
         out[system] = record
+    return out
+
+
+def loss_terms(log: Path) -> dict[str, dict]:
+    """Each loss term's curve summary (first and last tenth of its logged steps) from a step log."""
+    records = [json.loads(line) for line in log.read_text().splitlines() if line.strip()] if log.exists() else []
+    out = {}
+    for term in TERMS:
+        curve = [[r["total_step"], r[term]] for r in records if isinstance(r.get(term), int | float)]
+        if curve:
+            out[term] = curve_summary(curve)
     return out
 
 
@@ -260,6 +275,13 @@ def why(table: dict, trainings: dict, curves: dict, random: dict | None = None) 
         if summary["first"] is not None:
             notes["gain" if system == "rank-r1" else "prorank"].append(
                 f"{system} reward {summary['first']:.3f} → {summary['last']:.3f} (first → last tenth of its steps)"
+            )
+    for system, record in trainings.items():
+        ranknet = record.get("loss_terms", {}).get("ranknet")
+        if ranknet and ranknet["first"] is not None:
+            notes["dear"].append(
+                f"`{system}` RankNet loss {ranknet['first']:.3f} → {ranknet['last']:.3f} (first → last tenth of its "
+                f"steps; ln 2 = {math.log(2):.3f} is a student that orders no teacher pair)"
             )
     if trainings.get("prorank", {}).get("kept_start"):
         notes["prorank"].append("stage 2 never beat its stage-1 start on dev, so it kept the stage-1 weights")
