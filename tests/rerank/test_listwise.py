@@ -192,3 +192,12 @@ def test_answers_of_a_model_loaded_by_spec_are_cached_on_disk(tiny, tmp_path):
     memory = ListwiseReranker.from_model(model, tokenizer, **{**options, "cache_dir": tmp_path / "none"})
     memory.rerank("grades", docs)
     assert not (tmp_path / "none").exists()  # a model from memory has no fingerprint to key a cache by
+
+
+@pytest.mark.parametrize("progress", [True, False])
+def test_rerank_run_shows_a_bar_per_query_when_asked(capsys, progress):
+    docs = graded_docs([1, 5, 3])
+    run = Run(MappingProxyType({f"q{i}": Ranking(tuple(d.id for d in docs), (3.0, 2.0, 1.0)) for i in range(3)}))
+    reranker = ListwiseReranker(generate=ScriptedJudge(), progress=progress)
+    reranker.rerank_run([Query(f"q{i}", "grades") for i in range(3)], run, Corpus(docs), depth=3)
+    assert ("0/3 [" in capsys.readouterr().err) is progress  # the first render; leave=False clears the last

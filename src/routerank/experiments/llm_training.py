@@ -291,6 +291,8 @@ class LLMTrainingExperiment:
         options: dict = {}
         if family in ("pointwise", "ce"):
             options = {"cache": self._loaded_factory is None or family == "ce", "progress": self.progress}
+        elif family in ("setwise", "listwise"):
+            options = {"progress": self.progress}
         if family in ("pointwise", "setwise", "listwise") and self._loaded_factory is not None:
             options["_loaded"] = self._loaded_factory()
         return stage_reranker(StageSpec(spec, self.config.depth, alpha), "bm25", options)

@@ -80,6 +80,7 @@ class BaseReranker:
     """Shared batch form: rerank each query's top `depth` from a run, keeping the tail below."""
 
     name: str = "reranker"
+    progress: bool = False  # a per-query progress bar in `rerank_run` (the slow LLM rerankers turn it on)
 
     def rerank(self, query: Query | str, docs: DocsLike, top_k: int | None = None) -> Ranking:
         raise NotImplementedError
@@ -87,10 +88,12 @@ class BaseReranker:
     def rerank_run(
         self, queries: Iterable[Query] | Mapping[str, Query], run: Run, corpus: Corpus, depth: int = 100
     ) -> Run:
+        from tqdm.auto import tqdm
+
         from routerank.retrieve.base import as_query_list
 
         out = {}
-        for query in as_query_list(queries):
+        for query in tqdm(as_query_list(queries), desc=self.name, unit="query", disable=not self.progress, leave=False):
             docs = candidates(run, query.id, corpus, depth)
             reranked = self.rerank(query, docs) if docs else Ranking()
             out[query.id] = merge_below(reranked, run[query.id] if query.id in run else Ranking(), depth)

@@ -189,6 +189,7 @@ class ComparisonReranker(BaseReranker):
         dtype: str | None = None,
         trust_remote_code: bool = False,
         adapter: str | None = None,
+        progress: bool = True,
         _loaded=None,
     ):
         """The options setwise and pairwise share; a subclass stores its own options, then calls this with the
@@ -196,6 +197,7 @@ class ComparisonReranker(BaseReranker):
 
         max_doc_tokens, template: passage length and prompt family; default the adapter's training settings, else
         128 and chatml. adapter: a trained LoRA folder (Rank-R1) merged into the weights (`rerank.adapters`)."""
+        self.progress = progress  # a bar per query in rerank_run
         manifest = read_adapter_manifest(adapter) if adapter else {}
         self.adapter_manifest = manifest  # what trained the adapter, e.g. a reasoning budget; {} without one
         trained = manifest.get("template")

@@ -208,9 +208,11 @@ class ListwiseReranker(BaseReranker):
         adapter: str | None = None,
         cache: bool = True,
         cache_dir=None,
+        progress: bool = True,
         _loaded=None,
     ):
         window, step, max_doc_tokens = int(window), int(step), int(max_doc_tokens)
+        self.progress = progress
         if window < 2 or not 1 <= step < window:
             raise RouterankError(
                 f"bad sliding window (window={window}, step={step})",
