@@ -90,6 +90,7 @@ def test_every_method_trains_scores_and_reports(finished):
         "contrastive",
         "dear-stage1",
         "dear",
+        "shuffled-dear",
         "dear-ce",
         "dear-ranknet",
         "dear-kl",
@@ -107,7 +108,7 @@ def test_every_method_trains_scores_and_reports(finished):
                 assert set(row["p_vs_bm25"]) == {"nDCG@10", "MRR@10"}
     assert "p_vs_zero-shot" in data["table"]["sft"]["scifact"] and "p_vs_zero-shot" not in data["table"]["zero-shot"]
     assert data["table"]["rank-r1"]["scifact"]["calls_per_query"] > 0  # setwise counts its prompts
-    trained = [s for s in systems if s not in ("bm25", "zero-shot", "teacher")]
+    trained = [s for s in systems if s not in ("bm25", "zero-shot", "teacher", "shuffled-dear")]
     assert set(data["training"]) == set(trained)
     assert all(data["training"][s]["steps"] >= 1 for s in trained)
     assert data["training"]["prorank"]["total_seconds"] > data["training"]["prorank"]["seconds"]
@@ -125,6 +126,8 @@ def test_every_method_trains_scores_and_reports(finished):
         c["status"] in ("holds", "fails") for c in data["claims"]
     )
     assert data["specs"]["dear"].startswith("listwise:smollm2,adapter=")
+    assert data["specs"]["shuffled-dear"] == data["specs"]["dear"] + ",shuffle=13"  # same adapter, shuffled input
+    assert any("with them shuffled (`shuffled-dear`)" in n for n in data["notes"]["gain"])
     assert data["specs"]["rank-r1"].startswith("setwise:smollm2,adapter=") and ",k=2" in data["specs"]["rank-r1"]
     text = report.read_text()
     for section in ("## Effectiveness", "## Claims", "## Training time and steps", "## GRPO reward curves"):
@@ -217,7 +220,7 @@ def test_a_time_budget_of_zero_starts_nothing_but_still_reports(tmp_path, fresh_
     stages = experiment.run(max_minutes=0)
     assert stages and not any(s.done for s in stages)
     text = write_report(experiment, stages, tmp_path / "r.md").read_text()
-    assert "0 of 36 stages are done" in text and "scoring pending (time budget reached)" in text
+    assert "0 of 38 stages are done" in text and "scoring pending (time budget reached)" in text
 
 
 # the claims ------------------------------------------------------------------------------------------------------
@@ -355,4 +358,4 @@ def test_the_shipped_configs_load_and_point_at_the_trainers_configs():
     assert experiment.expert_config("sft").max_queries is None and experiment.expert_config("sft").objective == "bce"
     assert experiment.expert_config("contrastive").objective == "infonce"
     assert experiment.methods.dear.depth == 20 and experiment.spec("teacher").endswith("~auto")
-    assert len(experiment.plan()) == 10 + 13 * 2  # one training stage per trained system, one score per row and set
+    assert len(experiment.plan()) == 10 + 14 * 2  # one training stage per trained system, one score per row and set

@@ -201,3 +201,18 @@ def test_rerank_run_shows_a_bar_per_query_when_asked(capsys, progress):
     reranker = ListwiseReranker(generate=ScriptedJudge(), progress=progress)
     reranker.rerank_run([Query(f"q{i}", "grades") for i in range(3)], run, Corpus(docs), depth=3)
     assert ("0/3 [" in capsys.readouterr().err) is progress  # the first render; leave=False clears the last
+
+
+def test_shuffle_shows_the_candidates_in_a_seeded_random_order():
+    """A judge that ranks by content gives the same ranking either way; one that keeps the shown order does not."""
+    docs = graded_docs([1, 5, 3, 9, 7, 2])
+    by_content = ListwiseReranker(generate=ScriptedJudge(), window=20)
+    shuffled = ListwiseReranker(generate=ScriptedJudge(), window=20, shuffle=13)
+    assert shuffled.rerank("grades", docs).doc_ids == by_content.rerank("grades", docs).doc_ids
+    in_order = " > ".join(f"[{i}]" for i in range(1, 7))
+    keeps = ListwiseReranker(generate=ScriptedJudge([in_order] * 3), window=20, shuffle=13)
+    first = keeps.rerank("grades", docs).doc_ids
+    assert first != tuple(d.id for d in docs) and sorted(first) == sorted(d.id for d in docs)
+    assert keeps.rerank("grades", docs).doc_ids == first  # seeded by the query id: repeatable
+    assert keeps.rerank(Query("other", "grades"), docs).doc_ids != first
+    assert ListwiseReranker(generate=ScriptedJudge(), shuffle="none").shuffle is None

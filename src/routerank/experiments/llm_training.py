@@ -33,6 +33,7 @@ from pathlib import Path
 from routerank.data.types import Query, Run, sample_queries
 from routerank.errors import RouterankError
 from routerank.experiments.llm_training_config import (
+    INFERENCE_VARIANTS,
     UNTRAINED,
     LLMTrainingConfig,
     load_method_configs,
@@ -174,7 +175,7 @@ class LLMTrainingExperiment:
         methods = self.config.methods
         out += [m for m in ("sft", "contrastive") if m in methods]
         if "dear" in methods:
-            out += ["dear-stage1", "dear", *[s for s in self.dear_configs() if s != "dear-stage1"]]
+            out += ["dear-stage1", "dear", "shuffled-dear", *[s for s in self.dear_configs() if s != "dear-stage1"]]
         if "prorank" in methods:
             out += ["prorank-stage1", "prorank"]
         if "rank-r1" in methods:
@@ -183,6 +184,7 @@ class LLMTrainingExperiment:
 
     def adapter_dir(self, system: str) -> Path:
         """The adapter folder a trained system reranks with."""
+        system = INFERENCE_VARIANTS.get(system, system)
         folder = self.train_dir(system)
         if system in ("dear", "prorank"):
             return folder / "stage2"
@@ -194,6 +196,8 @@ class LLMTrainingExperiment:
         """Whether the adapter this system reranks with is finished (true for the untrained rows)."""
         if system in UNTRAINED:
             return True
+        if system in INFERENCE_VARIANTS:
+            return self.trained(INFERENCE_VARIANTS[system])
         folder = self.adapter_dir(system)
         if system in ("sft", "contrastive"):
             from routerank.train.expert import MANIFEST
@@ -223,7 +227,7 @@ class LLMTrainingExperiment:
         """The manifest of a trained system's adapter (None: an untrained row, or not trained yet)."""
         from routerank.rerank.adapters import read_adapter_manifest
 
-        if system in UNTRAINED or not self.trained(system):
+        if system in UNTRAINED or system in INFERENCE_VARIANTS or not self.trained(system):
             return None
         return read_adapter_manifest(self.adapter_dir(system))
 
@@ -247,6 +251,8 @@ class LLMTrainingExperiment:
             return spec if alpha is None else f"{spec}~{alpha}"
         if not self.trained(system):
             return None
+        if system == "shuffled-dear":
+            return f"{self.spec('dear')},shuffle={c.seed}"
         folder = self.adapter_dir(system)
         if system in ("sft", "contrastive"):
             return f"pointwise:{c.backbone},adapter={folder},template={c.template},max_doc_tokens={c.max_doc_tokens}"
@@ -376,6 +382,9 @@ class LLMTrainingExperiment:
             steps += [score(system, d) for d in self.config.datasets]
         for system in self.systems():
             if system in UNTRAINED:
+                continue
+            if system in INFERENCE_VARIANTS:  # no training of its own: scored once its base is trained
+                steps += [score(system, d) for d in self.config.datasets]
                 continue
             needs = {"dear": "dear-stage1", "prorank": "prorank-stage1"}.get(system)
             steps.append(

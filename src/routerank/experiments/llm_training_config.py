@@ -17,6 +17,9 @@ from routerank.train.dear import TERMS
 METHODS = ("sft", "contrastive", "dear", "prorank", "rank-r1")
 ALL_TERMS = "+".join(TERMS)
 UNTRAINED = ("bm25", "zero-shot", "teacher")
+INFERENCE_VARIANTS = {"shuffled-dear": "dear"}
+"""Rows that rerank with another row's adapter under another inference setting (no training of their own):
+`shuffled-dear` shows DeAR's listwise student its candidates in a seeded random order, not BM25's."""
 ONLY_KINDS = {"train", "score"}
 # ExpertConfig fields the experiment sets itself: the same backbone, prompt and passage length as zero-shot
 EXPERT_FIXED = ("dataset", "domain", "objective", "backbone", "template", "max_doc_tokens")

@@ -13,7 +13,7 @@ import shlex
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from routerank.experiments.llm_training_config import UNTRAINED
+from routerank.experiments.llm_training_config import INFERENCE_VARIANTS, UNTRAINED
 from routerank.fsutil import atomic_write
 from routerank.train.dear import TERMS
 
@@ -29,6 +29,7 @@ TITLES = {
     "sft": "SFT (BCE on yes/no)",
     "contrastive": "contrastive LoRA (InfoNCE, the R2R expert objective)",
     "dear": "DeAR stages 1 + 2 (listwise on stage 1)",
+    "shuffled-dear": "DeAR stages 1 + 2, candidates shown in a seeded random order (position check)",
     "prorank-stage1": "ProRank stage 1 only (GRPO warmup)",
     "prorank": "ProRank stages 1 + 2",
     "rank-r1": "Rank-R1 setwise (GRPO)",
@@ -268,6 +269,13 @@ def why(table: dict, trainings: dict, curves: dict, random: dict | None = None) 
             f"`{best}` trained {record['steps']} optimizer steps ({record['unit']}) in "
             f"{_seconds(record['seconds'])}{kept}: the whole training budget of the profile"
         )
+    for variant, base in INFERENCE_VARIANTS.items():
+        shown, ordered = _value(table, variant, PRIMARY), _value(table, base, PRIMARY)
+        if shown is not None and ordered is not None:
+            notes["gain"].append(
+                f"`{base}` scores {ordered:.4f} on {PRIMARY} with its candidates in BM25's order and {shown:.4f} "
+                f"with them shuffled (`{variant}`): {ordered - shown:+.4f} of it comes from the order it is shown"
+            )
     if random:
         levels = ", ".join(f"{d} {v:.4f}" for d, v in random.items())
         notes["gain"].append(f"a random order of BM25's candidates scores {levels} ({KEY}, {RANDOM_SHUFFLES} shuffles)")
@@ -375,8 +383,9 @@ def pending_note(stages, system: str, dataset: str) -> str:
     """Why a row is empty, in the runner's words: its training stage's note while that is unfinished, else its
     scoring stage's."""
     notes = {stage.name: stage.note for stage in stages or [] if not stage.done}
-    if f"train {system}" in notes:
-        return f"training {notes[f'train {system}']}"
+    trains = f"train {INFERENCE_VARIANTS.get(system, system)}"  # a variant waits on its base's training
+    if trains in notes:
+        return f"training {notes[trains]}"
     if f"score {system} on {dataset}" in notes:
         return f"scoring {notes[f'score {system} on {dataset}']}"
     return "pending"
@@ -387,7 +396,7 @@ def write_report(experiment, stages, report: Path, config_path: Path | None = No
     table = collect(experiment)
     trainings = training(experiment)
     curves = reward_curves(experiment)
-    trained = [s for s in experiment.systems() if s not in UNTRAINED]
+    trained = [s for s in experiment.systems() if s not in UNTRAINED and s not in INFERENCE_VARIANTS]
     ablations = experiment.ablations() if "dear" in c.methods else {}
     claims = check_claims(
         table,

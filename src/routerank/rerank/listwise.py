@@ -14,12 +14,16 @@ token ids the default generator feeds the model: together they are the SFT data 
 Decoding is greedy, so each window's answer is a function of the model, the adapter and the prompt: with a model
 loaded by spec, answers are cached on disk (one SQLite file per model, adapter, system prompt and answer budget,
 one row per prompt, committed per window), and a killed scoring run resumes where it stopped.
+
+`shuffle=<seed>` shows each query's candidates in a seeded random order (per query id) before the windows slide: a
+model that ranks by content scores the same, one that leans on the first stage's order does not.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import random
 import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, fields
@@ -209,10 +213,12 @@ class ListwiseReranker(BaseReranker):
         cache: bool = True,
         cache_dir=None,
         progress: bool = True,
+        shuffle: int | str | None = None,
         _loaded=None,
     ):
         window, step, max_doc_tokens = int(window), int(step), int(max_doc_tokens)
         self.progress = progress
+        self.shuffle = None if shuffle is None or str(shuffle).lower() == "none" else int(shuffle)
         if window < 2 or not 1 <= step < window:
             raise RouterankError(
                 f"bad sliding window (window={window}, step={step})",
@@ -314,6 +320,8 @@ class ListwiseReranker(BaseReranker):
     def rerank(self, query: Query | str, docs: DocsLike, top_k: int | None = None) -> ListwiseRanking:
         query, documents = as_query(query), as_documents(docs)
         order = list(range(len(documents)))
+        if self.shuffle is not None:  # the candidates in a seeded random order: does the model rank by position?
+            random.Random(f"{self.shuffle}:{query.id}").shuffle(order)
         repairs = Repairs()
         if len(documents) > 1:
             for start in window_starts(len(documents), self.window, self.step):
