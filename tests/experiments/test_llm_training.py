@@ -275,6 +275,13 @@ def test_claims_hold_when_every_condition_is_met():
     assert "`dear-stage1`, the best of 5 trained systems" in result[0].detail and "gain +0.4500" in result[0].detail
 
 
+def test_the_gain_claim_carries_the_best_rows_position_check():
+    rows = table(bm25=(0.6, 0.3), **{"zero-shot": (0.2, 0.2), "dear": (0.55, 0.32), "shuffled-dear": (0.19, 0.25)})
+    gain = check_claims(rows, ["scifact", "nfcorpus"], trained=["dear"], dear_all=None, dear_ce=None)[0]
+    assert gain.status == "holds" and "shuffled (`shuffled-dear`) it scores 0.1900" in gain.detail
+    assert "+0.3600 of its score comes from the order it is shown" in gain.detail
+
+
 def test_claims_fail_by_how_much():
     rows = table(
         bm25=(0.60, 0.30),

@@ -213,6 +213,13 @@ def check_claims(
         of = f"`{best}`, the best of {len(scored)} trained systems scored on {PRIMARY}"
         of += f" ({len(trained) - len(scored)} still pending)" if len(scored) < len(trained) else ""
         detail = f"{of}: {_value(table, best, PRIMARY):.4f} vs zero-shot {zero:.4f}, gain {gain:+.4f}"
+        checks = [v for v, base in INFERENCE_VARIANTS.items() if base == best and _value(table, v, PRIMARY) is not None]
+        for variant in checks:  # how much of the best row's score survives its position check
+            shown = _value(table, variant, PRIMARY)
+            detail += (
+                f"; shown its candidates shuffled (`{variant}`) it scores {shown:.4f}, so "
+                f"{_value(table, best, PRIMARY) - shown:+.4f} of its score comes from the order it is shown"
+            )
         if gain >= TARGET_GAIN:
             claims.append(Claim(gain_claim, "holds", detail))
         else:
