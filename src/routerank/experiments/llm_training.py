@@ -323,11 +323,12 @@ class LLMTrainingExperiment:
                 out.writelines(json.dumps(c) + "\n" for c in chunks)
         done = {q for c in chunks for q in c["rankings"]}
         todo = [q for q in queries if q.id not in done]
-        if system == "bm25":
-            retriever, reranker = build("bm25", corpus), None
+        reranker = inner = None  # nothing is loaded when every chunk is already on disk
+        if todo and system == "bm25":
+            retriever = build("bm25", corpus)
         elif todo:
             reranker, candidates = self.reranker(system), self.candidates(dataset)
-        inner = getattr(reranker, "reranker", reranker) if todo else None  # an interpolated teacher's own counts
+            inner = getattr(reranker, "reranker", reranker)  # an interpolated teacher's own reranker counts
         for begin in range(0, len(todo), chunk):
             part = todo[begin : begin + chunk]
             before = {k: getattr(inner, k, None) for k in COST_COUNTERS}
