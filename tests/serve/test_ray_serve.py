@@ -139,14 +139,18 @@ def test_leaving_the_context_stops_the_server(served):
 
 
 def test_a_replica_answers_its_own_429_past_its_concurrency_limit(ray_session, ce_folder, monkeypatch):
-    """As with uvicorn: one request waits in the batcher (1.5 s), so a second one is refused by the guard at once."""
+    """As with uvicorn: one request waits in the batcher, so a second one is refused by the guard at once.
+
+    The wait is 8 s, not uvicorn's 1.5 s: here every poll of /metrics goes through Ray's proxy, which on busy CPUs
+    can take longer than a short window lasts, and a missed window would leave the test waiting for nothing.
+    """
     import threading
 
     from routerank.serve.ray_serve import RayServed
     from tests.serve.conftest import wait_until
 
     monkeypatch.setenv("ROUTERANK_TEST_KEYS", KEY)
-    config = config_for(ce_folder, batching={"max_wait_ms": 1500}, limits={"max_concurrent_requests": 1})
+    config = config_for(ce_folder, batching={"max_wait_ms": 8000}, limits={"max_concurrent_requests": 1})
     headers = {"Authorization": f"Bearer {KEY}"}
     payload = {"model": "ce", "query": QUERY, "documents": DOCS}
     with RayServed(config, replicas=1, host="127.0.0.1", port=0, cpus_per_replica=0.5) as url:
@@ -155,7 +159,10 @@ def test_a_replica_answers_its_own_429_past_its_concurrency_limit(ray_session, c
             target=lambda: first.append(httpx.post(f"{url}/v2/rerank", json=payload, headers=headers, timeout=60))
         )
         waiting.start()
-        wait_until(lambda: "routerank_in_flight_requests 1.0" in httpx.get(f"{url}/metrics", timeout=30).text)
+        wait_until(
+            lambda: bool(first) or "routerank_in_flight_requests 1.0" in httpx.get(f"{url}/metrics", timeout=30).text
+        )
+        assert not first, "the first request was answered before the test saw it in flight"
         second = httpx.post(f"{url}/v2/rerank", json=payload, headers=headers, timeout=60)
         waiting.join()
         assert second.status_code == 429 and "concurrent" in second.json()["message"]
