@@ -109,6 +109,15 @@ def load_causal_lm(
     return model, tokenizer
 
 
+def kv_cache_name() -> str:
+    """The name a decoder's forward takes its key/value cache by, and its output returns it as: `cache` since the
+    transformers release that renamed it (the old name `past_key_values` still works there but warns, and goes
+    in 5.40), `past_key_values` on the older releases that `transformers>=4.46` still allows."""
+    from transformers.modeling_outputs import BaseModelOutputWithPast
+
+    return "cache" if "cache" in getattr(BaseModelOutputWithPast, "__dataclass_fields__", {}) else "past_key_values"
+
+
 def pad_batch(rows: list[list[int]], pad_id: int, *, left: bool = False):
     """(ids, attention mask) of token-id rows padded to the longest, both [len(rows), longest] on the CPU: pads on
     the right for scoring (a causal row's last real token sees only its own prompt), on the left for generation

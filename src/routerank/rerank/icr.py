@@ -26,7 +26,7 @@ import numpy as np
 
 from routerank.data.types import Document, Query, Ranking
 from routerank.errors import RouterankError, SpecError
-from routerank.models.llm import DEFAULT_LLM, load_causal_lm
+from routerank.models.llm import DEFAULT_LLM, kv_cache_name, load_causal_lm
 from routerank.rerank.base import BaseReranker, DocsLike, as_documents, as_query
 
 CALIBRATION_QUERY = "N/A"
@@ -295,14 +295,14 @@ class ICRReranker(BaseReranker):
         with torch.inference_mode():
             out = self._decoder(input_ids=torch.tensor([prefix], device=self.device), use_cache=True)
             self._count_pass()
-            cache = out.past_key_values
+            cache = getattr(out, kv_cache_name())
             cache.batch_repeat_interleave(2)
             with eager_attention(self.model):
                 out = self._decoder(
                     input_ids=suffix.to(self.device),
                     attention_mask=mask.to(self.device),
                     position_ids=positions.to(self.device),
-                    past_key_values=cache,
+                    **{kv_cache_name(): cache},
                     use_cache=True,
                     output_attentions=True,
                 )

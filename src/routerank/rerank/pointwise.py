@@ -24,7 +24,7 @@ from pathlib import Path
 import numpy as np
 
 from routerank.errors import RouterankError
-from routerank.models.llm import DEFAULT_LLM, load_causal_lm, resolve_llm
+from routerank.models.llm import DEFAULT_LLM, kv_cache_name, load_causal_lm, resolve_llm
 from routerank.rerank.base import PointwiseReranker, split_arg
 from routerank.rerank.score_cache import ScoreCache, pair_key
 from routerank.rerank.templates import DEFAULT_INSTRUCTION, YesNoTemplate, get_template
@@ -205,7 +205,7 @@ class PointwiseLLMReranker(PointwiseReranker):
             prefix = torch.tensor([self._prefix_ids + query_ids], device=self.device)
             out = self._decoder(input_ids=prefix, use_cache=True)
             self.forward_passes += 1
-        return self._score_bodies(bodies, out.past_key_values, bar)
+        return self._score_bodies(bodies, getattr(out, kv_cache_name()), bar)
 
     def _batches(self, lengths: list[int]) -> list[list[int]]:
         order = sorted(range(len(lengths)), key=lambda i: -lengths[i])
@@ -263,7 +263,7 @@ class PointwiseLLMReranker(PointwiseReranker):
                 offset = past.get_seq_length()
                 mask = torch.cat([torch.ones((len(rows), offset), dtype=torch.long, device=mask.device), mask], dim=1)
                 kwargs = {
-                    "past_key_values": past,
+                    kv_cache_name(): past,
                     "use_cache": True,
                     "position_ids": (offset + torch.arange(width)).unsqueeze(0).expand(len(rows), -1).to(self.device),
                 }
