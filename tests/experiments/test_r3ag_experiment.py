@@ -87,10 +87,32 @@ def test_the_plan_trains_evaluates_and_reports_from_labels(experiment):
     verdict = "holds" if mean("r3ag") > best else "fails"
     named = next(b for b in baselines if f" vs {b} " in target)
     assert f"| {verdict}: R3AG {mean('r3ag'):.3f} vs {named} {best:.3f} " in target and mean(named) == best
+    average = results["average"]  # one paired test over both sets' test queries, against that same baseline
+    assert average["baseline"] == named and average["queries"] == 24
+    assert average["delta_f1"] == pytest.approx(mean("r3ag") - best, abs=1e-6)
+    assert f", p = {average['randomization_pvalue']:.2f})" in target
+    fixed = results["sets"]["a"]["vs_oracle_fixed"]
+    assert fixed["delta_f1"] == pytest.approx(a["r3ag"]["f1"] - a["oracle-fixed"]["f1"], abs=1e-6)
+    assert "per_query_f1" not in results["sets"]["a"]
     assert "| a | F1 (train) |" in text and "| a | EM |" in text
     assert set(results["sets"]["a"]["train_label_means"]["em"]) == set(results["sets"]["a"]["label_means"]["f1"])
     again = experiment.run(only={"train", "evaluate"})
     assert [s.note for s in again][4:6] == ["cached", "cached"]
+
+
+def test_the_average_test_pools_every_set_without_merging_equal_query_ids():
+    from routerank.experiments.r3ag_eval import average_test
+
+    per_query = {  # both sets use the ids q1, q2: pooled they are four queries, not two
+        "a": {"r3ag": {"q1": 1.0, "q2": 0.0}, "random": {"q1": 0.0, "q2": 0.0}, "centroid": {"q1": 1.0, "q2": 1.0}},
+        "b": {"r3ag": {"q1": 1.0, "q2": 1.0}, "random": {"q1": 0.0, "q2": 1.0}, "centroid": {"q1": 0.0, "q2": 0.0}},
+    }
+    f1 = {ds: {n: {"f1": sum(v.values()) / 2} for n, v in rows.items()} for ds, rows in per_query.items()}
+    results = {ds: {"systems": systems} for ds, systems in f1.items()}
+    test = average_test(per_query, results)
+    assert test["queries"] == 4 and test["baseline"] == "centroid"  # centroid averages 0.5, random 0.25
+    assert test["delta_f1"] == pytest.approx(0.75 - 0.5)
+    assert 0.0 < test["randomization_pvalue"] <= 1.0
 
 
 def test_the_abstain_margin_is_chosen_on_held_out_train_queries(experiment):

@@ -13,6 +13,7 @@ from __future__ import annotations
 import time
 from collections import Counter
 from dataclasses import replace
+from statistics import fmean
 
 import numpy as np
 
@@ -254,6 +255,7 @@ def evaluate_set(experiment, dataset: str, mode: str, train_labels: RoutingLabel
     candidates = [n for n in systems if is_baseline(n)]
     best = max(candidates, key=lambda n: systems[n]["f1"])
     test_result = paired_test(per_query[best], per_query["r3ag"], trials=5000, seed=0)
+    fixed = paired_test(per_query["oracle-fixed"], per_query["r3ag"], trials=5000, seed=0)
     always = routers["always-retrieve"].choice
     return {
         "queries": len(test),
@@ -265,6 +267,12 @@ def evaluate_set(experiment, dataset: str, mode: str, train_labels: RoutingLabel
             "t_pvalue": test_result.t_pvalue,
             "randomization_pvalue": test_result.randomization_pvalue,
         },
+        "vs_oracle_fixed": {
+            "delta_f1": fixed.delta,
+            "t_pvalue": fixed.t_pvalue,
+            "randomization_pvalue": fixed.randomization_pvalue,
+        },
+        "per_query_f1": {name: per_query[name] for name in [*candidates, "r3ag"]},
         "abstention": _abstention(r3ag_choices, test, em, always),
         "overhead": _overhead(experiment, routers["r3ag"], queries, test),
         "label_means": {"f1": test.mean("utility"), "em": _em_means(test, em), "ndcg10": test.mean("quality")},
@@ -281,6 +289,7 @@ def evaluate(experiment) -> None:
     mode = training["selection"]["chosen"]
     train_sets = training_sets(experiment, mode)
     results = {ds: evaluate_set(experiment, ds, mode, train_sets[ds]) for ds in config.datasets}
+    average = average_test({ds: r.pop("per_query_f1") for ds, r in results.items()}, results)
     samples = {
         ds: {
             "train": len(experiment.labels(ds, config.train_split)),
@@ -290,5 +299,33 @@ def evaluate(experiment) -> None:
     }
     experiment.write_json(
         "results.json",
-        {"mode": mode, "training": training, "sets": results, "samples": samples, "config": config.__dict__},
+        {
+            "mode": mode,
+            "training": training,
+            "sets": results,
+            "average": average,
+            "samples": samples,
+            "config": config.__dict__,
+        },
     )
+
+
+def average_test(per_query: dict[str, dict[str, dict[str, float]]], results: dict) -> dict:
+    """R3AG against the baseline with the best F1 averaged over the sets, as one paired test over every set's test
+    queries together (ids prefixed by set). With equal test samples per set, the pooled mean is the mean over sets."""
+    from routerank.evaluate.significance import paired_test
+
+    names = [n for n in next(iter(per_query.values())) if n != "r3ag" and all(n in q for q in per_query.values())]
+    best = max(names, key=lambda n: fmean(r["systems"][n]["f1"] for r in results.values()))
+
+    def pooled(name: str) -> dict[str, float]:
+        return {f"{ds}/{q}": v for ds, rows in per_query.items() for q, v in rows[name].items()}
+
+    test = paired_test(pooled(best), pooled("r3ag"), trials=5000, seed=0)
+    return {
+        "baseline": best,
+        "queries": len(pooled("r3ag")),
+        "delta_f1": test.delta,
+        "t_pvalue": test.t_pvalue,
+        "randomization_pvalue": test.randomization_pvalue,
+    }
