@@ -31,6 +31,13 @@ def is_baseline(name: str) -> bool:
     return not name.startswith(("r3ag", "fixed:")) and name not in ORACLES
 
 
+def baseline_averages(sets: dict) -> dict[str, float]:
+    """Each non-oracle baseline's F1 averaged over the sets (`{set: {"systems": {name: {"f1": ...}}}}`), for the
+    baselines every set evaluated."""
+    names = [n for n in next(iter(sets.values()))["systems"] if all(n in r["systems"] for r in sets.values())]
+    return {n: fmean(r["systems"][n]["f1"] for r in sets.values()) for n in names if is_baseline(n)}
+
+
 def _router_config(experiment, overrides: dict):
     from routerank.route.r3ag import R3AGConfig
 
@@ -311,20 +318,22 @@ def evaluate(experiment) -> None:
 
 
 def average_test(per_query: dict[str, dict[str, dict[str, float]]], results: dict) -> dict:
-    """R3AG against the baseline with the best F1 averaged over the sets, as one paired test over every set's test
-    queries together (ids prefixed by set). With equal test samples per set, the pooled mean is the mean over sets."""
+    """R3AG against the baseline with the best F1 averaged over the sets (`baseline_averages`, as the report's
+    target names it), as one paired test over every set's test queries together (ids prefixed by set). With equal
+    test samples per set, the pooled mean is the mean over sets."""
     from routerank.evaluate.significance import paired_test
 
-    names = [n for n in next(iter(per_query.values())) if n != "r3ag" and all(n in q for q in per_query.values())]
-    best = max(names, key=lambda n: fmean(r["systems"][n]["f1"] for r in results.values()))
+    averages = baseline_averages(results)
+    best = max(averages, key=averages.get)
 
     def pooled(name: str) -> dict[str, float]:
         return {f"{ds}/{q}": v for ds, rows in per_query.items() for q, v in rows[name].items()}
 
-    test = paired_test(pooled(best), pooled("r3ag"), trials=5000, seed=0)
+    r3ag = pooled("r3ag")
+    test = paired_test(pooled(best), r3ag, trials=5000, seed=0)
     return {
         "baseline": best,
-        "queries": len(pooled("r3ag")),
+        "queries": len(r3ag),
         "delta_f1": test.delta,
         "t_pvalue": test.t_pvalue,
         "randomization_pvalue": test.randomization_pvalue,

@@ -10,7 +10,7 @@ import json
 from pathlib import Path
 from statistics import fmean
 
-from routerank.experiments.r3ag_eval import is_baseline
+from routerank.experiments.r3ag_eval import baseline_averages
 
 BASELINE_ORDER = ("oracle", "oracle-fixed", "always-retrieve", "never-retrieve", "random", "centroid", "classifier")
 
@@ -327,13 +327,11 @@ def _target_lines(results: dict, rows: list[dict]) -> list[str]:
         if beats_fixed
         else (f"fails: closest on {closest['dataset']}, {closest['r3ag_f1'] - closest['oracle_fixed_f1']:+.3f} F1")
     )
-    names = [n for n in next(iter(sets.values()))["systems"] if all(n in r["systems"] for r in sets.values())]
-    averages = {n: fmean([r["systems"][n]["f1"] for r in sets.values()]) for n in names if is_baseline(n)}
+    averages = baseline_averages(sets)
     best = max(averages, key=averages.get)
     r3ag = fmean([r["systems"]["r3ag"]["f1"] for r in sets.values()])
     second = "holds" if r3ag > averages[best] else "fails"
-    average = results.get("average")
-    pooled = _p(average) if average and average["baseline"] == best else ""
+    pooled = _p(results.get("average"))  # absent from results written before the pooled test existed
     abstain = []
     for name, r in sets.items():
         a = r["abstention"]

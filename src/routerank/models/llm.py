@@ -7,6 +7,7 @@ plain safetensors folder under the cache and every later load reads that in seco
 
 from __future__ import annotations
 
+import functools
 import hashlib
 from dataclasses import dataclass
 from pathlib import Path
@@ -109,6 +110,7 @@ def load_causal_lm(
     return model, tokenizer
 
 
+@functools.cache
 def kv_cache_name() -> str:
     """The name a decoder's forward takes its key/value cache by, and its output returns it as: `cache` since the
     transformers release that renamed it (the old name `past_key_values` still works there but warns, and goes
