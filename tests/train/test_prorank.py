@@ -264,11 +264,12 @@ def test_bad_configs_say_what_to_fix(tmp_path):
 def test_cli_reads_the_toml_and_refuses_unknown_keys(tmp_path):
     from typer.testing import CliRunner
 
-    from routerank.cli import _grpo_config, app
+    from routerank.cli import app
+    from routerank.cli.train import load_grpo_config
 
     good = tmp_path / "good.toml"
     good.write_text('dataset = "scifact"\nmax_queries = 0\ntarget_modules = ["q_proj"]\n')
-    read = _grpo_config(ProRankConfig, good)
+    read = load_grpo_config(ProRankConfig, good)
     assert read.max_queries is None and read.target_modules == ("q_proj",) and read.lr == ProRankConfig().lr
     bad = tmp_path / "bad.toml"
     bad.write_text("num_generation = 4\n")

@@ -1,0 +1,5 @@
+"""`python -m routerank.cli`."""
+
+from routerank.cli import main
+
+main()
