@@ -39,6 +39,46 @@ ADDED_LATER = {"dev_from_backbone": False, "dtype": None, "forgetting": True}
 
 @dataclass(frozen=True)
 class R2RConfig:
+    """One R2R experiment: its domains, the backbone, how the experts train, and how the systems are evaluated.
+    Every field but `ray` goes into the work dir's digest (`<cache>/r2r/<profile>-<digest>`), a field added later
+    only away from its old default (`ADDED_LATER`). In a TOML file (`load`), 0 means None for `train_queries` and
+    `test_queries`.
+
+    profile: the work dir's name prefix (cpu, gpu, ce-quick, ...).
+    domains: dataset -> domain label; at least two, each label its own. Each dataset gets an EAG and a plain expert.
+    backbone: the reranker every expert adapts: an LLM spec (`smollm2`, `hf:...`) or `ce:<folder>`.
+    objective: the experts' loss, `contrastive` (InfoNCE) or `sft` (BCE); `ExpertConfig.objective`.
+    train_queries: training queries per domain (`ExpertConfig.max_queries`); None = all.
+    dev_queries: per domain, the experts' dev queries and the most dev queries an interpolation weight is chosen on.
+    dev_from_backbone: `ExpertConfig.dev_from_backbone`: without a dev split, dev = the backbone's held-out queries.
+    negatives: documents per training group below the positive (`ExpertConfig.negatives`).
+    negative_skip: how many of the miner's top non-relevant documents are passed over before negatives
+        (`ExpertConfig.negative_skip`).
+    miner: the retriever (a pipeline spec) that mines the experts' negatives.
+    max_doc_tokens: document tokens per pair on an LLM backbone, the pair length on a cross-encoder; in training
+        and scoring alike.
+    epochs, lr, grad_accum, eval_every: the experts' optimisation (`ExpertConfig`); its other fields keep their
+        defaults.
+    test_queries: test queries per domain, a seeded sample; None = all. The routing table uses every test query.
+    depth: how many of each query's candidates are reranked (and the depth interpolation weights are chosen at).
+    candidates: depth of each query's first-stage run, its order kept below `depth`; 100, so R@100 can be measured.
+    ablation: extra EAG masking granularities, one more expert per ablation domain each; "none" (the plain experts,
+        system c) and "ner+patterns" (the EAG experts) always run, so only "ner" can be added.
+    ablation_domains: datasets the ablation runs on; empty = all domains.
+    router_train_queries: train-split queries per domain, a seeded sample, that the latent router is fitted on.
+    router_threshold: a query whose top router probability is below it goes to the generalist (the bare backbone);
+        0 sends every query to an expert.
+    cross_encoder: reranker spec of system (f), e.g. `ce:<folder>`; None leaves system (f) out.
+    first_stage: the candidates' retriever (any pipeline spec without `>>`); plain BM25 stays the reference.
+    interpolate: also mix each system with the first stage, its weight chosen on dev queries, and report that.
+    seed: the test, dev and router query samples, and every expert's seed.
+    dtype: "bf16" scores (never trains) a cross-encoder backbone under bf16 autocast (an LLM backbone refuses it);
+        None or "fp32" is fp32.
+    forgetting: score every EAG expert on every other domain (the forgetting matrix); off skips those runs.
+    ray: "local" or a cluster address: experts train as Ray tasks and pairs are scored on Ray actors; None runs
+        everything in this process.
+    """
+
     profile: str
     domains: dict[str, str]  # dataset -> domain label
     backbone: str = "smollm2"

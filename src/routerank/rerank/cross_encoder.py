@@ -85,6 +85,27 @@ def load_cross_encoder(
 
 
 class CrossEncoderReranker(PointwiseReranker):
+    """`ce:<folder>`: a sentence-transformers CrossEncoder reads query and document together; scores are its raw
+    logits, computed shortest pair first (module docstring).
+
+    model: the model folder (config.json, weights, a scoring head); in a `ce:` spec a bare name is looked up under
+        `<cache>/models`, where `routerank train` saves.
+    max_length: tokens per (query, document) pair, the rest cut off; None keeps the model's own; at least 8.
+        Part of the cache key.
+    batch_size: pairs per forward pass; with the cache on, scores are committed every 16 batches (at least 256 pairs).
+    device: where the model runs; default cuda when there is one, else cpu.
+    progress: a progress bar, shown only for calls with at least `progress_min_pairs` pairs to score.
+    progress_min_pairs: 256, so one query's candidates (100 at depth 100) score quietly and a whole run shows a bar.
+    trust_remote_code: let transformers run code from the model's repository; off, since that code is not ours.
+    cache: keep every score in the on-disk score cache, keyed by the weights' sha256, `max_length` and `dtype`; a
+        model wrapped from memory can cache only under an explicit `cache_key`.
+    cache_key: the score-cache file's name in place of `scorer_key` (the expert bank gives each LoRA expert its own).
+    dtype: "bf16" scores under bfloat16 autocast (faster on AVX512-BF16 CPUs and GPUs, scores move by ~1e-4, its own
+        cache key); None or "fp32" is plain fp32.
+    _loaded: an already-loaded CrossEncoder in place of loading `model` (`max_length` still applies); use
+        `from_model`.
+    """
+
     kind = "ce"
 
     def __init__(

