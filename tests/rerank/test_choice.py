@@ -64,6 +64,11 @@ def test_spec_arguments_and_stats():
     assert split_arg("") == ("smollm2", {})
     assert split_arg("hf:/models/qwen, k=3 ,method=bubblesort") == ("hf:/models/qwen", {"k": 3, "method": "bubblesort"})
     assert split_arg("top=5") == ("smollm2", {"top": 5})
+    # `false` is False, not the truthy string "false": a spec and --rerank-opt parse values alike
+    assert split_arg("smollm2,cache=false,prefix_cache=True,alpha=0.5,layers=7:23") == (
+        "smollm2",
+        {"cache": False, "prefix_cache": True, "alpha": 0.5, "layers": "7:23"},
+    )
     with pytest.raises(SpecError, match="two models"):
         split_arg("smollm2,qwen")
     total = ComparisonStats(1, 10, 2, 10, 1.5) + ComparisonStats(1, 30, 0, 5, 2.5)

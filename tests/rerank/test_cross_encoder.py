@@ -55,6 +55,11 @@ def test_a_folder_without_weights_or_with_bad_config_is_refused(tmp_path):
     (tmp_path / "config.json").write_text(json.dumps({"architectures": ["BertForSequenceClassification"]}))
     with pytest.raises(SpecError, match="no weights"):
         make_reranker(f"ce:{tmp_path}")
+    (tmp_path / "pytorch_model.bin").write_bytes(b"")
+    with pytest.raises(SpecError, match="no weights") as refused:
+        make_reranker(f"ce:{tmp_path}")
+    assert "safetensors only" in str(refused.value)  # a pickle is never loaded, and the fix says how to convert
+    (tmp_path / "pytorch_model.bin").unlink()
     (tmp_path / "model.safetensors").write_bytes(b"")
     (tmp_path / "config.json").write_text("{not json")
     with pytest.raises(SpecError, match="not valid JSON"):

@@ -199,6 +199,15 @@ def test_registry_names_icr_and_rerank_run_keeps_the_tail(tiny):
     assert ICRReranker.from_model(*tiny).rerank("x", []) == Ranking()
 
 
+def test_spec_options_inline_reach_the_reranker(tiny, tmp_path):
+    model, tokenizer = tiny
+    model.save_pretrained(tmp_path / "tiny")
+    tokenizer.save_pretrained(tmp_path / "tiny")
+    reranker = registry.make_reranker(f"icr:hf:{tmp_path / 'tiny'},layers=1,calibrate=false")
+    assert reranker.model_spec == f"hf:{tmp_path / 'tiny'}"
+    assert reranker.layers == range(1, 2) and reranker.calibrate is False
+
+
 @pytest.mark.slow
 def test_real_smollm2_ranks_relevant_scifact_docs_above_chance(smollm2, scifact):
     """Six seeded SciFact test queries, BM25 top 10 shuffled (so retriever order cannot leak through position)."""

@@ -186,6 +186,9 @@ def test_answers_of_a_model_loaded_by_spec_are_cached_on_disk(tiny, tmp_path):
     budget = ListwiseReranker(spec, **{**options, "max_new_tokens": 5})  # another answer budget: another file
     budget.rerank("grades", docs)
     assert budget.forward_passes > 0 and len(list(cache.glob("listwise-*.sqlite"))) == 2
+    half = ListwiseReranker(spec, **{**options, "dtype": "bf16"})  # other weights' precision: another file
+    half.rerank("grades", docs)
+    assert half.forward_passes > 0 and len(list(cache.glob("listwise-*.sqlite"))) == 3
     off = ListwiseReranker(spec, **{**options, "cache": False})
     off.rerank("grades", docs)
     assert off.forward_passes > 0

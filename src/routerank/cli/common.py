@@ -47,20 +47,15 @@ def load(dataset: str, split: str | None, lenient: bool):
 
 
 def parse_options(items: list[str] | None) -> dict:
-    """`--rerank-opt max_doc_tokens=128` → {"max_doc_tokens": 128}; numbers become numbers."""
+    """`--rerank-opt max_doc_tokens=128` → {"max_doc_tokens": 128}; values parse as spec options do."""
+    from routerank.rerank.base import option_value
+
     options = {}
     for item in items or []:
         key, eq, value = item.partition("=")
         if not eq or not key.isidentifier():
             raise RouterankError(f"bad --rerank-opt {item!r}", fix="use KEY=VALUE, e.g. max_doc_tokens=128")
-        for cast in (int, float):
-            try:
-                options[key] = cast(value)
-                break
-            except ValueError:
-                continue
-        else:
-            options[key] = {"true": True, "false": False}.get(value.lower(), value)
+        options[key] = option_value(value)
     return options
 
 

@@ -81,6 +81,30 @@ def dequantized_folder(source: LLMSource) -> Path:
     return folder
 
 
+DTYPES = {
+    "float32": "float32",
+    "fp32": "float32",
+    "float": "float32",
+    "bfloat16": "bfloat16",
+    "bf16": "bfloat16",
+    "float16": "float16",
+    "fp16": "float16",
+    "half": "float16",
+}
+
+
+def torch_dtype(name: str | None, device: str):
+    """A dtype name (`bf16`, `bfloat16`, `fp32`, ...) as the torch dtype; None: bf16 on a GPU, fp32 elsewhere."""
+    import torch
+
+    if name is None:
+        return torch.bfloat16 if device.startswith("cuda") else torch.float32
+    canonical = DTYPES.get(str(name).strip().lower())
+    if canonical is None:
+        raise SpecError(f"unknown dtype {name!r}", fix="float32 (fp32), bfloat16 (bf16) or float16 (fp16)")
+    return getattr(torch, canonical)
+
+
 def load_causal_lm(
     spec: str = DEFAULT_LLM, *, device: str | None = None, dtype: str | None = None, trust_remote_code: bool = False
 ):
@@ -92,14 +116,14 @@ def load_causal_lm(
     source = resolve_llm(spec)
     location = str(dequantized_folder(source)) if source.gguf_file is not None else source.location
     device = device or ("cuda" if torch.cuda.is_available() else "cpu")
-    torch_dtype = getattr(torch, dtype) if dtype else (torch.bfloat16 if device.startswith("cuda") else torch.float32)
+    precision = torch_dtype(dtype, device)
     local_only = Path(location).exists()
     tokenizer = AutoTokenizer.from_pretrained(
         location, trust_remote_code=trust_remote_code, local_files_only=local_only
     )
     model = AutoModelForCausalLM.from_pretrained(
         location,
-        dtype=torch_dtype,
+        dtype=precision,
         attn_implementation="sdpa",
         trust_remote_code=trust_remote_code,
         local_files_only=local_only,

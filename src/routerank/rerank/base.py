@@ -123,7 +123,20 @@ class PointwiseReranker(BaseReranker):
         return assemble_run(per_query, scores, run, depth, f"{run.name}>>{self.name}")
 
 
-def split_arg(arg: str) -> tuple[str, dict[str, int | str]]:
+def option_value(text: str) -> int | float | bool | str:
+    """An option's text as the value it means: `128` → 128, `0.5` → 0.5, `true`/`false` → True/False, else the text.
+
+    One parser for spec options (`pointwise:smollm2,cache=false`) and `--rerank-opt`, so both mean the same."""
+    text = text.strip()
+    for cast in (int, float):
+        try:
+            return cast(text)
+        except ValueError:
+            continue
+    return {"true": True, "false": False}.get(text.lower(), text)
+
+
+def split_arg(arg: str) -> tuple[str, dict[str, int | float | bool | str]]:
     """`smollm2,k=3,method=bubblesort` → ("smollm2", {"k": 3, "method": "bubblesort"}); the model may be left out.
 
     Options in the spec belong to one stage, where `--rerank-opt` reaches every stage of a pipeline."""
@@ -131,7 +144,7 @@ def split_arg(arg: str) -> tuple[str, dict[str, int | str]]:
     for part in filter(None, (p.strip() for p in arg.split(","))):
         key, eq, value = part.partition("=")
         if eq and key.strip().isidentifier():
-            options[key.strip()] = int(value) if value.strip().isdigit() else value.strip()
+            options[key.strip()] = option_value(value)
         elif model:
             raise SpecError(f"two models in {arg!r}", fix="e.g. setwise:smollm2,k=4,method=heapsort")
         else:

@@ -47,10 +47,15 @@ def check_model_folder(folder: str | Path) -> Path:
     config_file = path / "config.json"
     if not config_file.is_file():
         raise SpecError("not a model folder: no config.json", path=path, fix=TRAIN_HINT)
-    if not any(path.glob("*.safetensors")) and not any(path.glob("pytorch_model*.bin")):
-        raise SpecError(
-            "model folder has no weights (*.safetensors)", path=path, fix=f"the folder may be half-copied; {TRAIN_HINT}"
+    if not any(path.glob("*.safetensors")):
+        pickled = any(path.glob("pytorch_model*.bin"))
+        fix = (
+            "routerank loads safetensors only (a .bin file is a pickle that can run code): load it once in a trusted "
+            "session and save_pretrained(..., safe_serialization=True)"
+            if pickled
+            else f"the folder may be half-copied; {TRAIN_HINT}"
         )
+        raise SpecError("model folder has no weights (*.safetensors)", path=path, fix=fix)
     try:
         architectures = json.loads(config_file.read_text(encoding="utf-8")).get("architectures") or []
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
@@ -140,7 +145,7 @@ class CrossEncoderReranker(PointwiseReranker):
         )
         if _loaded is not None and max_length is not None:
             self.model.max_seq_length = max_length
-        self.folder = Path(model).expanduser() if _loaded is None else None
+        self.folder = check_model_folder(model) if _loaded is None else None
         self._cache = None
         if cache:
             from routerank.rerank.score_cache import ScoreCache

@@ -27,7 +27,7 @@ import numpy as np
 from routerank.data.types import Document, Query, Ranking
 from routerank.errors import RouterankError, SpecError
 from routerank.models.llm import DEFAULT_LLM, kv_cache_name, load_causal_lm
-from routerank.rerank.base import BaseReranker, DocsLike, as_documents, as_query
+from routerank.rerank.base import BaseReranker, DocsLike, as_documents, as_query, split_arg
 
 CALIBRATION_QUERY = "N/A"
 
@@ -230,7 +230,9 @@ class ICRReranker(BaseReranker):
 
     @classmethod
     def from_spec(cls, arg: str, **options) -> ICRReranker:
-        return cls(arg or DEFAULT_LLM, **options)
+        """`smollm2`, or with options of this stage alone: `smollm2,layers=mid,calibrate=false`."""
+        model, inline = split_arg(arg)
+        return cls(model, **{**options, **inline})
 
     @classmethod
     def from_model(cls, model, tokenizer, *, name: str = "custom", **options) -> ICRReranker:

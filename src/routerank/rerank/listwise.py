@@ -278,7 +278,9 @@ class ListwiseReranker(BaseReranker):
                 from routerank.generate.cache import GenerationCache
 
                 folder = cache_dir if cache_dir is not None else cache_root() / "listwise"
-                self._cache = GenerationCache(self.generator_key(fingerprint, generate.max_new_tokens), folder)
+                precision = str(next(llm.parameters()).dtype).removeprefix("torch.")
+                key = self.generator_key(fingerprint, generate.max_new_tokens, precision)
+                self._cache = GenerationCache(key, folder)
         self.generate = generate
         self.stats = Repairs()
 
@@ -296,9 +298,12 @@ class ListwiseReranker(BaseReranker):
         except RouterankError:
             return None  # a model wrapped from memory
 
-    def generator_key(self, fingerprint: str, max_new_tokens: int) -> str:
-        """Names the answer cache: model, adapter (in `name`), system prompt, answer budget, greedy decoding."""
+    def generator_key(self, fingerprint: str, max_new_tokens: int, precision: str = "float32") -> str:
+        """Names the answer cache: model, adapter (in `name`), system prompt, answer budget, greedy decoding, and the
+        weights' precision where it is not float32 (fp32 answers keep the key they had before precision joined)."""
         record = [fingerprint, self.name, self.template.name, self.template.system, max_new_tokens, "greedy"]
+        if precision != "float32":
+            record.append(precision)
         return "listwise-" + hashlib.sha256(json.dumps(record).encode()).hexdigest()[:16]
 
     def _answer(self, prompt: str) -> str:

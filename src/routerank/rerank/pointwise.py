@@ -102,7 +102,8 @@ class PointwiseLLMReranker(PointwiseReranker):
         self.token_budget = token_budget or (65536 if self.device.type == "cuda" else 4096)
         yes = self.tokenizer.convert_tokens_to_ids(self.template.yes)
         no = self.tokenizer.convert_tokens_to_ids(self.template.no)
-        if yes is None or no is None or yes == self.tokenizer.unk_token_id:
+        unknown = (None, self.tokenizer.unk_token_id)
+        if yes in unknown or no in unknown:
             raise RouterankError(f"tokenizer has no single token for {self.template.yes!r}/{self.template.no!r}")
         head = self.model.get_output_embeddings().weight
         self._answer_rows = head[[yes, no]].detach().clone().to(torch.float32)

@@ -130,7 +130,7 @@ class TrainState:
 
     stage: int = 0
     epoch: int = 0
-    cursor: int = 0  # groups consumed in this epoch
+    cursor: int = 0
     step: int = 0  # optimizer steps in this stage
     total_steps: int = 0  # over every stage
     best_dev: float = float("inf")
