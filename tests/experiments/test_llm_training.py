@@ -116,6 +116,9 @@ def test_every_method_trains_scores_and_reports(finished):
     assert data["reward_curves"]["prorank-stage1"]["reward"][0][0] == 1
     assert {"format_reward", "correct_reward"} <= set(data["reward_curves"]["prorank-stage1"])
     assert (report.parent / "llm-training" / "reward-curves.png").exists()
+    assert set(data["unchanged_adapters"]) <= {"prorank-stage1", "rank-r1"}
+    for system in data["unchanged_adapters"]:  # a GRPO run that never moved says so in the report
+        assert f"`{system}` never changed its adapter" in report.read_text()
     assert data["dear_ablations"] == {
         "ce": "dear-ce",
         "ranknet": "dear-ranknet",

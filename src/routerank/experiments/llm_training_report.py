@@ -148,6 +148,19 @@ def reward_curves(experiment) -> dict:
     return out
 
 
+def unchanged_adapters(experiment) -> list[str]:
+    """The GRPO runs whose adapter is still the identity (`adapter_is_noop`): their rows score the backbone."""
+    from routerank.rerank.adapters import adapter_is_noop
+
+    return [
+        system
+        for system in ("prorank-stage1", "rank-r1")
+        if system in experiment.systems()
+        and experiment.manifest(system) is not None
+        and adapter_is_noop(experiment.adapter_dir(system))
+    ]
+
+
 def curve_summary(curve: list) -> dict:
     """Mean of the first and last tenth of a curve (at least one point each)."""
     values = [v for _, v in curve]
@@ -423,6 +436,7 @@ def write_report(experiment, stages, report: Path, config_path: Path | None = No
         "table": table,
         "training": trainings,
         "reward_curves": curves,
+        "unchanged_adapters": unchanged_adapters(experiment),
         "dear_ablations": ablations,
         "claims": [asdict(claim) for claim in claims],
         "notes": notes,
@@ -496,6 +510,12 @@ def markdown(experiment, data: dict, claims: list[Claim], config_path, figure, r
         lines.append(f"- `{system}`: {steps} step{'s' if steps != 1 else ''}; first → last tenth: {summary}")
     if not data["reward_curves"]:
         lines.append("No GRPO run has finished yet.")
+    for system in data["unchanged_adapters"]:
+        lines.append(
+            f"- `{system}` never changed its adapter: every completion in every group got the same reward, so every "
+            "advantage was 0 and so was every gradient; its LoRA B weights are still all zero, and its rows score "
+            "the untrained backbone."
+        )
     lines += ["", "## DeAR loss ablation (stage 1)", ""]
     lines += ablation_lines(experiment, data)
     lines += ["", "## Systems", "", f"Reranker specs (`<work>` = `{data['work_dir']}`):", ""]

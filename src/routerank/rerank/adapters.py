@@ -76,6 +76,20 @@ def check_adapter(manifest: dict, folder: str | Path, *, kind: str, fingerprint:
         )
 
 
+def adapter_is_noop(folder: str | Path) -> bool:
+    """True when every LoRA B matrix in the folder is exactly zero, so that merging the adapter leaves the backbone
+    as it was. LoRA starts B at zero: a run whose every step had a zero gradient (GRPO where every completion of
+    every group got the same reward) ends here, and its "trained" rows are the untrained backbone's."""
+    from safetensors import safe_open
+
+    path = Path(folder).expanduser() / "adapter_model.safetensors"
+    if not path.is_file():
+        raise RouterankError("no adapter_model.safetensors in the adapter folder", path=path.parent)
+    with safe_open(str(path), framework="numpy") as weights:
+        names = [name for name in weights.keys() if "lora_B" in name]  # noqa: SIM118 (a safe_open handle, not a dict)
+        return bool(names) and all(not weights.get_tensor(name).any() for name in names)
+
+
 def apply_adapter(model, folder: str | Path, *, kind: str, fingerprint: str | None = None):
     """(`model` with the adapter's LoRA weights merged in, the manifest). The merge happens in place: `model`
     itself carries the adapter afterwards."""
