@@ -217,3 +217,12 @@ def test_experiment_r2r_with_a_missing_config_is_one_line(tmp_path):
 def test_experiment_llm_training_with_a_missing_config_is_one_line(tmp_path):
     result = cli("experiment", "llm-training", "--config", str(tmp_path / "nope.toml"))
     assert_clean_error(result, "no such config file")
+
+
+def test_version_prints_the_package_version_and_bare_command_prints_help():
+    from routerank import __version__
+
+    result = cli("--version")
+    assert result.returncode == 0 and result.stdout.strip() == f"routerank {__version__}", result.stderr
+    bare = cli()
+    assert "Usage:" in bare.stdout + bare.stderr and "evaluate" in bare.stdout + bare.stderr

@@ -32,6 +32,23 @@ app = typer.Typer(
 )
 
 
+def _print_version(value: bool) -> None:
+    if value:
+        from routerank import __version__
+
+        print(f"routerank {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def root(
+    version: Annotated[
+        bool, typer.Option("--version", help="print the version and exit", callback=_print_version, is_eager=True)
+    ] = False,
+) -> None:
+    """Domain-aware retrieval and reranking for RAG."""
+
+
 @app.command()
 def datasets(
     root: Annotated[Path | None, typer.Option(help="data root (default: ROUTERANK_DATA)")] = None,
