@@ -73,7 +73,13 @@ def check_model_folder(folder: str | Path) -> Path:
 def load_cross_encoder(
     folder: str | Path, *, max_length: int | None = None, device: str | None = None, trust_remote_code: bool = False
 ):
-    path = check_model_folder(folder)
+    """The sentence-transformers CrossEncoder in `folder`, once `check_model_folder` has accepted it."""
+    return _open_checked(
+        check_model_folder(folder), max_length=max_length, device=device, trust_remote_code=trust_remote_code
+    )
+
+
+def _open_checked(path: Path, *, max_length: int | None, device: str | None, trust_remote_code: bool):
     try:
         from sentence_transformers import CrossEncoder
     except ImportError:
@@ -138,14 +144,14 @@ class CrossEncoderReranker(PointwiseReranker):
         self.model_spec = str(model)
         self.batch_size, self.progress, self.progress_min_pairs = batch_size, progress, progress_min_pairs
         self.name = f"{self.kind}:{self.model_spec}"
+        self.folder = check_model_folder(model) if _loaded is None else None
         self.model = (
             _loaded
-            if _loaded is not None
-            else load_cross_encoder(model, max_length=max_length, device=device, trust_remote_code=trust_remote_code)
+            if self.folder is None
+            else _open_checked(self.folder, max_length=max_length, device=device, trust_remote_code=trust_remote_code)
         )
         if _loaded is not None and max_length is not None:
             self.model.max_seq_length = max_length
-        self.folder = check_model_folder(model) if _loaded is None else None
         self._cache = None
         if cache:
             from routerank.rerank.score_cache import ScoreCache
