@@ -208,3 +208,63 @@ def test_real_smollm2_rank_r1_smoke(tmp_path, pools):
     print(f"\nSmolLM2 Rank-R1 GRPO: {manifest['seconds']:.1f} s per step, {time.perf_counter() - started:.1f} s in all")
     reranker = make_reranker(f"setwise:smollm2,adapter={out},k=2,top=1,max_new_tokens=16")
     assert sorted(reranker.rerank("aspirin heart attack", DOCS[:3]).doc_ids) == ["0", "1", "2"]
+
+
+def test_target_completion_is_well_formed_and_states_only_shared_words():
+    from routerank.train.rank_r1 import target_completion
+
+    text = target_completion("Does aspirin lower the risk of heart attack?", DOCS[0], "B")
+    assert parse_answer(text) == "B"
+    reason = "Passage B mentions aspirin, risk, heart, attack, as the query does."
+    assert text == f"<think>{reason}</think>\n<answer>B</answer>"
+    assert parse_answer(target_completion("quantum chromodynamics", DOCS[1], "A")) == "A"
+    assert "is about what the query asks" in target_completion("quantum chromodynamics", DOCS[1], "A")
+
+
+def test_format_sft_records_use_other_queries_and_name_the_relevant_passage(pools):
+    from routerank.train.rank_r1 import sft_records
+
+    _, tokenizer = tiny()
+    cfg = config(sft_queries=3)
+    records = sft_records(cfg, tokenizer)
+    assert records and not {r["query_id"] for r in records} & {p.query_id for p in pools}
+    dev = {p.query_id for p in load_pools(cfg, "dev")}
+    assert not {r["query_id"] for r in records} & dev
+    for record in records:
+        assert parse_answer(record["completion"]) == record["relevant"]
+
+
+def test_format_sft_runs_first_is_kept_on_resume_and_is_in_the_manifest(tmp_path, pools):
+    import dataclasses
+
+    from routerank.train.rank_r1 import sft_records
+
+    cfg = config(max_steps=3, sft_queries=3, sft_epochs=3, sft_lr=5e-3, sft_grad_accum=2)
+    built = []
+
+    def records(tokenizer):
+        built.append(1)
+        return sft_records(cfg, tokenizer)
+
+    base = task(cfg, pools)
+    sft_task = dataclasses.replace(base, sft=dataclasses.replace(base.sft, records=records))
+    with pytest.raises(TrainingInterrupted):
+        train_grpo(sft_task, tmp_path / "r1", loaded=tiny(), progress=False, stop_after_steps=2)
+    assert (tmp_path / "r1.state" / "sft" / "format_sft.json").exists() and built == [1]
+    out = train_grpo(sft_task, tmp_path / "r1", loaded=tiny(), progress=False)
+    assert built == [1]  # the resumed run went on from the saved SFT, it did not train it again
+    summary = json.loads((out / MANIFEST).read_text())["format_sft"]
+    assert summary["epochs"] == 3 and summary["steps"] == len(summary["loss_curve"]) >= 3
+    assert summary["loss_curve"][-1] < summary["loss_curve"][0]  # the targets got likelier
+    assert json.loads((out / MANIFEST).read_text())["steps"] == 3
+
+
+def test_format_sft_settings_are_checked():
+    for overrides, message in [
+        ({"sft_queries": -1}, "sft_queries"),
+        ({"sft_queries": 2, "sft_epochs": 0}, "sft_epochs"),
+        ({"sft_queries": 2, "max_queries": None}, "max_queries"),
+    ]:
+        with pytest.raises(SpecError, match=message):
+            config(**overrides)
+    assert rank_r1_task(config()).sft is None and rank_r1_task(config(sft_queries=2)).sft.epochs == 2

@@ -12,6 +12,10 @@ float each) and what its reranker needs in the manifest. This module does the re
   scheduler, RNG, data position); rerunning the same config resumes from the last one and the step count continues;
 - each step appends one JSONL line (loss, reward, each reward function's mean, completion length, lr, seconds) to
   `<out>.state/log.jsonl` and moves a progress bar that shows the running loss and reward;
+- a task may ask for a supervised format SFT first (`FormatSFT`, a "cold start": Rank-R1 on a 135M model, whose
+  sampled completions otherwise never hold the format, so every reward and advantage is 0): LoRA is trained on
+  well-formed target completions of other training queries, saved to `<out>.state/sft`, and GRPO goes on from it.
+  It is short (minutes) and not checkpointed inside: a kill during it redoes it;
 - the finished adapter goes atomically to `<out>`: `adapter_model.safetensors`, `routerank_adapter.json` (the
   config, steps, seconds, reward curve) and `train_log.jsonl`; then the state folder is removed. A rerun of a
   finished config returns the folder as it is.
@@ -111,6 +115,18 @@ def config_json(config) -> dict:
 
 
 @dataclass(frozen=True)
+class FormatSFT:
+    """Supervised steps before GRPO. `records(tokenizer)` builds {"prompt", "completion"} records (the completion
+    without the end-of-turn token, which is added); each is trained on its completion tokens only (cross-entropy),
+    `epochs` passes in a seeded order, one optimizer step (AdamW, constant `lr`) per `grad_accum` records."""
+
+    records: Callable[[Any], list[dict]]
+    epochs: int = 2
+    lr: float = 2e-4
+    grad_accum: int = 4
+
+
+@dataclass(frozen=True)
 class GRPOTask:
     """One GRPO job. `records(tokenizer)` builds the prompt records (each with a "prompt" text); `rewards` are
     called by TRL as `f(completions=..., prompts=..., **columns)`; `reward_weights` (None = all 1) may give a
@@ -125,22 +141,35 @@ class GRPOTask:
     manifest: dict
     reward_weights: Sequence[float] | None = None
     desc: str = ""
+    sft: FormatSFT | None = None
 
 
 def dataset_names(settings: GRPOSettings) -> list[str]:
     return [name.strip() for name in settings.dataset.split(",") if name.strip()]
 
 
-def load_pools(settings: GRPOSettings, part: str = "train") -> list[NegativePool]:
-    """Each dataset's training queries (`part="train"`) or held-out dev queries (`"dev"`), with their judged
-    positives and the miner's top `negative_depth` non-relevant candidates. Query ids get a `<dataset>/` prefix."""
+def load_pools(settings: GRPOSettings, part: str = "train", extra: int = 0) -> list[NegativePool]:
+    """Each dataset's training queries (`part="train"`), held-out dev queries (`"dev"`), or `extra` further training
+    queries that the GRPO run does not use (`"extra"`, the next ones in the same seeded order: a format SFT's), with
+    their judged positives and the miner's top `negative_depth` non-relevant candidates. Query ids get a
+    `<dataset>/` prefix."""
     from routerank.data.registry import load_dataset
 
+    if part not in ("train", "dev", "extra"):
+        raise ValueError(f"part must be train, dev or extra, got {part!r}")
+    if part == "extra" and settings.max_queries is None:
+        raise SpecError("no training queries are left over when max_queries takes all of them", fix="set max_queries")
     pools: list[NegativePool] = []
     for name in dataset_names(settings):
         ds = load_dataset(name)
         train, dev = select_queries(ds, "train", settings.max_queries, settings.seed, holdout=settings.dev_queries)
-        queries = train if part == "train" else dev
+        queries = {"train": train, "dev": dev}.get(part)
+        if part == "extra":
+            more, _ = select_queries(
+                ds, "train", settings.max_queries + extra, settings.seed, holdout=settings.dev_queries
+            )
+            taken = {q.id for q in train}
+            queries = [q for q in more if q.id not in taken]
         pools += mine_pools(
             ds,
             queries,
@@ -161,6 +190,9 @@ def finished(out: Path, key: dict) -> bool:
     if not (out / MANIFEST).exists() or not (out / WEIGHTS).exists():
         return False
     return json.loads((out / MANIFEST).read_text()).get("run_key") == key
+
+
+SFT_SUMMARY = "format_sft.json"
 
 
 class RunState:
@@ -209,6 +241,10 @@ class RunState:
         with atomic_write(self.log_path) as handle:
             handle.writelines(json.dumps(r) + "\n" for r in kept)
         return kept[-1]["seconds"] if kept else 0.0
+
+    def sft_summary(self) -> dict | None:
+        path = self.dir / "sft" / SFT_SUMMARY
+        return json.loads(path.read_text()) if path.exists() else None
 
     def log(self) -> list[dict]:
         if not self.log_path.exists():
@@ -363,6 +399,8 @@ def train_grpo(
         bias="none",
         task_type="CAUSAL_LM",
     )
+    if task.sft is not None:  # GRPO goes on training the SFT's adapter
+        model, lora = format_sft(model, tokenizer, task, state, lora, progress), None
     trainer = GRPOTrainer(
         model=model,
         reward_funcs=list(task.rewards),
@@ -392,6 +430,70 @@ def train_grpo(
             trainer.model.unload()
 
 
+def format_sft(model, tokenizer, task: GRPOTask, state: RunState, lora, progress: bool):
+    """The task's format SFT on a fresh LoRA adapter (or the one a finished SFT saved in the state folder);
+    returns the trainable PeftModel."""
+    import random
+
+    import torch
+    from peft import PeftModel, get_peft_model
+    from tqdm.auto import tqdm
+
+    from routerank.rerank.reasoning import stop_ids
+
+    sft, folder = task.sft, state.dir / "sft"
+    if (folder / SFT_SUMMARY).exists():
+        return PeftModel.from_pretrained(model, str(folder), is_trainable=True)
+    records = sft.records(tokenizer)
+    if not records:
+        raise RouterankError("no format SFT records: no extra training query had a judged positive and negatives")
+    # the completion ends the chat turn: ChatML's end-of-turn token where the vocabulary has one, else EOS
+    end = tokenizer.get_vocab().get("<|im_end|>", stop_ids(tokenizer)[0])
+    examples = []
+    for record in records:
+        prompt = tokenizer(record["prompt"], add_special_tokens=False)["input_ids"]
+        completion = [*tokenizer(record["completion"], add_special_tokens=False)["input_ids"], end]
+        examples.append((prompt + completion, [-100] * len(prompt) + completion))
+    peft = get_peft_model(model, lora)
+    device = next(peft.parameters()).device
+    optimizer = torch.optim.AdamW([p for p in peft.parameters() if p.requires_grad], lr=sft.lr, weight_decay=0.0)
+    rng, order = random.Random(task.settings.seed), list(range(len(examples)))
+    total = -(-len(examples) * sft.epochs // sft.grad_accum)
+    bar = tqdm(total=total, desc=f"{task.kind} format SFT", disable=not progress)
+    losses: list[float] = []
+    step_losses: list[float] = []
+    seen, start = 0, time.perf_counter()
+    peft.train()
+    for _ in range(sft.epochs):
+        rng.shuffle(order)
+        for index in order:
+            ids, labels = examples[index]
+            out = peft(input_ids=torch.tensor([ids], device=device), labels=torch.tensor([labels], device=device))
+            (out.loss / sft.grad_accum).backward()
+            step_losses.append(out.loss.item())
+            seen += 1
+            if len(step_losses) == sft.grad_accum or seen == len(examples) * sft.epochs:
+                optimizer.step()
+                optimizer.zero_grad()
+                losses.append(round(sum(step_losses) / len(step_losses), 4))
+                step_losses = []
+                bar.update(1)
+                bar.set_postfix(loss=f"{losses[-1]:.4f}", refresh=False)
+    bar.close()
+    summary = {
+        "records": len(examples),
+        "epochs": sft.epochs,
+        "steps": len(losses),
+        "lr": sft.lr,
+        "seconds": round(time.perf_counter() - start, 2),
+        "loss_curve": losses,
+    }
+    with atomic_dir(folder) as tmp:
+        peft.save_pretrained(str(tmp))
+        (tmp / SFT_SUMMARY).write_text(json.dumps(summary, indent=2))
+    return peft
+
+
 def save_adapter(peft_model, out: Path, state: RunState, task: GRPOTask, fingerprint: str | None, steps: int) -> Path:
     from routerank.rerank.adapters import MANIFEST
 
@@ -408,6 +510,7 @@ def save_adapter(peft_model, out: Path, state: RunState, task: GRPOTask, fingerp
         "seconds": log[-1]["seconds"] if log else 0.0,
         "prompts": sum(1 for line in state.records_path.read_text().splitlines() if line.strip()),
         "reward_curve": [[record["step"], record["reward"]] for record in log],
+        **({"format_sft": state.sft_summary()} if state.sft_summary() else {}),
     }
     with atomic_dir(out) as tmp:
         peft_model.save_pretrained(str(tmp))
