@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import math
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -223,7 +224,61 @@ def test_a_time_budget_of_zero_starts_nothing_but_still_reports(tmp_path, fresh_
     stages = experiment.run(max_minutes=0)
     assert stages and not any(s.done for s in stages)
     text = write_report(experiment, stages, tmp_path / "r.md").read_text()
-    assert "0 of 38 stages are done" in text and "scoring pending (time budget reached)" in text
+    assert "0 of the 38 stages run here are done" in text and "scoring pending (time budget reached)" in text
+
+
+def test_systems_runs_only_those_rows_and_carried_rows_fill_the_rest(finished, tmp_path):
+    from routerank.experiments.llm_training_report import read_carried
+
+    experiment, stages, report = finished
+    before = json.loads(report.with_suffix(".json").read_text())
+    fresh = LLMTrainingExperiment(experiment.config, tmp_path / "work", progress=False, loaded_factory=factory)
+    picked = fresh.pick_systems("zero-shot")
+    ran = fresh.run(systems=picked)
+    assert [s.name for s in ran] == ["score zero-shot on scifact", "score zero-shot on nfcorpus"]
+    assert all(s.note == "ran" for s in ran) and not fresh.scored("sft", "scifact")
+    carried = read_carried(fresh, report.with_suffix(".json"))
+    out = write_report(fresh, ran, tmp_path / "r.md", carried=carried)
+    data = json.loads(out.with_suffix(".json").read_text())
+    assert set(data["table"]) == set(before["table"])
+    assert {s for s, _ in data["carried_rows"]} == set(before["table"]) - {"zero-shot", "bm25"}  # bm25: candidates
+    assert not data["table"]["zero-shot"]["scifact"].get("carried") and data["table"]["sft"]["scifact"]["carried"]
+    assert data["table"]["sft"]["scifact"]["nDCG@10"] == before["table"]["sft"]["scifact"]["nDCG@10"]
+    assert data["training"]["rank-r1"]["carried"] and data["reward_curves"] == before["reward_curves"]
+    assert [c["status"] for c in data["claims"]] == [c["status"] for c in before["claims"]]
+    assert data["specs"]["sft"] == before["specs"]["sft"] and data["carried_from"] == str(report.with_suffix(".json"))
+    text = out.read_text()
+    assert "| carried |" in text and "come from" in text and "SFT (BCE on yes/no) (carried)" in text
+    # a row this work dir trains with another spec is not filled in from the earlier report
+    other = {**carried, "specs": {**carried["specs"], "sft": "pointwise:another-adapter"}}
+    assert ("sft", "scifact") not in carry_pairs(experiment, other, drop="sft")
+    assert ("sft", "scifact") in carry_pairs(experiment, carried, drop="sft")
+
+
+def carry_pairs(experiment, previous, drop: str) -> list:
+    from routerank.experiments.llm_training_report import carry, collect
+
+    table = collect(experiment)
+    table.pop(drop)
+    specs = {s: experiment.spec(s) for s in experiment.systems()}
+    return carry(previous, experiment.systems(), table, {}, {}, [], specs)
+
+
+def test_carrying_from_another_protocol_or_a_bad_file_and_unknown_systems_are_refused(finished, tmp_path):
+    from routerank.experiments.llm_training_report import read_carried
+
+    experiment, _, report = finished
+    other = LLMTrainingExperiment(replace(experiment.config, test_queries=2), tmp_path, progress=False)
+    with pytest.raises(RouterankError, match="protocol"):
+        read_carried(other, report.with_suffix(".json"))
+    (tmp_path / "bad.json").write_text("{not json")
+    with pytest.raises(RouterankError, match="not a report JSON"):
+        read_carried(experiment, tmp_path / "bad.json")
+    with pytest.raises(RouterankError, match="no report to carry"):
+        read_carried(experiment, tmp_path / "missing.json")
+    with pytest.raises(SpecError, match="unknown systems") as error:
+        experiment.pick_systems("rank-r1,rankr1")
+    assert "rank-r1" in error.value.fix and experiment.pick_systems(None) is None
 
 
 # the claims ------------------------------------------------------------------------------------------------------

@@ -119,9 +119,13 @@ def experiment_llm_training(
     ),
     max_minutes: Annotated[float | None, typer.Option(help="start no new stage after this long")] = None,
     only: Annotated[str | None, typer.Option(help="run only these stage kinds: train,score")] = None,
+    systems: Annotated[str | None, typer.Option(help="run only these rows' stages, e.g. rank-r1,zero-shot")] = None,
+    carry_from: Annotated[
+        Path | None, typer.Option(help="an earlier report's JSON (same protocol): its rows fill the unscored ones")
+    ] = None,
 ) -> None:
     """Issue 12: SFT, contrastive, DeAR, ProRank and Rank-R1 on one backbone, scored and compared; resumable."""
     from routerank.experiments.llm_training import main_from_cli
 
-    path = main_from_cli(config, work_dir, report, max_minutes, only)
+    path = main_from_cli(config, work_dir, report, max_minutes, only, systems=systems, carry_from=carry_from)
     print(f"wrote {path}", file=sys.stderr)

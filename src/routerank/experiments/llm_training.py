@@ -31,7 +31,7 @@ from dataclasses import asdict, replace
 from pathlib import Path
 
 from routerank.data.types import Query, Run, sample_queries
-from routerank.errors import RouterankError
+from routerank.errors import RouterankError, SpecError
 from routerank.experiments.llm_training_config import (
     INFERENCE_VARIANTS,
     UNTRAINED,
@@ -365,9 +365,29 @@ class LLMTrainingExperiment:
         spec = self.spec(system)
         return spec is not None and json.loads(meta.read_text()).get("spec") == spec
 
-    def plan(self) -> list[Step]:
+    def pick_systems(self, systems: str | None) -> set[str] | None:
+        """`--systems rank-r1,zero-shot`: the rows whose stages run (None: all); an unknown name is an error."""
+        if not systems:
+            return None
+        picked = {s.strip() for s in systems.split(",") if s.strip()}
+        stray = sorted(picked - set(self.systems()))
+        if stray or not picked:
+            raise SpecError(
+                f"unknown systems {stray} in --systems {systems!r}" if stray else "--systems names no system",
+                fix=f"a comma list of {', '.join(self.systems())}",
+            )
+        return picked
+
+    def plan(self, systems: set[str] | None = None) -> list[Step]:
         """Untrained rows first; then per method its training stage and right after it its scoring stages, so a
-        run stopped by its time budget reports every method it trained."""
+        run stopped by its time budget reports every method it trained. `systems` keeps only those rows' stages
+        (a row's training stage included; BM25's candidates are scored when a reranker needs them)."""
+        steps = self._plan()
+        if systems is None:
+            return steps
+        return [step for step in steps if step.name.split()[1] in systems]
+
+    def _plan(self) -> list[Step]:
         steps = []
 
         def score(system: str, dataset: str) -> Step:
@@ -400,9 +420,16 @@ class LLMTrainingExperiment:
             steps += [score(system, d) for d in self.config.datasets]
         return steps
 
-    def run(self, max_minutes: float | None = None, only: set[str] | None = None) -> list[Stage]:
+    def run(
+        self, max_minutes: float | None = None, only: set[str] | None = None, systems: set[str] | None = None
+    ) -> list[Stage]:
         return run_plan(
-            self.plan(), self.work / "locks", max_minutes=max_minutes, only=only, progress=self.progress, tag="llm"
+            self.plan(systems),
+            self.work / "locks",
+            max_minutes=max_minutes,
+            only=only,
+            progress=self.progress,
+            tag="llm",
         )
 
 
@@ -413,13 +440,19 @@ def main_from_cli(
     max_minutes: float | None = None,
     only: str | None = None,
     progress: bool = True,
+    systems: str | None = None,
+    carry_from: Path | None = None,
 ) -> Path:
-    from routerank.experiments.llm_training_report import write_report
+    """Run the plan (or the `systems` rows of it) and write the report; `carry_from` names an earlier report's JSON
+    whose rows fill in the systems that have no run in this work dir (`llm_training_report.carry`)."""
+    from routerank.experiments.llm_training_report import read_carried, write_report
 
     kinds = parse_only(only)
     experiment = LLMTrainingExperiment(LLMTrainingConfig.load(config_path), work_dir, progress=progress)
-    stages = experiment.run(max_minutes, kinds)
-    return write_report(experiment, stages, Path(report), config_path)
+    picked = experiment.pick_systems(systems)
+    carried = read_carried(experiment, Path(carry_from)) if carry_from is not None else None
+    stages = experiment.run(max_minutes, kinds, picked)
+    return write_report(experiment, stages, Path(report), config_path, carried=carried)
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -429,9 +462,19 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--report", type=Path, default=Path("reports/llm-training.md"))
     parser.add_argument("--max-minutes", type=float, help="start no new stage after this long")
     parser.add_argument("--only", help="run only these stage kinds: train,score")
+    parser.add_argument("--systems", help="run only these rows' stages, e.g. rank-r1,zero-shot")
+    parser.add_argument("--carry-from", type=Path, help="an earlier report's JSON: its rows fill the unscored ones")
     args = parser.parse_args(argv)
     try:
-        path = main_from_cli(args.config, args.work_dir, args.report, args.max_minutes, args.only)
+        path = main_from_cli(
+            args.config,
+            args.work_dir,
+            args.report,
+            args.max_minutes,
+            args.only,
+            systems=args.systems,
+            carry_from=args.carry_from,
+        )
     except RouterankError as exc:
         print(f"error: {exc}", file=sys.stderr)
         raise SystemExit(2) from None

@@ -170,6 +170,57 @@ def curve_summary(curve: list) -> dict:
     return {"first": sum(values[:tenth]) / tenth, "last": sum(values[-tenth:]) / tenth}
 
 
+# carried rows ----------------------------------------------------------------------------------------------------
+
+
+def read_carried(experiment, path: Path) -> dict:
+    """An earlier report's JSON whose rows may fill in systems that have no run here; it must be of this
+    experiment's protocol (test sample, seed, depth), backbone and datasets."""
+    from routerank.errors import RouterankError
+
+    fix = "carry only from a report of the same protocol, backbone and datasets (reports/llm-training.json)"
+    try:
+        data = json.loads(Path(path).read_text())
+    except FileNotFoundError:
+        raise RouterankError("no report to carry rows from", path=path, fix=fix) from None
+    except json.JSONDecodeError as exc:
+        raise RouterankError(f"not a report JSON: {exc}", path=path, fix=fix) from None
+    if not isinstance(data, dict) or not isinstance(data.get("table"), dict):
+        raise RouterankError("not an llm-training report JSON (no table)", path=path, fix=fix)
+    config = data.get("config", {})
+    mine = (experiment.protocol(), experiment.config.backbone, list(experiment.config.datasets))
+    theirs = (data.get("protocol"), config.get("backbone"), config.get("datasets"))
+    if theirs != mine:
+        raise RouterankError(
+            f"the report is of protocol, backbone and datasets {theirs}, this experiment of {mine}", path=path, fix=fix
+        )
+    return {**data, "source": data.get("carried_from") or str(path)}
+
+
+def carry(previous: dict, systems, table: dict, trainings: dict, curves: dict, unchanged: list, specs: dict) -> list:
+    """Fill in, from `previous` (`read_carried`), the rows of systems that have no run here and whose spec here is
+    unknown (not trained in this work dir) or the one that made the earlier row, with their training records,
+    reward curves and no-op flags; in place. Returns the (system, dataset) pairs carried."""
+    carried = []
+    for system in systems:
+        before = previous.get("specs", {}).get(system)
+        if specs.get(system) is not None and specs[system] != before:
+            continue  # trained or configured anew here: the earlier row was made by another model
+        for dataset, row in previous["table"].get(system, {}).items():
+            if dataset not in table.get(system, {}):
+                table.setdefault(system, {})[dataset] = {**row, "carried": True}
+                carried.append((system, dataset))
+        if specs.get(system) is None and before is not None:
+            specs[system] = before
+        if system not in trainings and system in previous.get("training", {}):
+            trainings[system] = {**previous["training"][system], "carried": True}
+            if system in previous.get("unchanged_adapters", []) and system not in unchanged:
+                unchanged.append(system)
+        if system not in curves and system in previous.get("reward_curves", {}):
+            curves[system] = previous["reward_curves"][system]
+    return carried
+
+
 # the claims ------------------------------------------------------------------------------------------------------
 
 
@@ -393,7 +444,7 @@ def effectiveness_lines(experiment, table: dict, stages) -> list[str]:
             for m in MEASURES:
                 cells += [_fmt(row[m])] + [_p(row.get(f"p_vs_{ref}", {}).get(m)) for ref in REFERENCES]
             passes = row.get("calls_per_query", row.get("forward_passes_per_query"))
-            cells += [f"{row['seconds_per_query']:.2f}", _fmt(passes, 1), "done"]
+            cells += [f"{row['seconds_per_query']:.2f}", _fmt(passes, 1), "carried" if row.get("carried") else "done"]
             lines.append(f"| {title(experiment, system)} | " + " | ".join(cells) + " |")
         lines.append("")
     return lines
@@ -411,11 +462,17 @@ def pending_note(stages, system: str, dataset: str) -> str:
     return "pending"
 
 
-def write_report(experiment, stages, report: Path, config_path: Path | None = None) -> Path:
+def write_report(
+    experiment, stages, report: Path, config_path: Path | None = None, *, carried: dict | None = None
+) -> Path:
+    """Write the report from the work dir; `carried` (`read_carried`) fills in the rows this work dir lacks."""
     c = experiment.config
     table = collect(experiment)
     trainings = training(experiment)
     curves = reward_curves(experiment)
+    unchanged = unchanged_adapters(experiment)
+    specs = {s: experiment.spec(s) for s in experiment.systems()}
+    rows = carry(carried, experiment.systems(), table, trainings, curves, unchanged, specs) if carried else []
     trained = [s for s in experiment.systems() if s not in UNTRAINED and s not in INFERENCE_VARIANTS]
     ablations = experiment.ablations() if "dear" in c.methods else {}
     claims = check_claims(
@@ -432,11 +489,13 @@ def write_report(experiment, stages, report: Path, config_path: Path | None = No
         "config": {k: (list(v) if isinstance(v, tuple) else v) for k, v in asdict(c).items()},
         "work_dir": str(experiment.work),
         "protocol": experiment.protocol(),
-        "specs": {s: experiment.spec(s) for s in experiment.systems()},
+        "specs": specs,
         "table": table,
         "training": trainings,
         "reward_curves": curves,
-        "unchanged_adapters": unchanged_adapters(experiment),
+        "unchanged_adapters": unchanged,
+        "carried_from": carried["source"] if rows else None,
+        "carried_rows": [list(pair) for pair in rows],
         "dear_ablations": ablations,
         "claims": [asdict(claim) for claim in claims],
         "notes": notes,
@@ -458,7 +517,7 @@ def markdown(experiment, data: dict, claims: list[Claim], config_path, figure, r
     lines = [
         f"# LLM reranker training (issue 12): {c.profile} profile",
         "",
-        f"{done} of {len(stages or [])} stages are done"
+        f"{done} of the {len(stages or [])} stages run here are done"
         + ("." if done == len(stages or []) else "; a row whose stages have not run shows – and says why."),
         f"Every system reranks BM25's top {c.depth} of the same {sample} per dataset (seed {c.seed}); the trained "
         f"ones are LoRA adapters on `{c.backbone}`. Paired two-sided t-tests per query; no setting was chosen "
@@ -472,6 +531,15 @@ def markdown(experiment, data: dict, claims: list[Claim], config_path, figure, r
         "",
     ]
     lines += effectiveness_lines(experiment, table, stages)
+    if data.get("carried_rows"):
+        systems = sorted({system for system, _ in data["carried_rows"]}, key=experiment.systems().index)
+        lines += [
+            f"Rows whose status is *carried* ({', '.join(f'`{s}`' for s in systems)}) come from "
+            f"`{data['carried_from']}`: an earlier run of this protocol whose runs and adapters are not in this work "
+            "dir. Their figures, p-values and training records are as measured then; their p-values are against "
+            "that run's BM25 and zero-shot rankings of the same queries.",
+            "",
+        ]
     lines += [
         "LLM passes / query: prompts judged (setwise) or forward passes (pointwise: batches; listwise: decoding "
         "steps), counted in the scoring run (a cached score costs none).",
@@ -494,8 +562,9 @@ def markdown(experiment, data: dict, claims: list[Claim], config_path, figure, r
     for system in experiment.systems():
         record = trainings.get(system)
         if record is not None:
+            name = title(experiment, system) + (" (carried)" if record.get("carried") else "")
             lines.append(
-                f"| {title(experiment, system)} | {record['steps']} | {record['unit']} | {_seconds(record['seconds'])} "
+                f"| {name} | {record['steps']} | {record['unit']} | {_seconds(record['seconds'])} "
                 f"| {_seconds(record['total_seconds'])} |"
             )
     lines += ["", "## GRPO reward curves", ""]
