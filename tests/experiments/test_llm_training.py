@@ -41,7 +41,7 @@ lora_r = 4
 lora_alpha = 8
 """
 PRORANK = GRPO + "prompts_per_step = 2\nmax_completion_length = 2\nstage2_negatives = 1\nstage2_grad_accum = 2\n"
-RANK_R1 = GRPO + "k = 2\nprompts_per_step = 1\nmax_completion_length = 4\n"
+RANK_R1 = GRPO + "k = 2\nprompts_per_step = 1\nmax_completion_length = 4\nsft_queries = 1\nsft_epochs = 1\n"
 
 
 def factory():
@@ -113,6 +113,10 @@ def test_every_method_trains_scores_and_reports(finished):
     assert set(data["training"]) == set(trained)
     assert all(data["training"][s]["steps"] >= 1 for s in trained)
     assert data["training"]["prorank"]["total_seconds"] > data["training"]["prorank"]["seconds"]
+    sft = data["training"]["rank-r1"]["format_sft"]  # Rank-R1's cold start: its time counts in the total
+    assert sft["records"] >= 1 and sft["steps"] >= 1 and sft["loss"]["first"] is not None
+    assert data["training"]["rank-r1"]["total_seconds"] > data["training"]["rank-r1"]["seconds"]
+    assert "`rank-r1` first trained a format SFT (a cold start)" in report.read_text()
     assert set(data["reward_curves"]) == {"prorank-stage1", "rank-r1"}
     assert data["reward_curves"]["prorank-stage1"]["reward"][0][0] == 1
     assert {"format_reward", "correct_reward"} <= set(data["reward_curves"]["prorank-stage1"])

@@ -114,6 +114,11 @@ def training(experiment) -> dict:
         before = {"dear": "dear-stage1", "prorank": "prorank-stage1"}.get(system)
         earlier = out.get(before) if before else None
         record["total_seconds"] = (seconds or 0.0) + (earlier["total_seconds"] if earlier else 0.0)
+        sft = manifest.get("format_sft")
+        if sft:  # Rank-R1's format SFT before GRPO: its own steps, and its time counted in the total
+            record["format_sft"] = {k: sft.get(k) for k in ("records", "epochs", "steps", "seconds")}
+            record["format_sft"]["loss"] = curve_summary(list(enumerate(sft.get("loss_curve", []))))
+            record["total_seconds"] += sft.get("seconds") or 0.0
         if system.startswith("dear") and system != "dear":
             record["loss_terms"] = loss_terms(experiment.adapter_dir(system) / "train_log.jsonl")
         out[system] = record
@@ -579,6 +584,14 @@ def markdown(experiment, data: dict, claims: list[Claim], config_path, figure, r
         lines.append(f"- `{system}`: {steps} step{'s' if steps != 1 else ''}; first → last tenth: {summary}")
     if not data["reward_curves"]:
         lines.append("No GRPO run has finished yet.")
+    for system, record in trainings.items():
+        sft = record.get("format_sft")
+        if sft:
+            lines.append(
+                f"- `{system}` first trained a format SFT (a cold start): {sft['records']} records × {sft['epochs']} "
+                f"epochs, {sft['steps']} steps in {_seconds(sft['seconds'])}; its loss on the target completions "
+                f"went {_fmt(sft['loss']['first'], 3)} → {_fmt(sft['loss']['last'], 3)} (first → last tenth)."
+            )
     for system in data["unchanged_adapters"]:
         lines.append(
             f"- `{system}` never changed its adapter: every completion in every group got the same reward, so every "
