@@ -17,6 +17,10 @@ every 10 queries (`<run>.partial.jsonl`), so a killed one resumes too. Each scor
 reranker spec that made it; a run made by another spec (a retrained adapter) is scored again. The report
 (`llm_training_report`) is written from whatever exists: a stage that has not run shows as pending, its cells –.
 Nothing here is chosen on test queries: the trainers hold their dev queries out of the train split.
+
+`--systems rank-r1,zero-shot` runs only those rows' stages. `--carry-from reports/llm-training.json` fills the rows
+this work dir has no run for (a lost cache, another machine) from an earlier report of the same protocol, marked
+*carried* in the report; a row trained here with another spec is never filled in from it.
 """
 
 from __future__ import annotations
