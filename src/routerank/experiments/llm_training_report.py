@@ -478,6 +478,7 @@ def write_report(
     unchanged = unchanged_adapters(experiment)
     specs = {s: experiment.spec(s) for s in experiment.systems()}
     rows = carry(carried, experiment.systems(), table, trainings, curves, unchanged, specs) if carried else []
+    curves = {s: curves[s] for s in experiment.systems() if s in curves}  # carried ones in the report's order
     trained = [s for s in experiment.systems() if s not in UNTRAINED and s not in INFERENCE_VARIANTS]
     ablations = experiment.ablations() if "dear" in c.methods else {}
     claims = check_claims(
