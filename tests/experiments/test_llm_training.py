@@ -144,6 +144,10 @@ def test_every_method_trains_scores_and_reports(finished):
     assert "pending" not in text.split("## Claims")[0]
     assert any("a random order of BM25's candidates scores scifact" in n for n in data["notes"]["gain"])
     assert any("optimizer steps" in n for n in data["notes"]["gain"])
+    for dataset in ("scifact", "nfcorpus"):  # Rank-R1's position check: its heapsort under an always-first judge
+        check = data["first_pick"][dataset]
+        assert 0 <= check["nDCG@10"] <= 1 and 0 <= check["same_top"] <= check["queries"] == 3
+    assert sum("always picks the first passage" in n or "always-first judge" in n for n in data["notes"]["gain"]) == 2
     assert set(data["training"]["dear-ce"]["loss_terms"]) == {"ce"}  # the ablation logs only its own term
     assert set(data["training"]["dear-stage1"]["loss_terms"]) == {"ce", "ranknet", "kl"}
     assert any(n.startswith("`dear-ranknet` RankNet loss") for n in data["notes"]["dear"])

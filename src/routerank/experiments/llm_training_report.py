@@ -330,7 +330,45 @@ def random_order(experiment, shuffles: int = RANDOM_SHUFFLES) -> dict[str, float
     return out
 
 
-def why(table: dict, trainings: dict, curves: dict, random: dict | None = None) -> dict[str, list[str]]:
+def first_pick(experiment) -> dict[str, dict]:
+    """Per dataset (where BM25 and Rank-R1 are scored here): the nDCG@10 of Rank-R1's setwise heapsort driven by a
+    judge that always picks the first passage shown (no LLM), and on how many queries Rank-R1's top 10 is exactly
+    that judge's. A setwise reranker that always answers "A" scores this, whatever it reads."""
+    from routerank.data.trec import read_run
+    from routerank.data.types import Ranking, Run
+    from routerank.evaluate import evaluate
+    from routerank.rerank.setwise import SetwiseReranker
+    from routerank.rerank.sorting import setwise_heapsort
+
+    class First:
+        def best(self, sets):
+            return [0] * len(sets)
+
+    if "rank-r1" not in experiment.systems():
+        return {}
+    k, top = experiment.methods.rank_r1.k, int(SetwiseReranker.defaults["top"])
+    out = {}
+    for dataset in experiment.config.datasets:
+        if not experiment.scored("bm25", dataset) or not experiment.scored("rank-r1", dataset):
+            continue
+        queries = experiment.test_queries(dataset)
+        qrels = experiment.dataset(dataset).split_qrels("test").subset(q.id for q in queries)
+        bm25, model = read_run(experiment.run_path("bm25", dataset)), read_run(experiment.run_path("rank-r1", dataset))
+        rankings, same = {}, 0
+        for q, ranking in bm25.rankings.items():
+            ids = list(ranking.doc_ids[: experiment.config.depth])
+            order = setwise_heapsort(len(ids), First(), k=k, top=top)
+            rankings[q] = Ranking(tuple(ids[i] for i in order), tuple(float(len(ids) - r) for r in range(len(ids))))
+            mine = model.rankings.get(q)
+            same += mine is not None and list(mine.doc_ids[:top]) == list(rankings[q].doc_ids[:top])
+        value = evaluate(Run(rankings), qrels, [KEY]).means[KEY]
+        out[dataset] = {KEY: value, "same_top": same, "queries": len(rankings), "top": top}
+    return out
+
+
+def why(
+    table: dict, trainings: dict, curves: dict, random: dict | None = None, first: dict | None = None
+) -> dict[str, list[str]]:
     """Evidence beside each claim, from the manifests and the table: what bounds or explains the outcome."""
     notes: dict[str, list[str]] = {"gain": [], "prorank": [], "dear": []}
     teacher, zero = _value(table, "teacher", PRIMARY), _value(table, "zero-shot", PRIMARY)
@@ -355,6 +393,15 @@ def why(table: dict, trainings: dict, curves: dict, random: dict | None = None) 
     if random:
         levels = ", ".join(f"{d} {v:.4f}" for d, v in random.items())
         notes["gain"].append(f"a random order of BM25's candidates scores {levels} ({KEY}, {RANDOM_SHUFFLES} shuffles)")
+    for dataset, check in (first or {}).items():
+        notes["gain"].append(
+            f"`rank-r1` scores {_fmt(_value(table, 'rank-r1', dataset))} on {dataset}; its heapsort driven by a judge "
+            f"that always picks the first passage shown scores {check[KEY]:.4f}, and {check['same_top']} of its "
+            f"{check['queries']} top-{check['top']} lists are exactly that judge's: its score is its position bias"
+            if check["same_top"] * 2 > check["queries"]
+            else f"`rank-r1`'s heapsort driven by an always-first judge scores {check[KEY]:.4f} on {dataset}; "
+            f"{check['same_top']} of {check['queries']} of its top-{check['top']} lists are that judge's"
+        )
     for system, summary in ((s, curve_summary(c["reward"])) for s, c in curves.items()):
         if summary["first"] is not None:
             notes["gain" if system == "rank-r1" else "prorank"].append(
@@ -489,7 +536,8 @@ def write_report(
         dear_ce=ablations.get("ce"),
         prorank="prorank" in c.methods,
     )
-    notes = why(table, trainings, curves, random_order(experiment))
+    first = first_pick(experiment)
+    notes = why(table, trainings, curves, random_order(experiment), first)
     figure = reward_figure(curves, report.with_suffix("") / "reward-curves.png")
     data = {
         "config": {k: (list(v) if isinstance(v, tuple) else v) for k, v in asdict(c).items()},
@@ -500,6 +548,7 @@ def write_report(
         "training": trainings,
         "reward_curves": curves,
         "unchanged_adapters": unchanged,
+        "first_pick": first,
         "carried_from": carried["source"] if rows else None,
         "carried_rows": [list(pair) for pair in rows],
         "dear_ablations": ablations,
