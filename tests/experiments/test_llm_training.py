@@ -321,7 +321,7 @@ def test_a_random_order_of_the_candidates_is_the_reference_level(tmp_path):
         config=SimpleNamespace(datasets=("toy", "unscored"), seed=13, depth=20),
         scored=lambda system, dataset: dataset == "toy",
         test_queries=lambda dataset: [Query("q", "a query")],
-        dataset=lambda dataset: SimpleNamespace(split_qrels=lambda split: qrels),
+        test_qrels=lambda dataset: qrels.subset(["q"]),
         run_path=lambda system, dataset: run,
     )
     levels = random_order(experiment)

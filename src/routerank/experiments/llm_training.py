@@ -101,6 +101,10 @@ class LLMTrainingExperiment:
     def test_queries(self, name: str) -> list[Query]:
         return sample_queries(self.dataset(name).split_queries("test"), self.config.test_queries, self.config.seed)
 
+    def test_qrels(self, name: str):
+        """The test judgments of the sampled queries (`test_queries`)."""
+        return self.dataset(name).split_qrels("test").subset(q.id for q in self.test_queries(name))
+
     def protocol(self) -> str:
         c = self.config
         return f"test{c.test_queries or '-all'}-seed{c.seed}-top{c.depth}"
@@ -386,13 +390,8 @@ class LLMTrainingExperiment:
         """Untrained rows first; then per method its training stage and right after it its scoring stages, so a
         run stopped by its time budget reports every method it trained. `systems` keeps only those rows' stages
         (a row's training stage included; BM25's candidates are scored when a reranker needs them)."""
-        steps = self._plan()
-        if systems is None:
-            return steps
-        return [step for step in steps if step.name.split()[1] in systems]
-
-    def _plan(self) -> list[Step]:
         steps = []
+        rows = [s for s in self.systems() if systems is None or s in systems]
 
         def score(system: str, dataset: str) -> Step:
             return Step(
@@ -403,9 +402,9 @@ class LLMTrainingExperiment:
                 needs=lambda: self.trained(system),
             )
 
-        for system in UNTRAINED:
+        for system in (s for s in UNTRAINED if s in rows):
             steps += [score(system, d) for d in self.config.datasets]
-        for system in self.systems():
+        for system in rows:
             if system in UNTRAINED:
                 continue
             if system in INFERENCE_VARIANTS:  # no training of its own: scored once its base is trained

@@ -76,8 +76,7 @@ def collect(experiment) -> dict:
 
     table: dict[str, dict] = {}
     for dataset in experiment.config.datasets:
-        queries = experiment.test_queries(dataset)
-        qrels = experiment.dataset(dataset).split_qrels("test").subset(q.id for q in queries)
+        qrels = experiment.test_qrels(dataset)
         evals = {}
         for system in experiment.systems():
             if not experiment.scored(system, dataset):
@@ -316,8 +315,7 @@ def random_order(experiment, shuffles: int = RANDOM_SHUFFLES) -> dict[str, float
     for dataset in experiment.config.datasets:
         if not experiment.scored("bm25", dataset):
             continue
-        queries = experiment.test_queries(dataset)
-        qrels = experiment.dataset(dataset).split_qrels("test").subset(q.id for q in queries)
+        qrels = experiment.test_qrels(dataset)
         bm25, rng, values = read_run(experiment.run_path("bm25", dataset)), random.Random(experiment.config.seed), []
         for _ in range(shuffles):
             shuffled = {}
@@ -351,8 +349,7 @@ def first_pick(experiment) -> dict[str, dict]:
     for dataset in experiment.config.datasets:
         if not experiment.scored("bm25", dataset) or not experiment.scored("rank-r1", dataset):
             continue
-        queries = experiment.test_queries(dataset)
-        qrels = experiment.dataset(dataset).split_qrels("test").subset(q.id for q in queries)
+        qrels = experiment.test_qrels(dataset)
         bm25, model = read_run(experiment.run_path("bm25", dataset)), read_run(experiment.run_path("rank-r1", dataset))
         rankings, same = {}, 0
         for q, ranking in bm25.rankings.items():
