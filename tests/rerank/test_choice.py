@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 
 from routerank.errors import RouterankError, SpecError
+from routerank.rerank.base import as_flag
 from routerank.rerank.choice import ComparisonStats, LabelChooser, split_arg
 from routerank.rerank.templates import get_choice_template
 
@@ -74,6 +75,16 @@ def test_spec_arguments_and_stats():
     total = ComparisonStats(1, 10, 2, 10, 1.5) + ComparisonStats(1, 30, 0, 5, 2.5)
     assert total == ComparisonStats(2, 40, 2, 15, 4.0)
     assert total.per_query() == {"prompts": 20, "cache_hits": 1, "forward_passes": 7.5, "seconds": 2.0}
+
+
+def test_one_flag_parser_for_every_reranker_option():
+    for truthy in (True, 1, "1", "true", " Yes", "on"):
+        assert as_flag(truthy, "think") is True
+    for falsy in (False, 0, "0", "False", "no", "off"):
+        assert as_flag(falsy, "think") is False
+    for bad in (2, "maybe", ""):
+        with pytest.raises(SpecError, match="calibrate must be true or false"):
+            as_flag(bad, "calibrate")
 
 
 @pytest.mark.slow

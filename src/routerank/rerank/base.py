@@ -136,6 +136,18 @@ def option_value(text: str) -> int | float | bool | str:
     return {"true": True, "false": False}.get(text.lower(), text)
 
 
+def as_flag(value: bool | int | str, name: str) -> bool:
+    """A spec or --rerank-opt value as a bool: 1/0, true/false, yes/no, on/off; anything else is a SpecError."""
+    if isinstance(value, bool | int) and value in (0, 1):
+        return bool(value)
+    text = str(value).strip().lower()
+    if text in ("1", "true", "yes", "on"):
+        return True
+    if text in ("0", "false", "no", "off"):
+        return False
+    raise SpecError(f"{name} must be true or false (1 or 0), got {value!r}", fix=f"e.g. {name}=1")
+
+
 def split_arg(arg: str) -> tuple[str, dict[str, int | float | bool | str]]:
     """`smollm2,k=3,method=bubblesort` → ("smollm2", {"k": 3, "method": "bubblesort"}); the model may be left out.
 

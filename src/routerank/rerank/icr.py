@@ -27,7 +27,7 @@ import numpy as np
 from routerank.data.types import Document, Query, Ranking
 from routerank.errors import RouterankError, SpecError
 from routerank.models.llm import DEFAULT_LLM, kv_cache_name, load_causal_lm
-from routerank.rerank.base import BaseReranker, DocsLike, as_documents, as_query, split_arg
+from routerank.rerank.base import BaseReranker, DocsLike, as_documents, as_flag, as_query, split_arg
 
 CALIBRATION_QUERY = "N/A"
 
@@ -158,14 +158,6 @@ def eager_attention(model):
         model.set_attn_implementation(previous)
 
 
-def _as_bool(value: bool | str | int) -> bool:
-    if isinstance(value, str):
-        if value.lower() not in ("true", "false", "1", "0", "yes", "no"):
-            raise SpecError(f"expected true or false, got {value!r}")
-        return value.lower() in ("true", "1", "yes")
-    return bool(value)
-
-
 class ICRReranker(BaseReranker):
     """`icr[:llm]`: in-context reranking; every candidate goes into one prompt before the query, and a document's
     score is the attention the query pays it, less what the content-free query "N/A" pays it (module docstring).
@@ -212,7 +204,7 @@ class ICRReranker(BaseReranker):
         self.model, self.tokenizer = _loaded
         config = self.model.config
         self.layers = layer_range(layers, config.num_hidden_layers)
-        self.calibrate, self.exclude_sink = _as_bool(calibrate), _as_bool(exclude_sink)
+        self.calibrate, self.exclude_sink = as_flag(calibrate, "calibrate"), as_flag(exclude_sink, "exclude_sink")
         self.max_doc_tokens = int(max_doc_tokens)
         context = getattr(config, "max_position_embeddings", None) or 4096
         self.max_prompt_tokens = int(max_prompt_tokens or context)

@@ -24,22 +24,11 @@ from typing import Any
 
 from routerank.errors import RouterankError
 from routerank.models.llm import DEFAULT_LLM
+from routerank.rerank.base import as_flag
 from routerank.rerank.choice import ComparisonReranker
 from routerank.rerank.sorting import Judge, setwise_bubblesort, setwise_heapsort
 
 METHODS = {"heapsort": setwise_heapsort, "bubblesort": setwise_bubblesort}
-
-
-def as_flag(value: bool | int | str, name: str) -> bool:
-    """A spec or --rerank-opt value as a bool: 1/0, true/false, yes/no."""
-    if isinstance(value, bool | int) and value in (0, 1):
-        return bool(value)
-    text = str(value).strip().lower()
-    if text in ("1", "true", "yes", "on"):
-        return True
-    if text in ("0", "false", "no", "off"):
-        return False
-    raise RouterankError(f"{name} must be 1 or 0, got {value!r}", fix=f"e.g. {name}=1")
 
 
 class SetwiseReranker(ComparisonReranker):
