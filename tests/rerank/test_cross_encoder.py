@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 from routerank.errors import SpecError
+from routerank.rerank.cross_encoder import autocast_name
 from routerank.rerank.registry import make_reranker
 
 
@@ -151,3 +152,11 @@ def test_cached_length_sorted_and_bf16_scores_match_the_plain_predict(fresh_ce, 
     assert np.abs(scores - plain).max() < 0.05 and np.corrcoef(scores, plain)[0, 1] > 0.99
     with pytest.raises(SpecError, match="dtype"):
         make_reranker(f"ce:{fresh_ce}", dtype="fp8")
+
+
+def test_ce_dtype_names_are_the_llm_loaders_names():
+    assert [autocast_name(n) for n in (None, "fp32", "float32", "FP32")] == [None] * 4
+    assert [autocast_name(n) for n in ("bf16", "bfloat16", " BF16 ")] == ["bf16"] * 3  # one cache key for all three
+    assert [autocast_name(n) for n in ("fp16", "float16", "half")] == ["fp16"] * 3
+    with pytest.raises(SpecError, match="unknown dtype 'int8' for a cross-encoder"):
+        autocast_name("int8")

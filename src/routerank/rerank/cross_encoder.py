@@ -21,6 +21,7 @@ from pathlib import Path
 import numpy as np
 
 from routerank.errors import MissingDependencyError, SpecError
+from routerank.models.llm import DTYPES
 from routerank.rerank.base import PointwiseReranker
 
 TRAIN_HINT = "train one with `routerank train cross-encoder --dataset scifact`"
@@ -95,6 +96,16 @@ def _open_checked(path: Path, *, max_length: int | None, device: str | None, tru
     return model
 
 
+def autocast_name(dtype: str | None) -> str | None:
+    """A dtype name as the cross-encoder's autocast tag (and score-cache suffix): None for fp32, "bf16" or "fp16"."""
+    if dtype is None:
+        return None
+    canonical = DTYPES.get(str(dtype).strip().lower())
+    if canonical is None:
+        raise SpecError(f"unknown dtype {dtype!r} for a cross-encoder", fix="fp32 (default), bf16 or fp16")
+    return {"float32": None, "bfloat16": "bf16", "float16": "fp16"}[canonical]
+
+
 class CrossEncoderReranker(PointwiseReranker):
     """`ce:<folder>`: a sentence-transformers CrossEncoder reads query and document together; scores are its raw
     logits, computed shortest pair first (module docstring).
@@ -112,7 +123,8 @@ class CrossEncoderReranker(PointwiseReranker):
         model wrapped from memory can cache only under an explicit `cache_key`.
     cache_key: the score-cache file's name in place of `scorer_key` (the expert bank gives each LoRA expert its own).
     dtype: "bf16" scores under bfloat16 autocast (faster on AVX512-BF16 CPUs and GPUs, scores move by ~1e-4, its own
-        cache key); None or "fp32" is plain fp32.
+        cache key), "fp16" under float16 autocast (GPUs); None or "fp32" is plain fp32. Any name `models.llm.DTYPES`
+        knows is accepted (`bfloat16`, `half`, ...).
     _loaded: an already-loaded CrossEncoder in place of loading `model` (`max_length` still applies); use
         `from_model`.
     """
@@ -138,9 +150,7 @@ class CrossEncoderReranker(PointwiseReranker):
             raise SpecError(f"max_length must be at least 8 tokens, got {max_length}")
         if batch_size < 1:
             raise SpecError(f"batch_size must be at least 1, got {batch_size}")
-        if dtype not in (None, "fp32", "bf16"):
-            raise SpecError(f"unknown dtype {dtype!r} for a cross-encoder", fix="fp32 (default) or bf16")
-        self.dtype = None if dtype == "fp32" else dtype
+        self.dtype = autocast_name(dtype)
         self.model_spec = str(model)
         self.batch_size, self.progress, self.progress_min_pairs = batch_size, progress, progress_min_pairs
         self.name = f"{self.kind}:{self.model_spec}"
@@ -218,7 +228,8 @@ class CrossEncoderReranker(PointwiseReranker):
 
         order = sorted(range(len(pairs)), key=lambda i: len(pairs[i][0]) + len(pairs[i][1]))
         device = "cuda" if str(self.model.device).startswith("cuda") else "cpu"
-        precision = torch.autocast(device, dtype=torch.bfloat16) if self.dtype == "bf16" else contextlib.nullcontext()
+        autocast = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(self.dtype or "")
+        precision = torch.autocast(device, dtype=autocast) if autocast else contextlib.nullcontext()
         with precision:
             scores = self.model.predict(
                 [pairs[i] for i in order],
