@@ -152,12 +152,61 @@ def test_k_fold_selection_holds_out_every_train_query_once(experiment):
     assert experiment.config.digest() != replace(experiment.config, folds=1, abstain_margins=(0.0,)).digest()
 
 
+def test_abstention_check_compares_r0_with_always_retrieve_on_the_routed_queries():
+    from routerank.experiments.r3ag_eval import abstention_check
+
+    labels = synthetic("a", "train", 8, 0)
+    em = np.array([[1, 0, 0, 0], [0, 1, 0, 0], [1, 1, 0, 0], [0, 0, 1, 0]] * 2, dtype=np.float32)
+    routed = np.array([0, 0, 0, 2, 1, 1, 3, 3])  # queries 0-2 go to R0: EM 2/3 with R0, 2/3 with bm25
+    check = abstention_check(labels, em, routed, "bm25")
+    third = pytest.approx(2 / 3)
+    assert check == {"queries": 3, "of": 8, "safe": True, "em_r0": third, "em_always": third}
+    even = abstention_check(labels, em, np.array([0, 0, 0, 0, 1, 1, 1, 1]), "bm25")  # R0 1/2, bm25 1/2: no EM lost
+    assert even["safe"] is True and even["em_r0"] == even["em_always"] == 0.5
+    unsafe = abstention_check(labels, em, np.array([1, 0, 1, 1, 1, 1, 1, 1]), "bm25")  # query 1: R0 0, bm25 1
+    assert unsafe["safe"] is False and unsafe["queries"] == 1 and unsafe["em_always"] == 1.0
+    assert abstention_check(labels, em, np.ones(8, dtype=int), "bm25") == {"queries": 0, "of": 8, "safe": True}
+
+
+def test_safe_abstention_refuses_margins_whose_held_out_r0_routes_lose_em(experiment):
+    from dataclasses import replace
+
+    from routerank.experiments.r3ag_eval import choose_mode
+
+    for ds in experiment.config.datasets:  # R0 wins on F1 for the "beta" topic but never answers exactly there
+        labels = experiment.labels(ds, "train")
+        em = labels.meta["em"]
+        for q, text in zip(labels.query_ids, labels.queries, strict=True):
+            if text.startswith("beta"):
+                em[q] = [0.0, 1.0, 1.0, 1.0]
+        labels.save(experiment.label_dir(ds, "train") / "labels")
+    experiment.config = replace(experiment.config, folds=2, abstain_margins=(0.0, 0.5))
+    plain = choose_mode(experiment)
+    assert plain["abstain_margin"] == 0.0 and "safe" not in plain["grid"][0]
+    experiment.config = replace(experiment.config, safe_abstention=True)
+    safe = choose_mode(experiment)
+    assert [g["margin"] for g in safe["grid"]] == [0.0, 0.5, 2.0, 0.0, 0.5, 2.0]  # margin 2 joins the grid
+    by_margin = {(g["mode"], g["margin"]): g for g in safe["grid"]}
+    zero = by_margin[("pooled", 0.0)]
+    assert zero["safe"] is False and zero["macro"] >= by_margin[("pooled", 2.0)]["macro"]
+    assert any(c["queries"] and not c["safe"] for c in zero["abstention"].values())
+    assert by_margin[("pooled", 2.0)]["abstention"]["a"]["queries"] == 0  # never abstains, so it always qualifies
+    chosen = by_margin[(safe["chosen"], safe["abstain_margin"])]
+    assert chosen["safe"] and chosen["macro"] == max(g["macro"] for g in safe["grid"] if g["safe"])
+    from routerank.experiments.r3ag_report import _margin_lines
+
+    words = "\n".join(_margin_lines(safe))
+    assert "0: " in words and "(unsafe)" in words and "Safe abstention: a margin qualifies only if" in words
+    assert experiment.config.digest() != replace(experiment.config, safe_abstention=False).digest()
+
+
 @pytest.mark.parametrize(
     ("line", "message"),
     [
         ('mode = "sometimes"', "unknown mode"),
         ("epoch = 3", "unknown config keys"),
         ("folds = 0", "folds"),
+        ('safe_abstention = "yes"', "safe_abstention must be true or false"),
         ("abstain_margins = [0.5, 3]", "abstain_margins"),
     ],
 )

@@ -69,36 +69,68 @@ def _splits(labels: RoutingLabels, holdout: float, folds: int, seed: int) -> lis
     return [(labels.subset(np.sort(np.setdiff1d(order, held))), labels.subset(np.sort(held))) for held in parts]
 
 
-def _held_out_f1(router, labels: RoutingLabels, features, margins) -> np.ndarray:
-    """[margins, queries] F1 labels of the router's choices on `labels`, per abstain margin (one forward pass)."""
+def _held_out_choices(router, labels: RoutingLabels, features, margins) -> np.ndarray:
+    """[margins, queries] columns the router picks on `labels`, per abstain margin (one forward pass)."""
     cosines = router.scores(features=features(list(labels.queries)))
-    rows = np.arange(len(labels))
-    return np.stack([labels.utility[rows, router.choose(cosines, m)] for m in margins])
+    return np.stack([router.choose(cosines, m) for m in margins])
+
+
+def abstention_check(labels: RoutingLabels, em: np.ndarray, columns: np.ndarray, always: str) -> dict:
+    """On the queries routed to an abstaining member (`columns`, one per query), EM with it against EM with the
+    always-retrieve member `always` on those same queries; `safe` when abstaining loses no EM (vacuous with none)."""
+    abstaining = [labels.column(a) for a in labels.abstain]
+    rows = np.flatnonzero(np.isin(columns, abstaining))
+    out = {"queries": int(len(rows)), "of": int(len(columns)), "safe": True}
+    if len(rows):
+        em_r0 = float(em[rows, columns[rows]].mean())
+        em_always = float(em[rows, labels.column(always)].mean())
+        out.update(em_r0=em_r0, em_always=em_always, safe=em_r0 >= em_always)
+    return out
 
 
 def choose_mode(experiment) -> dict:
     """Pooled vs per-set R3AG and the abstain margin, chosen together by macro F1 on held-out train queries (one
-    split, or k-fold cross-validation with `folds` > 1); ties go to pooled, then to the smaller margin."""
+    split, or k-fold cross-validation with `folds` > 1); ties go to pooled, then to the smaller margin.
+
+    With `safe_abstention`, margin 2 (never abstain: cosines differ by at most 2) joins the grid, and a (mode,
+    margin) pair qualifies only if on every set's held-out queries that it routes to R0, EM with R0 is at least EM
+    with that set's always-retrieve member (the best retrieving member on its train labels) on the same queries."""
+    from routerank.route.baselines import best_fixed
+
     config, features = experiment.config, experiment.features()
-    margins = sorted(set(config.abstain_margins))
-    splits = {
-        ds: _splits(experiment.labels(ds, config.train_split), config.holdout, config.folds, config.seed)
-        for ds in config.datasets
-    }
-    held = {"pooled": {ds: [] for ds in splits}, "per-set": {ds: [] for ds in splits}}  # mode -> ds -> [margins, q]
+    margins = sorted(set(config.abstain_margins) | ({2.0} if config.safe_abstention else set()))
+    train = {ds: experiment.labels(ds, config.train_split) for ds in config.datasets}
+    splits = {ds: _splits(labels, config.holdout, config.folds, config.seed) for ds, labels in train.items()}
+    held: dict[str, dict[str, list]] = {"pooled": {ds: [] for ds in splits}, "per-set": {ds: [] for ds in splits}}
+    outs: dict[str, list[RoutingLabels]] = {ds: [] for ds in splits}  # held-out labels, fold by fold
     for fold in range(len(next(iter(splits.values())))):
         pooled = fit_router(experiment, RoutingLabels.concat([parts[fold][0] for parts in splits.values()]))
         for ds, parts in splits.items():
             fit, out = parts[fold]
-            held["pooled"][ds].append(_held_out_f1(pooled, out, features, margins))
-            held["per-set"][ds].append(_held_out_f1(fit_router(experiment, fit), out, features, margins))
-    f1 = {mode: {ds: np.concatenate(v, axis=1).mean(1) for ds, v in sets.items()} for mode, sets in held.items()}
-    grid = [
-        {"mode": mode, "margin": m, "macro": float(np.mean([by_margin[i] for by_margin in f1[mode].values()]))}
-        for mode in ("pooled", "per-set")
-        for i, m in enumerate(margins)
-    ]
-    allowed = [g for g in grid if config.mode in ("auto", g["mode"])]
+            outs[ds].append(out)
+            held["pooled"][ds].append(_held_out_choices(pooled, out, features, margins))
+            held["per-set"][ds].append(_held_out_choices(fit_router(experiment, fit), out, features, margins))
+    out_labels = {ds: RoutingLabels.concat(parts) for ds, parts in outs.items()}
+    choices = {mode: {ds: np.concatenate(v, axis=1) for ds, v in sets.items()} for mode, sets in held.items()}
+    rows = {ds: np.arange(len(labels)) for ds, labels in out_labels.items()}
+    f1 = {
+        mode: {ds: out_labels[ds].utility[rows[ds], c].mean(1) for ds, c in sets.items()}
+        for mode, sets in choices.items()
+    }
+    always = {ds: best_fixed(labels, retrieving=True) for ds, labels in train.items()}
+    em = {ds: em_matrix(labels) for ds, labels in out_labels.items()} if config.safe_abstention else {}
+    grid = []
+    for mode in ("pooled", "per-set"):
+        for i, m in enumerate(margins):
+            macro = float(np.mean([by_margin[i] for by_margin in f1[mode].values()]))
+            entry = {"mode": mode, "margin": m, "macro": macro}
+            if config.safe_abstention:
+                checks = {
+                    ds: abstention_check(out_labels[ds], em[ds], choices[mode][ds][i], always[ds]) for ds in train
+                }
+                entry.update(abstention=checks, safe=all(c["safe"] for c in checks.values()))
+            grid.append(entry)
+    allowed = [g for g in grid if config.mode in ("auto", g["mode"]) and g.get("safe", True)]
     best = max(allowed, key=lambda g: g["macro"])  # max keeps the first of equals: pooled, then the smaller margin
     at = margins.index(best["margin"])
     scores = {mode: {ds: float(v[at]) for ds, v in sets.items()} for mode, sets in f1.items()}
@@ -110,6 +142,7 @@ def choose_mode(experiment) -> dict:
         "abstain_margin": best["margin"],
         "held_out_share": config.holdout if config.folds == 1 else 1.0,
         "folds": config.folds,
+        "safe_abstention": config.safe_abstention,
     }
 
 

@@ -31,7 +31,7 @@ from routerank.fsutil import atomic_write, cache_root, without_later_defaults
 from routerank.route.labels import RoutingLabels
 from routerank.route.pool import PoolConfig
 
-ADDED_LATER = {"abstain_margins": (0.0,), "folds": 1}
+ADDED_LATER = {"abstain_margins": (0.0,), "folds": 1, "safe_abstention": False}
 """Settings added after work dirs were keyed: at these values they stay out of the digest."""
 VARIANTS = {  # name -> R3AGConfig overrides
     "r3ag": {},
@@ -51,6 +51,8 @@ class R3AGExperimentConfig:
     query held out once), for the same choice.
     abstain_margins: the `R3AGConfig.abstain_margin` values tried on the same held-out queries; the best (mode,
     margin) pair serves every R3AG variant (ties: pooled, then the smaller margin). (0.0,) is the plain argmax.
+    safe_abstention: only (mode, margin) pairs whose held-out R0 routes lose no EM against always-retrieve on every
+    set qualify, and margin 2 (never abstain) is always in the grid (`r3ag_eval.choose_mode`).
     extend: the member left out of training and added afterwards with `add_retriever`.
     generator_eval: a second generator to label the test queries with (cross-generator transfer); empty = none.
     features: the router's frozen query encoder. profile: names the work dir."""
@@ -73,6 +75,7 @@ class R3AGExperimentConfig:
     mode: str = "auto"
     folds: int = 1
     abstain_margins: tuple[float, ...] = (0.0,)
+    safe_abstention: bool = False
     extend: str = "rm3"
     generator_eval: str = ""
     features: str = "minilm"
@@ -89,6 +92,8 @@ class R3AGExperimentConfig:
             raise SpecError(f"folds must be at least 1, got {self.folds}")
         if not self.abstain_margins or any(not 0 <= m <= 2 for m in self.abstain_margins):
             raise SpecError(f"abstain_margins must be values in [0, 2], got {list(self.abstain_margins)}")
+        if not isinstance(self.safe_abstention, bool):
+            raise SpecError(f"safe_abstention must be true or false, got {self.safe_abstention!r}")
 
     @classmethod
     def load(cls, path: str | Path) -> R3AGExperimentConfig:

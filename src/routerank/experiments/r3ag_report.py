@@ -131,13 +131,38 @@ def _margin_lines(selection: dict) -> list[str]:
     grid = [g for g in selection.get("grid", []) if g["mode"] == selection["chosen"]]
     if len(grid) < 2:
         return []
-    tried = ", ".join(f"{g['margin']:g}: {g['macro']:.3f}" for g in grid)
-    return [
+    tried = ", ".join(f"{g['margin']:g}: {g['macro']:.3f}" + ("" if g.get("safe", True) else " (unsafe)") for g in grid)
+    lines = [
         "",
         f"Abstain margin: **{selection['abstain_margin']:g}** (R0 serves a query only when its routing cosine beats "
         f"the best retriever's by more than this; held-out train macro F1 per margin, {selection['chosen']}: "
         f"{tried}). Every R3AG variant routes with it; `r3ag-argmax` is the same router with margin 0.",
     ]
+    if selection.get("safe_abstention"):
+        lines += ["", _safety_words(grid)]
+    return lines
+
+
+def _safety_words(grid: list[dict]) -> str:
+    """Which margins passed the held-out abstention check, with the failing sets' EM, R0 vs always-retrieve."""
+    failed = []
+    for g in grid:
+        bad = [
+            f"{ds} {c['em_r0']:.3f} vs {c['em_always']:.3f} on {c['queries']}"
+            for ds, c in g.get("abstention", {}).items()
+            if not c["safe"]
+        ]
+        if bad:
+            failed.append(f"{g['margin']:g} ({'; '.join(bad)})")
+    return (
+        "Safe abstention: a margin qualifies only if, on every set's held-out train queries it routes to R0, EM "
+        "with R0 is at least EM with that set's always-retrieve member; margin 2 (never abstain) always qualifies. "
+        + (
+            "Failed, EM with R0 vs always-retrieve on the R0-routed queries: " + ", ".join(failed) + "."
+            if failed
+            else "Every margin tried passed."
+        )
+    )
 
 
 def _ablation_lines(results: dict) -> list[str]:
