@@ -393,11 +393,13 @@ def why(
     for dataset, check in (first or {}).items():
         notes["gain"].append(
             f"`rank-r1` scores {_fmt(_value(table, 'rank-r1', dataset))} on {dataset}; its heapsort driven by a judge "
-            f"that always picks the first passage shown scores {check[KEY]:.4f}, and {check['same_top']} of its "
-            f"{check['queries']} top-{check['top']} lists are exactly that judge's: its score is its position bias"
+            f"that always picks the first passage shown scores {check[KEY]:.4f}, and on {check['same_top']} of the "
+            f"{check['queries']} queries with BM25 candidates its top {check['top']} is exactly that judge's: its "
+            "score is its position bias"
             if check["same_top"] * 2 > check["queries"]
             else f"`rank-r1`'s heapsort driven by an always-first judge scores {check[KEY]:.4f} on {dataset}; "
-            f"{check['same_top']} of {check['queries']} of its top-{check['top']} lists are that judge's"
+            f"on {check['same_top']} of the {check['queries']} queries with BM25 candidates its top {check['top']} is "
+            "that judge's"
         )
     for system, summary in ((s, curve_summary(c["reward"])) for s, c in curves.items()):
         if summary["first"] is not None:
