@@ -10,14 +10,23 @@ setwise:<llm>,k=4,method=heapsort|bubblesort,top=10     pick the best of k label
 pairwise:<llm>,method=allpair|bubblesort,top=10         PRP: A or B, asked in both orders
 icr:<llm>            in-context reranking from attention (2 forward passes)
 idcm:<selector>,<scorer>   passage cascade for long documents
-r2r:<bank-folder>    route each query to a LoRA domain expert, then rerank with it
+r2r:<bank-folder>    route each query to a LoRA domain expert, then rerank with it (a plugin, below)
+
+Plugins: a package adds a family by declaring an entry point in the `routerank.rerankers` group, name = the
+family, value = "module:Class" (a class with `from_spec(arg, **options)`). routerank's own `r2r` comes this way,
+from pyproject.toml: routing sits a layer above reranking, so this module never names it. A plugin cannot replace
+a built-in family; one that fails to import is an error naming its package.
 """
 
 from __future__ import annotations
 
+import functools
 import importlib
+from importlib.metadata import EntryPoint, entry_points
 
 from routerank.errors import SpecError
+
+PLUGIN_GROUP = "routerank.rerankers"
 
 FAMILIES = {
     "pointwise": "routerank.rerank.pointwise:PointwiseLLMReranker",
@@ -28,13 +37,33 @@ FAMILIES = {
     "pairwise": "routerank.rerank.pairwise:PairwiseReranker",
     "icr": "routerank.rerank.icr:ICRReranker",
     "idcm": "routerank.rerank.idcm:IDCMReranker",
-    "r2r": "routerank.route.r2r:R2RReranker",  # routing lives a layer up; named here so pipelines can use it
 }
+
+
+@functools.cache
+def plugins() -> dict[str, EntryPoint]:
+    """Families that installed packages declare in the `routerank.rerankers` entry-point group (built-ins win)."""
+    return {ep.name: ep for ep in entry_points(group=PLUGIN_GROUP) if ep.name not in FAMILIES}
+
+
+def families() -> list[str]:
+    """Every family a spec may name: the built-ins, then the plugins."""
+    return [*FAMILIES, *sorted(plugins())]
 
 
 def reranker_class(family: str):
     if family not in FAMILIES:
-        raise SpecError(f"unknown reranker {family!r}", fix=f"choose one of {sorted(FAMILIES)}")
+        plugin = plugins().get(family)
+        if plugin is None:
+            raise SpecError(f"unknown reranker {family!r}", fix=f"choose one of {families()}")
+        try:
+            return plugin.load()
+        except (ImportError, AttributeError) as exc:
+            package = plugin.dist.name if plugin.dist else "its package"
+            raise SpecError(
+                f"reranker plugin {family!r} ({plugin.value}, from {package}) does not load: {exc}",
+                fix=f"reinstall {package}, or uninstall it to drop the plugin",
+            ) from None
     module, attr = FAMILIES[family].split(":")
     try:
         return getattr(importlib.import_module(module), attr)
