@@ -200,6 +200,32 @@ def test_safe_abstention_refuses_margins_whose_held_out_r0_routes_lose_em(experi
     assert experiment.config.digest() != replace(experiment.config, safe_abstention=False).digest()
 
 
+def test_the_switch_margin_is_chosen_with_the_abstain_margin_and_saved_with_a_default_member(experiment):
+    from dataclasses import replace
+
+    from routerank.route.baselines import best_fixed
+    from routerank.route.r3ag import R3AGRouter
+
+    experiment.config = replace(experiment.config, abstain_margins=(0.0, 0.5), switch_margins=(0.0, 2.0))
+    experiment.run(only={"train", "evaluate", "report"})
+    selection = json.loads((experiment.work / "train.json").read_text())["selection"]
+    pooled = [(g["margin"], g["switch"]) for g in selection["grid"][:4]]
+    assert pooled == [(0.0, 0.0), (0.0, 2.0), (0.5, 0.0), (0.5, 2.0)]
+    best = max(selection["grid"], key=lambda g: g["macro"])
+    assert (selection["abstain_margin"], selection["switch_margin"]) == (best["margin"], best["switch"])
+    # each topic has its own best member, so leaving the default whenever the router prefers another pays
+    assert selection["switch_margin"] == 0.0
+    folder = experiment.work / "routers" / "r3ag" / ("pooled" if selection["chosen"] == "pooled" else "a")
+    router = R3AGRouter.load(folder, features=fake_encoder)
+    labels = experiment.labels("a", "train")
+    if selection["chosen"] == "pooled":
+        labels = RoutingLabels.concat([labels, experiment.labels("b", "train")])
+    assert router.config.default_member == best_fixed(labels, retrieving=True) != "R0"
+    assert router.config.switch_margin == selection["switch_margin"]
+    text = experiment.report.read_text()
+    assert "per abstain/switch margin" in text and f"Switch margin: **{selection['switch_margin']:g}**" in text
+
+
 @pytest.mark.parametrize(
     ("line", "message"),
     [
@@ -207,6 +233,7 @@ def test_safe_abstention_refuses_margins_whose_held_out_r0_routes_lose_em(experi
         ("epoch = 3", "unknown config keys"),
         ("folds = 0", "folds"),
         ('safe_abstention = "yes"', "safe_abstention must be true or false"),
+        ("switch_margins = [3]", "switch_margins must be values in"),
         ("abstain_margins = [0.5, 3]", "abstain_margins"),
     ],
 )

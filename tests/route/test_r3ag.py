@@ -153,6 +153,32 @@ def test_abstain_margin_holds_r0_back_unless_it_leads_by_more():
         R3AGConfig(abstain_margin=-0.1)
 
 
+def test_switch_margin_keeps_the_default_member_unless_another_retriever_leads_it_by_more():
+    config = R3AGConfig(abstain_margin=0.2, default_member="bm25", switch_margin=0.25)
+    router = R3AGRouter(("R0", "bm25", "dense", "rm3"), config, abstain=["R0"])
+    cosines = np.array(
+        [
+            [0.1, 0.5, 0.7, 0.2],  # dense leads bm25 by 0.2: stays with bm25
+            [0.1, 0.3, 0.2, 0.9],  # rm3 leads by 0.6: switches
+            [0.9, 0.4, 0.6, 0.1],  # R0 leads dense by 0.3: abstains (the switch rule leaves R0 alone)
+            [0.7, 0.4, 0.6, 0.1],  # R0 held back (0.1 lead) to dense, which leads bm25 by 0.2: bm25
+            [0.1, 0.8, 0.9, 0.9],  # dense and rm3 lead by 0.1: bm25
+        ]
+    )
+    assert router.choose(cosines).tolist() == [1, 3, 0, 1, 1]
+    assert router.choose(cosines, switch=0.0).tolist() == [2, 3, 0, 2, 2]  # the plain rule
+    assert router.choose(cosines, margin=0.0, switch=0.0).tolist() == cosines.argmax(1).tolist()
+    assert router.choose(cosines, margin=2.0, switch=2.0).tolist() == [1] * 5  # always the default
+    with pytest.raises(SpecError, match="needs a default_member"):
+        R3AGConfig(switch_margin=0.1)
+    with pytest.raises(SpecError, match="switch_margin 3"):
+        R3AGConfig(default_member="bm25", switch_margin=3)
+    with pytest.raises(RouterankError, match="not a retrieving member"):
+        R3AGRouter(("R0", "bm25"), R3AGConfig(default_member="R0"), abstain=["R0"])
+    with pytest.raises(RouterankError, match="needs config.default_member"):
+        R3AGRouter(("R0", "bm25"), abstain=["R0"]).choose(cosines[:, :2], switch=0.1)
+
+
 def test_abstain_margin_changes_routes_and_survives_save(router, clusters, tmp_path):
     queries = list(clusters.test.queries)
     plain = [d.choice for d in router.route(queries)]

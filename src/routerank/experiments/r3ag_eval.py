@@ -45,12 +45,16 @@ def _router_config(experiment, overrides: dict):
 
 
 def fit_router(experiment, labels: RoutingLabels, overrides: dict | None = None, name: str = "r3ag"):
-    """An R3AG router trained on `labels` (both stages through the shared trainer)."""
+    """An R3AG router trained on `labels` (both stages through the shared trainer); its default member, which
+    `switch_margin` keeps unless another retriever leads it, is the best retrieving member on those labels."""
+    from routerank.route.baselines import best_fixed
     from routerank.route.r3ag import R3AGRouter
     from routerank.train.r3ag import R3AG_TRAINING, R3AGTrainer
 
     features = experiment.features()
-    config = _router_config(experiment, overrides or {})
+    retrieves = any(r not in labels.abstain for r in labels.retrievers)
+    default = best_fixed(labels, retrieving=True) if retrieves else ""
+    config = _router_config(experiment, {"default_member": default, **(overrides or {})})
     router = R3AGRouter(labels.retrievers, config, features=features, name=name, abstain=labels.abstain)
     training = replace(R3AG_TRAINING, epochs=experiment.config.epochs)
     R3AGTrainer(router, labels, training=training, features=features(list(labels.queries))).fit()
@@ -69,10 +73,11 @@ def _splits(labels: RoutingLabels, holdout: float, folds: int, seed: int) -> lis
     return [(labels.subset(np.sort(np.setdiff1d(order, held))), labels.subset(np.sort(held))) for held in parts]
 
 
-def _held_out_choices(router, labels: RoutingLabels, features, margins) -> np.ndarray:
-    """[margins, queries] columns the router picks on `labels`, per abstain margin (one forward pass)."""
+def _held_out_choices(router, labels: RoutingLabels, features, settings) -> np.ndarray:
+    """[settings, queries] columns the router picks on `labels`, per (abstain margin, switch margin) (one forward
+    pass)."""
     cosines = router.scores(features=features(list(labels.queries)))
-    return np.stack([router.choose(cosines, m) for m in margins])
+    return np.stack([router.choose(cosines, m, s) for m, s in settings])
 
 
 def abstention_check(labels: RoutingLabels, em: np.ndarray, columns: np.ndarray, always: str) -> dict:
@@ -89,8 +94,9 @@ def abstention_check(labels: RoutingLabels, em: np.ndarray, columns: np.ndarray,
 
 
 def choose_mode(experiment) -> dict:
-    """Pooled vs per-set R3AG and the abstain margin, chosen together by macro F1 on held-out train queries (one
-    split, or k-fold cross-validation with `folds` > 1); ties go to pooled, then to the smaller margin.
+    """Pooled vs per-set R3AG, the abstain margin and the switch margin, chosen together by macro F1 on held-out
+    train queries (one split, or k-fold cross-validation with `folds` > 1); ties go to pooled, then to the smaller
+    abstain margin, then to the smaller switch margin.
 
     With `safe_abstention`, margin 2 (never abstain: cosines differ by at most 2) joins the grid, and a (mode,
     margin) pair qualifies only if on every set's held-out queries that it routes to R0, EM with R0 is at least EM
@@ -99,6 +105,7 @@ def choose_mode(experiment) -> dict:
 
     config, features = experiment.config, experiment.features()
     margins = sorted(set(config.abstain_margins) | ({2.0} if config.safe_abstention else set()))
+    settings = [(m, s) for m in margins for s in sorted(set(config.switch_margins))]
     train = {ds: experiment.labels(ds, config.train_split) for ds in config.datasets}
     splits = {ds: _splits(labels, config.holdout, config.folds, config.seed) for ds, labels in train.items()}
     held: dict[str, dict[str, list]] = {"pooled": {ds: [] for ds in splits}, "per-set": {ds: [] for ds in splits}}
@@ -108,8 +115,8 @@ def choose_mode(experiment) -> dict:
         for ds, parts in splits.items():
             fit, out = parts[fold]
             outs[ds].append(out)
-            held["pooled"][ds].append(_held_out_choices(pooled, out, features, margins))
-            held["per-set"][ds].append(_held_out_choices(fit_router(experiment, fit), out, features, margins))
+            held["pooled"][ds].append(_held_out_choices(pooled, out, features, settings))
+            held["per-set"][ds].append(_held_out_choices(fit_router(experiment, fit), out, features, settings))
     out_labels = {ds: RoutingLabels.concat(parts) for ds, parts in outs.items()}
     choices = {mode: {ds: np.concatenate(v, axis=1) for ds, v in sets.items()} for mode, sets in held.items()}
     rows = {ds: np.arange(len(labels)) for ds, labels in out_labels.items()}
@@ -121,9 +128,9 @@ def choose_mode(experiment) -> dict:
     em = {ds: em_matrix(labels) for ds, labels in out_labels.items()} if config.safe_abstention else {}
     grid = []
     for mode in ("pooled", "per-set"):
-        for i, m in enumerate(margins):
+        for i, (m, switch) in enumerate(settings):
             macro = float(np.mean([by_margin[i] for by_margin in f1[mode].values()]))
-            entry = {"mode": mode, "margin": m, "macro": macro}
+            entry = {"mode": mode, "margin": m, "switch": switch, "macro": macro}
             if config.safe_abstention:
                 checks = {
                     ds: abstention_check(out_labels[ds], em[ds], choices[mode][ds][i], always[ds]) for ds in train
@@ -132,7 +139,7 @@ def choose_mode(experiment) -> dict:
             grid.append(entry)
     allowed = [g for g in grid if config.mode in ("auto", g["mode"]) and g.get("safe", True)]
     best = max(allowed, key=lambda g: g["macro"])  # max keeps the first of equals: pooled, then the smaller margin
-    at = margins.index(best["margin"])
+    at = settings.index((best["margin"], best["switch"]))
     scores = {mode: {ds: float(v[at]) for ds, v in sets.items()} for mode, sets in f1.items()}
     return {
         "held_out_f1": scores,
@@ -140,6 +147,7 @@ def choose_mode(experiment) -> dict:
         "grid": grid,
         "chosen": best["mode"],
         "abstain_margin": best["margin"],
+        "switch_margin": best["switch"],
         "held_out_share": config.holdout if config.folds == 1 else 1.0,
         "folds": config.folds,
         "safe_abstention": config.safe_abstention,
@@ -166,6 +174,7 @@ def train(experiment) -> None:
 
     selection = choose_mode(experiment)
     mode, margin = selection["chosen"], selection["abstain_margin"]
+    decision = {"abstain_margin": margin, "switch_margin": selection["switch_margin"]}
     extend, features = experiment.config.extend, experiment.features()
     record = {"selection": selection, "extend": {}}
     done: dict[int, str] = {}
@@ -174,11 +183,11 @@ def train(experiment) -> None:
             continue
         done[id(labels)] = dataset
         for variant, overrides in VARIANTS.items():
-            router = fit_router(experiment, labels, {**overrides, "abstain_margin": margin}, variant)
+            router = fit_router(experiment, labels, {**overrides, **decision}, variant)
             router.save(_router_dir(experiment, variant, dataset, mode))
         if extend in labels.retrievers:
             base = labels.select([r for r in labels.retrievers if r != extend])
-            router = fit_router(experiment, base, {"abstain_margin": margin}, "r3ag-without-" + extend)
+            router = fit_router(experiment, base, decision, "r3ag-without-" + extend)
             router.save(_router_dir(experiment, f"r3ag-without-{extend}", dataset, mode))
             trainer = R3AGTrainer(
                 router,
@@ -206,9 +215,10 @@ def _routers(experiment, dataset: str, mode: str, train_labels: RoutingLabels, t
         folder = _router_dir(experiment, name, dataset, mode)
         if folder.exists():
             routers[name] = R3AGRouter.load(folder, features=features)
-    if "r3ag" in routers and routers["r3ag"].config.abstain_margin > 0:  # the chosen margin's effect, as a row
+    chosen = routers["r3ag"].config if "r3ag" in routers else None
+    if chosen is not None and (chosen.abstain_margin > 0 or chosen.switch_margin > 0):  # the margins' effect, as a row
         plain = R3AGRouter.load(_router_dir(experiment, "r3ag", dataset, mode), features=features)
-        plain.config, plain.name = replace(plain.config, abstain_margin=0.0), "r3ag-argmax"
+        plain.config, plain.name = replace(plain.config, abstain_margin=0.0, switch_margin=0.0), "r3ag-argmax"
         routers["r3ag-argmax"] = plain
     train_features = features(list(train_labels.queries))
     routers.update(

@@ -31,7 +31,7 @@ from routerank.fsutil import atomic_write, cache_root, without_later_defaults
 from routerank.route.labels import RoutingLabels
 from routerank.route.pool import PoolConfig
 
-ADDED_LATER = {"abstain_margins": (0.0,), "folds": 1, "safe_abstention": False}
+ADDED_LATER = {"abstain_margins": (0.0,), "folds": 1, "safe_abstention": False, "switch_margins": (0.0,)}
 """Settings added after work dirs were keyed: at these values they stay out of the digest."""
 VARIANTS = {  # name -> R3AGConfig overrides
     "r3ag": {},
@@ -51,6 +51,8 @@ class R3AGExperimentConfig:
     query held out once), for the same choice.
     abstain_margins: the `R3AGConfig.abstain_margin` values tried on the same held-out queries; the best (mode,
     margin) pair serves every R3AG variant (ties: pooled, then the smaller margin). (0.0,) is the plain argmax.
+    switch_margins: the `R3AGConfig.switch_margin` values tried with them: how far another retriever's cosine must
+    lead the default member's (the best retriever on the train labels) to serve a query. (0.0,) is the argmax.
     safe_abstention: only (mode, margin) pairs whose held-out R0 routes lose no EM against always-retrieve on every
     set qualify, and margin 2 (never abstain) is always in the grid (`r3ag_eval.choose_mode`).
     extend: the member left out of training and added afterwards with `add_retriever`.
@@ -76,6 +78,7 @@ class R3AGExperimentConfig:
     folds: int = 1
     abstain_margins: tuple[float, ...] = (0.0,)
     safe_abstention: bool = False
+    switch_margins: tuple[float, ...] = (0.0,)
     extend: str = "rm3"
     generator_eval: str = ""
     features: str = "minilm"
@@ -92,13 +95,18 @@ class R3AGExperimentConfig:
             raise SpecError(f"folds must be at least 1, got {self.folds}")
         if not self.abstain_margins or any(not 0 <= m <= 2 for m in self.abstain_margins):
             raise SpecError(f"abstain_margins must be values in [0, 2], got {list(self.abstain_margins)}")
+        if not self.switch_margins or any(not 0 <= m <= 2 for m in self.switch_margins):
+            raise SpecError(f"switch_margins must be values in [0, 2], got {list(self.switch_margins)}")
         if not isinstance(self.safe_abstention, bool):
             raise SpecError(f"safe_abstention must be true or false, got {self.safe_abstention!r}")
 
     @classmethod
     def load(cls, path: str | Path) -> R3AGExperimentConfig:
         return read_toml_config(
-            cls, path, tuples=("datasets", "abstain_margins"), none_if_zero=("train_queries", "test_queries")
+            cls,
+            path,
+            tuples=("datasets", "abstain_margins", "switch_margins"),
+            none_if_zero=("train_queries", "test_queries"),
         )
 
     def label_settings(self, split: str) -> LabelSettings:

@@ -127,24 +127,39 @@ def _held_out_words(selection: dict) -> str:
 
 
 def _margin_lines(selection: dict) -> list[str]:
-    """The abstain margin chosen with the mode, and the held-out grid it came from (absent in older results)."""
+    """The abstain (and switch) margin chosen with the mode, and the held-out grid it came from (absent in older
+    results)."""
     grid = [g for g in selection.get("grid", []) if g["mode"] == selection["chosen"]]
     if len(grid) < 2:
         return []
-    tried = ", ".join(f"{g['margin']:g}: {g['macro']:.3f}" + ("" if g.get("safe", True) else " (unsafe)") for g in grid)
+    switches = len({g.get("switch", 0.0) for g in grid}) > 1
+
+    def setting(g: dict) -> str:
+        return f"{g['margin']:g}/{g.get('switch', 0.0):g}" if switches else f"{g['margin']:g}"
+
+    tried = ", ".join(f"{setting(g)}: {g['macro']:.3f}" + ("" if g.get("safe", True) else " (unsafe)") for g in grid)
     lines = [
         "",
         f"Abstain margin: **{selection['abstain_margin']:g}** (R0 serves a query only when its routing cosine beats "
-        f"the best retriever's by more than this; held-out train macro F1 per margin, {selection['chosen']}: "
-        f"{tried}). Every R3AG variant routes with it; `r3ag-argmax` is the same router with margin 0.",
+        f"the best retriever's by more than this; held-out train macro F1 per "
+        f"{'abstain/switch margin' if switches else 'margin'}, {selection['chosen']}: {tried}). Every R3AG variant "
+        "routes with it; `r3ag-argmax` is the same router with margin 0.",
     ]
+    if switches:
+        lines += [
+            "",
+            f"Switch margin: **{selection.get('switch_margin', 0.0):g}** (a retriever other than the default member, "
+            "the best retriever on the train labels, serves a query only when its cosine beats the default's by more "
+            "than this; chosen in the same grid; `r3ag-argmax` routes with 0).",
+        ]
     if selection.get("safe_abstention"):
-        lines += ["", _safety_words(grid)]
+        lines += ["", _safety_words(grid, setting)]
     return lines
 
 
-def _safety_words(grid: list[dict]) -> str:
-    """Which margins passed the held-out abstention check, with the failing sets' EM, R0 vs always-retrieve."""
+def _safety_words(grid: list[dict], setting) -> str:
+    """Which margins passed the held-out abstention check, with the failing sets' EM, R0 vs always-retrieve;
+    `setting` names a grid entry."""
     failed = []
     for g in grid:
         bad = [
@@ -153,7 +168,7 @@ def _safety_words(grid: list[dict]) -> str:
             if not c["safe"]
         ]
         if bad:
-            failed.append(f"{g['margin']:g} ({'; '.join(bad)})")
+            failed.append(f"{setting(g)} ({'; '.join(bad)})")
     return (
         "Safe abstention: a margin qualifies only if, on every set's held-out train queries it routes to R0, EM "
         "with R0 is at least EM with that set's always-retrieve member; margin 2 (never abstain) always qualifies. "

@@ -63,6 +63,10 @@ class R3AGConfig:
     temperature: of the softmax over cosines that gives a decision's probabilities (not used in training).
     abstain_margin: how far an abstaining member's cosine must lie above the best retrieving member's for the router
         to abstain (0: plain argmax). A decision setting, not used in training; needs the router's `abstain` names.
+    default_member / switch_margin: a retrieving member (e.g. the best one on the training labels) that serves every
+        query unless another retrieving member's cosine beats it by more than `switch_margin` (0: plain argmax;
+        2: always the default, bar abstention). A decision setting too: where labels mostly tie, the router leaves
+        the strong default only when it is sure.
     seed: initialises the weights.
     """
 
@@ -78,6 +82,8 @@ class R3AGConfig:
     fusion: str = "attention"
     temperature: float = 0.1
     abstain_margin: float = 0.0
+    default_member: str = ""
+    switch_margin: float = 0.0
     seed: int = 13
 
     def __post_init__(self) -> None:
@@ -93,6 +99,12 @@ class R3AGConfig:
             raise SpecError(
                 f"abstain_margin {self.abstain_margin} is outside [0, 2]", fix="cosines differ by at most 2; 0 = argmax"
             )
+        if not 0 <= self.switch_margin <= 2:
+            raise SpecError(
+                f"switch_margin {self.switch_margin} is outside [0, 2]", fix="cosines differ by at most 2; 0 = argmax"
+            )
+        if self.switch_margin > 0 and not self.default_member:
+            raise SpecError("switch_margin needs a default_member to switch from", fix="e.g. default_member='bm25'")
 
 
 def encoder_features(spec: str) -> Features:
@@ -207,6 +219,12 @@ class R3AGRouter:
         unknown = [a for a in self.abstain if a not in retrievers]
         if unknown:
             raise RouterankError(f"abstaining members {unknown} are not among the retrievers {retrievers}")
+        default = self.config.default_member
+        if default and (default not in retrievers or default in self.abstain):
+            raise RouterankError(
+                f"default_member {default!r} is not a retrieving member of {retrievers}",
+                fix="name a member that retrieves (not R0), or leave default_member empty",
+            )
         self._features = features
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(self.config.seed)
@@ -261,24 +279,37 @@ class R3AGRouter:
             )
         return out
 
-    def choose(self, cosines: np.ndarray, margin: float | None = None) -> np.ndarray:
+    def choose(self, cosines: np.ndarray, margin: float | None = None, switch: float | None = None) -> np.ndarray:
         """Each row's chosen column: the argmax, except that an abstaining member needs `margin` (default
-        `config.abstain_margin`) over the best retrieving member (ties go to the earlier column, as argmax does)."""
+        `config.abstain_margin`) over the best retrieving member, and a retrieving member other than
+        `config.default_member` needs `switch` (default `config.switch_margin`) over the default (ties go to the
+        earlier column, as argmax does)."""
         cosines = np.asarray(cosines)
         best = cosines.argmax(1) if len(cosines) else np.zeros(0, dtype=int)
         margin = self.config.abstain_margin if margin is None else margin
+        switch = self.config.switch_margin if switch is None else switch
         if margin > 0 and not self.abstain:
             raise RouterankError(
                 f"abstain_margin {margin} needs to know which members abstain; this router names none",
                 fix="R3AGRouter(..., abstain=['R0']), or build it with the pool",
             )
+        if switch > 0 and not self.config.default_member:
+            raise RouterankError(f"switch margin {switch} needs config.default_member", fix="set default_member")
         retrieving = [i for i, name in enumerate(self.retrievers) if name not in self.abstain]
-        if margin <= 0 or not retrieving or not len(cosines):
+        if not retrieving or not len(cosines):
             return best
+        rows = np.arange(len(cosines))
         fallback = np.asarray(retrieving)[cosines[:, retrieving].argmax(1)]
-        lead = cosines[np.arange(len(cosines)), best] - cosines[np.arange(len(cosines)), fallback]
-        held_back = np.isin(best, [self.retrievers.index(a) for a in self.abstain]) & (lead <= margin)
-        return np.where(held_back, fallback, best)
+        if margin > 0:
+            lead = cosines[rows, best] - cosines[rows, fallback]
+            held_back = np.isin(best, [self.retrievers.index(a) for a in self.abstain]) & (lead <= margin)
+            best = np.where(held_back, fallback, best)
+        if switch > 0:
+            default = self.retrievers.index(self.config.default_member)
+            switching = np.isin(best, retrieving) & (best != default)
+            stay = switching & (cosines[rows, best] - cosines[rows, default] <= switch)
+            best = np.where(stay, default, best)
+        return best
 
     def add_retriever(self, name: str, member: PoolMember | None = None) -> nn.Parameter:
         """Make room for a new pool member: a fresh token (the mean of the others), nothing else changes. The token
