@@ -226,6 +226,41 @@ def test_the_switch_margin_is_chosen_with_the_abstain_margin_and_saved_with_a_de
     assert "per abstain/switch margin" in text and f"Switch margin: **{selection['switch_margin']:g}**" in text
 
 
+def test_cross_generator_transfer_scores_every_route_with_the_second_generators_labels(experiment):
+    from dataclasses import replace
+
+    experiment.config = replace(experiment.config, generator_eval="hf:/models/other", template_eval="chatml")
+    settings = experiment.config.eval_label_settings()
+    assert (settings.model, settings.template, settings.split, settings.sample) == (
+        "hf:/models/other",
+        "chatml",
+        "test",
+        12,
+    )
+    plan = [s.name for s in experiment.steps()]
+    assert "labels:a:test:hf:/models/other" in plan and plan.index("labels:b:test:hf:/models/other") < plan.index(
+        "train"
+    )
+    stages = experiment.run(only={"train"})  # the second generator's labels are missing: training waits for them
+    assert not any(s.done for s in stages if s.name == "train")
+    others = {}
+    for i, ds in enumerate(experiment.config.datasets):
+        others[ds] = synthetic(ds, "test", 12, 50 + i)  # same queries, other answers
+        others[ds].save(experiment.eval_label_dir(ds) / "labels")
+    experiment.run(only={"train", "evaluate", "report"})
+    results = json.loads(experiment.report.with_suffix(".json").read_text())
+    moved = results["sets"]["a"]["transfer"]
+    assert moved["model"] == "hf:/models/other"
+    assert moved["systems"]["fixed:dense"]["f1"] == pytest.approx(others["a"].mean()["dense"])
+    assert moved["systems"]["oracle"]["f1"] == pytest.approx(float(others["a"].utility.max(1).mean()))
+    assert moved["systems"]["r3ag"]["f1"] <= moved["systems"]["oracle"]["f1"] + 1e-9
+    assert moved["systems"]["r3ag"]["f1"] > moved["systems"]["random"]["f1"]  # topics still decide: routes transfer
+    text = experiment.report.read_text()
+    assert "| a | r3ag | " in text.split("## Cross-generator transfer")[1] and "Not measured" not in text
+    with pytest.raises(SpecError, match="no second generator"):
+        replace(experiment.config, generator_eval="").eval_label_settings()
+
+
 @pytest.mark.parametrize(
     ("line", "message"),
     [

@@ -286,9 +286,9 @@ def evaluate_set(experiment, dataset: str, mode: str, train_labels: RoutingLabel
     queries = [Query(q, t) for q, t in zip(test.query_ids, test.queries, strict=True)]
     routers = _routers(experiment, dataset, mode, train_labels, test)
     rows = np.arange(len(test))
-    systems, per_query = {}, {}
+    systems, per_query, routes = {}, {}, {}
     for name, router in routers.items():
-        choices = _choices(router, queries, experiment.features())
+        choices = routes[name] = _choices(router, queries, experiment.features())
         columns = [test.column(c) for c in choices]
         scores = score_routes(choices, test)
         per_query[name] = dict(zip(test.query_ids, test.utility[rows, columns].tolist(), strict=True))
@@ -307,7 +307,10 @@ def evaluate_set(experiment, dataset: str, mode: str, train_labels: RoutingLabel
     test_result = paired_test(per_query[best], per_query["r3ag"], trials=5000, seed=0)
     fixed = paired_test(per_query["oracle-fixed"], per_query["r3ag"], trials=5000, seed=0)
     always = routers["always-retrieve"].choice
+    second = experiment.config.generator_eval
+    transferred = {"transfer": transfer(routes, test, experiment.eval_labels(dataset), second)} if second else {}
     return {
+        **transferred,
         "queries": len(test),
         "systems": systems,
         "best_baseline": best,
@@ -329,6 +332,38 @@ def evaluate_set(experiment, dataset: str, mode: str, train_labels: RoutingLabel
         "train_label_means": _train_means(experiment.labels(dataset, experiment.config.train_split)),
         "all_members_tie": int((test.utility.max(1) == test.utility.min(1)).sum()),
     }
+
+
+def transfer(routes: dict[str, list[str]], test: RoutingLabels, other: RoutingLabels, model: str) -> dict:
+    """Cross-generator transfer: every system's routes on the test queries (learned from `test`'s generator) scored
+    with another generator's labels of the same queries and members; the per-query oracle is recomputed on them."""
+    from routerank.errors import RouterankError
+
+    where = {q: i for i, q in enumerate(other.query_ids)}
+    missing = [q for q in test.query_ids if q not in where]
+    if missing or set(test.retrievers) - set(other.retrievers):
+        raise RouterankError(
+            f"the second generator's labels lack {len(missing)} test queries or some members",
+            fix="build them with the same sample, seed and pool (generator_eval labels)",
+        )
+    rows, em = np.array([where[q] for q in test.query_ids]), em_matrix(other)
+    systems = {}
+    for name, choices in routes.items():
+        if name in ORACLES[:1]:
+            continue
+        columns = [other.column(c) for c in choices]
+        systems[name] = {
+            "f1": float(other.utility[rows, columns].mean()),
+            "em": float(em[rows, columns].mean()),
+            "best_share": float(np.mean(other.utility[rows, columns] >= other.utility[rows].max(1) - 1e-9)),
+        }
+    best = other.utility[rows].argmax(1)
+    systems["oracle"] = {
+        "f1": float(other.utility[rows, best].mean()),
+        "em": float(em[rows, best].mean()),
+        "best_share": 1.0,
+    }
+    return {"model": model, "systems": systems}
 
 
 def evaluate(experiment) -> None:

@@ -19,7 +19,7 @@ from __future__ import annotations
 import hashlib
 import json
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -31,7 +31,13 @@ from routerank.fsutil import atomic_write, cache_root, without_later_defaults
 from routerank.route.labels import RoutingLabels
 from routerank.route.pool import PoolConfig
 
-ADDED_LATER = {"abstain_margins": (0.0,), "folds": 1, "safe_abstention": False, "switch_margins": (0.0,)}
+ADDED_LATER = {
+    "abstain_margins": (0.0,),
+    "folds": 1,
+    "safe_abstention": False,
+    "switch_margins": (0.0,),
+    "template_eval": "",
+}
 """Settings added after work dirs were keyed: at these values they stay out of the digest."""
 VARIANTS = {  # name -> R3AGConfig overrides
     "r3ag": {},
@@ -56,7 +62,9 @@ class R3AGExperimentConfig:
     safe_abstention: only (mode, margin) pairs whose held-out R0 routes lose no EM against always-retrieve on every
     set qualify, and margin 2 (never abstain) is always in the grid (`r3ag_eval.choose_mode`).
     extend: the member left out of training and added afterwards with `add_retriever`.
-    generator_eval: a second generator to label the test queries with (cross-generator transfer); empty = none.
+    generator_eval: a second generator's model spec; it labels the test queries again, and every system's routes
+    (learned from the first generator's labels) are scored on those labels too (cross-generator transfer); empty =
+    none. template_eval: its answer template (empty: `template`).
     features: the router's frozen query encoder. profile: names the work dir."""
 
     datasets: tuple[str, ...] = ("squad-dev", "pubmedqa", "tatqa")
@@ -81,6 +89,7 @@ class R3AGExperimentConfig:
     switch_margins: tuple[float, ...] = (0.0,)
     extend: str = "rm3"
     generator_eval: str = ""
+    template_eval: str = ""
     features: str = "minilm"
     profile: str = "cpu"
 
@@ -123,6 +132,13 @@ class R3AGExperimentConfig:
             batch_size=self.batch_size,
         )
 
+    def eval_label_settings(self) -> LabelSettings:
+        """The second generator's test labels: the same queries, contexts and decoding, another model."""
+        if not self.generator_eval:
+            raise SpecError("no second generator is configured", fix='set generator_eval = "hf:<folder>"')
+        template = self.template_eval or self.template
+        return replace(self.label_settings(self.test_split), model=self.generator_eval, template=template)
+
     def digest(self) -> str:
         record = without_later_defaults(asdict(self), ADDED_LATER)
         return hashlib.sha256(json.dumps(record, sort_keys=True).encode()).hexdigest()[:10]
@@ -146,6 +162,16 @@ class R3AGExperiment:
 
     def has_labels(self, dataset: str, split: str) -> bool:
         return (self.label_dir(dataset, split) / "labels" / "labels.json").exists()
+
+    def eval_label_dir(self, dataset: str) -> Path:
+        """Where the second generator's test labels live (`generator_eval`)."""
+        return work_dir_for(dataset, self.pool, self.config.eval_label_settings())
+
+    def eval_labels(self, dataset: str) -> RoutingLabels:
+        return RoutingLabels.load(self.eval_label_dir(dataset) / "labels")
+
+    def has_eval_labels(self, dataset: str) -> bool:
+        return (self.eval_label_dir(dataset) / "labels" / "labels.json").exists()
 
     def encoder(self):
         """The routers' frozen query encoder, unmemoised (texts -> [n, d]); loads on its first call."""
@@ -183,7 +209,23 @@ class R3AGExperiment:
             for ds in self.config.datasets
             for split in splits
         ]
-        ready = lambda: all(self.has_labels(ds, s) for ds in self.config.datasets for s in splits)  # noqa: E731
+        if self.config.generator_eval:
+            steps += [
+                Step(
+                    f"labels:{ds}:{self.config.test_split}:{self.config.generator_eval}",
+                    "labels",
+                    done=lambda ds=ds: self.has_eval_labels(ds),
+                    action=lambda ds=ds: build_labels(
+                        ds, self.pool, self.config.eval_label_settings(), work_dir=self.eval_label_dir(ds)
+                    ),
+                )
+                for ds in self.config.datasets
+            ]
+
+        def ready() -> bool:
+            firsts = all(self.has_labels(ds, s) for ds in self.config.datasets for s in splits)
+            return firsts and (not self.config.generator_eval or all(map(self.has_eval_labels, self.config.datasets)))
+
         steps += [
             Step("train", "train", lambda: (self.work / "train.json").exists(), lambda: r3ag_eval.train(self), ready),
             Step(

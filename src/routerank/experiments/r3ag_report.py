@@ -230,6 +230,39 @@ def _overhead_lines(results: dict) -> list[str]:
     return lines
 
 
+def _transfer_lines(results: dict) -> list[str]:
+    """Every system's routes scored with the second generator's labels (`generator_eval`), or why there are none."""
+    config = results["config"]
+    sets = {s: r["transfer"] for s, r in results["sets"].items() if "transfer" in r}
+    if not sets:
+        return [
+            "Not measured. No second offline LLM ships in any installed package (SmolLM2-135M-Instruct is the only "
+            "one). Set `generator_eval` (and `template_eval`) in the config to a second generator's spec: it labels "
+            "the test queries again, and every system's routes, learned from this generator's labels, are scored on "
+            "those labels too."
+        ]
+    model = next(iter(sets.values()))["model"]
+    lines = [
+        f"Routes learned from `{config['model']}`'s labels, scored with `{model}`'s answers on the same test queries "
+        "(F1; the oracle is recomputed on the second generator's labels; best share: queries where the route is "
+        "among the second generator's best members).",
+        "",
+        "| set | system | F1, " + config["model"] + " | F1, " + model + " | EM, " + model + " | best share |",
+        "|---|---|---:|---:|---:|---:|",
+    ]
+    for s, t in sets.items():
+        first = results["sets"][s]["systems"]
+        for name, row in t["systems"].items():
+            if name.startswith("r3ag-") and name != "r3ag-argmax":
+                continue
+            before = first.get(name, {}).get("f1")
+            lines.append(
+                f"| {s} | {name} | {'—' if before is None else f'{before:.3f}'} | {row['f1']:.3f} | {row['em']:.3f} "
+                f"| {row['best_share']:.2f} |"
+            )
+    return lines
+
+
 def markdown(results: dict, figure: Path | None, report: Path) -> str:
     config = results["config"]
     rows = headline(results)
@@ -286,18 +319,12 @@ def markdown(results: dict, figure: Path | None, report: Path) -> str:
         "",
         "## Cross-generator transfer",
         "",
-        "Not measured. No second offline LLM ships in any installed package (SmolLM2-135M-Instruct is the only "
-        "one), so labels could not be rebuilt with another generator. The config key `generator_eval` is where "
-        "a second generator goes once one is available"
-        + (
-            f" (set to `{config['generator_eval']}` here, but its evaluation is not built yet)."
-            if config.get("generator_eval")
-            else "."
-        ),
+        *_transfer_lines(results),
         "",
-        "## Not built",
+        "## Not used here",
         "",
-        "- The LLM-judge label path for sets without qrels (all sets here have qrels).",
+        "- LLM-judge quality labels (`routerank r3ag labels --quality judge`), for sets without qrels: every set here "
+        "has qrels.",
     ]
     return "\n".join(out) + "\n"
 
