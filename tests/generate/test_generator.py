@@ -174,3 +174,52 @@ def test_with_template_shares_the_model_but_not_the_cache(tiny, tmp_path):
     assert plain.model is chat.model and plain.template.name == "plain" and chat.template.name == "chatml"
     assert plain.key != chat.key and plain.cache.path != chat.cache.path
     assert plain.prompt("Who won?").endswith("Question: Who won?\nAnswer:")
+
+
+YES_NO = [
+    Query("p1", "Does aspirin lower the risk of heart attack?", ("yes",)),
+    Query("p2", "Do statins raise cholesterol?", ("no",)),
+    Query("p3", "Is it?", ("maybe",)),
+]
+EVIDENCE = [
+    [Document("d1", "Aspirin reduces the risk of heart attack in adults over fifty.", "Aspirin")],
+    [Document("d2", "Statins lower cholesterol.", "Statins"), "A second, unrelated passage about cats."],
+    [],
+]
+
+
+def test_closed_set_answers_in_one_padded_batch_equal_one_unpadded_forward_per_prompt(tiny):
+    import torch
+
+    model, tokenizer = tiny
+    generator = make(tiny, choices=("yes", "no", "maybe"), batch_size=3, template="plain")
+    firsts = [tokenizer(f" {c}", add_special_tokens=False)["input_ids"][0] for c in ("yes", "no", "maybe")]
+    assert generator.choice_ids == firsts  # the plain template's reply starts " {answer}"
+    chat = make(tiny, choices=("yes", "no", "maybe"), template="chatml")  # ChatML's starts "{answer}": no space
+    assert chat.choice_ids == [tokenizer(c, add_special_tokens=False)["input_ids"][0] for c in ("yes", "no", "maybe")]
+    answers = generator.generate(YES_NO, EVIDENCE)
+    assert generator.model_calls == 1 and len({a.prompt_tokens for a in answers}) == 3  # three lengths: padding
+    for query, docs, answer in zip(YES_NO, EVIDENCE, answers, strict=True):
+        ids = torch.tensor([tokenizer(generator.prompt(query.text, docs))["input_ids"]])
+        with torch.inference_mode():
+            logits = model(input_ids=ids).logits[0, -1, generator.choice_ids]
+        assert answer.text == answer.raw == ("yes", "no", "maybe")[int(logits.argmax())]
+        assert answer.stopped_by == "choice" and answer.prompt_tokens == ids.shape[1]
+    assert generator.settings()["decoding"] == "choice among ['yes', 'no', 'maybe']"
+    assert generator.key != make(tiny).key and make(tiny).settings()["decoding"] == "greedy"
+
+
+def test_closed_set_answers_follow_the_model_and_score_as_exact_matches(scripted):
+    generator = make(scripted(" no"), choices=("yes", "no", "maybe"), template="plain")
+    answers = generator.generate(YES_NO, EVIDENCE)
+    assert [a.text for a in answers] == ["no", "no", "no"]  # the first call is lifted towards " no"
+    assert score_answers(YES_NO, answers).em == pytest.approx(1 / 3)
+
+
+def test_bad_choices_are_refused_before_anything_is_generated(tiny):
+    with pytest.raises(RouterankError, match="distinct, non-empty"):
+        make(tiny, choices=("yes", "yes"))
+    with pytest.raises(RouterankError, match="distinct, non-empty"):
+        make(tiny, choices=("yes", " "))
+    with pytest.raises(RouterankError, match="share a first token"):
+        make(tiny, choices=("maybe", "maybe not"))

@@ -31,7 +31,7 @@ class Answer:
     query_id: str
     text: str  # the cleaned answer: stop string cut, "Answer:" label, quotes and final full stop removed
     raw: str  # the decoded continuation up to EOS (or the token limit), before any clean-up
-    stopped_by: str  # "eos", "stop" (a stop string) or "length" (max_new_tokens)
+    stopped_by: str  # "eos", "stop" (a stop string), "length" (max_new_tokens) or "choice" (closed-set answer)
     context: ContextFit
     prompt_tokens: int
     cached: bool
@@ -67,6 +67,7 @@ class Generator:
         progress: bool = True,
         trust_remote_code: bool = False,
         loaded: tuple | None = None,
+        choices: Sequence[str] = (),
     ):
         """
         model: LLM spec (`smollm2`, `hf:<folder-or-id>`, `gguf:<file>`); with `loaded`, only the name the cache
@@ -83,6 +84,10 @@ class Generator:
         progress: show a progress bar while generating.
         trust_remote_code: off by default; only for hub models you trust.
         loaded: an already-loaded (model, tokenizer), e.g. a tiny test model or an adapted one.
+        choices: closed-set answering, for sets whose answers come from a fixed few (PubMedQA's yes/no/maybe), where
+            free text earns F1 on stray words: the answer is the choice whose first token the model finds likeliest
+            right after the prompt (one forward pass per prompt, no decoding). Each choice needs its own first
+            token. Empty: greedy decoding.
         """
         if max_new_tokens < 1:
             raise RouterankError(f"max_new_tokens must be at least 1, got {max_new_tokens}")
@@ -106,8 +111,32 @@ class Generator:
         self.device, self.dtype = parameter.device, parameter.dtype
         self.eos_ids = self._eos_ids()
         self.pad_id = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else self.eos_ids[0]
+        self.choices = tuple(choices)
+        self.choice_ids = self._choice_ids() if self.choices else []
         self.model_calls = 0
         self.cache = GenerationCache(self.key, cache_dir) if cache else None
+
+    def _choice_ids(self) -> list[int]:
+        """Each choice's first token where an answer starts: after a prompt and the template's reply prefix."""
+        if any(not c.strip() for c in self.choices) or len(set(self.choices)) != len(self.choices):
+            raise RouterankError(f"choices must be distinct, non-empty strings, got {list(self.choices)}")
+        prompt = self.template.ask("Is it?")
+        before = self.tokenizer(prompt)["input_ids"]
+        prefix = self.template.reply.split("{answer}")[0]
+        firsts = []
+        for choice in self.choices:
+            ids = self.tokenizer(prompt + prefix + choice)["input_ids"]
+            if ids[: len(before)] != before or len(ids) == len(before):
+                raise RouterankError(
+                    f"the choice {choice!r} does not tokenize apart from the prompt with this template",
+                    fix="pick another template, or answer by free generation (no choices)",
+                )
+            firsts.append(ids[len(before)])
+        if len(set(firsts)) != len(firsts):
+            raise RouterankError(
+                f"choices {list(self.choices)} share a first token", fix="use choices that start differently"
+            )
+        return firsts
 
     def _eos_ids(self) -> list[int]:
         ids = [self.tokenizer.eos_token_id, getattr(self.model.generation_config, "eos_token_id", None)]
@@ -128,6 +157,7 @@ class Generator:
             "max_new_tokens": self.max_new_tokens,
             "stops": self.stops,
             "dtype": str(self.dtype),
+            **({"choices": list(self.choices)} if self.choices else {}),
         }
         digest = hashlib.sha256(json.dumps(settings, sort_keys=True, default=str).encode()).hexdigest()[:16]
         return f"{self.template.name}-v{self.template.version}-{digest}"
@@ -140,7 +170,7 @@ class Generator:
             "min_doc_tokens": self.min_doc_tokens,
             "max_new_tokens": self.max_new_tokens,
             "stops": list(self.stops),
-            "decoding": "greedy",
+            "decoding": f"choice among {list(self.choices)}" if self.choices else "greedy",
             "batch_size": self.batch_size,
             "dtype": str(self.dtype),
         }
@@ -209,12 +239,32 @@ class Generator:
         with tqdm(total=len(order), desc=self.name, unit="q", disable=not self.progress, leave=False) as bar:
             for start in range(0, len(order), self.batch_size):
                 batch = order[start : start + self.batch_size]
-                results = dict(zip(batch, self.decode([prompts[key] for key in batch]), strict=True))
+                rows = [prompts[key] for key in batch]
+                results = dict(zip(batch, self.choose(rows) if self.choices else self.decode(rows), strict=True))
                 if self.cache is not None:
                     self.cache.put_many(results)
                 out.update(results)
                 bar.update(len(batch))
         return out
+
+    def choose(self, rows: list[list[int]]) -> list[CachedGeneration]:
+        """Closed-set answers of token-id prompts: the choice with the likeliest first token, in one forward pass."""
+        import torch
+
+        from routerank.models.llm import pad_batch
+
+        ids, mask = pad_batch(rows, self.pad_id, left=True)
+        positions = (mask.cumsum(-1) - 1).clamp(min=0)  # left padding: each row counts positions from its own start
+        with torch.inference_mode():
+            out = self.model(
+                input_ids=ids.to(self.device),
+                attention_mask=mask.to(self.device),
+                position_ids=positions.to(self.device),
+                logits_to_keep=1,
+            )
+        self.model_calls += 1
+        picked = out.logits[:, -1, self.choice_ids].argmax(-1).tolist()
+        return [CachedGeneration(self.choices[i], "choice", len(row)) for i, row in zip(picked, rows, strict=True)]
 
     def decode(self, rows: list[list[int]]) -> list[CachedGeneration]:
         """Greedy continuations of token-id prompts, decoded together in one left-padded batch."""
