@@ -100,7 +100,8 @@ def choose_mode(experiment) -> dict:
 
     With `safe_abstention`, margin 2 (never abstain: cosines differ by at most 2) joins the grid, and a (mode,
     margin) pair qualifies only if on every set's held-out queries that it routes to R0, EM with R0 is at least EM
-    with that set's always-retrieve member (the best retrieving member on its train labels) on the same queries."""
+    with the always-retrieve member (the best retrieving member on the train labels of that mode: pooled, or the
+    set's own) on the same queries."""
     from routerank.route.baselines import best_fixed
 
     config, features = experiment.config, experiment.features()
@@ -124,7 +125,11 @@ def choose_mode(experiment) -> dict:
         mode: {ds: out_labels[ds].utility[rows[ds], c].mean(1) for ds, c in sets.items()}
         for mode, sets in choices.items()
     }
-    always = {ds: best_fixed(labels, retrieving=True) for ds, labels in train.items()}
+    pooled_best = best_fixed(RoutingLabels.concat(list(train.values())), retrieving=True)
+    always = {  # as evaluation's always-retrieve baseline: the best member on the labels that mode trains on
+        "pooled": dict.fromkeys(train, pooled_best),
+        "per-set": {ds: best_fixed(labels, retrieving=True) for ds, labels in train.items()},
+    }
     em = {ds: em_matrix(labels) for ds, labels in out_labels.items()} if config.safe_abstention else {}
     grid = []
     for mode in ("pooled", "per-set"):
@@ -133,7 +138,7 @@ def choose_mode(experiment) -> dict:
             entry = {"mode": mode, "margin": m, "switch": switch, "macro": macro}
             if config.safe_abstention:
                 checks = {
-                    ds: abstention_check(out_labels[ds], em[ds], choices[mode][ds][i], always[ds]) for ds in train
+                    ds: abstention_check(out_labels[ds], em[ds], choices[mode][ds][i], always[mode][ds]) for ds in train
                 }
                 entry.update(abstention=checks, safe=all(c["safe"] for c in checks.values()))
             grid.append(entry)

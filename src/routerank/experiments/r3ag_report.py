@@ -171,7 +171,8 @@ def _safety_words(grid: list[dict], setting) -> str:
             failed.append(f"{setting(g)} ({'; '.join(bad)})")
     return (
         "Safe abstention: a margin qualifies only if, on every set's held-out train queries it routes to R0, EM "
-        "with R0 is at least EM with that set's always-retrieve member; margin 2 (never abstain) always qualifies. "
+        "with R0 is at least EM with always-retrieve (the member of its baseline row); margin 2 (never abstain) "
+        "always qualifies. "
         + (
             "Failed, EM with R0 vs always-retrieve on the R0-routed queries: " + ", ".join(failed) + "."
             if failed
