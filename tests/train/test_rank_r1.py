@@ -184,7 +184,7 @@ def test_bad_configs_and_mismatched_adapters(adapter):
     with pytest.raises(RouterankError, match="think=1 needs a reasoning prompt") as error:
         SetwiseReranker.from_model(*tiny(), think=1)
     assert "rank-r1" in error.value.fix
-    with pytest.raises(RouterankError, match="must be 1 or 0"):
+    with pytest.raises(RouterankError, match="think must be true or false"):
         SetwiseReranker.from_model(*tiny(), template="rank-r1", think="maybe")
     with pytest.raises(RouterankError, match="trained with prompt template"):
         SetwiseReranker.from_model(*tiny(), adapter=str(adapter), template="chatml")
