@@ -107,6 +107,31 @@ def _replica_error(serve: Any) -> str:
     return lines[-1] if lines else ""
 
 
+def _wait_routable(url: str, timeout_s: float = 120.0) -> None:
+    """Wait until Serve's proxy routes to a ready replica (`/ready` answers 200 through it). `serve.run` returns when
+    the replicas are up, but the proxy learns of them a moment later; until then it answers 503 or queues, and a
+    request past the deployment's small queue is refused, so "started" must mean "answering"."""
+    import time
+    import urllib.error
+    import urllib.request
+
+    deadline, last = time.monotonic() + timeout_s, ""
+    while time.monotonic() < deadline:
+        try:
+            with urllib.request.urlopen(f"{url}/ready", timeout=10) as response:
+                if response.status == 200:
+                    return
+        except urllib.error.HTTPError as exc:
+            last = f"HTTP {exc.code}"
+        except OSError as exc:
+            last = str(exc)
+        time.sleep(0.25)
+    raise RouterankError(
+        f"the Ray Serve proxy did not route to the replicas within {timeout_s:g} s ({last or 'no answer'})",
+        fix="check `ray status` and the replicas' logs; a busy machine may need fewer replicas",
+    )
+
+
 def _free_port(host: str) -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         sock.bind((host, 0))
@@ -215,6 +240,11 @@ class RayServed:
             self._teardown(serve)
             raise
         self.running = True
+        try:
+            _wait_routable(self.url)
+        except BaseException:
+            self.stop()
+            raise
         log.info("routerank serve: %d replicas ready at %s", self.replicas, self.url)
         return self.url
 
