@@ -261,15 +261,14 @@ def _overhead(experiment, router, queries: list[Query], labels: RoutingLabels) -
 
 
 def _abstention(choices, labels: RoutingLabels, em: np.ndarray, always: str) -> dict:
-    rows = [i for i, c in enumerate(choices) if c in labels.abstain]
-    out = {"queries": len(rows), "of": len(choices), "always_retrieve": always}
-    if rows:
-        r0, ar = labels.column(choices[rows[0]]), labels.column(always)
+    """`abstention_check` on the test queries' routes, with F1 beside EM."""
+    columns = np.array([labels.column(c) for c in choices])
+    out = {**abstention_check(labels, em, columns, always), "always_retrieve": always}
+    rows = np.flatnonzero(np.isin(columns, [labels.column(a) for a in labels.abstain]))
+    if len(rows):
         out.update(
-            f1_r0=float(labels.utility[rows, r0].mean()),
-            em_r0=float(em[rows, r0].mean()),
-            f1_always=float(labels.utility[rows, ar].mean()),
-            em_always=float(em[rows, ar].mean()),
+            f1_r0=float(labels.utility[rows, columns[rows]].mean()),
+            f1_always=float(labels.utility[rows, labels.column(always)].mean()),
         )
     return out
 
@@ -354,7 +353,7 @@ def transfer(routes: dict[str, list[str]], test: RoutingLabels, other: RoutingLa
     rows, em = np.array([where[q] for q in test.query_ids]), em_matrix(other)
     systems = {}
     for name, choices in routes.items():
-        if name in ORACLES[:1]:
+        if name == "oracle":  # recomputed on the second generator's labels below
             continue
         columns = [other.column(c) for c in choices]
         systems[name] = {
