@@ -36,3 +36,18 @@ def test_kv_cache_name_is_the_one_the_installed_transformers_takes():
     from routerank.models.llm import kv_cache_name
 
     assert kv_cache_name() in inspect.signature(LlamaModel.forward).parameters
+
+
+def test_left_padded_rows_with_left_positions_score_as_they_do_alone():
+    torch = pytest.importorskip("torch")
+    from routerank.models.llm import left_positions, pad_batch, tiny_llm
+
+    model, _ = tiny_llm(seed=3)
+    rows = [[5, 9, 14, 3, 7], [11, 4]]
+    ids, mask = pad_batch(rows, 0, left=True)
+    assert left_positions(mask).tolist() == [[0, 1, 2, 3, 4], [0, 0, 0, 0, 1]]
+    with torch.inference_mode():
+        batched = model(input_ids=ids, attention_mask=mask, position_ids=left_positions(mask)).logits[:, -1]
+        alone = [model(input_ids=torch.tensor([row])).logits[0, -1] for row in rows]
+    for row_logits, own in zip(batched, alone, strict=True):
+        assert torch.allclose(row_logits, own, atol=1e-4)

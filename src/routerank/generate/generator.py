@@ -251,10 +251,10 @@ class Generator:
         """Closed-set answers of token-id prompts: the choice with the likeliest first token, in one forward pass."""
         import torch
 
-        from routerank.models.llm import pad_batch
+        from routerank.models.llm import left_positions, pad_batch
 
         ids, mask = pad_batch(rows, self.pad_id, left=True)
-        positions = (mask.cumsum(-1) - 1).clamp(min=0)  # left padding: each row counts positions from its own start
+        positions = left_positions(mask)
         with torch.inference_mode():
             out = self.model(
                 input_ids=ids.to(self.device),

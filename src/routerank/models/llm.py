@@ -160,6 +160,13 @@ def pad_batch(rows: list[list[int]], pad_id: int, *, left: bool = False):
     return ids, mask
 
 
+def left_positions(mask):
+    """Position ids for a left-padded batch: each row counts from 0 at its first real token (pads get 0), so a
+    row's positions match what it would get alone. `generate` derives these itself; a plain forward pass should pass
+    them: rotary models shift every position of a row alike (no change), absolute position embeddings do not."""
+    return (mask.cumsum(-1) - 1).clamp(min=0)
+
+
 def tiny_llm(seed: int = 0, vocab_from: str | None = None):
     """A random-init Llama-shaped model with SmolLM2's tokenizer, for fast unit tests only."""
     _require_transformers()

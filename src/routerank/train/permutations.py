@@ -20,7 +20,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from routerank.errors import RouterankError
-from routerank.models.llm import pad_batch
+from routerank.models.llm import left_positions, pad_batch
 from routerank.rerank.listwise import TEMPLATE, chat_ids, format_permutation, truncate_passage
 from routerank.train.distill import ScoredList
 from routerank.train.expert import LoraTrainable
@@ -89,7 +89,7 @@ class PermutationTrainable(LoraTrainable):
         ids, mask = pad_batch(rows, self.pad_id, left=True)
         device = next(self.peft.parameters()).device
         ids, mask = ids.to(device), mask.to(device)
-        positions = (mask.cumsum(-1) - 1).clamp(min=0)
+        positions = left_positions(mask)
         width = max(len(e.answer_ids) for e in batch)
         out = self.peft(input_ids=ids, attention_mask=mask, position_ids=positions, logits_to_keep=width + 1)
         return out.logits[:, :-1]  # the logit at column t predicts the token at t + 1
