@@ -44,19 +44,23 @@ def test_chatml_closed_book_prompt_exact_text_has_no_context():
 
 def test_plain_prompts_exact_text():
     plain = get_template("plain")
-    assert plain.render("Who won?", ["Denver won."]) == (
+    assert plain.render("Who won?", ["Denver won.", "Carolina lost."]) == (
         "Answer each question with a short phrase copied from the context.\n\n"
-        f"Context:\n{EIFFEL}\nQuestion: When was the Eiffel Tower completed?\nAnswer: 1889\n\n"
-        f"Context:\n{CURIE}\nQuestion: Who shared the 1903 Nobel Prize in Physics with Marie Curie?\n"
+        f"Context:\n{EIFFEL[4:]}\nQuestion: When was the Eiffel Tower completed?\nAnswer: 1889\n\n"
+        f"Context:\n{CURIE[4:]}\nQuestion: Who shared the 1903 Nobel Prize in Physics with Marie Curie?\n"
         "Answer: Pierre Curie and Henri Becquerel\n\n"
-        "Context:\n[1] Denver won.\nQuestion: Who won?\nAnswer:"
+        "Context:\nRegular exercise lowered resting blood pressure in all three trial groups compared with controls.\n"
+        "Question: Does regular exercise lower blood pressure?\nAnswer: yes\n\n"
+        "Context:\nDenver won.\n\nCarolina lost.\nQuestion: Who won?\nAnswer:"
     )
     assert plain.render("Who won?") == (
         "Answer each question with a short phrase.\n\n"
+        "Question: Is the Sun a planet?\nAnswer: no\n\n"
         "Question: What is the capital of France?\nAnswer: Paris\n\n"
         "Question: Who wrote Hamlet?\nAnswer: William Shakespeare\n\n"
         "Question: Who won?\nAnswer:"
     )
+    assert plain.version == 3  # v2 numbered its documents and had no yes/no example: answers changed, so did the key
 
 
 def test_chatml_equals_the_tokenizers_own_chat_template(tiny):

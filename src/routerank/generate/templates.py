@@ -9,6 +9,12 @@ no documents) has no context at all, and its own examples. The examples are ther
 only to "answer briefly" still answers in sentences; two short worked answers make it copy a span instead.
 They are invented text, so no dataset's questions leak into the prompt.
 
+The plain template (v3) also has a yes/no example, and leaves its documents unnumbered. With v2's two extractive
+examples and numbered documents, SmolLM2 answered 61-66% of PubMedQA's yes/no questions with a document number
+("1") or an example's answer ("1889"), and 10-20% of SQuAD's. On 60 train queries per set with hybrid top 3, v3
+raised answer F1 from 0.12 to 0.17 (SQuAD-dev), 0.07 to 0.43 (PubMedQA) and 0.09 to 0.14 (TAT-QA). In the
+closed-book prompt the yes/no example comes first: last, its "no" leaked into factoid answers.
+
 Answers change with the wording, so every template carries a version that goes into the generation cache key:
 edit a template or its examples, bump its version.
 """
@@ -55,6 +61,12 @@ CLOSED_BOOK_EXAMPLES = (
     Example((), "What is the capital of France?", "Paris"),
     Example((), "Who wrote Hamlet?", "William Shakespeare"),
 )
+YES_NO_OPEN_BOOK = Example(
+    ("Regular exercise lowered resting blood pressure in all three trial groups compared with controls.",),
+    "Does regular exercise lower blood pressure?",
+    "yes",
+)
+YES_NO_CLOSED_BOOK = Example((), "Is the Sun a planet?", "no")
 
 
 @dataclass(frozen=True)
@@ -113,13 +125,18 @@ TEMPLATES: dict[str, AnswerTemplate] = {
         reply="{answer}<|im_end|>\n",
     ),
     # For base models and families without a chat format: text to complete after an "Answer:" cue.
+    # Documents unnumbered, one blank line apart, and a yes/no example in each prompt (see the module docstring).
     "plain": AnswerTemplate(
         name="plain",
-        version=2,
+        version=3,
         head="{instruction}\n\n",
         open_ask="Context:\n{context}\nQuestion: {question}\nAnswer:",
         closed_ask="Question: {question}\nAnswer:",
         reply=" {answer}\n\n",
+        document="{text}",
+        separator="\n\n",
+        open_examples=(*OPEN_BOOK_EXAMPLES, YES_NO_OPEN_BOOK),
+        closed_examples=(YES_NO_CLOSED_BOOK, *CLOSED_BOOK_EXAMPLES),
     ),
 }
 
