@@ -2,13 +2,14 @@ from __future__ import annotations
 
 import hashlib
 import json
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from pathlib import Path
 
 import numpy as np
 import pytest
 
 from routerank.experiments.r3ag_labels import LabelSettings, build_labels, em_matrix, work_dir_for
+from routerank.generate.templates import TEMPLATES
 from routerank.route.labels import RoutingLabels
 from routerank.route.pool import PoolConfig
 from tests.conftest import write_jsonl
@@ -115,8 +116,20 @@ def test_judge_quality_labels(qa_beir, tiny, tmp_path):
     # a judged build keys its own work dir; the default keys the same dir as before the setting existed
     plain = LabelSettings("train", k=2)
     assert work_dir_for("qa", POOL, settings) != work_dir_for("qa", POOL, plain)
-    record = {"pool": POOL.to_json(), **{k: v for k, v in asdict(plain).items() if k not in ("quality", "judge")}}
+    defaults = {k: v for k, v in asdict(plain).items() if k not in ("quality", "judge")}
+    record = {"pool": POOL.to_json(), "template_version": TEMPLATES["plain"].version, **defaults}
     digest = hashlib.sha256(json.dumps(record, sort_keys=True).encode()).hexdigest()[:10]
     assert work_dir_for("qa", POOL, plain).name == f"qa-train-all-{digest}"
     with pytest.raises(SpecError, match="quality label source"):
         LabelSettings("train", quality="vibes")
+
+
+def test_a_new_template_version_keys_new_labels_and_a_new_experiment(monkeypatch):
+    from routerank.experiments.r3ag_experiment import R3AGExperimentConfig
+
+    settings = LabelSettings("train", sample=200)
+    before, config = work_dir_for("qa", POOL, settings), R3AGExperimentConfig(datasets=("qa",))
+    digest = config.digest()
+    monkeypatch.setitem(TEMPLATES, "plain", replace(TEMPLATES["plain"], version=TEMPLATES["plain"].version + 1))
+    assert work_dir_for("qa", POOL, settings) != before  # old answers are never read as the new template's labels
+    assert config.digest() != digest  # nor routers trained on them

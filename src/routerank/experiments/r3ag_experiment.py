@@ -28,6 +28,7 @@ from routerank.errors import SpecError
 from routerank.experiments.r3ag_labels import LabelSettings, build_labels, work_dir_for
 from routerank.experiments.stages import Stage, Step, read_toml_config, run_plan
 from routerank.fsutil import atomic_write, cache_root, without_later_defaults
+from routerank.generate.templates import get_template
 from routerank.route.labels import RoutingLabels
 from routerank.route.pool import PoolConfig
 
@@ -141,6 +142,7 @@ class R3AGExperimentConfig:
 
     def digest(self) -> str:
         record = without_later_defaults(asdict(self), ADDED_LATER)
+        record["template_version"] = get_template(self.template).version  # new answers: new labels, new routers
         return hashlib.sha256(json.dumps(record, sort_keys=True).encode()).hexdigest()[:10]
 
 

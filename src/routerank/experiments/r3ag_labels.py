@@ -32,6 +32,7 @@ import numpy as np
 from routerank.data.types import Dataset, Query, Run, sample_queries
 from routerank.errors import RouterankError, SpecError
 from routerank.fsutil import atomic_write, cache_root, safe_name, without_later_defaults
+from routerank.generate.templates import get_template
 from routerank.route.labels import RoutingLabels
 from routerank.route.pool import PoolConfig
 
@@ -80,8 +81,13 @@ class LabelSettings:
 
 
 def work_dir_for(dataset: str, pool: PoolConfig, settings: LabelSettings, root: Path | None = None) -> Path:
-    """`<cache>/r3ag/labels/<dataset>-<split>-<sample>-<hash>`: one folder per dataset, pool and settings."""
-    record = {"pool": pool.to_json(), **without_later_defaults(asdict(settings), ADDED_LATER)}
+    """`<cache>/r3ag/labels/<dataset>-<split>-<sample>-<hash>`: one folder per dataset, pool and settings. The
+    answer template's version is in the hash too: editing a template bumps it, and its answers change."""
+    record = {
+        "pool": pool.to_json(),
+        "template_version": get_template(settings.template).version,
+        **without_later_defaults(asdict(settings), ADDED_LATER),
+    }
     digest = hashlib.sha256(json.dumps(record, sort_keys=True).encode()).hexdigest()[:10]
     sample = settings.sample or "all"
     name = safe_name(f"{Path(dataset).name}-{settings.split}-{sample}-{digest}")
