@@ -25,7 +25,7 @@ def main(argv: list[str] | None = None) -> dict:
     from scipy.stats import spearmanr
 
     from routerank.data.registry import load_dataset
-    from routerank.rerank.experts import ExpertBank
+    from routerank.r2r.bank import ExpertBank
 
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--expert", required=True, help="an expert folder (adapter + routerank_expert.json)")

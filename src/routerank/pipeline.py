@@ -166,8 +166,8 @@ def _member(member, progress: bool):
 
 
 def _routed(folder: str, progress: bool):
-    from routerank.route.pool import RetrieverPool, RoutedRetriever
-    from routerank.route.r3ag import R3AGRouter
+    from routerank.r3ag.pool import RetrieverPool, RoutedRetriever
+    from routerank.r3ag.router import R3AGRouter
 
     router = R3AGRouter.load(folder)
     if router.pool is None:
@@ -428,7 +428,7 @@ def build_pool(
 ):
     """Every member of a retriever pool (a `PoolConfig`, or the path of its TOML file) indexed on `corpus`, each
     leaf index from (and to) the cache: a `RetrieverPool` whose `search` gives every member's run."""
-    from routerank.route.pool import PoolConfig, RetrieverPool
+    from routerank.r3ag.pool import PoolConfig, RetrieverPool
 
     config = config if isinstance(config, PoolConfig) else PoolConfig.read(config)
     members = {m.name: _ready(_member(m, progress), corpus, cache, cache_dir, rebuild) for m in config.members}

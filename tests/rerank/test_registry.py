@@ -41,7 +41,7 @@ def declared(monkeypatch):
 
 
 def test_r2r_comes_from_the_route_layer_as_a_plugin_never_named_by_the_rerank_layer():
-    from routerank.route.r2r import R2RReranker
+    from routerank.r2r.reranker import R2RReranker
 
     assert registry.reranker_class("r2r") is R2RReranker  # through pyproject's routerank.rerankers entry point
     assert "r2r" not in registry.FAMILIES and registry.families()[-1] == "r2r"

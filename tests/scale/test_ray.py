@@ -130,7 +130,8 @@ def test_bad_input_fails_with_the_routerank_error_not_a_ray_traceback(on_ray):
 
 
 def test_r2r_experts_train_as_ray_tasks_and_label_scores_match_in_process(cluster, fresh_ce, tmp_path):
-    from routerank.experiments.r2r import R2RExperiment
+    from studies.r2r.experiment import R2RExperiment
+
     from tests.experiments.test_r2r import tiny_config
 
     config = tiny_config(profile="ray-test", backbone=f"ce:{fresh_ce}", max_doc_tokens=48, test_queries=2, ablation=())

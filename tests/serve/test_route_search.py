@@ -47,9 +47,9 @@ class RecordingBank:
 @pytest.fixture(scope="module")
 def r2r(ce):
     import routerank
+    from routerank.r2r.reranker import R2RReranker
+    from routerank.r2r.routers import SoftmaxRouter
     from routerank.retrieve.dense import DenseRetriever
-    from routerank.route.expert import SoftmaxRouter
-    from routerank.route.r2r import R2RReranker
 
     encoder = DenseRetriever(progress=False)
     router = SoftmaxRouter(["science", "finance"], lambda texts: encoder.encode(texts, progress=False))

@@ -115,7 +115,7 @@ def test_alpha_accepts_numbers_auto_and_none_and_datasets_a_comma_list():
 
 
 def test_the_cpu_and_gpu_configs_parse_and_the_cpu_one_is_small():
-    from routerank.experiments.stages import read_toml_config
+    from routerank.stages import read_toml_config
 
     def read(name):
         return read_toml_config(

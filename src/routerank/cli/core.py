@@ -283,7 +283,7 @@ def qa(
     as_json: JsonOpt = False,
 ) -> None:
     """Answer a split's queries from their context with an LLM and print EM/F1 against the gold answers."""
-    from routerank.experiments.rag_qa import run_qa
+    from studies.rag_qa.experiment import run_qa
 
     result = run_qa(
         dataset,
@@ -333,7 +333,7 @@ def tune_alpha(
 ) -> None:
     """Choose the interpolation weight of RERANKER over PIPELINE on dev queries and save it beside the model,
     for `PIPELINE>>RERANKER@DEPTH~auto`."""
-    from routerank.experiments.effectiveness import EffectivenessConfig, EffectivenessExperiment
+    from studies.effectiveness.experiment import EffectivenessConfig, EffectivenessExperiment
 
     names = tuple(part.strip() for part in dataset.split(",") if part.strip())
     config = EffectivenessConfig(names, {"reranker": reranker}, (pipeline,), depth=depth, dev_queries=dev_queries)
@@ -357,7 +357,7 @@ def tune_fusion(
 ) -> None:
     """Choose a weighted fusion's weights on dev queries (the dev split, or the queries a fine-tuned retriever held
     out of training) and print the spec to use; test queries never choose."""
-    from routerank.experiments.fusion_weights import tune_fusion as tune
+    from routerank.tune import tune_fusion as tune
 
     names = tuple(part.strip() for part in dataset.split(",") if part.strip())
     record = tune(names, pipeline, dev_queries=dev_queries, step=step, out=out)

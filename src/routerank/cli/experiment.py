@@ -30,8 +30,8 @@ def r3ag_labels(
 ) -> None:
     """Quality (nDCG@10, or an LLM judge's) and utility (answer F1; EM in meta) of every pool member on every query;
     resumable."""
-    from routerank.experiments.r3ag_labels import LabelSettings, build_labels, work_dir_for
-    from routerank.route.pool import PoolConfig
+    from routerank.r3ag.labelling import LabelSettings, build_labels, work_dir_for
+    from routerank.r3ag.pool import PoolConfig
 
     settings = LabelSettings(
         split,
@@ -71,7 +71,7 @@ def experiment_r2r(
     ray: RayOpt = None,
 ) -> None:
     """The R2R multi-domain experiment: trains experts, routes, reranks, and writes the report; resumable."""
-    from routerank.experiments.r2r_report import main_from_cli
+    from studies.r2r.report import main_from_cli
 
     path = main_from_cli(config, work_dir, report, max_minutes, only, ray=ray)
     print(f"wrote {path}", file=sys.stderr)
@@ -105,7 +105,7 @@ def experiment_r3ag(
     only: Annotated[str | None, typer.Option(help="run only these stage kinds: labels,train,evaluate,report")] = None,
 ) -> None:
     """R3AG retriever routing: labels per set and split, train, evaluate every system, report; resumable."""
-    from routerank.experiments.r3ag_experiment import main_from_cli
+    from studies.r3ag.experiment import main_from_cli
 
     main_from_cli(config, work_dir, report, max_minutes, only)
 
@@ -125,7 +125,7 @@ def experiment_llm_training(
     ] = None,
 ) -> None:
     """Issue 12: SFT, contrastive, DeAR, ProRank and Rank-R1 on one backbone, scored and compared; resumable."""
-    from routerank.experiments.llm_training import main_from_cli
+    from studies.llm_training.experiment import main_from_cli
 
     path = main_from_cli(config, work_dir, report, max_minutes, only, systems=systems, carry_from=carry_from)
     print(f"wrote {path}", file=sys.stderr)

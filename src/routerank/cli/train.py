@@ -158,7 +158,7 @@ def train_dense_command(
 
 
 def _expert_defaults() -> dict:
-    from routerank.train.expert import ExpertConfig
+    from routerank.r2r.trainer import ExpertConfig
 
     return config_defaults(ExpertConfig)
 
@@ -209,7 +209,7 @@ def train_expert_command(
     as_json: JsonOpt = False,
 ) -> None:
     """Train a LoRA domain expert for R2R; rerunning after a kill resumes from the last checkpoint."""
-    from routerank.train.expert import ExpertConfig, train_expert
+    from routerank.r2r.trainer import ExpertConfig, train_expert
 
     config = ExpertConfig(
         dataset,
@@ -289,7 +289,7 @@ def train_dear_command(
     from dataclasses import replace
 
     from routerank.errors import SpecError
-    from routerank.experiments.stages import read_toml_config
+    from routerank.stages import read_toml_config
     from routerank.train.dear import DeARConfig, train_dear
 
     stages = {"1": (1,), "2": (2,), "both": (1, 2)}.get(stage)
@@ -336,7 +336,7 @@ def load_grpo_config(config_class, path: Path | None):
     """A GRPO trainer's config: the TOML file's keys over the dataclass defaults (no file: the defaults)."""
     if path is None:
         return config_class()
-    from routerank.experiments.stages import read_toml_config
+    from routerank.stages import read_toml_config
 
     try:
         return read_toml_config(config_class, path, tuples=("target_modules",), none_if_zero=("max_queries",))

@@ -20,7 +20,7 @@ The design, one module per concern:
 - `scoring`: SQuAD EM and token F1 against the queries' gold `answers`, through `routerank.evaluate.qa`.
 
 Retrieval is not done here (this layer sits beside `rerank/`, below `pipeline`); the caller passes a Run or
-qrels. `routerank qa` and `routerank.experiments.rag_qa` compose the two.
+qrels. `routerank qa` and `studies.rag_qa.experiment` compose the two.
 """
 
 from __future__ import annotations

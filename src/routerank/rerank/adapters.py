@@ -27,7 +27,7 @@ from routerank.errors import RouterankError
 from routerank.fsutil import sha256_file
 
 MANIFEST = "routerank_adapter.json"
-EXPERT_MANIFEST = "routerank_expert.json"  # R2R experts (`routerank.rerank.experts`)
+EXPERT_MANIFEST = "routerank_expert.json"  # R2R experts (`routerank.r2r.bank`)
 WEIGHTS = "adapter_model.safetensors"
 POINTWISE, SETWISE, LISTWISE = "pointwise", "setwise", "listwise"
 

@@ -170,8 +170,8 @@ def _trainer_config(config: DeARConfig, lr: float, epochs: int, grad_accum: int,
 
 
 def _with_lora(module, config: DeARConfig):
+    from routerank.r2r.trainer import attach_lora
     from routerank.rerank.backbones import LLM_TARGETS
-    from routerank.train.expert import attach_lora
 
     targets = config.target_modules or LLM_TARGETS
     return attach_lora(
@@ -300,8 +300,8 @@ class Stage1Trainer(_Stage):
     kind, stage = POINTWISE, 1
 
     def __init__(self, config: DeARConfig, out: str | Path, *, loaded=None, progress: bool = True):
+        from routerank.r2r.trainer import LoraTrainable
         from routerank.rerank.backbones import LLMBackbone
-        from routerank.train.expert import LoraTrainable
 
         self.backbone = LLMBackbone(
             config.backbone, template=config.template, max_doc_tokens=config.max_doc_tokens, loaded=loaded

@@ -21,9 +21,9 @@ from dataclasses import dataclass
 
 from routerank.errors import RouterankError
 from routerank.models.llm import left_positions, pad_batch
+from routerank.r2r.trainer import LoraTrainable
 from routerank.rerank.listwise import TEMPLATE, chat_ids, format_permutation, truncate_passage
 from routerank.train.distill import ScoredList
-from routerank.train.expert import LoraTrainable
 from routerank.train.losses import target_nll
 
 

@@ -158,9 +158,9 @@ def train_stage2(
     """Continue the stage-1 adapter with the ranking loss on logit("1") - logit("0"); resumable (`<out>.state`)."""
     from peft import PeftModel
 
+    from routerank.r2r.trainer import LoraTrainable
     from routerank.rerank.adapters import adapter_digest, read_adapter_manifest
     from routerank.rerank.backbones import LLMBackbone
-    from routerank.train.expert import LoraTrainable
     from routerank.train.groups import sample_groups, top_groups
     from routerank.train.trainer import GroupTrainer, adapter_trainer_config
 

@@ -1,1 +1,0 @@
-"""Reproducible experiments that write reports/ (each one a `python -m routerank.experiments.<name>`)."""
