@@ -24,7 +24,7 @@ import numpy as np
 from routerank.data.registry import load_dataset
 from routerank.evaluate import evaluate
 from routerank.pipeline import build
-from routerank.rerank.base import PointwiseReranker
+from routerank.rerank.base import PairScoringReranker
 from routerank.rerank.idcm import IDCMReranker
 from routerank.rerank.passages import split_passages
 from routerank.rerank.registry import make_reranker
@@ -32,10 +32,10 @@ from routerank.rerank.registry import make_reranker
 MEASURES = "nDCG@10 MRR@10 R@20"
 
 
-class Recorder(PointwiseReranker):
+class Recorder(PairScoringReranker):
     """Passes pairs to the real scorer and remembers each score, so other aggregations can be replayed."""
 
-    def __init__(self, inner: PointwiseReranker, scores: dict[tuple[str, str], float]):
+    def __init__(self, inner: PairScoringReranker, scores: dict[tuple[str, str], float]):
         self.inner, self.scores, self.name = inner, scores, inner.name
 
     def score_pairs(self, pairs):
@@ -44,7 +44,7 @@ class Recorder(PointwiseReranker):
         return out
 
 
-class Replay(PointwiseReranker):
+class Replay(PairScoringReranker):
     def __init__(self, scores: dict[tuple[str, str], float], name: str):
         self.scores, self.name = scores, name
 
@@ -66,7 +66,7 @@ def option_value(text: str):
 
 def timed_cascade(
     selector: str,
-    scorer: PointwiseReranker,
+    scorer: PairScoringReranker,
     queries,
     bm25_run,
     corpus,
@@ -145,7 +145,8 @@ def write(path: str, report: dict) -> None:
         Path(path).write_text(json.dumps(report, indent=2) + "\n")
 
 
-def main() -> None:
+def parse_args() -> argparse.Namespace:
+    """The command line (see the module docstring)."""
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--dataset", default="aila-cases")
     parser.add_argument("--split", default="test")
@@ -160,31 +161,15 @@ def main() -> None:
     parser.add_argument("--queries", type=int, default=0, help="first N queries of the split (0: all)")
     parser.add_argument("--plain", action="store_true", help="also rerank whole documents with the scorer")
     parser.add_argument("--out", default="")
-    args = parser.parse_args()
+    return parser.parse_args()
 
-    dataset = load_dataset(args.dataset)
-    queries = dataset.split_queries(args.split)[: args.queries or None]
-    qrels = dataset.split_qrels(args.split).subset(q.id for q in queries)
-    started = time.perf_counter()
-    bm25_run = build("bm25", dataset.corpus).search(queries, k=100)
-    bm25_seconds = time.perf_counter() - started
-    results = {"bm25": {"seconds": round(bm25_seconds, 3), **evaluate(bm25_run, qrels, MEASURES).means}}
 
-    heads = [dataset.corpus[d] for q in queries for d in bm25_run[q.id].doc_ids[: args.depth]]
-    passages = [len(split_passages(d, args.size, args.stride)) for d in heads]
+def base_report(
+    args: argparse.Namespace, queries, heads, scorer_options: dict, scorer_load: float, passages: list[int]
+) -> dict:
+    """The report's header: the settings, the scorer, the candidate documents' shape and the machine."""
     words = [len(d.text.split()) for d in heads]
-
-    scorer_options = dict(item.split("=", 1) for item in args.scorer_option)
-    started = time.perf_counter()
-    scorer = make_reranker(args.scorer, **{k: option_value(v) for k, v in scorer_options.items()})
-    scorer_load = time.perf_counter() - started
-    print(
-        f"scorer {scorer.name} loaded in {scorer_load:.1f}s; {len(queries)} queries, {len(heads)} docs, "
-        f"{sum(passages)} passages",
-        file=sys.stderr,
-    )
-
-    report = {
+    return {
         "dataset": args.dataset,
         "split": args.split,
         "queries": len(queries),
@@ -205,51 +190,110 @@ def main() -> None:
         "command": " ".join(["python", *sys.argv]),
         "machine": {"cpus": __import__("os").cpu_count(), "python": platform.python_version()},
     }
+
+
+def selector_row(
+    args: argparse.Namespace,
+    selector: str,
+    scorer: PairScoringReranker,
+    scores: dict[tuple[str, str], float],
+    dataset,
+    queries,
+    qrels,
+    bm25_run,
+    heads_by_query: dict,
+) -> tuple[dict, IDCMReranker, float]:
+    """(row, reranker, seconds) for one selector: its timed cascade, then each aggregation replayed and evaluated."""
+    reranker, run, seconds = timed_cascade(
+        selector,
+        scorer,
+        queries,
+        bm25_run,
+        dataset.corpus,
+        depth=args.depth,
+        k=args.k,
+        size=args.size,
+        stride=args.stride,
+        scores=scores,
+    )
+    pairs_per_second = reranker.stats.scored_pairs / max(reranker.stats.score_seconds, 1e-9)
+    row = {
+        "name": reranker.name,
+        "seconds": round(seconds, 2),
+        **reranker.stats.as_dict(),
+        "scorer_pairs_per_second": round(pairs_per_second, 2),
+        "by_aggregate": {},
+    }
+    for aggregate in args.aggregates.split(","):
+        replay = (
+            run
+            if aggregate == "max"
+            else IDCMReranker(
+                reranker.selector or "all",
+                Replay(scores, scorer.name),
+                k=args.k,
+                size=args.size,
+                stride=args.stride,
+                aggregate=aggregate,
+            ).rerank_run(queries, bm25_run, dataset.corpus, depth=args.depth)
+        )
+        evaluation = evaluate(replay, qrels, MEASURES)
+        row["by_aggregate"][aggregate] = {m: round(v, 4) for m, v in evaluation.means.items()}
+        if aggregate == "max":
+            row["per_query_ndcg10"] = evaluation.per_query["nDCG@10"]
+    if hasattr(reranker.selector, "passage_vectors"):
+        warm = reselect_seconds(reranker, queries, heads_by_query)
+        row["select_seconds_with_stored_passage_vectors"] = round(warm, 3)
+    return row, reranker, seconds
+
+
+def plain_row(scorer: PairScoringReranker, queries, bm25_run, corpus, qrels, depth: int, candidates: int) -> dict:
+    """The scorer on whole documents (no passages), timed and evaluated."""
+    started = time.perf_counter()
+    run = scorer.rerank_run(queries, bm25_run, corpus, depth=depth)
+    seconds = time.perf_counter() - started
+    evaluation = evaluate(run, qrels, MEASURES)
+    return {
+        "name": f"{scorer.name} on whole documents (truncated by the scorer)",
+        "seconds": round(seconds, 2),
+        "scored_pairs": candidates,
+        **{m: round(v, 4) for m, v in evaluation.means.items()},
+        "per_query_ndcg10": evaluation.per_query["nDCG@10"],
+    }
+
+
+def main() -> None:
+    """BM25, then each selector's cascade (and optionally the plain scorer); write the report, print a summary."""
+    args = parse_args()
+    dataset = load_dataset(args.dataset)
+    queries = dataset.split_queries(args.split)[: args.queries or None]
+    qrels = dataset.split_qrels(args.split).subset(q.id for q in queries)
+    started = time.perf_counter()
+    bm25_run = build("bm25", dataset.corpus).search(queries, k=100)
+    bm25_seconds = time.perf_counter() - started
+    results = {"bm25": {"seconds": round(bm25_seconds, 3), **evaluate(bm25_run, qrels, MEASURES).means}}
+
+    heads = [dataset.corpus[d] for q in queries for d in bm25_run[q.id].doc_ids[: args.depth]]
+    passages = [len(split_passages(d, args.size, args.stride)) for d in heads]
+
+    scorer_options = dict(item.split("=", 1) for item in args.scorer_option)
+    started = time.perf_counter()
+    scorer = make_reranker(args.scorer, **{k: option_value(v) for k, v in scorer_options.items()})
+    scorer_load = time.perf_counter() - started
+    print(
+        f"scorer {scorer.name} loaded in {scorer_load:.1f}s; {len(queries)} queries, {len(heads)} docs, "
+        f"{sum(passages)} passages",
+        file=sys.stderr,
+    )
+
+    report = base_report(args, queries, heads, scorer_options, scorer_load, passages)
     heads_by_query = {q.id: [dataset.corpus[d] for d in bm25_run[q.id].doc_ids[: args.depth]] for q in queries}
-    aggregates = args.aggregates.split(",")
     recorded: dict[str, dict[tuple[str, str], float]] = {}
     for selector in args.selectors.split(","):
         scores = recorded.setdefault(selector, {})
-        reranker, run, seconds = timed_cascade(
-            selector,
-            scorer,
-            queries,
-            bm25_run,
-            dataset.corpus,
-            depth=args.depth,
-            k=args.k,
-            size=args.size,
-            stride=args.stride,
-            scores=scores,
+        row, reranker, seconds = selector_row(
+            args, selector, scorer, scores, dataset, queries, qrels, bm25_run, heads_by_query
         )
-        pairs_per_second = reranker.stats.scored_pairs / max(reranker.stats.score_seconds, 1e-9)
-        row = {
-            "name": reranker.name,
-            "seconds": round(seconds, 2),
-            **reranker.stats.as_dict(),
-            "scorer_pairs_per_second": round(pairs_per_second, 2),
-            "by_aggregate": {},
-        }
-        for aggregate in aggregates:
-            replay = (
-                run
-                if aggregate == "max"
-                else IDCMReranker(
-                    reranker.selector or "all",
-                    Replay(scores, scorer.name),
-                    k=args.k,
-                    size=args.size,
-                    stride=args.stride,
-                    aggregate=aggregate,
-                ).rerank_run(queries, bm25_run, dataset.corpus, depth=args.depth)
-            )
-            evaluation = evaluate(replay, qrels, MEASURES)
-            row["by_aggregate"][aggregate] = {m: round(v, 4) for m, v in evaluation.means.items()}
-            if aggregate == "max":
-                row["per_query_ndcg10"] = evaluation.per_query["nDCG@10"]
-        if hasattr(reranker.selector, "passage_vectors"):
-            warm = reselect_seconds(reranker, queries, heads_by_query)
-            row["select_seconds_with_stored_passage_vectors"] = round(warm, 3)
         results[f"idcm:{selector}"] = row
         write(args.out, {**report, "results": results})
         print(
@@ -259,17 +303,7 @@ def main() -> None:
         )
 
     if args.plain:
-        started = time.perf_counter()
-        run = scorer.rerank_run(queries, bm25_run, dataset.corpus, depth=args.depth)
-        seconds = time.perf_counter() - started
-        evaluation = evaluate(run, qrels, MEASURES)
-        results["plain"] = {
-            "name": f"{scorer.name} on whole documents (truncated by the scorer)",
-            "seconds": round(seconds, 2),
-            "scored_pairs": len(heads),
-            **{m: round(v, 4) for m, v in evaluation.means.items()},
-            "per_query_ndcg10": evaluation.per_query["nDCG@10"],
-        }
+        results["plain"] = plain_row(scorer, queries, bm25_run, dataset.corpus, qrels, args.depth, len(heads))
     add_significance(results, bm25_run, qrels)
     add_top_passage_recall(results, recorded, queries, heads_by_query, args.size, args.stride)
     write(args.out, {**report, "results": results})

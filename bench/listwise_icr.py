@@ -29,6 +29,7 @@ from routerank.evaluate.measures import evaluate
 from routerank.evaluate.significance import paired_test
 from routerank.fsutil import cache_root
 from routerank.pipeline import build
+from routerank.rerank.icr import ICRReranker, layer_range
 
 REPORT = Path(__file__).resolve().parents[1] / "reports" / "listwise-icr.json"
 
@@ -60,16 +61,8 @@ def load_model():
     return load_causal_lm("smollm2", device="cpu")
 
 
-def icr_part(args) -> dict:
-    from routerank.rerank.icr import ICRReranker, layer_range
-
-    ds = load_dataset("scifact")
-    queries = sample(ds, args.queries, args.seed)
-    qrels = ds.split_qrels("test").subset(q.id for q in queries)
-    run = bm25_run(ds, queries, args.depth)
-    reranker = ICRReranker.from_model(
-        *load_model(), name="smollm2", max_doc_tokens=args.max_doc_tokens, exclude_sink=not args.keep_sink
-    )
+def icr_attention(args, ds, queries, run: Run, reranker: ICRReranker) -> tuple[dict, list[float]]:
+    """Each query's (attention, calibration) arrays, from the cache or the model; and the seconds of each model run."""
     sink = "-keepsink" if args.keep_sink else ""
     folder = cache_root() / "bench" / f"icr-scifact-d{args.depth}-t{args.max_doc_tokens}{sink}"
     folder.mkdir(parents=True, exist_ok=True)
@@ -85,33 +78,24 @@ def icr_part(args) -> dict:
             print(f"[{i + 1}/{len(queries)}] {query.id} {seconds[-1]:.1f}s", file=sys.stderr, flush=True)
         with np.load(path) as saved:
             attention[query.id] = (saved["query"], saved["calibration"])
-    num_layers = next(iter(attention.values()))[0].shape[0]
+    return attention, seconds
 
-    def rerun(layers: range, calibrate: bool = True) -> Run:
-        out = {}
-        for query in queries:
-            real, null = attention[query.id]
-            score = real[layers.start : layers.stop].sum((0, 1))
-            if calibrate:
-                score = score - null[layers.start : layers.stop].sum((0, 1))
-            out[query.id] = Ranking.from_scores(dict(zip(run[query.id].doc_ids, score.tolist(), strict=True)))
-        return Run(MappingProxyType(out))
 
-    base = ndcg(run, qrels, "bm25")
-    variants = {
-        "all": "all",
-        "mid": "mid",
-        "first_third": f"0:{num_layers // 3}",
-        "middle_third": f"{num_layers // 3}:{2 * num_layers // 3}",
-        "last_third": f"{2 * num_layers // 3}:{num_layers}",
-    }
-    results, evaluations = {}, {}
-    for name, spec in variants.items():
-        layers = layer_range(spec, num_layers)
-        evaluations[name] = ndcg(rerun(layers), qrels, name)
-        results[name] = {"layers": f"{layers.start}:{layers.stop}", **compare(base, evaluations[name])}
-    mid_vs_all = paired_test(evaluations["all"].per_query["nDCG@10"], evaluations["mid"].per_query["nDCG@10"])
-    shuffled = [
+def icr_rerun(attention: dict, queries, run: Run, layers: range, calibrate: bool = True) -> Run:
+    """ICR's ranking of `run`'s candidates from the cached attention summed over `layers` (minus calibration)."""
+    out = {}
+    for query in queries:
+        real, null = attention[query.id]
+        score = real[layers.start : layers.stop].sum((0, 1))
+        if calibrate:
+            score = score - null[layers.start : layers.stop].sum((0, 1))
+        out[query.id] = Ranking.from_scores(dict(zip(run[query.id].doc_ids, score.tolist(), strict=True)))
+    return Run(MappingProxyType(out))
+
+
+def random_order_ndcg(queries, run: Run, qrels, seeds: int = 20) -> list[float]:
+    """nDCG@10 of the same candidates in a random order, once per seed."""
+    return [
         ndcg(
             Run(
                 MappingProxyType(
@@ -132,13 +116,55 @@ def icr_part(args) -> dict:
             qrels,
             "random",
         )["nDCG@10"]
-        for seed in range(20)
+        for seed in range(seeds)
     ]
+
+
+def icr_layer_results(attention: dict, queries, run: Run, qrels, base) -> tuple[dict, dict, list[float]]:
+    """(ICR per layer choice vs BM25, mid vs all layers, nDCG@10 of each single layer)."""
+    num_layers = next(iter(attention.values()))[0].shape[0]
+    variants = {
+        "all": "all",
+        "mid": "mid",
+        "first_third": f"0:{num_layers // 3}",
+        "middle_third": f"{num_layers // 3}:{2 * num_layers // 3}",
+        "last_third": f"{2 * num_layers // 3}:{num_layers}",
+    }
+    results, evaluations = {}, {}
+    for name, spec in variants.items():
+        layers = layer_range(spec, num_layers)
+        evaluations[name] = ndcg(icr_rerun(attention, queries, run, layers), qrels, name)
+        results[name] = {"layers": f"{layers.start}:{layers.stop}", **compare(base, evaluations[name])}
+    mid_vs_all = paired_test(evaluations["all"].per_query["nDCG@10"], evaluations["mid"].per_query["nDCG@10"])
     results["all_uncalibrated"] = {
         "layers": f"0:{num_layers}",
-        **compare(base, ndcg(rerun(range(num_layers), False), qrels, "raw")),
+        **compare(base, ndcg(icr_rerun(attention, queries, run, range(num_layers), False), qrels, "raw")),
     }
-    per_layer = [round(ndcg(rerun(range(i, i + 1)), qrels, f"L{i}")["nDCG@10"], 4) for i in range(num_layers)]
+    per_layer = [
+        round(ndcg(icr_rerun(attention, queries, run, range(i, i + 1)), qrels, f"L{i}")["nDCG@10"], 4)
+        for i in range(num_layers)
+    ]
+    mid_vs_all_row = {
+        "delta": round(mid_vs_all.delta, 4),
+        "randomization_p": round(mid_vs_all.randomization_pvalue, 4),
+        "t_p": round(mid_vs_all.t_pvalue, 4),
+    }
+    return results, mid_vs_all_row, per_layer
+
+
+def icr_part(args) -> dict:
+    """nDCG@10 of BM25 vs ICR over layer choices (and a random order of the same candidates)."""
+    ds = load_dataset("scifact")
+    queries = sample(ds, args.queries, args.seed)
+    qrels = ds.split_qrels("test").subset(q.id for q in queries)
+    run = bm25_run(ds, queries, args.depth)
+    reranker = ICRReranker.from_model(
+        *load_model(), name="smollm2", max_doc_tokens=args.max_doc_tokens, exclude_sink=not args.keep_sink
+    )
+    attention, seconds = icr_attention(args, ds, queries, run, reranker)
+    base = ndcg(run, qrels, "bm25")
+    results, mid_vs_all, per_layer = icr_layer_results(attention, queries, run, qrels, base)
+    shuffled = random_order_ndcg(queries, run, qrels)
     return {
         "dataset": "scifact",
         "split": "test",
@@ -151,11 +177,7 @@ def icr_part(args) -> dict:
         "bm25": {"nDCG@10": round(base["nDCG@10"], 4)},
         "random_order_of_the_same_candidates": {"nDCG@10": round(float(np.mean(shuffled)), 4), "seeds": 20},
         "icr": results,
-        "mid_vs_all": {
-            "delta": round(mid_vs_all.delta, 4),
-            "randomization_p": round(mid_vs_all.randomization_pvalue, 4),
-            "t_p": round(mid_vs_all.t_pvalue, 4),
-        },
+        "mid_vs_all": mid_vs_all,
         "icr_single_layer_nDCG@10": per_layer,
         "timing": "see the latency part (attention arrays are cached per query, so this part may not run the model)",
         "forward_passes_this_run": reranker.forward_passes,
@@ -215,8 +237,6 @@ def listwise_part(args) -> dict:
 def make_family(family: str, loaded, max_doc_tokens: int):
     """A fresh reranker of one family on an already-loaded (model, tokenizer), its pass counter at zero."""
     if family == "icr":
-        from routerank.rerank.icr import ICRReranker
-
         return ICRReranker.from_model(*loaded, name="smollm2", max_doc_tokens=max_doc_tokens)
     if family == "listwise":
         from routerank.rerank.listwise import ListwiseReranker

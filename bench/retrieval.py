@@ -20,6 +20,7 @@ from types import MappingProxyType
 import routerank
 from routerank.data.types import Corpus, Ranking, Run
 from routerank.evaluate import evaluate
+from routerank.models import resolve_model
 
 
 def timed(fn):
@@ -123,7 +124,8 @@ def row(name, rr, raw, ndcg_rr, ndcg_raw):
     }
 
 
-def main() -> None:
+def parse_args() -> argparse.Namespace:
+    """The command line (see the module docstring)."""
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--dataset", default="scifact")
     parser.add_argument("--split", default="test")
@@ -133,35 +135,24 @@ def main() -> None:
     parser.add_argument("--dense-docs", type=int, default=None, help="dense on the first N docs + judged docs")
     parser.add_argument("--batch-size", type=int, default=64)
     parser.add_argument("--output", type=Path, default=None, help="also write the JSON here")
-    args = parser.parse_args()
+    return parser.parse_args()
 
-    ds = routerank.load_dataset(args.dataset)
-    qrels = ds.split_qrels(args.split)
-    queries = ds.split_queries(args.split)
-    corpus = ds.corpus
+
+def bm25_row(corpus: Corpus, queries, qrels, k: int, repeats: int) -> dict:
+    """BM25, routerank vs plain: median index/search seconds over `repeats`, nDCG@10, and save/cached-load time."""
     texts, doc_ids = [d.full_text for d in corpus.documents], corpus.ids
-    result = {
-        "dataset": args.dataset,
-        "split": args.split,
-        "docs": len(corpus),
-        "queries": len(queries),
-        "k": args.k,
-        "repeats": args.repeats,
-        "results": [],
-    }
-
     rr_times, raw_times = [], []
-    for repeat in range(args.repeats):  # interleaved, so drift in machine load hits both sides alike
+    for repeat in range(repeats):  # interleaved, so drift in machine load hits both sides alike
         order = (0, 1) if repeat % 2 == 0 else (1, 0)
         for side in order:
             if side == 0:
-                raw_run, ti, ts = raw_bm25(texts, doc_ids, queries, args.k)
+                raw_run, ti, ts = raw_bm25(texts, doc_ids, queries, k)
                 raw_times.append((ti, ts))
             else:
-                retriever, rr_run, ti, ts = routerank_bm25(corpus, queries, args.k)
+                retriever, rr_run, ti, ts = routerank_bm25(corpus, queries, k)
                 rr_times.append((ti, ts))
     med = lambda xs, i: statistics.median(x[i] for x in xs)  # noqa: E731
-    bm25_row = row(
+    out = row(
         "bm25",
         (med(rr_times, 0), med(rr_times, 1)),
         (med(raw_times, 0), med(raw_times, 1)),
@@ -171,33 +162,33 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         _, t_save = timed(lambda: retriever.save(Path(tmp) / "bm25"))
         _, t_load = timed(lambda: routerank.retrieve.BM25Retriever.load(Path(tmp) / "bm25", corpus=corpus))
-    bm25_row["routerank"].update(save_s=t_save, cached_load_s=t_load)
-    result["results"].append(bm25_row)
+    out["routerank"].update(save_s=t_save, cached_load_s=t_load)
+    return out
 
-    if not args.skip_dense:
-        from routerank.models import resolve_model
 
-        dense_corpus = corpus
-        if args.dense_docs:
-            keep = set(doc_ids[: args.dense_docs]) | {d for q in qrels for d in qrels[q]}
-            dense_corpus = Corpus(d for d in corpus.documents if d.id in keep)
-        model_dir = resolve_model("minilm").location
-        d_texts, d_ids = [d.full_text for d in dense_corpus.documents], dense_corpus.ids
-        raw_run, ti, ts = raw_dense(d_texts, d_ids, queries, args.k, model_dir, args.batch_size)
-        rr_run, rti, rts = routerank_dense(dense_corpus, queries, args.k, args.batch_size)
-        dense_row = row(
-            "dense",
-            (rti, rts),
-            (ti, ts),
-            evaluate(rr_run, qrels, "nDCG@10")["nDCG@10"],
-            evaluate(as_run(raw_run, "raw"), qrels, "nDCG@10")["nDCG@10"],
-        )
-        dense_row["docs"] = len(dense_corpus)
-        result["results"].append(dense_row)
+def dense_row(corpus: Corpus, queries, qrels, k: int, dense_docs: int | None, batch_size: int) -> dict:
+    """Dense (MiniLM), routerank vs plain, on the corpus or its first `dense_docs` docs plus every judged doc."""
+    dense_corpus = corpus
+    if dense_docs:
+        keep = set(corpus.ids[:dense_docs]) | {d for q in qrels for d in qrels[q]}
+        dense_corpus = Corpus(d for d in corpus.documents if d.id in keep)
+    model_dir = resolve_model("minilm").location
+    d_texts, d_ids = [d.full_text for d in dense_corpus.documents], dense_corpus.ids
+    raw_run, ti, ts = raw_dense(d_texts, d_ids, queries, k, model_dir, batch_size)
+    rr_run, rti, rts = routerank_dense(dense_corpus, queries, k, batch_size)
+    out = row(
+        "dense",
+        (rti, rts),
+        (ti, ts),
+        evaluate(rr_run, qrels, "nDCG@10")["nDCG@10"],
+        evaluate(as_run(raw_run, "raw"), qrels, "nDCG@10")["nDCG@10"],
+    )
+    out["docs"] = len(dense_corpus)
+    return out
 
-    print(json.dumps(result, indent=2))
-    if args.output:
-        args.output.write_text(json.dumps(result, indent=2) + "\n")
+
+def print_table(result: dict) -> None:
+    """The short table after the JSON: each side's seconds and nDCG@10, then the ratios."""
     print()
     print(f"{'retriever':<10} {'side':<10} {'index s':>9} {'search s':>9} {'nDCG@10':>8}")
     for r in result["results"]:
@@ -208,6 +199,32 @@ def main() -> None:
             f"{r['retriever']:<10} {'ratio':<10} {r['ratio_index']:>9.3f} {r['ratio_search']:>9.3f} "
             f"{r['ndcg_delta']:>+8.4f}   total overhead {r['overhead_total_pct']:+.1f}%"
         )
+
+
+def main() -> None:
+    """Run both retrievers on both sides, print (and optionally write) the JSON, then the table."""
+    args = parse_args()
+    ds = routerank.load_dataset(args.dataset)
+    qrels = ds.split_qrels(args.split)
+    queries = ds.split_queries(args.split)
+    corpus = ds.corpus
+    result = {
+        "dataset": args.dataset,
+        "split": args.split,
+        "docs": len(corpus),
+        "queries": len(queries),
+        "k": args.k,
+        "repeats": args.repeats,
+        "results": [],
+    }
+    result["results"].append(bm25_row(corpus, queries, qrels, args.k, args.repeats))
+    if not args.skip_dense:
+        result["results"].append(dense_row(corpus, queries, qrels, args.k, args.dense_docs, args.batch_size))
+
+    print(json.dumps(result, indent=2))
+    if args.output:
+        args.output.write_text(json.dumps(result, indent=2) + "\n")
+    print_table(result)
 
 
 if __name__ == "__main__":

@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 
 from routerank.data.registry import data_root
+from routerank.data.types import Document
 
 
 @pytest.fixture(scope="session", autouse=True)
@@ -79,3 +80,17 @@ def fresh_ce(tmp_path_factory):
     folder = tmp_path_factory.mktemp("ce") / "fresh-ce"
     new_cross_encoder("minilm", max_length=64, device="cpu").save_pretrained(str(folder), create_model_card=False)
     return folder
+
+
+@pytest.fixture(scope="session")
+def tiny():
+    """Random-init 2-layer Llama with SmolLM2's tokenizer: fast, and real enough to test the machinery. Shared by the
+    whole session, so tests only read it; a test that trains or hooks a model loads its own with `tiny_llm`."""
+    from routerank.models.llm import tiny_llm
+
+    return tiny_llm(seed=0)
+
+
+def graded_docs(grades) -> list[Document]:
+    """Documents d0, d1, ... whose text names their grade: what the grade-reading choosers of the LLM rerankers see."""
+    return [Document(f"d{i}", f"passage {i} has grade {g}") for i, g in enumerate(grades)]

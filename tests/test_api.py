@@ -17,20 +17,8 @@ DOCS = ["Cats purr.", "Statins lower LDL cholesterol.", "Rain in Spain.", "LDL f
 
 
 @pytest.fixture(scope="module")
-def ce_folder(tmp_path_factory):
-    import torch
-
-    from routerank.train.cross_encoder import new_cross_encoder
-
-    torch.manual_seed(0)
-    folder = tmp_path_factory.mktemp("api-ce") / "fresh"
-    new_cross_encoder("minilm", max_length=64, device="cpu").save_pretrained(str(folder), create_model_card=False)
-    return folder
-
-
-@pytest.fixture(scope="module")
-def ranker(ce_folder):
-    return routerank.Reranker(f"ce:{ce_folder}", device="cpu", progress=False)
+def ranker(fresh_ce):
+    return routerank.Reranker(f"ce:{fresh_ce}", device="cpu", progress=False)
 
 
 def test_rank_returns_index_document_and_score_in_the_model_order(ranker):

@@ -210,15 +210,6 @@ def test_train_expert_bad_settings_are_one_line(scifact, args, needle):
     assert_clean_error(result, needle)
 
 
-def test_experiment_r2r_with_a_missing_config_is_one_line(tmp_path):
-    assert_clean_error(cli("experiment", "r2r", "--config", str(tmp_path / "nope.toml")), "no such config file")
-
-
-def test_experiment_llm_training_with_a_missing_config_is_one_line(tmp_path):
-    result = cli("experiment", "llm-training", "--config", str(tmp_path / "nope.toml"))
-    assert_clean_error(result, "no such config file")
-
-
 def test_version_prints_the_package_version_and_bare_command_prints_help():
     from routerank import __version__
 

@@ -8,7 +8,8 @@ from routerank.data.devsplit import held_out_queries
 from routerank.data.types import Qrels, Ranking, Run
 from routerank.errors import RouterankError, SpecError
 from routerank.pipeline import fusion_children, parse
-from routerank.tune import best_on_grid, choose_weights, fused_spec, tune_fusion, weight_grid
+from routerank.retrieve.fusion_weights import best_on_grid, choose_weights, fused_spec, weight_grid
+from routerank.tune import tune_fusion
 
 
 def test_weight_grid_covers_the_simplex_corners_included():
@@ -44,6 +45,17 @@ def test_the_weights_follow_the_retriever_that_finds_the_relevant_documents():
 def test_a_tie_goes_to_equal_weights():
     assert best_on_grid([(1.0, 0.0), (0.5, 0.5), (0.0, 1.0)], [0.7, 0.7, 0.7]) == 1
     assert best_on_grid([(1.0, 0.0), (0.5, 0.5), (0.0, 1.0)], [0.7, 0.6, 0.7]) == 0
+    assert best_on_grid(weight_grid(3, 0.5), [0.9, 0.9, 0.1, 0.3, 0.2, 0.0]) == 1  # a corner ties a mix
+    with pytest.raises(SpecError, match="2 scores for a grid of 3"):
+        best_on_grid([(1.0, 0.0), (0.5, 0.5), (0.0, 1.0)], [0.7, 0.6])
+
+
+def test_choose_weights_refuses_nothing_to_fuse_and_fused_spec_a_weight_count_mismatch():
+    with pytest.raises(SpecError, match="no runs"):
+        choose_weights([], Qrels({"q1": {"a": 1}}))
+    with pytest.raises(SpecError, match="3 weights for 2 retrievers"):
+        fused_spec(["bm25", "dense"], [0.2, 0.3, 0.5])
+    assert fused_spec(["bm25", "bm25:k1=0.3,b=0.2"], [1.0, 0.0]) == "weighted(1*bm25,0*bm25:k1=0.3,b=0.2)"
 
 
 def test_fusion_children_and_fused_spec_round_trip():

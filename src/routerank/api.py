@@ -10,7 +10,8 @@ adds what a caller of a library needs and the spec layer does not give:
   the library sentence-transformers itself downloads with, and only when the machine is online; offline, a
   model already in the hub cache loads, and anything else is a SpecError that says what to do.
 - Pointwise families expose `score_pairs`, so a server can batch pairs of many requests into one forward
-  pass (`batchable`); R2R exposes its router (`route`) and expert-aware pair scoring.
+  pass (`batchable`); a routed backend (R2R, any `routerank.route.RoutedScorer`) exposes its router (`route`)
+  and expert-aware pair scoring.
 - `relevance()` maps a family's raw scores into [0, 1] (Cohere's `relevance_score`) without changing order.
 
 `import routerank` stays cheap: this module imports no torch, and the model loads when `Reranker` is built.
@@ -30,8 +31,9 @@ import numpy as np
 
 from routerank.data.types import Document, Query
 from routerank.errors import RouterankError, SpecError
-from routerank.rerank.base import PointwiseReranker
+from routerank.rerank.base import PairScoringReranker
 from routerank.rerank.registry import make_reranker
+from routerank.route import RouteDecision, RoutedScorer
 
 __all__ = ["RankResult", "RankedResults", "Reranker", "resolve_spec"]
 
@@ -165,11 +167,12 @@ class Reranker:
     @property
     def batchable(self) -> bool:
         """True when pairs of different queries can be scored together in one call (`score_pairs`)."""
-        return isinstance(self.backend, PointwiseReranker) or self.has_router
+        return isinstance(self.backend, PairScoringReranker) or self.has_router
 
     @property
     def has_router(self) -> bool:
-        return hasattr(self.backend, "router") and hasattr(self.backend, "bank")
+        """True for a routed backend (R2R): it routes each query to an expert and scores pairs with that expert."""
+        return isinstance(self.backend, RoutedScorer)
 
     @property
     def tokenizer(self) -> Any | None:
@@ -182,23 +185,21 @@ class Reranker:
         value = getattr(self.backend, "max_length", None)
         return int(value) if isinstance(value, int) else None
 
-    def route(self, queries: Sequence[str]) -> list:
+    def route(self, queries: Sequence[str]) -> list[RouteDecision]:
         """The router's decision per query (`RouteDecision`: choice, confidence, probabilities)."""
-        if not self.has_router:
+        if not isinstance(self.backend, RoutedScorer):
             raise SpecError(f"model {self.spec!r} has no router", fix="routing needs an r2r:<bank> model")
-        return self.backend.router.route([Query(f"q{i}", q) for i, q in enumerate(queries)])
+        return self.backend.route([Query(f"q{i}", q) for i, q in enumerate(queries)])
 
     def score_pairs(self, pairs: Sequence[tuple[str, str]], experts: Sequence[str] | None = None) -> np.ndarray:
-        """Raw scores of (query, document) pairs from any mix of queries; R2R also takes each pair's expert."""
+        """Raw scores of (query, document) pairs from any mix of queries; a routed model also takes each pair's
+        expert (its query's `RouteDecision.choice`), and routes the queries itself when `experts` is None."""
         if not pairs:
             return np.zeros(0, dtype=np.float64)
-        if self.has_router:
-            if experts is None:
-                queries = list(dict.fromkeys(q for q, _ in pairs))
-                chosen = {q: d.choice for q, d in zip(queries, self.route(queries), strict=True)}
-                experts = [chosen[q] for q, _ in pairs]
-            return np.asarray(self.backend.bank.score_pairs(list(pairs), list(experts)), dtype=np.float64)
-        if isinstance(self.backend, PointwiseReranker):
+        if isinstance(self.backend, RoutedScorer):
+            chosen = None if experts is None else list(experts)
+            return np.asarray(self.backend.score_pairs(list(pairs), chosen), dtype=np.float64)
+        if isinstance(self.backend, PairScoringReranker):
             return np.asarray(self.backend.score_pairs(list(pairs)), dtype=np.float64)
         raise SpecError(
             f"model {self.spec!r} ranks a query's documents together and cannot score loose pairs",
@@ -223,9 +224,8 @@ class Reranker:
             return "probability"
         if self.family == "qlm":
             return "loglik"
-        if self.has_router:  # R2R: its experts judge like their backbone (an LLM yes/no judge, or a ce: logit)
-            backbone = str(getattr(self.backend.bank, "backbone", ""))
-            return "logit" if backbone.startswith("ce:") else "probability"
+        if isinstance(self.backend, RoutedScorer):  # R2R: its experts judge like their backbone
+            return self.backend.score_kind()
         return "logit"
 
     def relevance(self, scores: Sequence[float] | np.ndarray) -> np.ndarray:

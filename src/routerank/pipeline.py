@@ -27,8 +27,21 @@ import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from routerank.data.types import Corpus
+from routerank.data.types import Corpus, Ranking, Run
 from routerank.errors import SpecError
+from routerank.r3ag.pool import PoolConfig, RetrieverPool, RoutedRetriever
+from routerank.r3ag.router import R3AGRouter
+from routerank.rerank.base import candidates
+from routerank.rerank.interpolate import InterpolatedReranker
+from routerank.rerank.registry import make_reranker
+from routerank.retrieve.base import IndexedRetriever, as_query_list
+from routerank.retrieve.bm25 import BM25Retriever
+from routerank.retrieve.dense import DEFAULT_MODEL, DenseRetriever
+from routerank.retrieve.fusion import FusionRetriever
+from routerank.retrieve.null import NullRetriever
+from routerank.retrieve.rm3 import PARAMETERS, RM3Retriever
+from routerank.retrieve.store import cached_index
+from routerank.scale import LazyShards, ShardStore, chunks, executor_for
 
 ALIASES = {"hybrid": "rrf(bm25,dense)"}
 FUSIONS = ("rrf", "weighted")
@@ -135,8 +148,6 @@ def _bm25_params(arg: str) -> dict[str, float | str]:
 
 def _rm3_params(arg: str) -> tuple[dict[str, float | str], dict[str, float | int]]:
     """`rm3:fb_docs=5,k1=0.9` → (BM25's parameters, RM3's)."""
-    from routerank.retrieve.rm3 import PARAMETERS
-
     bm25, rm3 = [], {}
     for item in filter(None, (a.strip() for a in arg.split(","))):
         key, eq, value = item.partition("=")
@@ -166,9 +177,6 @@ def _member(member, progress: bool):
 
 
 def _routed(folder: str, progress: bool):
-    from routerank.r3ag.pool import RetrieverPool, RoutedRetriever
-    from routerank.r3ag.router import R3AGRouter
-
     router = R3AGRouter.load(folder)
     if router.pool is None:
         raise SpecError(
@@ -182,13 +190,8 @@ def make_retriever(spec: str | Spec, progress: bool = False):
     """An un-indexed retriever for a spec."""
     node = parse(spec) if isinstance(spec, str) else spec
     if node.name == "bm25":
-        from routerank.retrieve.bm25 import BM25Retriever
-
         return BM25Retriever(**_bm25_params(node.arg), progress=progress)
     if node.name in ("rm3", "bm25+rm3"):
-        from routerank.retrieve.bm25 import BM25Retriever
-        from routerank.retrieve.rm3 import RM3Retriever
-
         bm25_params, rm3_params = _rm3_params(node.arg)
         return RM3Retriever(BM25Retriever(**bm25_params, progress=progress), **rm3_params)
     if node.name == "r3ag":
@@ -196,14 +199,9 @@ def make_retriever(spec: str | Spec, progress: bool = False):
             raise SpecError("r3ag needs a router folder", fix="e.g. r3ag:runs/r3ag-router")
         return _routed(node.arg, progress)
     if node.name == "dense":
-        from routerank.retrieve.dense import DEFAULT_MODEL, DenseRetriever
-
         return DenseRetriever(model=node.arg or DEFAULT_MODEL, progress=progress)
     if node.name == "null":
-        from routerank.retrieve.null import NullRetriever
-
         return NullRetriever()
-    from routerank.retrieve.fusion import FusionRetriever
 
     children = [make_retriever(child, progress) for child in node.children]
     return FusionRetriever(children, method=node.name, weights=node.weights or None)
@@ -265,8 +263,6 @@ class Pipeline:
         return ">>".join([self.retriever.name, *(f"{r.name}@{d}" for r, d in self.stages)])
 
     def search(self, queries, k: int = 100):
-        from routerank.retrieve.base import as_query_list
-
         query_list = as_query_list(queries)
         depth = max([k, *(d for _, d in self.stages)])
         run = self.retriever.search(query_list, depth)
@@ -277,12 +273,8 @@ class Pipeline:
 
 def stage_reranker(stage: StageSpec, above: str, options: dict | None = None):
     """The reranker one stage names, interpolated with the stage above when the stage says so."""
-    from routerank.rerank.registry import make_reranker
-
     reranker = make_reranker(stage.reranker, **(options or {}))
     if stage.alpha is not None:
-        from routerank.rerank.interpolate import InterpolatedReranker
-
         alpha = None if stage.alpha == "auto" else stage.alpha
         reranker = InterpolatedReranker(reranker, alpha, first_stage=above)
     return reranker
@@ -297,8 +289,6 @@ class RerankShardWorker:
 
     def rerank_shard(self, shard: tuple) -> dict:
         from types import MappingProxyType
-
-        from routerank.data.types import Ranking, Run
 
         queries, rankings, run_name, corpus = shard
         run = Run(MappingProxyType({q: Ranking(ids, scores) for q, (ids, scores) in rankings.items()}), run_name)
@@ -320,10 +310,6 @@ class ShardedReranker:
 
     def _shards(self, query_list, run, corpus: Corpus, depth: int):
         """Query shards, each with its candidates' rankings and documents; built one at a time, on demand."""
-        from routerank.data.types import Ranking
-        from routerank.rerank.base import candidates
-        from routerank.scale import LazyShards, chunks
-
         size = max(1, min(self.max_shard, -(-len(query_list) // (4 * max(1, self.executor.workers)))))
         parts = chunks(query_list, size)
 
@@ -339,8 +325,6 @@ class ShardedReranker:
     def _store(self, query_list, run, corpus: Corpus, depth: int):
         import hashlib
         import json
-
-        from routerank.scale import ShardStore
 
         digest = hashlib.sha256()
         for query in query_list:
@@ -360,9 +344,6 @@ class ShardedReranker:
     def rerank_run(self, queries, run, corpus: Corpus, depth: int = DEFAULT_RERANK_DEPTH):
         from functools import partial
         from types import MappingProxyType
-
-        from routerank.data.types import Ranking, Run
-        from routerank.retrieve.base import as_query_list
 
         query_list = as_query_list(queries)
         stage = StageSpec(self.stage.reranker, depth, self.stage.alpha)
@@ -398,8 +379,6 @@ def build(
     """
     executor = None
     if ray is not None and ray is not False:
-        from routerank.scale import executor_for
-
         executor = executor_for(ray, progress)
     first, stages = split_stages(spec)
     retriever = _ready(make_retriever(first, progress), corpus, cache, cache_dir, rebuild, executor)
@@ -428,17 +407,12 @@ def build_pool(
 ):
     """Every member of a retriever pool (a `PoolConfig`, or the path of its TOML file) indexed on `corpus`, each
     leaf index from (and to) the cache: a `RetrieverPool` whose `search` gives every member's run."""
-    from routerank.r3ag.pool import PoolConfig, RetrieverPool
-
     config = config if isinstance(config, PoolConfig) else PoolConfig.read(config)
     members = {m.name: _ready(_member(m, progress), corpus, cache, cache_dir, rebuild) for m in config.members}
     return RetrieverPool(members, config)
 
 
 def _ready(retriever, corpus: Corpus, cache: bool, cache_dir, rebuild: bool, executor=None):
-    from routerank.retrieve.base import IndexedRetriever
-    from routerank.retrieve.store import cached_index
-
     children = getattr(retriever, "retrievers", None)
     if children is not None:  # a composite (fusion, rm3, a routed pool): each member comes from the cache
         retriever.retrievers = [_ready(r, corpus, cache, cache_dir, rebuild, executor) for r in children]

@@ -1,12 +1,20 @@
-"""The Router role: map each query to a decision (a domain expert, a retriever, or the generalist)."""
+"""The Router role: map each query to a decision (a domain expert, a retriever, or the generalist).
+
+`RoutedScorer` is the role of a reranker built on a router (R2R's `R2RReranker`): it routes each query, then
+scores (query, document) pairs with the expert each query was routed to. `routerank.Reranker` and the server
+use a routed backend through that role only.
+"""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Protocol, runtime_checkable
 
-__all__ = ["GENERALIST", "RouteDecision", "Router"]
+if TYPE_CHECKING:
+    import numpy as np
+
+__all__ = ["GENERALIST", "RouteDecision", "RoutedScorer", "Router"]
 
 GENERALIST = "generalist"  # the bare backbone, adapters off: no domain expert is likely enough
 
@@ -25,3 +33,22 @@ class Router(Protocol):
     labels: Sequence[str]
 
     def route(self, queries) -> list[RouteDecision]: ...
+
+
+@runtime_checkable
+class RoutedScorer(Protocol):
+    """A reranker that routes each query to one of its experts, then scores pairs with the chosen expert (R2R).
+
+    router: the Router it routes with. route: one decision per query (queries as `Query` objects, a mapping, or
+    plain strings). score_pairs: raw scores of (query, document) pairs of any mix of queries; `experts` gives each
+    pair's decision (a `RouteDecision.choice`), or None to route each distinct query first. score_kind: what the
+    raw scores are, "probability" (a yes/no LLM judge) or "logit" (a cross-encoder).
+    """
+
+    router: Router
+
+    def route(self, queries) -> list[RouteDecision]: ...
+
+    def score_pairs(self, pairs: Sequence[tuple[str, str]], experts: Sequence[str] | None = None) -> np.ndarray: ...
+
+    def score_kind(self) -> str: ...

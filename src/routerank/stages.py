@@ -14,6 +14,8 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from routerank.errors import RouterankError, SpecError
+
 
 @dataclass
 class Stage:
@@ -134,8 +136,6 @@ def read_toml_config(
     `tuples` lists keys whose TOML arrays become tuples (frozen dataclasses hash them); `none_if_zero` keys whose
     0 means "all" (None)."""
     import tomllib
-
-    from routerank.errors import RouterankError, SpecError
 
     path = Path(path)
     try:

@@ -7,12 +7,18 @@ reads, so a method trains the same way alone and in the experiment. Every error 
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from routerank.errors import RouterankError, SpecError
+from routerank.r2r.trainer import ExpertConfig
 from routerank.stages import read_toml_config
-from routerank.train.dear import TERMS
+from routerank.train.dear import TERMS, DeARConfig
+from routerank.train.distill import check_alpha_setting
+from routerank.train.prorank import ProRankConfig
+from routerank.train.rank_r1 import RankR1Config
+from studies.cli import parse_kinds
 
 METHODS = ("sft", "contrastive", "dear", "prorank", "rank-r1")
 ALL_TERMS = "+".join(TERMS)
@@ -20,7 +26,7 @@ UNTRAINED = ("bm25", "zero-shot", "teacher")
 INFERENCE_VARIANTS = {"shuffled-dear": "dear"}
 """Rows that rerank with another row's adapter under another inference setting (no training of their own):
 `shuffled-dear` shows DeAR's listwise student its candidates in a seeded random order, not BM25's."""
-ONLY_KINDS = {"train", "score"}
+ONLY_KINDS = ("train", "score")
 # ExpertConfig fields the experiment sets itself: the same backbone, prompt and passage length as zero-shot
 EXPERT_FIXED = ("dataset", "domain", "objective", "backbone", "template", "max_doc_tokens")
 
@@ -57,10 +63,7 @@ class LLMTrainingConfig:
     teacher_alpha: float | str = ""
     rank_r1_options: str = ""
 
-    def __post_init__(self):
-        from routerank.r2r.trainer import ExpertConfig
-        from routerank.train.distill import check_alpha_setting
-
+    def __post_init__(self) -> None:
         if not self.profile.strip():
             raise SpecError("profile is empty", fix='name the profile, e.g. profile = "cpu"')
         if not self.datasets:
@@ -103,22 +106,22 @@ class LLMTrainingConfig:
         moved = {}
         for key in ("dear_config", "prorank_config", "rank_r1_config"):
             given = Path(getattr(config, key)).expanduser()
-            moved[key] = str(given if given.is_absolute() else path.parent / given)
+            moved[key] = str(given if given.is_absolute() else Path(os.path.normpath(path.parent / given)))
         return replace(config, **moved)
 
 
 @dataclass(frozen=True)
 class MethodConfigs:
-    dear: object | None
-    prorank: object | None
-    rank_r1: object | None
+    """Each trainer's own config, None where the profile does not run that method (DeAR's is still read for the
+    teacher row's defaults)."""
+
+    dear: DeARConfig | None
+    prorank: ProRankConfig | None
+    rank_r1: RankR1Config | None
 
 
 def load_method_configs(config: LLMTrainingConfig) -> MethodConfigs:
     """Each trainer's config from its TOML, for the methods this profile runs; each must train `config.backbone`."""
-    from routerank.train.dear import DeARConfig
-    from routerank.train.prorank import ProRankConfig
-    from routerank.train.rank_r1 import RankR1Config
 
     def read(cls, key: str, method: str, tuples: tuple[str, ...]):
         if method not in config.methods:
@@ -145,8 +148,5 @@ def load_method_configs(config: LLMTrainingConfig) -> MethodConfigs:
 
 
 def parse_only(only: str | None) -> set[str] | None:
-    kinds = {k.strip() for k in only.split(",") if k.strip()} if only else None
-    if kinds is not None and not kinds <= ONLY_KINDS:
-        stray = sorted(kinds - ONLY_KINDS)
-        raise SpecError(f"unknown stage kinds {stray} in --only {only!r}", fix="a comma list of train, score")
-    return kinds
+    """`--only train,score` as a set of stage kinds (None: all)."""
+    return parse_kinds(only, ONLY_KINDS)

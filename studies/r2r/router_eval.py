@@ -15,28 +15,36 @@ import hashlib
 import json
 import random
 import time
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
 from routerank.data.registry import load_dataset
 from routerank.data.types import Query
 from routerank.fsutil import atomic_write, cache_root
+from routerank.models.llm import load_causal_lm
 from routerank.r2r.routers import CentroidRouter, OracleRouter, RandomRouter, SoftmaxRouter, calibrate_threshold
+from routerank.rerank.pointwise import PointwiseLLMReranker
+from routerank.retrieve.dense import DenseRetriever
 from routerank.route import GENERALIST
+from studies.cli import run_main
 
 DOMAINS = {"scifact": "science", "nfcorpus": "medical", "tatqa": "finance", "coliee-statutes": "legal"}
 OOD_DEV, OOD_TEST = "xquad-en", "squad-dev"
 
 
 def sample(items: list, n: int | None, seed: int) -> list:
+    """A seeded sample of `n` items (all of them when `n` is None or not smaller)."""
     if n is None or n >= len(items):
         return items
     return random.Random(seed).sample(items, n)
 
 
-def cached_features(name: str, texts: list[str], encode) -> np.ndarray:
+def cached_features(name: str, texts: list[str], encode: Callable[[list[str]], np.ndarray]) -> np.ndarray:
+    """`encode(texts)`, cached on disk under `<cache>/features/` by the texts and `name`."""
     digest = hashlib.sha256(("\x00".join(texts) + name).encode()).hexdigest()[:16]
     path = cache_root() / "features" / f"{name}-{digest}.npy"
     if path.exists():
@@ -51,6 +59,7 @@ def cached_features(name: str, texts: list[str], encode) -> np.ndarray:
 
 
 def metrics(truth: list[str], predicted: list[str], labels: list[str]) -> dict:
+    """Accuracy, macro F1 over `labels`, and the confusion counts (the generalist a column of its own)."""
     truth_a, pred_a = np.asarray(truth), np.asarray(predicted)
     f1s = []
     for label in labels:
@@ -128,15 +137,12 @@ def prefixed(dataset: str, queries: list[Query]) -> list[Query]:
     return [replace(q, id=f"{dataset}:{q.id}") for q in queries]
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--train-per-domain", type=int, default=300)
-    parser.add_argument("--test-per-domain", type=int, default=300)
-    parser.add_argument("--ood-per-set", type=int, default=200)
-    parser.add_argument("--seed", type=int, default=13)
-    parser.add_argument("--output", type=Path, default=Path("reports/routing.json"))
-    args = parser.parse_args()
+Labelled = list[tuple[Query, str]]
 
+
+def routing_queries(args: argparse.Namespace) -> tuple[Labelled, Labelled, Labelled, list[Query], list[Query]]:
+    """(train, dev, test, OOD dev, OOD test): per domain a seeded train sample (its last 50 held out as dev) and a
+    seeded test sample, ids `<dataset>:<id>`; the out-of-domain sets' seeded samples."""
     train, dev, test = [], [], []
     for name, label in DOMAINS.items():
         ds = load_dataset(name)
@@ -146,15 +152,46 @@ def main() -> None:
         test += [(q, label) for q in prefixed(name, sample(ds.split_queries("test"), args.test_per_domain, args.seed))]
     ood_dev = sample(list(load_dataset(OOD_DEV).queries.values()), args.ood_per_set, args.seed)
     ood_test = sample(list(load_dataset(OOD_TEST).queries.values()), args.ood_per_set, args.seed)
-    labels = list(DOMAINS.values())
+    return train, dev, test, ood_dev, ood_test
 
-    from routerank.models.llm import load_causal_lm
-    from routerank.rerank.pointwise import PointwiseLLMReranker
-    from routerank.retrieve.dense import DenseRetriever
 
+def encoders() -> dict[str, Callable[[list[str]], np.ndarray]]:
+    """The two query encoders routers are fitted on: the SmolLM2 backbone's hidden state, and MiniLM."""
     backbone = PointwiseLLMReranker.from_model(*load_causal_lm("smollm2"), progress=False)
     minilm = DenseRetriever(progress=False)
-    encoders = {"backbone": backbone.hidden_state, "minilm": lambda texts: minilm.encode(texts, progress=False)}
+    return {"backbone": backbone.hidden_state, "minilm": lambda texts: minilm.encode(texts, progress=False)}
+
+
+def generalist_threshold(
+    router: Any,
+    probs: np.ndarray,
+    predicted: list[str],
+    y_test: list[str],
+    feats: Mapping[tuple[str, str], np.ndarray],
+    groups: Mapping[str, list[str]],
+    encoder: str,
+) -> dict[str, float]:
+    """The threshold chosen on dev (in-domain dev vs OOD dev), and what it does on the test and OOD test sets."""
+    threshold = calibrate_threshold(
+        router.predict_proba(groups["dev"], features=feats[encoder, "dev"]),
+        router.predict_proba(groups["ood_dev"], features=feats[encoder, "ood_dev"]),
+    )
+    kept = probs.max(1) >= threshold
+    ood = router.predict_proba(groups["ood_test"], features=feats[encoder, "ood_test"]).max(1) >= threshold
+    return {
+        "threshold": threshold,
+        "in_domain_kept": float(kept.mean()),
+        "in_domain_accuracy_with_fallback": float(
+            np.mean([p == t and k for p, t, k in zip(predicted, y_test, kept, strict=True)])
+        ),
+        "ood_sent_to_generalist": float(1 - ood.mean()),
+    }
+
+
+def evaluate(args: argparse.Namespace) -> None:
+    """Fit and score every router, choose each one's generalist threshold, and write the report."""
+    train, dev, test, ood_dev, ood_test = routing_queries(args)
+    labels = list(DOMAINS.values())
     groups = {
         "train": [q.text for q, _ in train],
         "dev": [q.text for q, _ in dev],
@@ -162,8 +199,9 @@ def main() -> None:
         "ood_dev": [q.text for q in ood_dev],
         "ood_test": [q.text for q in ood_test],
     }
+    encode = encoders()
     feats = {
-        (enc, g): cached_features(f"{enc}-{g}", texts, encoders[enc]) for enc in encoders for g, texts in groups.items()
+        (enc, g): cached_features(f"{enc}-{g}", texts, encode[enc]) for enc in encode for g, texts in groups.items()
     }
     rows, fitted = evaluate_routers(
         labels,
@@ -183,30 +221,35 @@ def main() -> None:
         "routers": rows,
     }
     for title, (router, probs, predicted) in fitted.items():
-        row, encoder = rows[title], rows[title]["features"]
-        threshold = calibrate_threshold(
-            router.predict_proba(groups["dev"], features=feats[encoder, "dev"]),
-            router.predict_proba(groups["ood_dev"], features=feats[encoder, "ood_dev"]),
+        row = rows[title]
+        row["generalist_threshold"] = generalist_threshold(
+            router, probs, predicted, y_test, feats, groups, row["features"]
         )
-        kept = probs.max(1) >= threshold
-        ood = router.predict_proba(groups["ood_test"], features=feats[encoder, "ood_test"]).max(1) >= threshold
-        row["generalist_threshold"] = {
-            "threshold": threshold,
-            "in_domain_kept": float(kept.mean()),
-            "in_domain_accuracy_with_fallback": float(
-                np.mean([p == t and k for p, t, k in zip(predicted, y_test, kept, strict=True)])
-            ),
-            "ood_sent_to_generalist": float(1 - ood.mean()),
-        }
         print(
-            f"{title:<30} acc {row['accuracy']:.4f}  macro-F1 {row['macro_f1']:.4f}  "
-            f"threshold {threshold:.3f}: OOD->generalist {row['generalist_threshold']['ood_sent_to_generalist']:.3f}"
+            f"{title:<30} acc {row['accuracy']:.4f}  macro-F1 {row['macro_f1']:.4f}  threshold "
+            f"{row['generalist_threshold']['threshold']:.3f}: OOD->generalist "
+            f"{row['generalist_threshold']['ood_sent_to_generalist']:.3f}"
         )
     args.output.parent.mkdir(parents=True, exist_ok=True)
     with atomic_write(args.output) as out:
         json.dump(report, out, indent=2)
         out.write("\n")
     print(f"wrote {args.output}")
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    """The command line."""
+    parser = argparse.ArgumentParser(
+        prog="python -m studies.r2r.router_eval",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--train-per-domain", type=int, default=300)
+    parser.add_argument("--test-per-domain", type=int, default=300)
+    parser.add_argument("--ood-per-set", type=int, default=200)
+    parser.add_argument("--seed", type=int, default=13)
+    parser.add_argument("--output", type=Path, default=Path("reports/routing.json"))
+    run_main(parser, evaluate, argv)
 
 
 if __name__ == "__main__":

@@ -9,8 +9,13 @@ from __future__ import annotations
 import json
 from pathlib import Path
 from statistics import fmean
+from typing import TYPE_CHECKING
 
 from studies.r3ag.evaluation import baseline_averages
+from studies.report_format import pyplot
+
+if TYPE_CHECKING:
+    from studies.r3ag.experiment import R3AGExperiment
 
 BASELINE_ORDER = ("oracle", "oracle-fixed", "always-retrieve", "never-retrieve", "random", "centroid", "classifier")
 
@@ -38,6 +43,7 @@ def _system_table(result: dict) -> list[str]:
 
 
 def headline(results: dict) -> list[dict]:
+    """One row per set: R3AG against the oracles and the best non-oracle baseline, with the paired test's p."""
     rows = []
     for dataset, result in results["sets"].items():
         systems = result["systems"]
@@ -61,12 +67,9 @@ def headline(results: dict) -> list[dict]:
 
 
 def _figure(results: dict, folder: Path) -> Path | None:
-    try:
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError:
+    """F1 by system and set, as a bar chart (None without matplotlib)."""
+    plt = pyplot()
+    if plt is None:
         return None
     sets = list(results["sets"])
     names = ["r3ag", "oracle", "oracle-fixed", "always-retrieve", "never-retrieve", "classifier", "necessity"]
@@ -265,6 +268,7 @@ def _transfer_lines(results: dict) -> list[str]:
 
 
 def markdown(results: dict, figure: Path | None, report: Path) -> str:
+    """The report's markdown, from the results alone."""
     config = results["config"]
     rows = headline(results)
     selection = results["training"]["selection"]
@@ -377,7 +381,8 @@ def _relative(delta: float) -> str:
     return f"{abs(delta):.3f} above" if delta > 0 else (f"{-delta:.3f} below" if delta < 0 else "level with")
 
 
-def _p(test: dict | None) -> str:
+def _p_words(test: dict | None) -> str:
+    """ ", p = <randomisation p>" of a paired test record, or nothing without one."""
     return f", p = {test['randomization_pvalue']:.2f}" if test else ""
 
 
@@ -389,7 +394,7 @@ def _target_lines(results: dict, rows: list[dict]) -> list[str]:
     first = (
         "holds on "
         + ", ".join(
-            f"{r['dataset']} ({r['r3ag_f1'] - r['oracle_fixed_f1']:+.3f} F1{_p(sets[r['dataset']].get(FIXED))})"
+            f"{r['dataset']} ({r['r3ag_f1'] - r['oracle_fixed_f1']:+.3f} F1{_p_words(sets[r['dataset']].get(FIXED))})"
             for r in beats_fixed
         )
         if beats_fixed
@@ -399,7 +404,7 @@ def _target_lines(results: dict, rows: list[dict]) -> list[str]:
     best = max(averages, key=averages.get)
     r3ag = fmean([r["systems"]["r3ag"]["f1"] for r in sets.values()])
     second = "holds" if r3ag > averages[best] else "fails"
-    pooled = _p(results.get("average"))  # absent from results written before the pooled test existed
+    pooled = _p_words(results.get("average"))  # absent from results written before the pooled test existed
     abstain = []
     for name, r in sets.items():
         a = r["abstention"]
@@ -417,7 +422,8 @@ def _target_lines(results: dict, rows: list[dict]) -> list[str]:
     ]
 
 
-def write(experiment, report: Path) -> Path:
+def write(experiment: R3AGExperiment, report: Path) -> Path:
+    """reports/r3ag.md and its JSON (and the figure) from the work dir's results.json."""
     results = json.loads((experiment.work / "results.json").read_text())
     results["config"] = {**results["config"], "datasets": list(results["config"]["datasets"])}
     results["headline"] = headline(results)

@@ -1,144 +1,32 @@
 """RAG question answering on a dataset: pick each query's context (gold, retrieved or none), generate, score.
 
-`run_qa` is what `routerank qa` runs. As a script it measures the generator's headroom on one protocol, the
-three contexts side by side on the same seeded queries:
+As a script it measures the generator's headroom on one protocol, the three contexts side by side on the same
+seeded queries:
 
-    python -m studies.rag_qa.experiment --dataset squad-dev --split test --sample 200 --markdown
+    python -m studies.rag_qa --dataset squad-dev --split test --sample 200 --markdown
 
 - gold: the query's judged-relevant document(s), the best a retriever could hand over;
 - retrieved: a pipeline's top k (BM25 top 3 by default);
 - none: R0, the closed-book prompt.
 
-The JSON goes to reports/generator.json. Every generation is cached, so a rerun (or a killed run) only
-generates what is missing.
+Each condition is `routerank.generate.qa_run.run_qa` (what `routerank qa` runs). The JSON goes to
+reports/generator.json. Every generation is cached, so a rerun (or a killed run) only generates what is missing.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import time
-from dataclasses import dataclass, field
 from pathlib import Path
 
-from routerank.data.types import Dataset, sample_queries
-from routerank.errors import RouterankError
-from routerank.generate.context import gold_contexts, retrieved_contexts
-from routerank.generate.generator import Answer, Generator
-from routerank.generate.scoring import QAScores, require_answers, score_answers
-from routerank.generate.templates import get_template
-
-CONTEXTS = ("gold", "retrieved", "none")
-
-
-@dataclass(frozen=True)
-class QARun:
-    """One QA condition's outcome: scores, answers, and what it took."""
-
-    dataset: str
-    split: str
-    context: str
-    pipeline: str | None
-    k: int
-    scores: QAScores
-    answers: list[Answer]
-    seconds: float
-    settings: dict = field(default_factory=dict)
-
-    @property
-    def label(self) -> str:
-        if self.context == "gold":
-            return f"gold top {self.k}"
-        if self.context == "retrieved":
-            return f"{self.pipeline} top {self.k}"
-        return "no context (R0)"
-
-    def summary(self) -> dict:
-        return {
-            "dataset": self.dataset,
-            "split": self.split,
-            "context": self.context,
-            "pipeline": self.pipeline,
-            "k": self.k,
-            "n": self.scores.n,
-            "em": self.scores.em,
-            "f1": self.scores.f1,
-            "seconds": round(self.seconds, 2),
-            "generated": sum(not a.cached for a in self.answers),
-            "cached": sum(a.cached for a in self.answers),
-            "truncated_docs": sum(len(a.context.truncated) for a in self.answers),
-            "dropped_docs": sum(len(a.context.dropped) for a in self.answers),
-            "mean_prompt_tokens": round(sum(a.prompt_tokens for a in self.answers) / max(1, len(self.answers)), 1),
-            "settings": self.settings,
-        }
-
-
-def _check(context: str, k: int) -> None:
-    if context not in CONTEXTS:
-        raise RouterankError(f"unknown context {context!r}", fix=f"choose one of {', '.join(CONTEXTS)}")
-    if k < 0:
-        raise RouterankError(f"k must be 0 or more documents per query, got {k}", fix="k=0, or --context none, is R0")
-
-
-def _contexts(ds: Dataset, queries, split: str, context: str, pipeline: str, k: int, progress: bool):
-    if context == "none" or k == 0:
-        return [[] for _ in queries]
-    if context == "gold":
-        return gold_contexts(queries, ds.split_qrels(split), ds.corpus, k)
-    from routerank.pipeline import build
-
-    run = build(pipeline, ds.corpus, progress=progress).search(queries, k)
-    return retrieved_contexts(queries, run, ds.corpus, k)
-
-
-def run_qa(
-    dataset: str | Dataset,
-    *,
-    split: str = "test",
-    context: str = "retrieved",
-    pipeline: str = "bm25",
-    k: int = 3,
-    sample: int | None = None,
-    seed: int = 13,
-    generator: Generator | None = None,
-    progress: bool = True,
-    **generator_options,
-) -> QARun:
-    """Answer a split's queries (or a seeded sample) from their context and score them with EM/F1.
-
-    Bad input (an unknown context or template, k < 0, queries without gold answers) is refused before any model
-    loads.
-    `generator` reuses a loaded Generator; otherwise one is built from `generator_options`."""
-    _check(context, k)
-    if generator_options.get("template") is not None:
-        get_template(generator_options["template"])
-    if isinstance(dataset, str):
-        from routerank.data.registry import load_dataset
-
-        dataset = load_dataset(dataset, splits=[split])
-    queries = sample_queries(dataset.split_queries(split), sample, seed)
-    require_answers(queries, f"{dataset.name} ({split} split)")
-    start = time.perf_counter()
-    contexts = _contexts(dataset, queries, split, context, pipeline, k, progress)
-    if generator is None:
-        generator = Generator(progress=progress, **generator_options)
-    answers = generator.generate(queries, contexts)
-    seconds = time.perf_counter() - start
-    k = 0 if context == "none" else k
-    return QARun(
-        dataset.name,
-        split,
-        context,
-        pipeline if context == "retrieved" else None,
-        k,
-        score_answers(queries, answers),
-        answers,
-        seconds,
-        {**generator.settings(), "sample": sample, "seed": seed},
-    )
+from routerank.data.registry import load_dataset
+from routerank.generate.generator import Generator
+from routerank.generate.qa_run import run_qa
+from routerank.pipeline import build
 
 
 def markdown(rows: list[dict]) -> str:
+    """The README table: one row per condition (template, context, queries, EM, F1, seconds)."""
     lines = ["| template | context | queries | EM | F1 | seconds |", "|---|---|---:|---:|---:|---:|"]
     for row in rows:
         lines.append(
@@ -161,8 +49,6 @@ def measure(
 ) -> dict:
     """Gold, retrieved and no context on the same queries, per template (None: the family's), one model load:
     the headroom table."""
-    from routerank.data.registry import load_dataset
-
     ds = load_dataset(dataset, splits=[split])
     loaded = Generator(**options)
     rows = []
@@ -173,6 +59,7 @@ def measure(
                 ds,
                 split=split,
                 context=context,
+                retriever=lambda corpus: build(pipeline, corpus, progress=True),
                 pipeline=pipeline,
                 k=depth,
                 sample=sample,
@@ -184,7 +71,8 @@ def measure(
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    """`python -m studies.rag_qa`: measure, write the JSON report, and print the table with --markdown."""
+    parser = argparse.ArgumentParser(prog="python -m studies.rag_qa", description=__doc__.splitlines()[0])
     parser.add_argument("--dataset", default="squad-dev")
     parser.add_argument("--split", default="test")
     parser.add_argument("--sample", type=int, default=200, help="seeded sample of N queries (0 = all)")

@@ -1,6 +1,6 @@
 """The reranker effectiveness table: BM25, then each reranker over BM25's candidates, on one protocol.
 
-    python -m studies.rerank_table.table --dataset scifact --rerankers pointwise qlm \\
+    python -m studies.rerank_table --dataset scifact --rerankers pointwise qlm \\
         --sample 100 --depth 20 --max-doc-tokens 256
 
 Rows merge into reports/rerank-table.json keyed by (dataset, reranker, protocol); scores are cached on disk,
@@ -12,18 +12,23 @@ from __future__ import annotations
 import argparse
 import json
 import time
+from collections.abc import Sequence
 from pathlib import Path
 
 from routerank.data.registry import load_dataset
+from routerank.data.trec import read_run
 from routerank.data.types import sample_queries
 from routerank.evaluate import evaluate, paired_test
+from routerank.fsutil import atomic_write
 from routerank.pipeline import build
 from routerank.rerank.registry import make_reranker
+from studies.cli import run_main
 
 MEASURES = "nDCG@10 MRR@10 R@100"
 
 
 def protocol_name(sample: int | None, depth: int, max_doc_tokens: int) -> str:
+    """The protocol a row was measured under, in words (rows merge by it)."""
     who = f"{sample} seeded queries" if sample else "all queries"
     return f"{who}, BM25 top {depth}, <= {max_doc_tokens} doc tokens"
 
@@ -60,8 +65,6 @@ def run(
     ]
     for spec in rerankers:
         if from_run is not None:
-            from routerank.data.trec import read_run
-
             saved = read_run(from_run)
             missing = [q.id for q in queries if q.id not in saved]
             if missing:
@@ -97,8 +100,7 @@ def run(
 
 
 def merge(output: Path, rows: list[dict]) -> None:
-    from routerank.fsutil import atomic_write
-
+    """Merge `rows` into the JSON at `output`, keyed by (dataset, system, protocol), atomically."""
     existing = json.loads(output.read_text()) if output.exists() else []
     key = lambda r: (r["dataset"], r["system"], r["protocol"])  # noqa: E731
     merged = {key(r): r for r in existing}
@@ -127,19 +129,8 @@ def markdown(rows: list[dict]) -> str:
     return "\n".join(lines)
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--dataset", default="scifact")
-    parser.add_argument("--split", default="test")
-    parser.add_argument("--rerankers", nargs="+", default=["pointwise", "qlm"])
-    parser.add_argument("--sample", type=int, default=100, help="seeded query sample (0 = all)")
-    parser.add_argument("--depth", type=int, default=20)
-    parser.add_argument("--max-doc-tokens", type=int, default=256)
-    parser.add_argument("--seed", type=int, default=13)
-    parser.add_argument("--output", type=Path, default=Path("reports/rerank-table.json"))
-    parser.add_argument("--from-run", type=Path, help="score this saved TREC run instead of reranking again")
-    parser.add_argument("--markdown", action="store_true", help="print the table in --output as markdown and exit")
-    args = parser.parse_args()
+def build_table(args: argparse.Namespace) -> None:
+    """Print the table in --output as markdown (--markdown), or rerank and merge the rows into it."""
     if args.markdown:
         print(markdown(json.loads(args.output.read_text())))
         return
@@ -156,5 +147,21 @@ def main() -> None:
     )
 
 
-if __name__ == "__main__":
-    main()
+def main(argv: Sequence[str] | None = None) -> None:
+    """The command line."""
+    parser = argparse.ArgumentParser(
+        prog="python -m studies.rerank_table",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--dataset", default="scifact")
+    parser.add_argument("--split", default="test")
+    parser.add_argument("--rerankers", nargs="+", default=["pointwise", "qlm"])
+    parser.add_argument("--sample", type=int, default=100, help="seeded query sample (0 = all)")
+    parser.add_argument("--depth", type=int, default=20)
+    parser.add_argument("--max-doc-tokens", type=int, default=256)
+    parser.add_argument("--seed", type=int, default=13)
+    parser.add_argument("--output", type=Path, default=Path("reports/rerank-table.json"))
+    parser.add_argument("--from-run", type=Path, help="score this saved TREC run instead of reranking again")
+    parser.add_argument("--markdown", action="store_true", help="print the table in --output as markdown and exit")
+    run_main(parser, build_table, argv)

@@ -3,14 +3,6 @@ from __future__ import annotations
 import pytest
 
 
-@pytest.fixture(scope="session")
-def tiny():
-    """Random-init 2-layer Llama with SmolLM2's tokenizer: fast, and real enough to test the machinery."""
-    from routerank.models.llm import tiny_llm
-
-    return tiny_llm(seed=0)
-
-
 @pytest.fixture
 def scripted():
     """A fresh tiny model steered to say `text` then EOS: a forward hook on the LM head lifts the next

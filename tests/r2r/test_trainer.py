@@ -6,8 +6,8 @@ import pytest
 
 from routerank.errors import SpecError
 from routerank.r2r.trainer import ExpertConfig, ExpertTrainer, abstract_examples, mine_examples
+from routerank.train.loop import TrainingInterrupted
 from routerank.train.losses import infonce, pointwise_bce
-from routerank.train.trainer import TrainingInterrupted
 
 
 @pytest.fixture(scope="module")
@@ -64,6 +64,7 @@ def test_losses():
         ExpertConfig(dataset="x", domain="y", objective="ranknet")
 
 
+@pytest.mark.slow
 def test_resume_after_kill_reaches_the_same_weights(examples, tmp_path):
     import torch
 
@@ -88,6 +89,7 @@ def test_resume_after_kill_reaches_the_same_weights(examples, tmp_path):
     assert any("dev_loss" in r for r in log)
 
 
+@pytest.mark.slow
 def test_a_different_config_will_not_resume_someone_elses_checkpoint(examples, tmp_path):
     from routerank.errors import RouterankError
     from routerank.models.llm import tiny_llm
@@ -100,6 +102,7 @@ def test_a_different_config_will_not_resume_someone_elses_checkpoint(examples, t
         other.fit(examples, [])
 
 
+@pytest.mark.slow
 def test_eag_trains_two_stages_on_abstracted_then_original(examples, tmp_path):
     from routerank.models.llm import tiny_llm
     from routerank.r2r.eag import EntityAbstractor

@@ -41,13 +41,6 @@ def qa_beir(tmp_path: Path) -> Path:
     return folder
 
 
-@pytest.fixture(scope="module")
-def tiny():
-    from routerank.models.llm import tiny_llm
-
-    return tiny_llm(seed=0)
-
-
 def generator(tiny, cache_dir: Path, fail_after: int | None = None):
     """A tiny-model Generator that counts decoded prompts and, past `fail_after` batches, dies like a killed run."""
     from routerank.generate.generator import Generator

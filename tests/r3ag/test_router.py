@@ -58,6 +58,7 @@ def test_save_and_load_give_identical_decisions(router, clusters, tmp_path):
         R3AGRouter.load(tmp_path / "nothing")
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     ("ablation", "missing"),
     [({"quality": False}, "quality."), ({"utility": False}, "utility."), ({"fusion": "mean"}, "attention.")],
@@ -79,6 +80,7 @@ def test_config_needs_at_least_one_space():
         R3AGConfig(fusion="max")
 
 
+@pytest.mark.slow
 def test_add_retriever_learns_only_its_token(clusters):
     legal = np.array([q.startswith("coliee-statutes/") for q in clusters.train.query_ids])
     pool = PoolConfig.from_specs(dict(zip(POOL, ["null", "bm25", "bm25+rm3", "dense", "hybrid"], strict=True)))

@@ -13,21 +13,8 @@ from routerank.rerank.registry import make_reranker
 
 
 @pytest.fixture(scope="module")
-def ce_folder(tmp_path_factory):
-    """MiniLM with a fresh, seeded 1-logit head, saved the way the trainer saves: untrained but a real CrossEncoder."""
-    import torch
-
-    from routerank.train.cross_encoder import new_cross_encoder
-
-    torch.manual_seed(0)
-    folder = tmp_path_factory.mktemp("ce") / "fresh"
-    new_cross_encoder("minilm", max_length=64, device="cpu").save_pretrained(str(folder), create_model_card=False)
-    return folder
-
-
-@pytest.fixture(scope="module")
-def reranker(ce_folder):
-    return make_reranker(f"ce:{ce_folder}", device="cpu", progress=False)
+def reranker(fresh_ce):
+    return make_reranker(f"ce:{fresh_ce}", device="cpu", progress=False)
 
 
 def test_import_routerank_rerank_cross_encoder_loads_no_torch():
@@ -67,15 +54,15 @@ def test_a_folder_without_weights_or_with_bad_config_is_refused(tmp_path):
         make_reranker(f"ce:{tmp_path}")
 
 
-def test_unknown_option_is_a_spec_error(ce_folder):
+def test_unknown_option_is_a_spec_error(fresh_ce):
     with pytest.raises(SpecError, match="does not take that option"):
-        make_reranker(f"ce:{ce_folder}", max_doc_tokens=128)
+        make_reranker(f"ce:{fresh_ce}", max_doc_tokens=128)
 
 
-def test_loads_by_spec_with_its_saved_max_length_and_an_override(reranker, ce_folder):
-    assert reranker.name == f"ce:{ce_folder}"
+def test_loads_by_spec_with_its_saved_max_length_and_an_override(reranker, fresh_ce):
+    assert reranker.name == f"ce:{fresh_ce}"
     assert reranker.max_length == 64
-    assert make_reranker(f"ce:{ce_folder}", max_length=32, device="cpu").max_length == 32
+    assert make_reranker(f"ce:{fresh_ce}", max_length=32, device="cpu").max_length == 32
 
 
 def test_scores_are_raw_logits_independent_of_batching(reranker, scifact):
@@ -103,14 +90,14 @@ def test_rerank_orders_documents_by_score(reranker):
     assert list(ranking.scores) == sorted(ranking.scores, reverse=True)
 
 
-def test_pipeline_reranks_a_permutation_of_bm25_top_10(ce_folder, reranker, scifact):
+def test_pipeline_reranks_a_permutation_of_bm25_top_10(fresh_ce, reranker, scifact):
     from routerank.pipeline import build
 
     queries = scifact.split_queries("test")[:4]
     bm25 = build("bm25", scifact.corpus).search(queries, 10)
-    pipeline = build(f"bm25>>ce:{ce_folder}@10", scifact.corpus, reranker_options={"device": "cpu"})
+    pipeline = build(f"bm25>>ce:{fresh_ce}@10", scifact.corpus, reranker_options={"device": "cpu"})
     run = pipeline.search(queries, 10)
-    assert run.name.endswith(f">>ce:{ce_folder}")
+    assert run.name.endswith(f">>ce:{fresh_ce}")
     for query in queries:
         got, base = run[query.id], bm25[query.id]
         assert sorted(got.doc_ids) == sorted(base.doc_ids)
@@ -119,14 +106,14 @@ def test_pipeline_reranks_a_permutation_of_bm25_top_10(ce_folder, reranker, scif
         assert list(got.scores) == sorted(got.scores, reverse=True)
 
 
-def test_a_bare_name_finds_a_model_saved_in_the_cache(ce_folder):
+def test_a_bare_name_finds_a_model_saved_in_the_cache(fresh_ce):
     import shutil
 
     from routerank.fsutil import cache_root
     from routerank.rerank.cross_encoder import check_model_folder
 
     target = cache_root() / "models" / "ce-test-bare-name"
-    shutil.copytree(ce_folder, target, dirs_exist_ok=True)
+    shutil.copytree(fresh_ce, target, dirs_exist_ok=True)
     assert check_model_folder("ce-test-bare-name") == target
     with pytest.raises(SpecError, match="does not exist"):
         check_model_folder("ce-no-such-model")

@@ -9,7 +9,8 @@ import pytest
 from routerank.data.types import Corpus, Document, Query, Ranking, Run
 from routerank.errors import RouterankError, SpecError
 from routerank.rerank import registry
-from routerank.rerank.icr import CALIBRATION_QUERY, TEMPLATE, ICRReranker, doc_mass, eager_attention, layer_range
+from routerank.rerank.icr import ICRReranker, doc_mass, eager_attention, layer_range
+from routerank.rerank.templates import ICR_CALIBRATION_QUERY, ICR_TEMPLATE
 
 TOPICS = [
     "aspirin and heart attacks",
@@ -62,7 +63,7 @@ def by_hand(model, reranker: ICRReranker, query: str, texts: list[str], exclude_
 
 
 def test_prompt_template_exact_text():
-    assert TEMPLATE.render("does aspirin help", ["Aspirin thins blood.", "Cats purr."]) == (
+    assert ICR_TEMPLATE.render("does aspirin help", ["Aspirin thins blood.", "Cats purr."]) == (
         "<|im_start|>user\nHere are some passages:\n"
         "\n[1] Aspirin thins blood."
         "\n[2] Cats purr."
@@ -75,7 +76,7 @@ def test_prompt_ids_match_whole_prompt_and_spans_cover_each_document(tiny):
     reranker = ICRReranker.from_model(model, tokenizer, max_doc_tokens=1000)
     texts = [d.text for d in make_docs(3)]
     prefix, spans = reranker.prefix_ids(texts)
-    whole = tokenizer(TEMPLATE.render("what lowers cholesterol", texts), add_special_tokens=False)["input_ids"]
+    whole = tokenizer(ICR_TEMPLATE.render("what lowers cholesterol", texts), add_special_tokens=False)["input_ids"]
     assert prefix + reranker.query_ids("what lowers cholesterol") == whole
     for (start, end), text in zip(spans, texts, strict=True):
         assert tokenizer.decode(prefix[start:end]) == " " + text
@@ -124,7 +125,7 @@ def test_cached_two_pass_scores_equal_the_whole_prompt_definition(tiny, exclude_
     attention = reranker.attention("insulin resistance", texts)
     assert np.allclose(attention.query, by_hand(model, reranker, "insulin resistance", texts, exclude_sink), atol=1e-5)
     assert np.allclose(
-        attention.calibration, by_hand(model, reranker, CALIBRATION_QUERY, texts, exclude_sink), atol=1e-5
+        attention.calibration, by_hand(model, reranker, ICR_CALIBRATION_QUERY, texts, exclude_sink), atol=1e-5
     )
 
 

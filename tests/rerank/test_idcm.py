@@ -8,13 +8,13 @@ import pytest
 from routerank.data.types import Corpus, Document, Query, Ranking, Run
 from routerank.errors import SpecError
 from routerank.rerank import registry
-from routerank.rerank.base import PointwiseReranker
+from routerank.rerank.base import PairScoringReranker
 from routerank.rerank.idcm import Aggregation, IDCMReranker
 from routerank.rerank.passage_select import BM25PassageSelector, top_k
 from routerank.rerank.passages import split_passages
 
 
-class WordOverlapScorer(PointwiseReranker):
+class WordOverlapScorer(PairScoringReranker):
     """A deterministic stand-in for the expensive scorer: how many distinct query words the passage holds."""
 
     name = "overlap"

@@ -8,18 +8,20 @@ import pytest
 from routerank.data.types import Document, Query, Ranking, Run
 from routerank.errors import RouterankError, SpecError
 from routerank.pipeline import StageSpec, build, canonical, split_stages
-from routerank.rerank.base import PointwiseReranker
+from routerank.rerank.base import PairScoringReranker
 from routerank.rerank.interpolate import (
+    GRID,
     InterpolatedReranker,
     interpolate_runs,
     minmax,
     mix,
+    pooled_alpha,
     save_alphas,
     saved_alpha,
 )
 
 
-class ByLength(PointwiseReranker):
+class ByLength(PairScoringReranker):
     """Scores a document by its length: a scripted reranker whose order is easy to predict."""
 
     name = "bylength"
@@ -85,6 +87,21 @@ def test_interpolated_run_mixes_and_keeps_the_tail():
     assert half["q"].doc_ids[3:] == ("d3", "d4")
     with pytest.raises(RouterankError, match="lacks"):
         interpolate_runs(Run({"q": Ranking(("d0",), (1.0,))}), first, 3, 0.5)
+
+
+def test_the_pooled_alpha_maximises_the_mean_curve_and_a_tie_goes_to_the_smaller_alpha():
+    peaked = [1.0 - abs(a - 0.3) for a in GRID]  # best at 0.3
+    flat_high = [0.5 + 0.5 * a for a in GRID]  # best at 1.0
+    alpha, curve = pooled_alpha([peaked, flat_high])
+    mean = (np.array(peaked) + np.array(flat_high)) / 2
+    assert alpha == GRID[int(np.argmax(mean))] and curve == [round(v, 5) for v in mean]
+    assert all(isinstance(v, float) for v in curve)
+    assert pooled_alpha([peaked]) == (0.3, [round(v, 5) for v in peaked])
+    assert pooled_alpha([[0.7] * len(GRID)])[0] == 0.0
+    with pytest.raises(SpecError, match="no alpha curves"):
+        pooled_alpha([])
+    with pytest.raises(SpecError, match="one value per grid point"):
+        pooled_alpha([peaked, peaked[:-1]])
 
 
 def test_saved_weights_are_found_per_corpus_then_pooled_and_missing_ones_say_how_to_make_them(tmp_path):

@@ -5,11 +5,10 @@ from types import MappingProxyType
 
 import pytest
 
-from routerank.data.types import Corpus, Document, Query, Ranking, Run
+from routerank.data.types import Corpus, Query, Ranking, Run
 from routerank.errors import RouterankError
 from routerank.rerank import registry
 from routerank.rerank.listwise import (
-    TEMPLATE,
     ChatGenerator,
     ListwiseRanking,
     ListwiseReranker,
@@ -17,6 +16,8 @@ from routerank.rerank.listwise import (
     parse_permutation,
     window_starts,
 )
+from routerank.rerank.templates import LISTWISE_TEMPLATE
+from tests.conftest import graded_docs
 
 
 class ScriptedJudge:
@@ -35,12 +36,8 @@ class ScriptedJudge:
         return " > ".join(f"[{ident}]" for ident, _ in ranked)
 
 
-def graded_docs(grades: list[int]) -> list[Document]:
-    return [Document(f"d{i}", f"passage {i} has grade {g}") for i, g in enumerate(grades)]
-
-
 def test_prompt_template_exact_text():
-    assert TEMPLATE.render("does aspirin help", ["Aspirin thins blood.", "Cats purr."]) == (
+    assert LISTWISE_TEMPLATE.render("does aspirin help", ["Aspirin thins blood.", "Cats purr."]) == (
         "Below are 2 passages, each with an identifier in square brackets.\n"
         "Query: does aspirin help\n"
         "\n"
@@ -50,7 +47,10 @@ def test_prompt_template_exact_text():
         "Order all 2 passages by how relevant they are to the query: does aspirin help\n"
         "List the most relevant first, every identifier exactly once, in the form [2] > [1]. Write nothing else."
     )
-    assert TEMPLATE.system == "You rank search results. You answer only with passage identifiers in order of relevance."
+    assert (
+        LISTWISE_TEMPLATE.system
+        == "You rank search results. You answer only with passage identifiers in order of relevance."
+    )
 
 
 @pytest.mark.parametrize(

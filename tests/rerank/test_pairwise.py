@@ -5,10 +5,10 @@ import re
 
 import pytest
 
-from routerank.data.types import Document
 from routerank.errors import RouterankError
 from routerank.rerank import registry
 from routerank.rerank.pairwise import PairwiseReranker
+from tests.conftest import graded_docs
 
 
 class GradeChooser:
@@ -24,10 +24,6 @@ class GradeChooser:
             return [0] * len(sets)
         grades = [[int(re.search(r"grade (\d+)", p).group(1)) for p in s] for s in sets]
         return [max(range(len(g)), key=lambda i, g=g: (g[i], -i)) for g in grades]
-
-
-def graded_docs(grades) -> list[Document]:
-    return [Document(f"d{i}", f"passage {i} has grade {g}") for i, g in enumerate(grades)]
 
 
 def test_allpair_with_a_perfect_chooser_gives_the_true_order_from_every_ordered_pair():

@@ -8,10 +8,10 @@ import pytest
 
 from routerank.errors import SpecError
 from routerank.rerank import registry
-from routerank.rerank.base import PointwiseReranker
+from routerank.rerank.base import PairScoringReranker
 
 
-class CountingScorer(PointwiseReranker):
+class CountingScorer(PairScoringReranker):
     """A plugin family: scores a pair by how many query words the document holds."""
 
     name = "counting"

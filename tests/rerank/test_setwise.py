@@ -10,6 +10,7 @@ from routerank.data.types import Corpus, Document, Query, Ranking, Run
 from routerank.errors import RouterankError, SpecError
 from routerank.rerank import choice, registry
 from routerank.rerank.setwise import SetwiseReranker
+from tests.conftest import graded_docs
 
 
 class GradeChooser:
@@ -22,10 +23,6 @@ class GradeChooser:
         self.sets.extend(sets)
         grades = [[int(re.search(r"grade (\d+)", p).group(1)) for p in s] for s in sets]
         return [max(range(len(g)), key=lambda i, g=g: (g[i], -i)) for g in grades]
-
-
-def graded_docs(grades) -> list[Document]:
-    return [Document(f"d{i}", f"passage {i} has grade {g}") for i, g in enumerate(grades)]
 
 
 def by_grade(grades, top: int) -> tuple[str, ...]:

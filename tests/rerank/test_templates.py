@@ -3,7 +3,13 @@ from __future__ import annotations
 import pytest
 
 from routerank.errors import SpecError
-from routerank.rerank.templates import get_template
+from routerank.rerank.templates import (
+    ICR_CALIBRATION_QUERY,
+    ICR_TEMPLATE,
+    LISTWISE_TEMPLATE,
+    QLM_PROMPT,
+    get_template,
+)
 
 
 def test_chatml_yes_no_prompt_exact_text():
@@ -70,3 +76,33 @@ def test_choice_templates_answer_tokens_qwen3_and_errors():
         setwise.render("q", ["only one"])
     with pytest.raises(SpecError, match="chatml"):
         get_choice_template("setwise", "alpaca")
+
+
+def test_listwise_prompt_exact_text():
+    assert LISTWISE_TEMPLATE.system == (
+        "You rank search results. You answer only with passage identifiers in order of relevance."
+    )
+    assert LISTWISE_TEMPLATE.render("is aspirin safe", ["Aspirin is safe.", "Cats purr."]) == (
+        "Below are 2 passages, each with an identifier in square brackets.\n"
+        "Query: is aspirin safe\n\n"
+        "[1] Aspirin is safe.\n"
+        "[2] Cats purr.\n\n"
+        "Order all 2 passages by how relevant they are to the query: is aspirin safe\n"
+        "List the most relevant first, every identifier exactly once, in the form [2] > [1]. Write nothing else."
+    )
+
+
+def test_icr_prompt_exact_text():
+    assert ICR_TEMPLATE.render("is aspirin safe", ["Aspirin is safe.", "Cats purr."]) == (
+        "<|im_start|>user\nHere are some passages:\n"
+        "\n[1] Aspirin is safe."
+        "\n[2] Cats purr."
+        "\n\nFind the information relevant to this query in the passages above.\nQuery: is aspirin safe"
+    )
+    assert ICR_CALIBRATION_QUERY == "N/A"
+
+
+def test_query_likelihood_prompt_exact_text():
+    assert QLM_PROMPT.format(document="Aspirin is safe.") == (
+        "Passage: Aspirin is safe.\nPlease write a question based on this passage.\nQuestion:"
+    )

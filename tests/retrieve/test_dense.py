@@ -30,6 +30,7 @@ def test_packaged_minilm_resolves_to_a_local_folder():
     assert ref.is_local and (ref.path / "modules.json").exists()
 
 
+@pytest.mark.slow
 def test_matches_plain_sentence_transformers_and_faiss(dense, slice_):
     import faiss
     from sentence_transformers import SentenceTransformer
@@ -46,12 +47,14 @@ def test_matches_plain_sentence_transformers_and_faiss(dense, slice_):
         assert np.allclose(run[query.id].scores, scores[row], atol=1e-4)
 
 
+@pytest.mark.slow
 def test_dense_finds_relevant_docs_on_the_slice(dense, slice_, scifact):
     run = dense.search(slice_[1], 10)
     qrels = scifact.split_qrels("test").subset(q.id for q in slice_[1])
     assert evaluate(run, qrels, "nDCG@10")["nDCG@10"] > 0.6
 
 
+@pytest.mark.slow
 def test_save_load_round_trip_needs_no_reencoding(dense, slice_, tmp_path):
     dense.save(tmp_path / "dense")
     loaded = DenseRetriever.load(tmp_path / "dense", corpus=slice_[0])

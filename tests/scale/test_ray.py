@@ -132,7 +132,7 @@ def test_bad_input_fails_with_the_routerank_error_not_a_ray_traceback(on_ray):
 def test_r2r_experts_train_as_ray_tasks_and_label_scores_match_in_process(cluster, fresh_ce, tmp_path):
     from studies.r2r.experiment import R2RExperiment
 
-    from tests.experiments.test_r2r import tiny_config
+    from tests.studies.test_r2r import tiny_config
 
     config = tiny_config(profile="ray-test", backbone=f"ce:{fresh_ce}", max_doc_tokens=48, test_queries=2, ablation=())
     experiment = R2RExperiment(config, tmp_path / "work", progress=False, ray=cluster.address)

@@ -13,23 +13,10 @@ KEY = "test-key-0123456789"
 
 
 @pytest.fixture(scope="session")
-def ce_folder(tmp_path_factory):
-    """MiniLM with a fresh, seeded 1-logit head: a real CrossEncoder folder, untrained (mechanics only)."""
-    import torch
-
-    from routerank.train.cross_encoder import new_cross_encoder
-
-    torch.manual_seed(0)
-    folder = tmp_path_factory.mktemp("serve-ce") / "fresh"
-    new_cross_encoder("minilm", max_length=64, device="cpu").save_pretrained(str(folder), create_model_card=False)
-    return folder
-
-
-@pytest.fixture(scope="session")
-def ce(ce_folder):
+def ce(fresh_ce):
     import routerank
 
-    return routerank.Reranker(f"ce:{ce_folder}", device="cpu", progress=False)
+    return routerank.Reranker(f"ce:{fresh_ce}", device="cpu", progress=False)
 
 
 def config_for(ce_folder, **sections):

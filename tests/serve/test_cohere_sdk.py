@@ -20,12 +20,12 @@ DOCS = [
 
 
 @pytest.fixture(scope="module")
-def url(ce_folder, ce):
+def url(fresh_ce, ce):
     import os
 
     os.environ["ROUTERANK_TEST_KEYS"] = KEY
     try:
-        with serving(config_for(ce_folder), ce) as (base_url, _, _app):
+        with serving(config_for(fresh_ce), ce) as (base_url, _, _app):
             yield base_url
     finally:
         os.environ.pop("ROUTERANK_TEST_KEYS", None)

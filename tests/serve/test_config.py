@@ -80,12 +80,12 @@ def _free_port() -> int:
 
 
 @pytest.mark.slow
-def test_routerank_serve_starts_answers_and_stops_on_sigterm(ce_folder, tmp_path):
+def test_routerank_serve_starts_answers_and_stops_on_sigterm(fresh_ce, tmp_path):
     port = _free_port()
     config = tmp_path / "serve.toml"
     config.write_text(
         f'[server]\nport = {port}\n[auth]\napi_keys_env = "SERVE_TEST_KEYS"\n'
-        f'[models.ce]\nspec = "ce:{ce_folder}"\noptions = {{ device = "cpu", progress = false }}\n'
+        f'[models.ce]\nspec = "ce:{fresh_ce}"\noptions = {{ device = "cpu", progress = false }}\n'
     )
     env = {**os.environ, "SERVE_TEST_KEYS": "k1"}
     proc = subprocess.Popen(

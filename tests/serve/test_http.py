@@ -21,12 +21,12 @@ DOCS = [
 
 
 @pytest.fixture(scope="module")
-def server(ce_folder, ce):
+def server(fresh_ce, ce):
     import os
 
     os.environ["ROUTERANK_TEST_KEYS"] = KEY
     try:
-        with serving(config_for(ce_folder), ce) as (url, _, app):
+        with serving(config_for(fresh_ce), ce) as (url, _, app):
             yield url, app
     finally:
         os.environ.pop("ROUTERANK_TEST_KEYS", None)
@@ -110,8 +110,8 @@ def test_route_on_a_model_without_router_is_a_400(client):
     assert client.post("/v1/search", json={"query": QUERY}).status_code == 400
 
 
-def test_body_size_is_limited_with_or_without_content_length(ce_folder, ce, keys):
-    config = config_for(ce_folder, limits={"max_body_bytes": 2000})
+def test_body_size_is_limited_with_or_without_content_length(fresh_ce, ce, keys):
+    config = config_for(fresh_ce, limits={"max_body_bytes": 2000})
     big = {"model": "ce", "query": QUERY, "documents": ["word " * 100] * 10}
     with serving(config, ce) as (url, _, _app):
         declared = httpx.post(f"{url}/v2/rerank", json=big, headers=keys)
@@ -178,9 +178,9 @@ def test_metrics_count_requests_batches_and_errors(client):
     assert httpx.get(f"{client.base_url}/openapi.json").json()["paths"].keys() >= {"/v1/rerank", "/v2/rerank"}
 
 
-def test_a_full_queue_is_a_429_and_a_slow_request_a_503(ce_folder, ce, keys):
+def test_a_full_queue_is_a_429_and_a_slow_request_a_503(fresh_ce, ce, keys):
     config = config_for(
-        ce_folder, batching={"max_wait_ms": 1500}, limits={"max_queued_pairs": 8}, server={"request_timeout_s": 60}
+        fresh_ce, batching={"max_wait_ms": 1500}, limits={"max_queued_pairs": 8}, server={"request_timeout_s": 60}
     )
     payload = {"model": "ce", "query": QUERY, "documents": DOCS}
     with serving(config, ce) as (url, _, app):
@@ -197,14 +197,14 @@ def test_a_full_queue_is_a_429_and_a_slow_request_a_503(ce_folder, ce, keys):
         too_big = httpx.post(f"{url}/v2/rerank", json={**payload, "documents": DOCS * 2}, headers=keys)
         assert too_big.status_code == 413 and "queue holds" in too_big.json()["message"]
 
-    slow = config_for(ce_folder, batching={"max_wait_ms": 1500}, server={"request_timeout_s": 0.2})
+    slow = config_for(fresh_ce, batching={"max_wait_ms": 1500}, server={"request_timeout_s": 0.2})
     with serving(slow, ce) as (url, _, _app):
         response = httpx.post(f"{url}/v2/rerank", json=payload, headers=keys, timeout=60)
         assert response.status_code == 503 and "longer than" in response.json()["message"]
 
 
-def test_concurrency_limit_is_a_429(ce_folder, ce, keys):
-    config = config_for(ce_folder, batching={"max_wait_ms": 1500}, limits={"max_concurrent_requests": 1})
+def test_concurrency_limit_is_a_429(fresh_ce, ce, keys):
+    config = config_for(fresh_ce, batching={"max_wait_ms": 1500}, limits={"max_concurrent_requests": 1})
     payload = {"model": "ce", "query": QUERY, "documents": DOCS}
     with serving(config, ce) as (url, _, app):
         first: list = []
@@ -220,8 +220,8 @@ def test_concurrency_limit_is_a_429(ce_folder, ce, keys):
         assert first[0].status_code == 200
 
 
-def test_graceful_shutdown_finishes_requests_in_flight(ce_folder, ce, keys):
-    config = config_for(ce_folder, batching={"max_wait_ms": 1000})
+def test_graceful_shutdown_finishes_requests_in_flight(fresh_ce, ce, keys):
+    config = config_for(fresh_ce, batching={"max_wait_ms": 1000})
     payload = {"model": "ce", "query": QUERY, "documents": DOCS}
     results: list = []
     with serving(config, ce) as (url, server, app):

@@ -30,9 +30,9 @@ async def burst(url: str) -> list[httpx.Response]:
 
 
 @pytest.mark.slow
-def test_overload_gives_429_or_503_and_no_mixed_up_responses(ce_folder, ce, keys):
+def test_overload_gives_429_or_503_and_no_mixed_up_responses(fresh_ce, ce, keys):
     config = config_for(
-        ce_folder,
+        fresh_ce,
         limits={"max_concurrent_requests": 8, "max_queued_pairs": 25},
         batching={"max_wait_ms": 20},
         server={"request_timeout_s": 20},

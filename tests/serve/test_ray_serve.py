@@ -46,12 +46,12 @@ def ray_session():
 
 
 @pytest.fixture(scope="module")
-def served(ray_session, ce_folder):
+def served(ray_session, fresh_ce):
     from routerank.serve.ray_serve import RayServed
 
     os.environ["ROUTERANK_TEST_KEYS"] = KEY
     try:
-        server = RayServed(config_for(ce_folder), replicas=2, host="127.0.0.1", port=0, cpus_per_replica=0.5)
+        server = RayServed(config_for(fresh_ce), replicas=2, host="127.0.0.1", port=0, cpus_per_replica=0.5)
         with server as url:
             yield url, server
     finally:
@@ -138,7 +138,7 @@ def test_leaving_the_context_stops_the_server(served):
         httpx.get(f"{url}/health", timeout=5)
 
 
-def test_a_replica_answers_its_own_429_past_its_concurrency_limit(ray_session, ce_folder, monkeypatch):
+def test_a_replica_answers_its_own_429_past_its_concurrency_limit(ray_session, fresh_ce, monkeypatch):
     """As with uvicorn: one request waits in the batcher, so a second one is refused by the guard at once.
 
     The wait is 8 s, not uvicorn's 1.5 s: here every poll of /metrics goes through Ray's proxy, which on busy CPUs
@@ -150,7 +150,7 @@ def test_a_replica_answers_its_own_429_past_its_concurrency_limit(ray_session, c
     from tests.serve.conftest import wait_until
 
     monkeypatch.setenv("ROUTERANK_TEST_KEYS", KEY)
-    config = config_for(ce_folder, batching={"max_wait_ms": 8000}, limits={"max_concurrent_requests": 1})
+    config = config_for(fresh_ce, batching={"max_wait_ms": 8000}, limits={"max_concurrent_requests": 1})
     headers = {"Authorization": f"Bearer {KEY}"}
     payload = {"model": "ce", "query": QUERY, "documents": DOCS}
     with RayServed(config, replicas=1, host="127.0.0.1", port=0, cpus_per_replica=0.5) as url:
@@ -170,17 +170,17 @@ def test_a_replica_answers_its_own_429_past_its_concurrency_limit(ray_session, c
         assert first[0].status_code == 200
 
 
-def test_bad_replica_counts_are_refused_before_ray_starts(ce_folder, monkeypatch):
+def test_bad_replica_counts_are_refused_before_ray_starts(fresh_ce, monkeypatch):
     from routerank.errors import RouterankError
     from routerank.serve.ray_serve import RayServed
 
     monkeypatch.setenv("ROUTERANK_TEST_KEYS", KEY)
     for replicas in (0, -1):
         with pytest.raises(RouterankError, match="--ray-replicas"):
-            RayServed(config_for(ce_folder), replicas=replicas)
+            RayServed(config_for(fresh_ce), replicas=replicas)
 
 
-def test_without_ray_installed_the_error_says_what_to_install(ce_folder, monkeypatch):
+def test_without_ray_installed_the_error_says_what_to_install(fresh_ce, monkeypatch):
     import sys
 
     from routerank.errors import MissingDependencyError
@@ -189,4 +189,4 @@ def test_without_ray_installed_the_error_says_what_to_install(ce_folder, monkeyp
     monkeypatch.setenv("ROUTERANK_TEST_KEYS", KEY)
     monkeypatch.setitem(sys.modules, "ray", None)  # `import ray` now fails as if it were not installed
     with pytest.raises(MissingDependencyError, match=r"routerank\[ray\]"):
-        RayServed(config_for(ce_folder), replicas=2).start()
+        RayServed(config_for(fresh_ce), replicas=2).start()

@@ -58,13 +58,13 @@ def r2r(ce):
     return routerank.Reranker.from_backend(R2RReranker(bank, router), "r2r:test"), bank, router
 
 
-def test_route_returns_the_routers_choice_and_rerank_uses_that_expert(ce_folder, ce, r2r, keys):
+def test_route_returns_the_routers_choice_and_rerank_uses_that_expert(fresh_ce, ce, r2r, keys):
     ranker, bank, router = r2r
     from routerank.serve.config import parse_config
 
     config = parse_config(
         {
-            "models": {"ce": {"spec": f"ce:{ce_folder}"}, "r2r": {"spec": "r2r:test"}},
+            "models": {"ce": {"spec": f"ce:{fresh_ce}"}, "r2r": {"spec": "r2r:test"}},
             "auth": {"api_keys_env": "ROUTERANK_TEST_KEYS"},
         }
     )
@@ -93,11 +93,11 @@ def test_route_returns_the_routers_choice_and_rerank_uses_that_expert(ce_folder,
         assert sorted(d for pairs, _ in bank.calls for _, d in pairs) == sorted(docs)
 
 
-def test_search_retrieves_then_reranks_with_the_configured_model(ce_folder, ce, tiny_beir, keys):
+def test_search_retrieves_then_reranks_with_the_configured_model(fresh_ce, ce, tiny_beir, keys):
     from routerank.serve.state import load_searches
 
     config = config_for(
-        ce_folder, search={"tiny": {"dataset": str(tiny_beir), "pipeline": "bm25", "model": "ce", "depth": 3}}
+        fresh_ce, search={"tiny": {"dataset": str(tiny_beir), "pipeline": "bm25", "model": "ce", "depth": 3}}
     )
     with serving(config, ce, searches=load_searches(config)) as (url, _, _app):
         query = "aspirin or statins for heart attacks and cholesterol"

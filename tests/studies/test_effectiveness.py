@@ -3,7 +3,8 @@ from __future__ import annotations
 import json
 
 import pytest
-from studies.effectiveness.experiment import EffectivenessConfig, EffectivenessExperiment, markdown
+from studies.effectiveness.experiment import EffectivenessConfig, EffectivenessExperiment
+from studies.effectiveness.report import markdown, write_report
 
 from routerank.errors import RouterankError, SpecError
 
@@ -57,7 +58,7 @@ def test_alpha_is_chosen_on_dev_saved_beside_the_model_and_used_for_the_test_row
     test_ids = {q.id for q in exp.test_queries("nfcorpus")}
     dev_ids = {q.id for q in exp.dev_queries("nfcorpus", "fresh")[0]}
     assert not test_ids & dev_ids
-    report = exp.write_report(tmp_path / "effectiveness.json", stages)
+    report = write_report(exp, tmp_path / "effectiveness.json", stages)
     rows = report["nfcorpus"]
     assert set(rows) == {"bm25", "bm25:k1=0.3,b=0.2", "bm25>>fresh", "bm25>>fresh~dev"}  # the second: alone
     assert rows["bm25>>fresh~dev"]["alpha"] == entry["alpha"]
@@ -86,7 +87,7 @@ def test_a_dev_tuned_fusion_first_stage_reports_its_weights_without_any_reranker
     choice = exp.fusion_choice("nfcorpus", tuned)
     assert choice["dev_split"] == "dev" and choice["dev_queries"] == 3
     assert exp.stage_spec("nfcorpus", tuned) == choice["spec"] and exp.stage_spec("nfcorpus", "bm25") == "bm25"
-    report = exp.write_report(tmp_path / "effectiveness.json")
+    report = write_report(exp, tmp_path / "effectiveness.json")
     row = report["nfcorpus"][tuned]
     assert row["weights"] == choice["weights"] and "weights chosen on dev" in row["protocol"]
     assert "p_vs_bm25" in row and set(report["nfcorpus"]) == {"bm25", tuned}

@@ -9,12 +9,16 @@ from dataclasses import replace
 from pathlib import Path
 
 import pytest
-from studies.llm_training.experiment import LLMTrainingConfig, LLMTrainingExperiment, main, parse_only
-from studies.llm_training.report import TARGET_GAIN, check_claims, write_report
+from studies.llm_training.__main__ import main
+from studies.llm_training.claims import TARGET_GAIN, check_claims
+from studies.llm_training.experiment import LLMTrainingConfig, LLMTrainingExperiment, parse_only
+from studies.llm_training.report import write_report
 
 from routerank.errors import RouterankError, SpecError
 
-CONFIGS = Path(__file__).resolve().parents[2] / "configs"
+ROOT = Path(__file__).resolve().parents[2]
+CONFIGS = ROOT / "configs"  # the trainers' own configs
+STUDY_CONFIGS = ROOT / "studies" / "llm_training" / "configs"
 
 DEAR = """datasets = ["scifact"]
 max_queries = 3
@@ -235,8 +239,9 @@ def test_a_time_budget_of_zero_starts_nothing_but_still_reports(tmp_path, fresh_
     assert "0 of the 38 stages run here are done" in text and "scoring pending (time budget reached)" in text
 
 
+@pytest.mark.slow  # the `finished` fixture trains and scores every system: ~20 s on 2 idle cores
 def test_systems_runs_only_those_rows_and_carried_rows_fill_the_rest(finished, tmp_path):
-    from studies.llm_training.report import read_carried
+    from studies.llm_training.collect import read_carried
 
     experiment, stages, report = finished
     before = json.loads(report.with_suffix(".json").read_text())
@@ -264,7 +269,7 @@ def test_systems_runs_only_those_rows_and_carried_rows_fill_the_rest(finished, t
 
 
 def carry_pairs(experiment, previous, drop: str) -> list:
-    from studies.llm_training.report import carry, collect
+    from studies.llm_training.collect import carry, collect
 
     table = collect(experiment)
     table.pop(drop)
@@ -272,8 +277,9 @@ def carry_pairs(experiment, previous, drop: str) -> list:
     return carry(previous, experiment.systems(), table, {}, {}, [], specs)
 
 
+@pytest.mark.slow  # shares the `finished` fixture
 def test_carrying_from_another_protocol_or_a_bad_file_and_unknown_systems_are_refused(finished, tmp_path):
-    from studies.llm_training.report import read_carried
+    from studies.llm_training.collect import read_carried
 
     experiment, _, report = finished
     other = LLMTrainingExperiment(replace(experiment.config, test_queries=2), tmp_path, progress=False)
@@ -309,7 +315,7 @@ def test_a_random_order_of_the_candidates_is_the_reference_level(tmp_path):
     """One query, two candidates, one relevant: a random order puts it first half the time."""
     from types import SimpleNamespace
 
-    from studies.llm_training.report import random_order
+    from studies.llm_training.collect import random_order
 
     from routerank.data.trec import write_run
     from routerank.data.types import Qrels, Query, Ranking
@@ -420,8 +426,8 @@ def test_config_errors_are_clear(tmp_path, fresh_ce):
 
 
 def test_the_shipped_configs_load_and_point_at_the_trainers_configs():
-    cpu = LLMTrainingConfig.load(CONFIGS / "llm-training-cpu.toml")
-    gpu = LLMTrainingConfig.load(CONFIGS / "llm-training-gpu.toml")
+    cpu = LLMTrainingConfig.load(STUDY_CONFIGS / "llm-training-cpu.toml")
+    gpu = LLMTrainingConfig.load(STUDY_CONFIGS / "llm-training-gpu.toml")
     assert cpu.profile == "cpu" and gpu.profile == "gpu"
     assert cpu.test_queries == 100 and cpu.depth == 20 and gpu.test_queries is None
     assert set(cpu.datasets) == {"scifact", "nfcorpus"} and set(cpu.methods) == set(gpu.methods)

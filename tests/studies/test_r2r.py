@@ -8,7 +8,9 @@ import pytest
 from studies.r2r.experiment import R2RConfig, R2RExperiment
 from studies.r2r.report import write_report
 
+from routerank.data.trec import read_run
 from routerank.errors import RouterankError, SpecError
+from routerank.evaluate import evaluate
 
 
 def tiny_config(**overrides) -> R2RConfig:
@@ -69,7 +71,15 @@ def test_every_stage_runs_and_the_report_has_every_section(finished):
     assert data["table"]["r2r"]["scifact"]["queries"] == 3
     assert "p_vs_generalist" in data["table"]["r2r"]["scifact"]
     assert all(v is not None for row in data["forgetting"]["values"] for v in row)
-    assert data["table"]["eag_ner"]["scifact"]["nDCG@10"] >= 0
+    # the ablation expert reorders only BM25's top `depth` of the same 10 candidates: R@100 is BM25's exactly, and
+    # its nDCG@10 is the one its run on disk earns on the sampled test queries
+    ablated, bm25 = data["table"]["eag_ner"]["scifact"], data["table"]["bm25"]["scifact"]
+    assert ablated["R@100"] == pytest.approx(bm25["R@100"]) and ablated["queries"] == bm25["queries"] == 3
+    run = read_run(experiment.run_path("eag_ner-scifact", "scifact"))
+    candidates = experiment.candidates("scifact")
+    assert all(set(run[q].doc_ids) == set(candidates[q].doc_ids) for q in candidates)
+    earned = evaluate(run, experiment.test_qrels("scifact"), "nDCG@10").means["nDCG@10"]
+    assert ablated["nDCG@10"] == pytest.approx(earned) and ablated["nDCG@10"] != pytest.approx(0.0)
     assert (work / "reports" / "r2r" / "forgetting.png").exists()
     routing = data["routing"]["routers"]
     assert routing["oracle"]["accuracy"] == 1.0 and "confusion" in routing["latent-linear (backbone h_q)"]
@@ -124,7 +134,7 @@ def test_config_errors_are_clear(tmp_path):
 def test_the_shipped_configs_load():
     from pathlib import Path
 
-    root = Path(__file__).resolve().parents[2] / "configs"
+    root = Path(__file__).resolve().parents[2] / "studies" / "r2r" / "configs"
     cpu, gpu = R2RConfig.load(root / "r2r-cpu.toml"), R2RConfig.load(root / "r2r-gpu.toml")
     assert cpu.profile == "cpu" and gpu.profile == "gpu" and len(cpu.domains) >= 3 and len(gpu.domains) >= 3
     assert gpu.test_queries is None and gpu.train_queries is None and gpu.depth == 100 and gpu.negatives == 7

@@ -11,6 +11,7 @@ from studies.r3ag.experiment import R3AGExperiment, R3AGExperimentConfig
 from routerank.errors import SpecError
 from routerank.r3ag.labels import RoutingLabels
 
+CONFIGS = Path(__file__).resolve().parents[2] / "studies" / "r3ag" / "configs"
 MEMBERS = ("R0", "bm25", "rm3", "dense")
 TOPICS = {"alpha": "bm25", "beta": "R0", "gamma": "dense", "delta": "rm3"}  # each topic's best member
 
@@ -136,7 +137,7 @@ def test_the_abstain_margin_is_chosen_on_held_out_train_queries(experiment):
 def test_k_fold_selection_holds_out_every_train_query_once(experiment):
     from dataclasses import replace
 
-    from studies.r3ag.evaluation import _splits, choose_mode
+    from studies.r3ag.training import _splits, choose_mode
 
     labels = experiment.labels("a", "train")
     splits = _splits(labels, 0.25, 3, seed=13)
@@ -153,7 +154,7 @@ def test_k_fold_selection_holds_out_every_train_query_once(experiment):
 
 
 def test_abstention_check_compares_r0_with_always_retrieve_on_the_routed_queries():
-    from studies.r3ag.evaluation import abstention_check
+    from studies.r3ag.training import abstention_check
 
     labels = synthetic("a", "train", 8, 0)
     em = np.array([[1, 0, 0, 0], [0, 1, 0, 0], [1, 1, 0, 0], [0, 0, 1, 0]] * 2, dtype=np.float32)
@@ -171,7 +172,7 @@ def test_abstention_check_compares_r0_with_always_retrieve_on_the_routed_queries
 def test_safe_abstention_refuses_margins_whose_held_out_r0_routes_lose_em(experiment):
     from dataclasses import replace
 
-    from studies.r3ag.evaluation import choose_mode
+    from studies.r3ag.training import choose_mode
 
     for ds in experiment.config.datasets:  # R0 wins on F1 for the "beta" topic but never answers exactly there
         labels = experiment.labels(ds, "train")
@@ -286,7 +287,7 @@ def test_zero_queries_means_all(tmp_path):
 
 
 def test_the_shipped_configs_load():
-    cpu = R3AGExperimentConfig.load("configs/r3ag-cpu.toml")
-    gpu = R3AGExperimentConfig.load("configs/r3ag-gpu.toml")
+    cpu = R3AGExperimentConfig.load(CONFIGS / "r3ag-cpu.toml")
+    gpu = R3AGExperimentConfig.load(CONFIGS / "r3ag-gpu.toml")
     assert cpu.datasets == gpu.datasets == ("squad-dev", "pubmedqa", "tatqa")
     assert gpu.train_queries is None and gpu.epochs > cpu.epochs and cpu.template == "plain"

@@ -4,11 +4,14 @@ import json
 import os
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
-from studies.rag_qa.experiment import markdown, run_qa
+from studies.rag_qa.experiment import markdown, measure
 
 from routerank.errors import RouterankError
+from routerank.generate.qa_run import run_qa
+from routerank.pipeline import build
 from tests.conftest import shared_dataset
 
 
@@ -33,12 +36,11 @@ def cli(*args: str) -> subprocess.CompletedProcess:
 
 
 def test_each_context_reaches_the_prompt(squad, tiny_generator):
-    from routerank.pipeline import build
-
     common = {"split": "test", "sample": 3, "seed": 1, "generator": tiny_generator, "progress": False}
-    retrieved = run_qa(squad, context="retrieved", pipeline="bm25", k=2, **common)
+    bm25 = build("bm25", squad.corpus)
+    retrieved = run_qa(squad, context="retrieved", retriever=bm25, pipeline="bm25", k=2, **common)
     queries = [squad.queries[a.query_id] for a in retrieved.answers]
-    run = build("bm25", squad.corpus).search(queries, 2)
+    run = bm25.search(queries, 2)
     assert [a.context.used for a in retrieved.answers] == [run[q.id].doc_ids for q in queries]
     gold = run_qa(squad, context="gold", k=1, **common)
     qrels = squad.split_qrels("test")
@@ -50,6 +52,43 @@ def test_each_context_reaches_the_prompt(squad, tiny_generator):
     assert "| bm25 top 2 | 3 |" in markdown([{"label": retrieved.label, **summary}])
 
 
+def test_the_study_measures_gold_retrieved_and_none_on_the_same_queries(squad):
+    from routerank.models.llm import tiny_llm
+
+    report = measure(
+        str(squad.path),
+        "test",
+        3,
+        1,
+        "bm25",
+        2,
+        1,
+        model="tiny",
+        loaded=tiny_llm(seed=0),
+        max_new_tokens=2,
+        cache=False,
+        progress=False,
+    )
+    assert (report["sample"], report["seed"], report["split"]) == (3, 1, "test")
+    rows = report["conditions"]
+    assert [r["label"] for r in rows] == ["gold top 1", "bm25 top 2", "no context (R0)"]
+    assert [(r["context"], r["pipeline"], r["k"], r["n"]) for r in rows] == [
+        ("gold", None, 1, 3),
+        ("retrieved", "bm25", 2, 3),
+        ("none", None, 0, 3),
+    ]
+    table = markdown(rows).splitlines()
+    assert len(table) == 5 and "| gold top 1 | 3 |" in table[2]
+
+
+def test_the_study_runs_as_a_module():
+    root = Path(__file__).resolve().parents[2]
+    command = [sys.executable, "-m", "studies.rag_qa", "--help"]
+    result = subprocess.run(command, capture_output=True, text=True, cwd=root, timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert "python -m studies.rag_qa" in result.stdout and "--gold-k" in result.stdout
+
+
 def test_bad_requests_are_refused_before_a_model_loads(squad, tiny_beir):
     with pytest.raises(RouterankError, match="unknown context 'oracle'"):
         run_qa(squad, context="oracle")
@@ -57,6 +96,8 @@ def test_bad_requests_are_refused_before_a_model_loads(squad, tiny_beir):
         run_qa(squad, k=-1)
     with pytest.raises(RouterankError, match="1 of 2 queries in tiny .test split. have no gold answers"):
         run_qa(str(tiny_beir), context="none")
+    with pytest.raises(RouterankError, match="needs a retriever"):
+        run_qa(squad, context="retrieved", k=3)
 
 
 @pytest.mark.parametrize(

@@ -16,8 +16,8 @@ from routerank.train.cross_encoder import (
     train_cross_encoder,
 )
 from routerank.train.groups import mine_pools, sample_groups, select_queries
+from routerank.train.loop import TrainingInterrupted
 from routerank.train.losses import ranking_loss
-from routerank.train.trainer import TrainingInterrupted
 
 TINY = dict(
     miner="bm25",
@@ -151,6 +151,7 @@ def _fresh_model(config):
     return new_cross_encoder(config.base_model, config.max_length, device="cpu")
 
 
+@pytest.mark.slow
 def test_training_lowers_the_loss_on_its_groups(trained, scifact):
     config, result = trained
     queries, _ = select_queries(scifact, "train", config.max_queries, config.seed, holdout=config.dev_queries)
@@ -165,6 +166,7 @@ def test_training_lowers_the_loss_on_its_groups(trained, scifact):
     assert after < before - 0.05, (before, after)
 
 
+@pytest.mark.slow
 def test_the_folder_holds_safetensors_a_manifest_and_a_step_log(trained):
     config, result = trained
     assert (result.path / "model.safetensors").is_file()
@@ -182,6 +184,7 @@ def test_the_folder_holds_safetensors_a_manifest_and_a_step_log(trained):
     assert not result.path.with_name(result.path.name + ".state").exists()
 
 
+@pytest.mark.slow
 def test_a_killed_run_resumes_to_the_same_weights(scifact, tmp_path):
     from safetensors.torch import load_file
 
@@ -207,6 +210,7 @@ def test_a_killed_run_resumes_to_the_same_weights(scifact, tmp_path):
     )
 
 
+@pytest.mark.slow
 def test_the_trained_folder_reranks_as_a_ce_spec_and_differs_from_the_fresh_head(trained, scifact):
     from routerank.pipeline import build
     from routerank.rerank.cross_encoder import CrossEncoderReranker

@@ -9,8 +9,8 @@ import pytest
 from routerank.errors import RouterankError, SpecError
 from routerank.train.dear import DeARConfig, Stage1Trainer, Stage2Trainer, stage1_loss, train_dear
 from routerank.train.distill import ScoredList, Teacher, TeacherCache
+from routerank.train.loop import TrainingInterrupted
 from routerank.train.losses import distill_ce, distillation_loss, listwise_kl, ranknet
-from routerank.train.trainer import TrainingInterrupted
 
 CONFIGS = Path(__file__).resolve().parents[2] / "configs"
 
@@ -241,6 +241,7 @@ def test_stage1_lowers_the_distillation_loss_and_logs_each_term(tmp_path):
     assert not (tmp_path / "stage1.state").exists()
 
 
+@pytest.mark.slow
 def test_stage1_resumed_after_a_kill_reaches_the_weights_of_an_unbroken_run(tmp_path):
     import torch
 
@@ -282,6 +283,7 @@ def test_the_stage1_adapter_loads_as_a_pointwise_reranker_with_the_trained_score
     assert "+stage1@" in reranker.name and reranker.scorer_key != bare.scorer_key
 
 
+@pytest.mark.slow
 def test_an_hf_backbone_trains_and_its_adapter_loads_through_the_reranker_spec(tmp_path):
     from routerank.models.llm import tiny_llm
     from routerank.rerank.adapters import AdapterMismatchError
@@ -363,6 +365,7 @@ def test_permutation_logits_of_a_padded_batch_equal_each_row_alone():
     assert permutation_loss(alone[1], [short]).item() == pytest.approx(by_hand.item(), rel=1e-4)
 
 
+@pytest.mark.slow
 def test_stage2_trains_a_listwise_adapter_on_stage1_that_the_listwise_reranker_loads(tmp_path):
     from routerank.models.llm import tiny_llm
     from routerank.rerank.listwise import ListwiseReranker

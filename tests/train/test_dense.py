@@ -30,6 +30,7 @@ def trained(scifact, tmp_path_factory):
     return config, train_dense(config, tmp_path_factory.mktemp("dense") / "dense", dataset=scifact, progress=False)
 
 
+@pytest.mark.slow
 def test_training_lowers_the_in_batch_loss_and_saves_safetensors(trained, scifact):
     import torch
 
@@ -55,6 +56,7 @@ def test_training_lowers_the_in_batch_loss_and_saves_safetensors(trained, scifac
     assert after < before - 0.05, (before, after)
 
 
+@pytest.mark.slow
 def test_the_folder_retrieves_as_a_dense_spec_and_its_index_is_keyed_by_its_weights(trained, tiny_beir):
     from routerank.data.registry import load_dataset
     from routerank.pipeline import build, make_retriever

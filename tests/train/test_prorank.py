@@ -9,6 +9,7 @@ import pytest
 from routerank.errors import RouterankError, SpecError
 from routerank.rerank.adapters import MANIFEST
 from routerank.train.grpo import load_pools, train_grpo
+from routerank.train.loop import TrainingInterrupted
 from routerank.train.prorank import (
     ProRankConfig,
     correct_reward,
@@ -19,7 +20,6 @@ from routerank.train.prorank import (
     train_prorank,
     train_stage2,
 )
-from routerank.train.trainer import TrainingInterrupted
 from tests.train.grpo_support import task_on_pools, tiny
 
 
@@ -111,6 +111,7 @@ def test_prompts_are_balanced_seeded_and_judged_right(scifact, pools):
     assert [r["doc_id"] for r in reseeded] != [r["doc_id"] for r in records]
 
 
+@pytest.mark.slow
 def test_two_grpo_steps_write_the_log_and_the_adapter(stage1):
     manifest = json.loads((stage1 / MANIFEST).read_text())
     assert (stage1 / "adapter_model.safetensors").exists() and (stage1 / "adapter_config.json").exists()
@@ -144,6 +145,7 @@ def adapter_weights(folder):
     return load_file(str(folder / "adapter_model.safetensors"))
 
 
+@pytest.mark.slow
 def test_rewards_that_differ_within_a_group_move_the_adapter(unbroken):
     import torch
 
@@ -153,6 +155,7 @@ def test_rewards_that_differ_within_a_group_move_the_adapter(unbroken):
     assert lora_b and any(torch.count_nonzero(v) for v in lora_b)  # LoRA B starts at zero
 
 
+@pytest.mark.slow
 def test_a_resumed_run_continues_the_step_count_and_ends_where_an_unbroken_one_does(tmp_path, pools, unbroken):
     import torch
 
@@ -179,12 +182,14 @@ def test_a_checkpoint_of_another_run_is_refused(tmp_path, pools):
         train_grpo(task(config(), pools), tmp_path / "other", loaded=tiny(), progress=False)
 
 
+@pytest.mark.slow
 def test_a_finished_run_is_not_trained_again(stage1, pools):
     started = time.perf_counter()
     assert train_grpo(task(config(), pools), stage1, loaded=tiny(), progress=False) == stage1
     assert time.perf_counter() - started < 5
 
 
+@pytest.mark.slow
 def test_stage2_trains_the_one_token_score_from_the_stage1_adapter(stage1, tmp_path):
     import torch
     from peft import PeftModel
@@ -222,6 +227,7 @@ def test_stage2_trains_the_one_token_score_from_the_stage1_adapter(stage1, tmp_p
     assert isinstance(PeftModel.from_pretrained(tiny()[0], str(out)), PeftModel)
 
 
+@pytest.mark.slow
 def test_the_pointwise_spec_loads_the_adapter_and_scores_p_of_one(stage1):
     import torch
     from peft import PeftModel

@@ -11,8 +11,8 @@ from routerank.rerank.reasoning import ReasoningChooser, parse_answer
 from routerank.rerank.setwise import SetwiseReranker
 from routerank.rerank.templates import get_choice_template
 from routerank.train.grpo import load_pools, train_grpo
+from routerank.train.loop import TrainingInterrupted
 from routerank.train.rank_r1 import RankR1Config, answer_reward, candidate_records, format_reward, rank_r1_task
-from routerank.train.trainer import TrainingInterrupted
 from tests.train.grpo_support import task_on_pools, tiny
 
 DOCS = [
@@ -124,6 +124,7 @@ def test_candidate_sets_hold_one_relevant_document_and_are_seeded(scifact, pools
     assert [r["doc_ids"] for r in reseeded] != [r["doc_ids"] for r in records]
 
 
+@pytest.mark.slow
 def test_two_grpo_steps_write_the_log_and_the_adapter(adapter):
     manifest = json.loads((adapter / MANIFEST).read_text())
     assert manifest["reranker"] == "setwise" and manifest["template"] == "rank-r1" and manifest["k"] == 3
@@ -132,6 +133,7 @@ def test_two_grpo_steps_write_the_log_and_the_adapter(adapter):
     assert [r["step"] for r in log] == [1, 2] and {"answer_reward", "format_reward", "reward"} <= set(log[0])
 
 
+@pytest.mark.slow
 def test_resume_continues_the_step_count(tmp_path, pools):
     cfg = config(max_steps=3)
     with pytest.raises(TrainingInterrupted):
@@ -142,6 +144,7 @@ def test_resume_continues_the_step_count(tmp_path, pools):
     assert [r["step"] for r in log] == [1, 2, 3] and log[2]["seconds"] >= log[1]["seconds"]
 
 
+@pytest.mark.slow
 def test_setwise_loads_the_adapter_reasons_and_falls_back(adapter):
     thinking = SetwiseReranker.from_model(*tiny(), adapter=str(adapter), k=3, max_new_tokens=5)
     assert isinstance(thinking.chooser, ReasoningChooser) and thinking.chooser.labels.max_doc_tokens == 16
@@ -172,6 +175,7 @@ def test_generation_stops_at_the_token_budget():
     assert len(texts) == 1 and chooser.generated_tokens <= 3
 
 
+@pytest.mark.slow
 def test_bad_configs_and_mismatched_adapters(adapter):
     for overrides, message in [
         ({"k": 1}, "k must be"),
@@ -234,6 +238,7 @@ def test_format_sft_records_use_other_queries_and_name_the_relevant_passage(pool
         assert parse_answer(record["completion"]) == record["relevant"]
 
 
+@pytest.mark.slow
 def test_format_sft_runs_first_is_kept_on_resume_and_is_in_the_manifest(tmp_path, pools):
     import dataclasses
 

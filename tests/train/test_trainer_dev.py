@@ -4,7 +4,7 @@ import pytest
 
 from routerank.errors import SpecError
 from routerank.train.groups import TrainGroup
-from routerank.train.trainer import GroupTrainer, TrainerConfig, positive_reciprocal_rank
+from routerank.train.loop import GroupTrainer, TrainerConfig, positive_reciprocal_rank
 
 
 class OneWeight:

@@ -1,20 +1,20 @@
 """The `routerank` command. Bad input becomes one line on stderr and exit code 2, never a traceback.
 
-One module per command group: `core` holds the root app and its own commands, `train` the trainers, `experiment`
-the staged experiments and R3AG's labels; `common` the options and helpers they share."""
+One module per command group: `core` holds the root app and its own commands, `train` the trainers, `r3ag` R3AG's
+labels; `common` the options and helpers they share. The studies (staged experiments that write reports/) are not
+part of the installed package and are never imported here: they run from a checkout as `python -m studies.<name>`."""
 
 from __future__ import annotations
 
 import sys
 
 from routerank.cli.core import app
-from routerank.cli.experiment import experiment_app, r3ag_app
+from routerank.cli.r3ag import r3ag_app
 from routerank.cli.train import train_app
 from routerank.errors import RouterankError
 
 app.add_typer(train_app, name="train")
 app.add_typer(r3ag_app, name="r3ag")
-app.add_typer(experiment_app, name="experiment")
 
 __all__ = ["app", "main", "normalise_ray_flag"]
 

@@ -7,7 +7,11 @@ from typing import Annotated
 
 import typer
 
+from routerank.data.registry import load_dataset
 from routerank.errors import RouterankError
+from routerank.pipeline import build
+from routerank.rerank.base import option_value
+from routerank.scale import executor_for
 
 DatasetOpt = Annotated[str, typer.Option("--dataset", "-d", help="name under ROUTERANK_DATA, or a BEIR folder")]
 PipelineOpt = Annotated[str, typer.Option("--pipeline", "-p", help="bm25 | dense[:model] | hybrid | rrf(..) | null")]
@@ -41,15 +45,11 @@ def report_drops(split: str, dropped: list[tuple[str, str]]) -> None:
 
 
 def load(dataset: str, split: str | None, lenient: bool):
-    from routerank.data.registry import load_dataset
-
     return load_dataset(dataset, splits=None if split is None else [split], lenient=lenient, on_drop=report_drops)
 
 
 def parse_options(items: list[str] | None) -> dict:
     """`--rerank-opt max_doc_tokens=128` → {"max_doc_tokens": 128}; values parse as spec options do."""
-    from routerank.rerank.base import option_value
-
     options = {}
     for item in items or []:
         key, eq, value = item.partition("=")
@@ -60,8 +60,6 @@ def parse_options(items: list[str] | None) -> dict:
 
 
 def retrieve(ds, pipeline: str, queries, k: int, rebuild: bool = False, rerank_options: dict | None = None, ray=None):
-    from routerank.pipeline import build
-
     retriever = build(pipeline, ds.corpus, rebuild=rebuild, progress=True, reranker_options=rerank_options, ray=ray)
     return retriever.search(queries, k)
 
@@ -70,7 +68,6 @@ def on_ray(ray: str | None, fn, *args):
     """`fn(*args)` here, or as one Ray task when --ray is given (a training run is one task)."""
     if ray is None:
         return fn(*args)
-    from routerank.scale import executor_for
 
     return executor_for(ray).run_tasks(fn, [args])[0]
 

@@ -9,7 +9,9 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
+from rich.table import Table
 
+from routerank import __version__, tune
 from routerank.cli.common import (
     DatasetOpt,
     JsonOpt,
@@ -22,7 +24,26 @@ from routerank.cli.common import (
     parse_options,
     retrieve,
 )
+from routerank.data.registry import data_root, list_datasets, load_dataset
+from routerank.data.trec import read_run, write_run
+from routerank.data.types import Query, sample_queries
 from routerank.errors import RouterankError
+from routerank.evaluate.measures import evaluate as score
+from routerank.evaluate.measures import parse_measures
+from routerank.evaluate.significance import paired_test
+from routerank.fsutil import atomic_write
+from routerank.generate.qa_run import run_qa
+from routerank.pipeline import build
+from routerank.serve.config import load_config
+
+try:  # the serving extras (fastapi, uvicorn) are optional: without them only `routerank serve` fails, saying so
+    from routerank.serve.ray_serve import run_on_ray
+    from routerank.serve.server import run as run_server
+except ImportError as exc:
+    run_on_ray = run_server = None
+    SERVE_MISSING: str | None = exc.name
+else:
+    SERVE_MISSING = None
 
 app = typer.Typer(
     add_completion=False,
@@ -34,8 +55,6 @@ app = typer.Typer(
 
 def _print_version(value: bool) -> None:
     if value:
-        from routerank import __version__
-
         print(f"routerank {__version__}")
         raise typer.Exit()
 
@@ -55,8 +74,6 @@ def datasets(
     as_json: JsonOpt = False,
 ) -> None:
     """List the datasets under the data root, with docs, queries and judged pairs per split."""
-    from routerank.data.registry import data_root, list_datasets
-
     root = root or data_root()
     summaries = list_datasets(root)
     if as_json:
@@ -78,8 +95,6 @@ def datasets(
         return
     if not summaries:
         raise RouterankError(f"no BEIR datasets under {root}", fix="set ROUTERANK_DATA to a folder of datasets")
-    from rich.table import Table
-
     table = Table(title=f"datasets in {root}")
     for col in ("name", "docs", "queries", "splits (judged queries / pairs)"):
         table.add_column(col, justify="left" if col == "name" or col.startswith("splits") else "right")
@@ -98,9 +113,6 @@ def index(
     ray: RayOpt = None,
 ) -> None:
     """Build (or verify) the cached index for a pipeline on a dataset's corpus."""
-    from routerank.data.registry import load_dataset
-    from routerank.pipeline import build
-
     ds = load_dataset(dataset, splits=[])
     retriever = build(pipeline, ds.corpus, rebuild=rebuild, progress=True, ray=ray)
     if out is not None:
@@ -120,9 +132,6 @@ def search(
     ray: RayOpt = None,
 ) -> None:
     """Search one query (--query) or a split's queries (--split) and print or save the run."""
-    from routerank.data.trec import write_run
-    from routerank.data.types import Query
-
     if (query is None) == (split is None):
         raise RouterankError("give exactly one of --query or --split")
     ds = load(dataset, split, lenient=False)
@@ -142,8 +151,6 @@ def search(
             )
         )
     elif query is not None:
-        from rich.table import Table
-
         table = Table(title=f"{run.name}: {query}")
         for col in ("rank", "score", "doc", "text"):
             table.add_column(col)
@@ -157,8 +164,6 @@ def _print_evaluations(evals, as_json: bool, extra: dict | None = None) -> None:
     if as_json:
         print(json.dumps({**(extra or {}), "runs": {e.run_name: e.means for e in evals}}, indent=2))
         return
-    from rich.table import Table
-
     names = list(evals[0].means)
     table = Table(title=", ".join(f"{k}={v}" for k, v in (extra or {}).items()))
     table.add_column("run")
@@ -188,11 +193,6 @@ def evaluate(
     ray: RayOpt = None,
 ) -> None:
     """Run a pipeline on a split's queries and score it against the qrels."""
-    from routerank.data.trec import read_run, write_run
-    from routerank.data.types import sample_queries
-    from routerank.evaluate.measures import evaluate as score
-    from routerank.evaluate.measures import parse_measures
-
     parse_measures(measures)
     ds = load(dataset, split, lenient)
     queries = sample_queries(ds.split_queries(split), sample, seed)
@@ -220,11 +220,6 @@ def compare(
     as_json: JsonOpt = False,
 ) -> None:
     """Two runs side by side, with paired t-test and randomisation-test p-values per measure."""
-    from routerank.data.trec import read_run
-    from routerank.evaluate.measures import evaluate as score
-    from routerank.evaluate.measures import parse_measures
-    from routerank.evaluate.significance import paired_test
-
     parse_measures(measures)
     a, b = read_run(run_a), read_run(run_b)
     qrels = load(dataset, split, lenient).split_qrels(split)
@@ -246,8 +241,6 @@ def compare(
     if as_json:
         print(json.dumps({"a": str(run_a), "b": str(run_b), "split": split, "measures": rows}, indent=2))
         return
-    from rich.table import Table
-
     table = Table(title=f"A = {run_a.name}   B = {run_b.name}   ({split}, {rows[0]['queries']} queries)")
     for col in ("measure", "A", "B", "B-A", "t-test p", "rand. p"):
         table.add_column(col, justify="left" if col == "measure" else "right")
@@ -283,12 +276,11 @@ def qa(
     as_json: JsonOpt = False,
 ) -> None:
     """Answer a split's queries from their context with an LLM and print EM/F1 against the gold answers."""
-    from studies.rag_qa.experiment import run_qa
-
     result = run_qa(
         dataset,
         split=split,
         context=context,
+        retriever=lambda corpus: build(pipeline, corpus, progress=True),
         pipeline=pipeline,
         k=k,
         sample=sample,
@@ -301,8 +293,6 @@ def qa(
     )
     summary = result.summary()
     if save_answers is not None:
-        from routerank.fsutil import atomic_write
-
         with atomic_write(save_answers) as handle:
             for answer in result.answers:
                 em, f1 = result.scores.per_query[answer.query_id]
@@ -333,13 +323,8 @@ def tune_alpha(
 ) -> None:
     """Choose the interpolation weight of RERANKER over PIPELINE on dev queries and save it beside the model,
     for `PIPELINE>>RERANKER@DEPTH~auto`."""
-    from studies.effectiveness.experiment import EffectivenessConfig, EffectivenessExperiment
-
     names = tuple(part.strip() for part in dataset.split(",") if part.strip())
-    config = EffectivenessConfig(names, {"reranker": reranker}, (pipeline,), depth=depth, dev_queries=dev_queries)
-    experiment = EffectivenessExperiment(config)
-    experiment.run(only={"dev", "alpha"})
-    record = experiment.alpha_record("reranker", pipeline)
+    record = tune.tune_alpha(names, reranker, pipeline, depth=depth, dev_queries=dev_queries)
     for entry in record["by_corpus"].values():
         print(f"{entry['dataset']}: alpha {entry['alpha']:.2f} ({entry['dev_queries']} {entry['dev_split']} queries)")
     print(f"pooled: alpha {record['pooled']['alpha']:.2f}; use {pipeline}>>{reranker}@{depth}~auto")
@@ -357,10 +342,8 @@ def tune_fusion(
 ) -> None:
     """Choose a weighted fusion's weights on dev queries (the dev split, or the queries a fine-tuned retriever held
     out of training) and print the spec to use; test queries never choose."""
-    from routerank.tune import tune_fusion as tune
-
     names = tuple(part.strip() for part in dataset.split(",") if part.strip())
-    record = tune(names, pipeline, dev_queries=dev_queries, step=step, out=out)
+    record = tune.tune_fusion(names, pipeline, dev_queries=dev_queries, step=step, out=out)
     for entry in record["datasets"].values():
         print(
             f"{entry['dataset']}: {entry['spec']}  nDCG@10 {entry['nDCG@10']:.4f} "
@@ -394,20 +377,14 @@ def serve(
     ] = None,
 ) -> None:
     """Serve the configured models over HTTP: Cohere-compatible /v1/rerank and /v2/rerank, /v1/route, /v1/search."""
-    try:
-        from routerank.serve.server import run
-    except ImportError as exc:
-        raise RouterankError(f"serving needs {exc.name}", fix="pip install 'routerank[serve]'") from None
-    from routerank.serve.config import load_config
-
+    if SERVE_MISSING is not None:
+        raise RouterankError(f"serving needs {SERVE_MISSING}", fix="pip install 'routerank[serve]'")
     if ray_replicas == 0 and ray_address is None:
-        run(load_config(config), host=host, port=port, log_level=log_level)
+        run_server(load_config(config), host=host, port=port, log_level=log_level)
         return
     if ray_replicas < 1:
         raise RouterankError(
             f"--ray-replicas must be 1 or more to serve on Ray, got {ray_replicas}",
             fix="pass --ray-replicas N (N >= 1) with --ray-address, or neither to serve with uvicorn alone",
         )
-    from routerank.serve.ray_serve import run_on_ray
-
     run_on_ray(load_config(config), ray_replicas, ray=ray_address, host=host, port=port)

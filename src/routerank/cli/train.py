@@ -11,14 +11,21 @@ from typing import Annotated
 import typer
 
 from routerank.cli.common import JsonOpt, RayOpt, config_defaults, on_ray
-from routerank.errors import RouterankError
+from routerank.errors import RouterankError, SpecError
+from routerank.r2r.trainer import ExpertConfig, train_expert
+from routerank.rerank.adapters import read_adapter_manifest
+from routerank.stages import read_toml_config
+from routerank.train.cross_encoder import CrossEncoderTrainConfig
+from routerank.train.cross_encoder import train_cross_encoder as fit_cross_encoder
+from routerank.train.dear import DeARConfig, train_dear
+from routerank.train.dense import DenseTrainConfig, train_dense
+from routerank.train.prorank import ProRankConfig, train_prorank
+from routerank.train.rank_r1 import RankR1Config, train_rank_r1
 
 train_app = typer.Typer(no_args_is_help=True, help="Fine-tune rerankers on a dataset's train split.")
 
 
 def _ce_defaults() -> dict:
-    from routerank.train.cross_encoder import CrossEncoderTrainConfig
-
     return config_defaults(CrossEncoderTrainConfig)
 
 
@@ -83,9 +90,6 @@ def train_cross_encoder(
     """Fine-tune a cross-encoder with hard negatives; resumes after a kill; the folder reranks as `ce:<folder>`.
 
     With --ray, the run is one Ray task (with a GPU when the cluster has one)."""
-    from routerank.train.cross_encoder import CrossEncoderTrainConfig
-    from routerank.train.cross_encoder import train_cross_encoder as train
-
     default_cap, caps = _parse_caps(max_queries)
     config = CrossEncoderTrainConfig(
         dataset,
@@ -109,7 +113,7 @@ def train_cross_encoder(
         patience=patience,
         seed=seed,
     )
-    result = on_ray(ray, train, config, out)
+    result = on_ray(ray, fit_cross_encoder, config, out)
     if as_json:
         print(json.dumps({"path": str(result.path), **result.manifest}, indent=2))
     print(
@@ -137,8 +141,6 @@ def train_dense_command(
     ray: RayOpt = None,
 ) -> None:
     """Fine-tune the packaged MiniLM bi-encoder (in-batch + hard negatives); retrieve with `dense:st:<folder>`."""
-    from routerank.train.dense import DenseTrainConfig, train_dense
-
     default_cap, caps = _parse_caps(max_queries)
     config = DenseTrainConfig(
         dataset,
@@ -158,8 +160,6 @@ def train_dense_command(
 
 
 def _expert_defaults() -> dict:
-    from routerank.r2r.trainer import ExpertConfig
-
     return config_defaults(ExpertConfig)
 
 
@@ -174,9 +174,9 @@ def train_expert_command(
         "eag"
     ],
     granularity: Annotated[str, typer.Option(help="EAG masking: ner | ner+patterns")] = EX["granularity"],
-    objective: Annotated[str, typer.Option(help="contrastive (InfoNCE) | sft (yes/no cross-entropy)")] = EX[
-        "objective"
-    ],
+    objective: Annotated[
+        str, typer.Option(help="infonce (1 positive vs its negatives) | bce (yes/no, pointwise)")
+    ] = EX["objective"],
     backbone: Annotated[str, typer.Option(help="spec of the frozen backbone: smollm2 | ce:<folder>")] = EX["backbone"],
     miner: Annotated[str, typer.Option(help="retriever that mines hard negatives: bm25 | dense | hybrid")] = EX[
         "miner"
@@ -209,8 +209,6 @@ def train_expert_command(
     as_json: JsonOpt = False,
 ) -> None:
     """Train a LoRA domain expert for R2R; rerunning after a kill resumes from the last checkpoint."""
-    from routerank.r2r.trainer import ExpertConfig, train_expert
-
     config = ExpertConfig(
         dataset,
         domain,
@@ -247,8 +245,6 @@ def train_expert_command(
 
 
 def _dear_defaults() -> dict:
-    from routerank.train.dear import DeARConfig
-
     return config_defaults(DeARConfig)
 
 
@@ -287,10 +283,6 @@ def train_dear_command(
     """DeAR: distill the teacher into a yes/no LLM student (stage 1), then a listwise LoRA on its permutations
     (stage 2). Resumes after a kill; a finished stage is skipped."""
     from dataclasses import replace
-
-    from routerank.errors import SpecError
-    from routerank.stages import read_toml_config
-    from routerank.train.dear import DeARConfig, train_dear
 
     stages = {"1": (1,), "2": (2,), "both": (1, 2)}.get(stage)
     if stages is None:
@@ -336,7 +328,6 @@ def load_grpo_config(config_class, path: Path | None):
     """A GRPO trainer's config: the TOML file's keys over the dataclass defaults (no file: the defaults)."""
     if path is None:
         return config_class()
-    from routerank.stages import read_toml_config
 
     try:
         return read_toml_config(config_class, path, tuples=("target_modules",), none_if_zero=("max_queries",))
@@ -353,8 +344,6 @@ GRPOOutOpt = Annotated[Path | None, typer.Option(help="run folder (default: cach
 
 
 def _grpo_summary(path: Path) -> dict:
-    from routerank.rerank.adapters import read_adapter_manifest
-
     manifest = read_adapter_manifest(path)
     curve = [reward for _, reward in manifest.get("reward_curve", [])]
     tail = curve[-max(1, len(curve) // 10) :] if curve else []
@@ -380,8 +369,6 @@ def train_prorank_command(
 ) -> None:
     """ProRank: GRPO prompt warmup of a small LLM's 0/1 judgement, then a ranking loss on P("1"); resumable.
     Rerank with `pointwise:BACKBONE,template=prorank,adapter=OUT/stage2`."""
-    from routerank.train.prorank import ProRankConfig, train_prorank
-
     settings = load_grpo_config(ProRankConfig, config)
     path = train_prorank(settings, out, stage=stage)
     summary = _grpo_summary(path)
@@ -398,8 +385,6 @@ def train_prorank_command(
 def train_rank_r1_command(config: GRPOConfigOpt = None, out: GRPOOutOpt = None, as_json: JsonOpt = False) -> None:
     """Rank-R1: setwise reranking that reasons in <think> and answers in <answer>, trained by GRPO; resumable.
     Rerank with `setwise:BACKBONE,adapter=OUT` (add think=0 to skip the reasoning)."""
-    from routerank.train.rank_r1 import RankR1Config, train_rank_r1
-
     settings = load_grpo_config(RankR1Config, config)
     path = train_rank_r1(settings, out)
     summary = _grpo_summary(path)

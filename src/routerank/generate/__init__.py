@@ -18,9 +18,11 @@ The design, one module per concern:
 - `cache`: every generation is stored in SQLite, keyed by model fingerprint, template and version, settings,
   query text and the ordered context (ids and text hashes), one commit per batch: a killed run resumes.
 - `scoring`: SQuAD EM and token F1 against the queries' gold `answers`, through `routerank.evaluate.qa`.
+- `qa_run`: one QA condition end to end (`run_qa`): a split's queries or a seeded sample, their gold, retrieved
+  or no context, generation and EM/F1, as a `QARun`.
 
-Retrieval is not done here (this layer sits beside `rerank/`, below `pipeline`); the caller passes a Run or
-qrels. `routerank qa` and `studies.rag_qa.experiment` compose the two.
+Retrieval is not done here (this layer sits beside `rerank/`, below `pipeline`); the caller passes a retriever,
+a Run or qrels. `routerank qa` and `studies.rag_qa` build the pipeline and hand it to `run_qa`.
 """
 
 from __future__ import annotations
@@ -41,6 +43,8 @@ _EXPORTS = {
     "QAScores": "routerank.generate.scoring",
     "score_answers": "routerank.generate.scoring",
     "clean_answer": "routerank.generate.stops",
+    "QARun": "routerank.generate.qa_run",
+    "run_qa": "routerank.generate.qa_run",
 }
 
 
@@ -56,6 +60,7 @@ __all__ = [
     "ContextFit",
     "GenerationCache",
     "Generator",
+    "QARun",
     "QAScores",
     "TEMPLATES",
     "clean_answer",
@@ -63,5 +68,6 @@ __all__ = [
     "get_template",
     "gold_contexts",
     "retrieved_contexts",
+    "run_qa",
     "score_answers",
 ]

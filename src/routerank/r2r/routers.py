@@ -16,14 +16,13 @@ import numpy as np
 
 from routerank.errors import RouterankError
 from routerank.fsutil import atomic_dir
+from routerank.retrieve.base import as_query_list
 from routerank.route import GENERALIST, RouteDecision
 
 Features = Callable[[list[str]], np.ndarray]
 
 
 def _texts_and_ids(queries) -> tuple[list[str], list[str]]:
-    from routerank.retrieve.base import as_query_list
-
     query_list = as_query_list(queries)
     return [q.text for q in query_list], [q.id for q in query_list]
 
@@ -67,6 +66,7 @@ class SoftmaxRouter(_ProbabilisticRouter):
         self._mean = self._std = None
 
     def _build(self, dim: int):
+        # heavy: torch loads only when a model runs
         import torch
 
         if self.hidden:
@@ -86,6 +86,7 @@ class SoftmaxRouter(_ProbabilisticRouter):
         seed: int = 0,
         features: np.ndarray | None = None,
     ) -> SoftmaxRouter:
+        # heavy: torch loads only when a model runs
         import torch
 
         unknown = sorted(set(labels) - set(self.labels))
@@ -107,6 +108,7 @@ class SoftmaxRouter(_ProbabilisticRouter):
         return self
 
     def predict_proba(self, texts: list[str], features: np.ndarray | None = None) -> np.ndarray:
+        # heavy: torch loads only when a model runs
         import torch
 
         if self._net is None:
@@ -117,6 +119,7 @@ class SoftmaxRouter(_ProbabilisticRouter):
         return torch.softmax(logits, -1).numpy()
 
     def save(self, path: str | Path) -> None:
+        # heavy: safetensors.torch imports torch
         from safetensors.torch import save_file
 
         state = {k: v.contiguous() for k, v in self._net.state_dict().items()}
@@ -132,6 +135,7 @@ class SoftmaxRouter(_ProbabilisticRouter):
 
     @classmethod
     def load(cls, path: str | Path, features: Features) -> SoftmaxRouter:
+        # heavy: safetensors.torch imports torch
         from safetensors.torch import load_file
 
         path = Path(path)

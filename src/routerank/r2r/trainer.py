@@ -13,21 +13,26 @@ from __future__ import annotations
 import json
 import random
 import sys
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from routerank.data.devsplit import held_out_queries
+from routerank.data.registry import load_dataset
 from routerank.data.types import Dataset, Query
 from routerank.errors import RouterankError, SpecError
-from routerank.fsutil import atomic_dir, without_later_defaults
+from routerank.fsutil import atomic_dir, cache_root, without_later_defaults
+from routerank.r2r.eag import GRANULARITIES, EntityAbstractor
+from routerank.rerank.backbones import folder_of, load_backbone
 from routerank.train.groups import TrainGroup, mine_pools, top_groups
+from routerank.train.loop import GroupTrainer, adapter_trainer_config
+from routerank.train.lora import LoRASettings, LoraTrainable, attach_lora
 from routerank.train.losses import canonical_objective
-from routerank.train.trainer import GroupTrainer, adapter_trainer_config
 
 MANIFEST = "routerank_expert.json"
 
 
 @dataclass(frozen=True)
-class ExpertConfig:
+class ExpertConfig(LoRASettings):
     """One domain expert's training run: its data, negatives, optimisation and LoRA adapter. The whole record
     (`config_json`) is the run's identity: it names the default output folder, keys the resumable checkpoint and
     is kept in the expert's manifest. The comments at the fields say why some of them exist.
@@ -36,8 +41,8 @@ class ExpertConfig:
     domain: the expert's domain label (manifest, default folder name, progress bar).
     backbone: the frozen reranker the adapter sits on: an LLM spec (`smollm2`, `hf:...`, `gguf:...`) or `ce:<folder>`.
     template: yes/no prompt template of an LLM backbone (chatml: SmolLM2-Instruct's); a cross-encoder ignores it.
-    objective: `contrastive` (InfoNCE, the positive against its negatives) or `sft` (BCE on each pair); also
-        accepted as `infonce` / `bce`, and stored as those.
+    objective: `infonce` (the positive against its negatives) or `bce` (on each pair); the older names `contrastive`
+        and `sft` are accepted and stored as these (`routerank.train.losses.canonical_objective`).
     eag: Entity Abstraction for Generalization: a first stage on entity-abstracted groups, then the original ones.
     granularity: what EAG abstracts: "ner" (spaCy entities) or "ner+patterns" (plus the dataset's domain patterns,
         `PATTERN_DOMAINS`); "none" only without EAG, which does not read it (it still counts in the record).
@@ -52,12 +57,11 @@ class ExpertConfig:
     max_doc_tokens: document tokens per pair on an LLM backbone; on a cross-encoder, the pair length (query +
         document).
     epochs: passes over each stage's groups.
-    lr: AdamW learning rate, constant: no warmup, weight decay or gradient clipping (`adapter_trainer_config`).
     grad_accum: groups per optimizer step; each group is its own forward/backward, so memory holds one group.
     temperature: InfoNCE divides the logits by it; 1.0 as in the R2R paper. BCE ignores it.
-    lora_r, lora_alpha, lora_dropout: the LoRA adapter's rank, scaling (alpha / r = 2) and dropout.
-    target_modules: module-name suffixes the adapter wraps; empty = the backbone's defaults (an LLM's q/k/v/o
-        projections, an encoder's query/key/value/dense layers).
+    lora_r, lora_alpha, lora_dropout, target_modules, lr: the adapter and its optimiser (`LoRASettings`); here
+        rank 32, alpha 64, and AdamW at a constant rate: no warmup, weight decay or gradient clipping
+        (`adapter_trainer_config`).
     eval_every: the dev measure every that many optimizer steps, and once before the first, so the untrained
         adapter (the bare backbone) competes and an expert never ships worse on dev than where it started.
     patience: stop after this many evaluations without a new best (0 = never stop early).
@@ -69,7 +73,7 @@ class ExpertConfig:
     domain: str
     backbone: str = "smollm2"
     template: str = "chatml"
-    objective: str = "contrastive"
+    objective: str = "infonce"
     eag: bool = False
     granularity: str = "ner+patterns"
     miner: str = "bm25"
@@ -94,25 +98,22 @@ class ExpertConfig:
     dev_from_backbone: bool = False
     max_doc_tokens: int = 128
     epochs: int = 1
-    lr: float = 2e-4
     grad_accum: int = 4
     temperature: float = 1.0
-    lora_r: int = 32
-    lora_alpha: int = 64
-    lora_dropout: float = 0.05
-    target_modules: tuple[str, ...] = ()  # empty: the backbone's defaults (see routerank.rerank.backbones)
+    lora_r: int = field(default=32, kw_only=True)  # LoRASettings' field, with the experts' own default
+    lora_alpha: int = field(default=64, kw_only=True)
     eval_every: int = 25
     patience: int = 3
     save_every: int = 10
     seed: int = 13
 
     def __post_init__(self):
+        super().__post_init__()
         object.__setattr__(self, "objective", canonical_objective(self.objective))
         if self.negatives < 1 or self.grad_accum < 1 or self.epochs < 1:
             raise SpecError("negatives, grad_accum and epochs must be at least 1")
         if self.negative_skip < 0:
             raise SpecError(f"negative_skip must be 0 or more, got {self.negative_skip}")
-        from routerank.r2r.eag import GRANULARITIES
 
         if self.granularity not in GRANULARITIES:
             raise SpecError(f"unknown masking granularity {self.granularity!r}", fix=f"choose one of {GRANULARITIES}")
@@ -161,9 +162,6 @@ def split_train_dev(ds: Dataset, config: ExpertConfig) -> tuple[list[Query], lis
         dev = ds.split_queries("dev")[: config.dev_queries]
         return train[: config.max_queries], dev, "train", "dev"
     if config.dev_from_backbone:
-        from routerank.data.devsplit import held_out_queries
-        from routerank.rerank.backbones import folder_of
-
         held = held_out_queries(ds, [folder_of(config.backbone)])
         if held is None or held[1] != "train":
             raise RouterankError(
@@ -177,44 +175,6 @@ def split_train_dev(ds: Dataset, config: ExpertConfig) -> tuple[list[Query], lis
     return train[: config.max_queries], dev, "train", "train"
 
 
-def attach_lora(module, *, r: int, alpha: int, dropout: float, targets, seed: int):
-    """`module` wrapped in a fresh LoRA adapter on `targets` (module-name suffixes), its init seeded: the one place
-    every adapter trainer (experts, DeAR's two stages) builds one."""
-    import torch
-    from peft import LoraConfig, get_peft_model
-
-    torch.manual_seed(seed)
-    config = LoraConfig(r=r, lora_alpha=alpha, lora_dropout=dropout, target_modules=list(targets), bias="none")
-    return get_peft_model(module, config)
-
-
-class LoraTrainable:
-    """The `Trainable` view of a LoRA-wrapped backbone: only the adapter trains and is checkpointed."""
-
-    def __init__(self, peft_model, backbone):
-        self.peft, self.backbone = peft_model, backbone
-
-    def group_logits(self, groups):
-        pairs = [pair for group in groups for pair in group.pairs()]
-        return self.backbone.relevance_logits(pairs).view(len(groups), -1)
-
-    def parameters(self) -> list:
-        return [p for p in self.peft.parameters() if p.requires_grad]
-
-    def trainable_state(self) -> dict:
-        from peft import get_peft_model_state_dict
-
-        return dict(get_peft_model_state_dict(self.peft))
-
-    def load_trainable_state(self, tensors: dict) -> None:
-        from peft import set_peft_model_state_dict
-
-        set_peft_model_state_dict(self.peft, tensors)
-
-    def train(self, mode: bool = True):
-        return self.peft.train(mode)
-
-
 class ExpertTrainer:
     """One expert's training run: LoRA on the backbone, then the shared resumable loop.
 
@@ -222,8 +182,6 @@ class ExpertTrainer:
     default loads `config.backbone`."""
 
     def __init__(self, config: ExpertConfig, out: str | Path, *, loaded=None, progress: bool = True):
-        from routerank.rerank.backbones import load_backbone
-
         self.config, self.out, self.progress = config, Path(out), progress
         self.state_dir = self.out.with_name(self.out.name + ".state")
         self.backbone = load_backbone(
@@ -233,14 +191,7 @@ class ExpertTrainer:
             progress=False,
             loaded=loaded,
         )
-        self.model = attach_lora(
-            self.backbone.module,
-            r=config.lora_r,
-            alpha=config.lora_alpha,
-            dropout=config.lora_dropout,
-            targets=config.target_modules or self.backbone.default_targets,
-            seed=config.seed,
-        )
+        self.model = attach_lora(self.backbone.module, config, self.backbone.default_targets, config.seed)
         self.trainable = LoraTrainable(self.model, self.backbone)
         trainer_config = adapter_trainer_config(
             objective=config.objective,
@@ -365,8 +316,6 @@ def prepare_data(config: ExpertConfig, *, progress: bool = True) -> PreparedData
     `dataset` may name several comma-separated datasets: that is pooled training, with `max_queries` and
     `dev_queries` applied per dataset.
     """
-    from routerank.data.registry import load_dataset
-
     names = [n.strip() for n in config.dataset.split(",") if n.strip()]
     if not names:
         raise SpecError("ExpertConfig.dataset names no dataset")
@@ -392,8 +341,6 @@ def prepare_data(config: ExpertConfig, *, progress: bool = True) -> PreparedData
         train += examples
         dev += dev_examples
         if abstracted is not None:
-            from routerank.r2r.eag import EntityAbstractor
-
             domain = PATTERN_DOMAINS.get(name)
             abstractor = EntityAbstractor(config.granularity, domains=[domain] if domain else [])
             abstracted += abstract_examples(examples, abstractor)
@@ -412,8 +359,6 @@ def prepare_data(config: ExpertConfig, *, progress: bool = True) -> PreparedData
 
 def default_expert_dir(config: ExpertConfig) -> Path:
     import hashlib
-
-    from routerank.fsutil import cache_root
 
     digest = hashlib.sha256(json.dumps(config_json(config), sort_keys=True).encode()).hexdigest()[:10]
     return cache_root() / "experts" / f"{config.domain}-{digest}"

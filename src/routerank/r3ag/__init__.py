@@ -5,11 +5,11 @@ One package holds the whole method:
 - `labels`: quality and utility labels per query and member (`RoutingLabels`), and scoring routes against them
 - `labelling`: building those labels (retrieve, answer with the generator, score; resumable)
 - `judge`: the LLM relevance judge that can stand in for qrels
-- `router`: the router itself (two encoders fused by attention, routing by cosine); imports torch
-- `trainer`: its trainer on the labels; imports torch
+- `router`: the router itself (two encoders fused by attention, routing by cosine); torch loads when one is built
+- `trainer`: its trainer on the labels; torch loads when it trains
 - `baselines`: fixed, necessity and query-classifier routers with the same interface
 
-`router` and `trainer` import torch, so this package does not import them.
+Nothing here imports torch at import time: `router` defines its torch network on first use (`net_class`).
 """
 
 from routerank.r3ag.baselines import FixedRouter, NecessityRouter

@@ -25,6 +25,7 @@ import numpy as np
 from routerank.errors import RouterankError
 from routerank.r2r.routers import CentroidRouter, OracleRouter, RandomRouter, SoftmaxRouter
 from routerank.r3ag.labels import RoutingLabels
+from routerank.retrieve.base import as_query_list
 from routerank.route import RouteDecision
 
 Features = Callable[[list[str]], np.ndarray]
@@ -32,8 +33,6 @@ RETRIEVE, ABSTAIN = "retrieve", "abstain"
 
 
 def _query_ids(queries) -> list[str]:
-    from routerank.retrieve.base import as_query_list
-
     return [q.id for q in as_query_list(queries)]
 
 

@@ -23,6 +23,9 @@ import numpy as np
 
 from routerank.data.types import Document
 from routerank.errors import RouterankError
+from routerank.models.llm import load_causal_lm
+from routerank.rerank.choice import one_line
+from routerank.rerank.pointwise import PointwiseLLMReranker
 from routerank.rerank.templates import YesNoTemplate
 
 JUDGE_SYSTEM = (
@@ -82,9 +85,6 @@ class LLMJudge:
     """Three pointwise yes/no scorers over one loaded causal LM (the generator's by default)."""
 
     def __init__(self, model: str = "smollm2", *, max_doc_tokens: int = 128, progress: bool = True, _loaded=None):
-        from routerank.models.llm import load_causal_lm
-        from routerank.rerank.pointwise import PointwiseLLMReranker
-
         self.model_spec, self.max_doc_tokens = model, int(max_doc_tokens)
         loaded = _loaded if _loaded is not None else load_causal_lm(model)
         self.tokenizer = loaded[1]
@@ -115,8 +115,6 @@ class LLMJudge:
         }
 
     def _earlier(self, documents: Sequence[Document]) -> str:
-        from routerank.rerank.choice import one_line
-
         return " | ".join(one_line(self.tokenizer, d.full_text, self.max_doc_tokens) for d in documents)
 
     def judge(self, questions: Sequence[str], lists: Sequence[Sequence[Document]], k: int) -> list[ListJudgement]:

@@ -29,10 +29,19 @@ from types import MappingProxyType
 
 import numpy as np
 
+from routerank.data.registry import load_dataset
+from routerank.data.trec import read_run, write_run
 from routerank.data.types import Dataset, Query, Run, sample_queries
 from routerank.errors import RouterankError, SpecError
+from routerank.evaluate.measures import evaluate
+from routerank.evaluate.qa import exact_match, token_f1
 from routerank.fsutil import atomic_write, cache_root, safe_name, without_later_defaults
+from routerank.generate.context import retrieved_contexts
+from routerank.generate.generator import Generator
+from routerank.generate.scoring import require_answers
 from routerank.generate.templates import get_template
+from routerank.pipeline import build_pool
+from routerank.r3ag.judge import CRITERIA, LLMJudge
 from routerank.r3ag.labels import RoutingLabels
 from routerank.r3ag.pool import PoolConfig
 
@@ -95,8 +104,6 @@ def work_dir_for(dataset: str, pool: PoolConfig, settings: LabelSettings, root: 
 
 
 def _save_run(run: Run, path: Path) -> None:
-    from routerank.data.trec import write_run
-
     if any(len(run[q]) for q in run):
         write_run(run, path, tag=safe_name(run.name or "run"))
     else:
@@ -105,8 +112,6 @@ def _save_run(run: Run, path: Path) -> None:
 
 
 def _load_run(path: Path, name: str) -> Run:
-    from routerank.data.trec import read_run
-
     if path.stat().st_size == 0:
         return Run(MappingProxyType({}), name)
     return read_run(path)
@@ -130,8 +135,6 @@ def member_runs(
             runs[member.name] = _load_run(path, member.name)
             continue
         if built is None:
-            from routerank.pipeline import build_pool
-
             built = build_pool(pool, dataset.corpus, progress=progress)
         began = time.perf_counter()
         run = built[member.name].search(list(queries), depth)
@@ -144,8 +147,6 @@ def member_runs(
 
 
 def _quality(queries: Sequence[Query], runs: dict[str, Run], names: Sequence[str], qrels) -> np.ndarray:
-    from routerank.evaluate.measures import evaluate
-
     quality = np.zeros((len(queries), len(names)), dtype=np.float32)
     judged = qrels.subset(q.id for q in queries)
     for column, name in enumerate(names):
@@ -158,8 +159,6 @@ def _quality(queries: Sequence[Query], runs: dict[str, Run], names: Sequence[str
 
 def _contexts(queries: Sequence[Query], runs: dict[str, Run], names: Sequence[str], corpus, k: int) -> dict:
     """Each member's top k documents per query, what the judge reads and the generator answers from (R0: none)."""
-    from routerank.generate.context import retrieved_contexts
-
     return {
         name: retrieved_contexts(queries, runs[name], corpus, k) if name in runs else [[] for _ in queries]
         for name in names
@@ -169,8 +168,6 @@ def _contexts(queries: Sequence[Query], runs: dict[str, Run], names: Sequence[st
 def _judged_quality(queries: Sequence[Query], contexts: dict, names: Sequence[str], abstain, judge, k: int):
     """[query, member] list quality from the LLM judge over each member's top k (0 for an abstaining member), and
     each retrieving member's mean per criterion."""
-    from routerank.r3ag.judge import CRITERIA
-
     quality = np.zeros((len(queries), len(names)), dtype=np.float32)
     criteria: dict[str, dict[str, float]] = {}
     texts = [q.text for q in queries]
@@ -198,8 +195,6 @@ def _agreement(judged: np.ndarray, qrels_quality: np.ndarray, columns: Sequence[
 def _utility(queries, contexts: dict, names, generator, progress: bool):
     """[query, member] F1 and EM, and each member's generation seconds per freshly generated answer."""
     from tqdm.auto import tqdm
-
-    from routerank.evaluate.qa import exact_match, token_f1
 
     f1 = np.zeros((len(queries), len(names)), dtype=np.float32)
     em = np.zeros_like(f1)
@@ -239,10 +234,7 @@ def build_labels(
     if (target / "labels.json").exists():
         return RoutingLabels.load(target)
     if isinstance(dataset, str):
-        from routerank.data.registry import load_dataset
-
         dataset = load_dataset(dataset, splits=[settings.split])
-    from routerank.generate.scoring import require_answers
 
     queries = sample_queries(dataset.split_queries(settings.split), settings.sample, settings.seed)
     if not queries:
@@ -252,15 +244,11 @@ def build_labels(
     names = pool.names
     quality = _quality(queries, runs, names, dataset.split_qrels(settings.split))
     if generator is None:
-        from routerank.generate.generator import Generator
-
         generator = Generator(settings.model, progress=progress, **settings.generator_options())
     contexts = _contexts(queries, runs, names, dataset.corpus, settings.k)
     judging = {}
     if settings.quality == "judge":
         if judge is None:
-            from routerank.r3ag.judge import LLMJudge
-
             own = settings.judge and settings.judge != settings.model  # else the judge shares the generator's weights
             shared = None if own else (generator.model, generator.tokenizer)
             judge = LLMJudge(settings.judge or settings.model, progress=progress, _loaded=shared)

@@ -26,24 +26,31 @@ uses (r_Q + r_U) / 2 instead of attention.
 A saved router is a folder: `model.safetensors` and `r3ag.json` (retriever names, config, and the pool config the
 router was trained for, so `r3ag:<folder>` in a pipeline rebuilds the same pool). Features are pluggable (training
 precomputes them; tests may pass their own); by default the encoder that `config.features` names loads on first use.
-This module imports torch: `routerank.route` does not import it, so `import routerank` stays light.
+torch loads when a router is built, not when this module is imported, so the `r3ag:` pipeline spec, the CLI and
+`import routerank` stay light. `R3AGNet` (an `nn.Module`) is therefore defined on first use (`net_class()`).
 """
 
 from __future__ import annotations
 
+import functools
 import json
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import torch
-from torch import nn
 
 from routerank.errors import RouterankError, SpecError
 from routerank.fsutil import atomic_dir
 from routerank.r3ag.pool import PoolConfig, PoolMember
+from routerank.retrieve.base import as_query_list
+from routerank.retrieve.dense import DenseRetriever
 from routerank.route import RouteDecision
+
+if TYPE_CHECKING:
+    import torch
+    from torch import nn
 
 Features = Callable[[list[str]], np.ndarray]
 FORMAT_VERSION = 1
@@ -109,84 +116,104 @@ class R3AGConfig:
 
 def encoder_features(spec: str) -> Features:
     """Frozen, normalised sentence-transformers embeddings of query texts; the model loads on the first call."""
-    from routerank.retrieve.dense import DenseRetriever
-
     encoder = DenseRetriever(model=spec, progress=False)
     return lambda texts: encoder.encode(list(texts), progress=False)
 
 
 def _encoder(config: R3AGConfig) -> nn.Sequential:
+    from torch import nn  # heavy: torch loads only when a router is built
+
     return nn.Sequential(nn.Linear(config.dim, config.dim), nn.GELU(), nn.Linear(config.dim, config.space_dim))
 
 
 def _cosine(queries: torch.Tensor, retrievers: torch.Tensor) -> torch.Tensor:
     """[Q, e] x [R, e] -> [Q, R], or [Q, e] x [Q, R, e] -> [Q, R]."""
+    from torch import nn  # heavy: torch loads only when a router is built
+
     if retrievers.dim() == 2:
         return nn.functional.normalize(queries, dim=-1) @ nn.functional.normalize(retrievers, dim=-1).T
     return nn.functional.cosine_similarity(queries[:, None, :], retrievers, dim=-1)
 
 
-class R3AGNet(nn.Module):
-    """The trainable part of R3AG (see the module docstring). config: the shape; retrievers: how many tokens."""
+@functools.cache
+def net_class() -> type[nn.Module]:
+    """The `R3AGNet` class. It subclasses torch's `nn.Module`, so it is defined here, on first use, and torch loads
+    only when a router is built; `routerank.r3ag.router.R3AGNet` is this class (and pickles as that name)."""
+    import torch  # heavy: torch loads only when a router is built
+    from torch import nn
 
-    def __init__(self, config: R3AGConfig, retrievers: int):
-        super().__init__()
-        self.config = config
-        self.head = nn.Sequential(
-            nn.Linear(config.feature_dim, config.hidden),
-            nn.GELU(),
-            nn.Dropout(config.dropout),
-            nn.Linear(config.hidden, config.dim),
-            nn.LayerNorm(config.dim),
-        )
-        self.tokens = nn.ParameterList([nn.Parameter(torch.randn(config.dim)) for _ in range(retrievers)])
-        self.quality = _encoder(config) if config.quality else None
-        self.utility = _encoder(config) if config.utility else None
-        both = config.quality and config.utility
-        self.attention = (
-            nn.MultiheadAttention(config.space_dim, config.heads, batch_first=True)
-            if both and config.fusion == "attention"
-            else None
-        )
+    class R3AGNet(nn.Module):
+        """The trainable part of R3AG (see the module docstring). config: the shape; retrievers: how many tokens."""
 
-    def _spaces(self) -> dict[str, nn.Module]:
-        return {name: enc for name, enc in (("quality", self.quality), ("utility", self.utility)) if enc is not None}
+        def __init__(self, config: R3AGConfig, retrievers: int):
+            super().__init__()
+            self.config = config
+            self.head = nn.Sequential(
+                nn.Linear(config.feature_dim, config.hidden),
+                nn.GELU(),
+                nn.Dropout(config.dropout),
+                nn.Linear(config.hidden, config.dim),
+                nn.LayerNorm(config.dim),
+            )
+            self.tokens = nn.ParameterList([nn.Parameter(torch.randn(config.dim)) for _ in range(retrievers)])
+            self.quality = _encoder(config) if config.quality else None
+            self.utility = _encoder(config) if config.utility else None
+            both = config.quality and config.utility
+            self.attention = (
+                nn.MultiheadAttention(config.space_dim, config.heads, batch_first=True)
+                if both and config.fusion == "attention"
+                else None
+            )
 
-    def embed_queries(self, features: torch.Tensor) -> dict[str, torch.Tensor]:
-        hidden = self.head(features)
-        return {name: enc(hidden) for name, enc in self._spaces().items()}
+        def _spaces(self) -> dict[str, nn.Module]:
+            return {
+                name: enc for name, enc in (("quality", self.quality), ("utility", self.utility)) if enc is not None
+            }
 
-    def embed_retrievers(self) -> dict[str, torch.Tensor]:
-        tokens = torch.stack(list(self.tokens))
-        return {name: enc(tokens) for name, enc in self._spaces().items()}
+        def embed_queries(self, features: torch.Tensor) -> dict[str, torch.Tensor]:
+            hidden = self.head(features)
+            return {name: enc(hidden) for name, enc in self._spaces().items()}
 
-    def quality_scores(self, features: torch.Tensor) -> torch.Tensor:
-        """[Q, R] cosines in the quality space (what stage 1 trains)."""
-        if self.quality is None:
-            raise RouterankError("this router has no quality space (the quality=False ablation)")
-        return _cosine(self.embed_queries(features)["quality"], self.embed_retrievers()["quality"])
+        def embed_retrievers(self) -> dict[str, torch.Tensor]:
+            tokens = torch.stack(list(self.tokens))
+            return {name: enc(tokens) for name, enc in self._spaces().items()}
 
-    def fuse(self, anchor: torch.Tensor, retrievers: dict[str, torch.Tensor]) -> torch.Tensor:
-        """[Q, R, e]: each retriever's fused embedding for each query (attention, mean, or the one space there is)."""
-        n_queries = anchor.shape[0]
-        if len(retrievers) == 1:
-            [only] = retrievers.values()
-            return only.unsqueeze(0).expand(n_queries, *only.shape)
-        quality, utility = retrievers["quality"], retrievers["utility"]
-        if self.attention is None:
-            return ((quality + utility) / 2).unsqueeze(0).expand(n_queries, *quality.shape)
-        n_retrievers, width = quality.shape
-        keys = torch.stack([quality, utility], dim=1)  # [R, 2, e]
-        keys = keys.unsqueeze(0).expand(n_queries, -1, -1, -1).reshape(n_queries * n_retrievers, 2, width)
-        query = anchor.unsqueeze(1).expand(-1, n_retrievers, -1).reshape(n_queries * n_retrievers, 1, width)
-        fused, _ = self.attention(query, keys, keys, need_weights=False)
-        return fused.reshape(n_queries, n_retrievers, width)
+        def quality_scores(self, features: torch.Tensor) -> torch.Tensor:
+            """[Q, R] cosines in the quality space (what stage 1 trains)."""
+            if self.quality is None:
+                raise RouterankError("this router has no quality space (the quality=False ablation)")
+            return _cosine(self.embed_queries(features)["quality"], self.embed_retrievers()["quality"])
 
-    def route_scores(self, features: torch.Tensor) -> torch.Tensor:
-        """[Q, R] routing cosines: cos(q_U, z_qr) (cos(q_Q, r_Q) without the utility space)."""
-        queries, retrievers = self.embed_queries(features), self.embed_retrievers()
-        anchor = queries["utility"] if self.utility is not None else queries["quality"]
-        return _cosine(anchor, self.fuse(anchor, retrievers))
+        def fuse(self, anchor: torch.Tensor, retrievers: dict[str, torch.Tensor]) -> torch.Tensor:
+            """[Q, R, e]: each retriever's fused embedding for each query (attention, mean, or the one space)."""
+            n_queries = anchor.shape[0]
+            if len(retrievers) == 1:
+                [only] = retrievers.values()
+                return only.unsqueeze(0).expand(n_queries, *only.shape)
+            quality, utility = retrievers["quality"], retrievers["utility"]
+            if self.attention is None:
+                return ((quality + utility) / 2).unsqueeze(0).expand(n_queries, *quality.shape)
+            n_retrievers, width = quality.shape
+            keys = torch.stack([quality, utility], dim=1)  # [R, 2, e]
+            keys = keys.unsqueeze(0).expand(n_queries, -1, -1, -1).reshape(n_queries * n_retrievers, 2, width)
+            query = anchor.unsqueeze(1).expand(-1, n_retrievers, -1).reshape(n_queries * n_retrievers, 1, width)
+            fused, _ = self.attention(query, keys, keys, need_weights=False)
+            return fused.reshape(n_queries, n_retrievers, width)
+
+        def route_scores(self, features: torch.Tensor) -> torch.Tensor:
+            """[Q, R] routing cosines: cos(q_U, z_qr) (cos(q_Q, r_Q) without the utility space)."""
+            queries, retrievers = self.embed_queries(features), self.embed_retrievers()
+            anchor = queries["utility"] if self.utility is not None else queries["quality"]
+            return _cosine(anchor, self.fuse(anchor, retrievers))
+
+    R3AGNet.__module__, R3AGNet.__qualname__ = __name__, "R3AGNet"
+    return R3AGNet
+
+
+def __getattr__(name: str) -> Any:
+    if name == "R3AGNet":
+        return net_class()
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 class R3AGRouter:
@@ -226,9 +253,11 @@ class R3AGRouter:
                 fix="name a member that retrieves (not R0), or leave default_member empty",
             )
         self._features = features
+        import torch  # heavy: torch loads only when a router is built
+
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(self.config.seed)
-            self.net = R3AGNet(self.config, len(retrievers))
+            self.net = net_class()(self.config, len(retrievers))
         self.net.eval()
 
     @property
@@ -250,6 +279,8 @@ class R3AGRouter:
 
     def scores(self, texts: Sequence[str] = (), features: np.ndarray | None = None, batch: int = 1024) -> np.ndarray:
         """[Q, R] routing cosines for query texts (or their precomputed features)."""
+        import torch  # heavy: torch loads only when a router is built
+
         features = self.encode(texts) if features is None else np.asarray(features, dtype=np.float32)
         self.net.eval()
         parts = []
@@ -260,8 +291,6 @@ class R3AGRouter:
 
     def route(self, queries, features: np.ndarray | None = None) -> list[RouteDecision]:
         """One decision per query: the member with the highest routing cosine, with softmax probabilities."""
-        from routerank.retrieve.base import as_query_list
-
         query_list = as_query_list(queries)
         cosines = self.scores([q.text for q in query_list], features)
         logits = cosines / self.config.temperature
@@ -326,6 +355,9 @@ class R3AGRouter:
                     fix=f'add_retriever({name!r}, PoolMember({name!r}, spec="bm25:k1=0.9"))',
                 )
             self.pool = self.pool.with_member(member)
+        import torch  # heavy: torch loads only when a router is built
+        from torch import nn
+
         with torch.no_grad():
             token = nn.Parameter(torch.stack(list(self.net.tokens)).mean(0).clone())
         self.net.tokens.append(token)
@@ -333,7 +365,7 @@ class R3AGRouter:
         return token
 
     def save(self, path: str | Path) -> Path:
-        from safetensors.torch import save_file
+        from safetensors.torch import save_file  # heavy: imports torch
 
         path = Path(path)
         state = {k: v.detach().contiguous() for k, v in self.net.state_dict().items()}
@@ -353,7 +385,7 @@ class R3AGRouter:
 
     @classmethod
     def load(cls, path: str | Path, features: Features | None = None) -> R3AGRouter:
-        from safetensors.torch import load_file
+        from safetensors.torch import load_file  # heavy: imports torch
 
         path = Path(path).expanduser()
         if not (path / CONFIG_FILE).exists() or not (path / WEIGHTS_FILE).exists():

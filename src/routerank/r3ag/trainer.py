@@ -35,7 +35,7 @@ from routerank.r3ag.labels import RoutingLabels
 from routerank.r3ag.pool import PoolMember
 from routerank.r3ag.router import R3AGRouter
 from routerank.train.groups import TrainGroup
-from routerank.train.trainer import GroupTrainer, TrainerConfig, TrainSummary
+from routerank.train.loop import GroupTrainer, TrainerConfig, TrainSummary
 
 SPACES = ("quality", "route")
 
@@ -123,6 +123,7 @@ class _RouterObjective:
     per group. `trainable` names the parameters that learn (None: all of them)."""
 
     def __init__(self, router: R3AGRouter, features: np.ndarray, query_ids: Sequence[str], trainable=None):
+        # heavy: torch loads only when a model runs
         import torch
 
         self.net = router.net
@@ -141,6 +142,7 @@ class _RouterObjective:
         return {n: named[n].detach() for n in self.names}
 
     def load_trainable_state(self, tensors: dict) -> None:
+        # heavy: torch loads only when a model runs
         import torch
 
         named = dict(self.net.named_parameters())
@@ -153,6 +155,7 @@ class _RouterObjective:
         return self
 
     def group_logits(self, groups: Sequence[RouteGroup]):
+        # heavy: torch loads only when a model runs
         import torch
 
         rows = sorted({self.rows[g.query_id] for g in groups})
@@ -261,6 +264,7 @@ class R3AGTrainer:
         trainable: set[str] | None = None,
         training: TrainerConfig | None = None,
     ) -> TrainSummary:
+        # heavy: torch loads only when a model runs
         import torch
 
         if not stages:

@@ -93,6 +93,7 @@ def adapter_is_noop(folder: str | Path) -> bool:
 def apply_adapter(model, folder: str | Path, *, kind: str, fingerprint: str | None = None):
     """(`model` with the adapter's LoRA weights merged in, the manifest). The merge happens in place: `model`
     itself carries the adapter afterwards."""
+    # heavy: peft loads only when adapters are used
     from peft import PeftModel
 
     manifest = read_adapter_manifest(folder)

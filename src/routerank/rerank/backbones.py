@@ -2,7 +2,7 @@
 
 R2R needs four things of a backbone, whatever its architecture:
 - `module`: the torch module peft wraps (adapters are injected in place, so every view below sees them);
-- `scorer(name, cache)`: a PointwiseReranker over that module, with its own score-cache namespace per expert;
+- `scorer(name, cache)`: a PairScoringReranker over that module, with its own score-cache namespace per expert;
 - `hidden_state(texts)`: the backbone's own representation of a query alone, which the latent router reads
   (an LLM's last-token state; a cross-encoder's mean-pooled final layer over the query's tokens);
 - `fingerprint` and `default_targets`: what an expert records to refuse another backbone, and the LoRA targets.
@@ -19,6 +19,9 @@ import numpy as np
 
 from routerank.errors import SpecError
 from routerank.fsutil import safe_name
+from routerank.models.llm import load_causal_lm, resolve_llm
+from routerank.rerank.cross_encoder import CrossEncoderReranker, check_model_folder
+from routerank.rerank.pointwise import PointwiseLLMReranker
 
 LLM_TARGETS = ("q_proj", "k_proj", "v_proj", "o_proj")
 ENCODER_TARGETS = ("query", "key", "value", "dense")  # BERT-style attention and feed-forward layers
@@ -43,8 +46,6 @@ class LLMBackbone:
         loaded=None,
         dtype: str | None = None,
     ):
-        from routerank.models.llm import load_causal_lm
-
         if dtype not in (None, "fp32"):
             raise SpecError(f"dtype {dtype!r} is a cross-encoder backbone option", fix="leave dtype unset on an LLM")
 
@@ -54,13 +55,9 @@ class LLMBackbone:
 
     @property
     def fingerprint(self) -> str:
-        from routerank.models.llm import resolve_llm
-
         return resolve_llm(self.spec).fingerprint
 
     def scorer(self, name: str, cache: bool = True):
-        from routerank.rerank.pointwise import PointwiseLLMReranker
-
         return PointwiseLLMReranker.from_model(
             self.module,
             self.tokenizer,
@@ -94,8 +91,6 @@ class EncoderBackbone:
         template: str | None = None,
         dtype: str | None = None,
     ):
-        from routerank.rerank.cross_encoder import CrossEncoderReranker, check_model_folder
-
         self.spec, self.progress = spec, progress
         folder = spec.strip()[3:] if is_encoder(spec) else spec
         options = dict(max_length=max_doc_tokens, progress=progress, dtype=dtype)  # dtype: scoring only (bf16)
@@ -115,8 +110,6 @@ class EncoderBackbone:
         return self.ce.scorer_key.removesuffix(f"-{self.ce.dtype}" if self.ce.dtype else "")
 
     def scorer(self, name: str, cache: bool = True):
-        from routerank.rerank.cross_encoder import CrossEncoderReranker
-
         keep = cache and self.folder is not None
         key = f"{self.ce.scorer_key}-{safe_name(name)[-60:]}" if keep else None
         return CrossEncoderReranker.from_model(
@@ -125,6 +118,7 @@ class EncoderBackbone:
 
     def hidden_state(self, texts: Sequence[str], batch_size: int = 64) -> np.ndarray:
         """Mean over the query's own tokens of the encoder's final layer (the query encoded by itself)."""
+        # heavy: torch loads only when a model runs
         import torch
 
         tokenizer, encoder = self.ce.model.tokenizer, self.module.base_model
@@ -146,6 +140,7 @@ class EncoderBackbone:
 
     def relevance_logits(self, pairs: Sequence[tuple[str, str]]):
         """Differentiable logits for (query, document) pairs (training)."""
+        # heavy: sentence-transformers loads only when a model is used
         from sentence_transformers.util import batch_to_device
 
         model = self.ce.model

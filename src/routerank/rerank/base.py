@@ -1,4 +1,6 @@
-"""The Reranker role: reorder a query's candidates; the batch form reranks a whole run."""
+"""The RerankerBackend protocol: reorder a query's candidates; the batch form reranks a whole run.
+
+The public face over any backend is `routerank.Reranker` (`routerank.api`), whose `rank` returns RankedResults."""
 
 from __future__ import annotations
 
@@ -11,12 +13,15 @@ import numpy as np
 from routerank.data.types import Corpus, Document, Query, Ranking, Run
 from routerank.errors import RouterankError, SpecError
 from routerank.models.llm import DEFAULT_LLM
+from routerank.retrieve.base import as_query_list
 
 DocsLike = Sequence[Document] | Sequence[str]
 
 
 @runtime_checkable
-class Reranker(Protocol):
+class RerankerBackend(Protocol):
+    """What every reranker family implements: `rerank` one query's documents, `rerank_run` a whole run."""
+
     name: str
 
     def rerank(self, query: Query | str, docs: DocsLike, top_k: int | None = None) -> Ranking: ...
@@ -90,8 +95,6 @@ class BaseReranker:
     ) -> Run:
         from tqdm.auto import tqdm
 
-        from routerank.retrieve.base import as_query_list
-
         out = {}
         for query in tqdm(as_query_list(queries), desc=self.name, unit="query", disable=not self.progress, leave=False):
             docs = candidates(run, query.id, corpus, depth)
@@ -100,8 +103,9 @@ class BaseReranker:
         return Run(MappingProxyType(out), f"{run.name}>>{self.name}")
 
 
-class PointwiseReranker(BaseReranker):
-    """A reranker that scores (query, doc) pairs independently; batches all pairs of a run at once."""
+class PairScoringReranker(BaseReranker):
+    """A reranker that scores each (query, document) pair on its own (`score_pairs`); batches all pairs of a run at
+    once. The base of the cross-encoder and the yes/no LLM (`PointwiseLLMReranker`, and query likelihood on it)."""
 
     def score_pairs(self, pairs: Sequence[tuple[str, str]]) -> np.ndarray:
         raise NotImplementedError
@@ -114,8 +118,6 @@ class PointwiseReranker(BaseReranker):
     def rerank_run(
         self, queries: Iterable[Query] | Mapping[str, Query], run: Run, corpus: Corpus, depth: int = 100
     ) -> Run:
-        from routerank.retrieve.base import as_query_list
-
         query_list = as_query_list(queries)
         per_query = [(q, candidates(run, q.id, corpus, depth)) for q in query_list]
         pairs = [(q.text, d.full_text) for q, docs in per_query for d in docs]

@@ -28,7 +28,7 @@ import numpy as np
 
 from routerank.data.types import Query, Ranking
 from routerank.errors import RouterankError
-from routerank.models.llm import DEFAULT_LLM, load_causal_lm, resolve_llm
+from routerank.models.llm import DEFAULT_LLM, load_causal_lm, pad_batch, resolve_llm
 from routerank.rerank.adapters import adapter_digest, apply_adapter, check_adapter, read_adapter_manifest
 from routerank.rerank.base import BaseReranker, DocsLike, as_documents, as_query, split_arg
 from routerank.rerank.sorting import CachedJudge, Judge
@@ -62,6 +62,7 @@ class LabelChooser:
         token_budget: int | None = None,
         max_batch: int = 64,
     ):
+        # heavy: torch loads only when a model runs
         import torch
 
         self.model, self.tokenizer, self.template = model, tokenizer, template
@@ -127,9 +128,8 @@ class LabelChooser:
         return batches
 
     def _forward(self, rows: list[list[int]]) -> np.ndarray:
+        # heavy: torch loads only when a model runs
         import torch
-
-        from routerank.models.llm import pad_batch
 
         ids, mask = pad_batch(rows, self.tokenizer.pad_token_id or 0)
         last = torch.tensor([len(r) - 1 for r in rows], device=self.device)

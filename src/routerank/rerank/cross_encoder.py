@@ -21,14 +21,17 @@ from pathlib import Path
 import numpy as np
 
 from routerank.errors import MissingDependencyError, SpecError
+from routerank.fsutil import cache_root, sha256_file
 from routerank.models.llm import DTYPES
-from routerank.rerank.base import PointwiseReranker
+from routerank.rerank.base import PairScoringReranker
+from routerank.rerank.score_cache import ScoreCache, pair_key
 
 TRAIN_HINT = "train one with `routerank train cross-encoder --dataset scifact`"
 SCORING_HEADS = ("ForSequenceClassification", "ForCausalLM")
 
 
 def default_device() -> str:
+    # heavy: torch loads only when a model runs
     import torch
 
     return "cuda" if torch.cuda.is_available() else "cpu"
@@ -38,8 +41,6 @@ def check_model_folder(folder: str | Path) -> Path:
     """The folder as a Path, if it holds a scoring model; otherwise a SpecError that says how to get one."""
     path = Path(folder).expanduser()
     if not path.exists() and str(folder).strip() and "/" not in str(folder):
-        from routerank.fsutil import cache_root
-
         path = cache_root() / "models" / str(folder)  # a bare name: a model `routerank train` saved in the cache
     if not str(folder).strip():
         raise SpecError("ce needs a model folder, e.g. ce:/path/to/model", fix=TRAIN_HINT)
@@ -82,6 +83,7 @@ def load_cross_encoder(
 
 def _open_checked(path: Path, *, max_length: int | None, device: str | None, trust_remote_code: bool):
     try:
+        # heavy: sentence-transformers loads only when a model is used
         from sentence_transformers import CrossEncoder
     except ImportError:
         raise MissingDependencyError(
@@ -106,7 +108,7 @@ def autocast_name(dtype: str | None) -> str | None:
     return {"float32": None, "bfloat16": "bf16", "float16": "fp16"}[canonical]
 
 
-class CrossEncoderReranker(PointwiseReranker):
+class CrossEncoderReranker(PairScoringReranker):
     """`ce:<folder>`: a sentence-transformers CrossEncoder reads query and document together; scores are its raw
     logits, computed shortest pair first (module docstring).
 
@@ -164,8 +166,6 @@ class CrossEncoderReranker(PointwiseReranker):
             self.model.max_seq_length = max_length
         self._cache = None
         if cache:
-            from routerank.rerank.score_cache import ScoreCache
-
             self._cache = ScoreCache(cache_key or self.scorer_key)
 
     @classmethod
@@ -186,8 +186,6 @@ class CrossEncoderReranker(PointwiseReranker):
         """Names the score-cache file: the weights' content and the truncation length, not the folder path."""
         import hashlib
 
-        from routerank.fsutil import sha256_file
-
         if self.folder is None:
             raise SpecError("a cross-encoder wrapped from memory has no stable identity to cache scores under")
         weights = sorted(self.folder.glob("*.safetensors"))
@@ -199,7 +197,6 @@ class CrossEncoderReranker(PointwiseReranker):
             return np.zeros(0, dtype=np.float64)
         if self._cache is None:
             return self._predict(list(pairs), progress=self.progress and len(pairs) >= self.progress_min_pairs)
-        from routerank.rerank.score_cache import pair_key
 
         keys = [pair_key(q, d) for q, d in pairs]
         known = self._cache.get_many(keys)
@@ -224,6 +221,7 @@ class CrossEncoderReranker(PointwiseReranker):
         """Raw logits in input order, computed shortest pair first so each batch pads little."""
         import contextlib
 
+        # heavy: torch loads only when a model runs
         import torch
 
         order = sorted(range(len(pairs)), key=lambda i: len(pairs[i][0]) + len(pairs[i][1]))

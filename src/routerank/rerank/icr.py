@@ -28,36 +28,7 @@ from routerank.data.types import Document, Query, Ranking
 from routerank.errors import RouterankError, SpecError
 from routerank.models.llm import DEFAULT_LLM, kv_cache_name, load_causal_lm
 from routerank.rerank.base import BaseReranker, DocsLike, as_documents, as_flag, as_query, split_arg
-
-CALIBRATION_QUERY = "N/A"
-
-
-@dataclass(frozen=True)
-class ICRTemplate:
-    """Prompt pieces, tokenized separately so the reranker knows where every document and the query sit."""
-
-    name: str
-    head: str
-    marker: str  # formatted with {index}, 1-based within a prompt
-    document: str  # formatted with {document}
-    lead: str
-    query: str  # formatted with {query}
-
-    def render(self, query: str, documents: Sequence[str]) -> str:
-        parts = [self.head]
-        for i, doc in enumerate(documents, start=1):
-            parts += [self.marker.format(index=i), self.document.format(document=doc)]
-        return "".join([*parts, self.lead, self.query.format(query=query)])
-
-
-TEMPLATE = ICRTemplate(
-    name="chatml",
-    head="<|im_start|>user\nHere are some passages:\n",
-    marker="\n[{index}]",
-    document=" {document}",
-    lead="\n\nFind the information relevant to this query in the passages above.\nQuery:",
-    query=" {query}",
-)
+from routerank.rerank.templates import ICR_CALIBRATION_QUERY, ICR_TEMPLATE
 
 
 def layer_range(layers: str | int | Sequence[int] | range, num_layers: int) -> range:
@@ -94,6 +65,7 @@ def doc_mass(weights, starts: Sequence[int], ends: Sequence[int], rows: Sequence
     weights: [batch, heads, query positions, keys] attention probabilities (one layer);
     starts/ends: each document's key span [start, end). Returns [batch, heads, docs] float32.
     """
+    # heavy: torch loads only when a model runs
     import torch
 
     w = weights.float()
@@ -197,7 +169,7 @@ class ICRReranker(BaseReranker):
         trust_remote_code: bool = False,
         _loaded=None,
     ):
-        self.model_spec, self.template = model, TEMPLATE
+        self.model_spec, self.template = model, ICR_TEMPLATE
         self.name = f"{self.kind}:{model}" if model != DEFAULT_LLM else self.kind
         if _loaded is None:
             _loaded = load_causal_lm(model, device=device, dtype=dtype, trust_remote_code=trust_remote_code)
@@ -217,7 +189,7 @@ class ICRReranker(BaseReranker):
         self._decoder = self.model.base_model
         self._head_ids = self._ids(self.template.head)
         self._lead_ids = self._ids(self.template.lead)
-        self._calibration_ids = self.query_ids(CALIBRATION_QUERY)
+        self._calibration_ids = self.query_ids(ICR_CALIBRATION_QUERY)
         self.stats = ICRStats()
 
     @classmethod
@@ -295,6 +267,7 @@ class ICRReranker(BaseReranker):
 
     def _chunk_mass(self, query_ids: list[int], texts: list[str]) -> np.ndarray:
         """[2 (query, N/A), layers, heads, docs] from two decoder calls."""
+        # heavy: torch loads only when a model runs
         import torch
 
         prefix, spans = self.prefix_ids(texts)

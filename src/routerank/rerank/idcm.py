@@ -7,7 +7,7 @@ pointwise scorer reads only those, and the document's score aggregates its passa
 
     selector   bm25 | minilm | dense:<model-spec> | first | learned:<file> (distilled, see passage_select)
                | all (alias full: score every passage, the baseline)
-    scorer     any pointwise reranker spec: ce:<folder>, pointwise:smollm2, qlm, ...
+    scorer     any pair-scoring reranker spec: ce:<folder>, pointwise:smollm2, qlm, ...
     aggregate  max | mean-top<N> (mean of the N best passages) | softmax (softmax(s / temperature)-weighted sum)
 """
 
@@ -21,10 +21,11 @@ import numpy as np
 
 from routerank.data.types import Query, Ranking
 from routerank.errors import RouterankError, SpecError
-from routerank.rerank.base import BaseReranker, DocsLike, PointwiseReranker, as_documents, as_query
+from routerank.rerank.base import BaseReranker, DocsLike, PairScoringReranker, as_documents, as_query
 from routerank.rerank.passage_select import PassageSelector, make_selector
 from routerank.rerank.passage_select import top_k as best_passages
 from routerank.rerank.passages import DEFAULT_SIZE, DEFAULT_STRIDE, Passage, check_window, split_passages
+from routerank.rerank.registry import make_reranker
 
 DEFAULT_K = 4
 OWN_OPTIONS = {"k": int, "size": int, "stride": int, "aggregate": str, "temperature": float}
@@ -99,7 +100,7 @@ class IDCMReranker(BaseReranker):
     def __init__(
         self,
         selector: str | PassageSelector | None,
-        scorer: PointwiseReranker,
+        scorer: PairScoringReranker,
         *,
         k: int = DEFAULT_K,
         size: int = DEFAULT_SIZE,
@@ -107,9 +108,10 @@ class IDCMReranker(BaseReranker):
         aggregate: str = "max",
         temperature: float = 1.0,
     ):
-        if not isinstance(scorer, PointwiseReranker):
+        if not isinstance(scorer, PairScoringReranker):
             raise SpecError(
-                f"IDCM's scorer must be a pointwise reranker, got {type(scorer).__name__}",
+                f"IDCM's scorer must score each (query, passage) pair on its own (a PairScoringReranker), got "
+                f"{type(scorer).__name__}",
                 fix="use e.g. ce:<folder> or pointwise:smollm2 as the scorer",
             )
         if k < 1:
@@ -147,7 +149,6 @@ class IDCMReranker(BaseReranker):
         own.update(inline)
         typed = {key: _typed(key, value, arg) for key, value in own.items()}
         passage_selector = make_selector(selector)  # a bad selector fails before the scorer loads
-        from routerank.rerank.registry import make_reranker
 
         return cls(passage_selector, make_reranker(scorer_spec, **options), **typed)
 

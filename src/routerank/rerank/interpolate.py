@@ -8,9 +8,10 @@ lists are min-max normalised to [0, 1] and mixed:
 
 alpha = 1 is the plain reranker, alpha = 0 the first stage. In a pipeline spec the stage reads
 `hybrid>>ce:ce-pooled@100~0.6`, or `~auto` for the alpha chosen on dev data and saved beside the model by
-`choose_alpha` (`interpolation.json` in a model folder; the cache for rerankers without one). Saved alphas are
-keyed by the first stage (its canonical spec, `routerank.pipeline.canonical`) and by corpus fingerprint, with a
-pooled fallback for an unseen corpus, so a test set never picks its own alpha.
+`routerank tune-alpha` (`routerank.tune.tune_alpha`; `interpolation.json` in a model folder, the cache for
+rerankers without one). Saved alphas are keyed by the first stage (its canonical spec,
+`routerank.pipeline.canonical`) and by corpus fingerprint, with a pooled fallback for an unseen corpus, so a test
+set never picks its own alpha. `alpha_curve` and `pooled_alpha` are the choice itself, on runs already made.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ import numpy as np
 
 from routerank.data.types import Corpus, Query, Ranking, Run
 from routerank.errors import RouterankError, SpecError
+from routerank.evaluate import evaluate
 from routerank.fsutil import atomic_write, cache_root, safe_name
 from routerank.rerank.base import DocsLike, as_documents, as_query, merge_below
 
@@ -132,10 +134,21 @@ class InterpolatedReranker:
 def alpha_curve(reranked: Run, first: Run, qrels, depth: int, measure: str = "nDCG@10") -> tuple[float, list[float]]:
     """(the best alpha on GRID, `measure` at every alpha) for mixing `reranked` with `first` on `qrels`: how a
     weight is chosen on dev queries."""
-    from routerank.evaluate import evaluate
-
     curve = [evaluate(interpolate_runs(reranked, first, depth, a), qrels, measure)[measure] for a in GRID]
     return GRID[int(np.argmax(curve))], curve
+
+
+def pooled_alpha(curves: Sequence[Sequence[float]]) -> tuple[float, list[float]]:
+    """(the alpha on GRID that maximises the mean curve, the mean curve rounded to 5 places) over several datasets'
+    `alpha_curve`s: the pooled choice, the fallback for a corpus no alpha was chosen on. A tie goes to the smaller
+    alpha."""
+    if not curves:
+        raise SpecError("no alpha curves to pool", fix="choose alpha on at least one dataset's dev queries")
+    lengths = sorted({len(curve) for curve in curves})
+    if lengths != [len(GRID)]:
+        raise SpecError(f"an alpha curve has one value per grid point ({len(GRID)}), got lengths {lengths}")
+    pooled = np.mean(np.asarray(curves, dtype=np.float64), axis=0)
+    return GRID[int(np.argmax(pooled))], [float(round(v, 5)) for v in pooled]
 
 
 def interpolate_runs(reranked: Run, first: Run, depth: int, alpha: float, name: str = "interpolated") -> Run:

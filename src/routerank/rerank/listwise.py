@@ -30,37 +30,14 @@ from dataclasses import dataclass, fields
 
 from routerank.data.types import Query, Ranking
 from routerank.errors import RouterankError
-from routerank.models.llm import DEFAULT_LLM, load_causal_lm
+from routerank.fsutil import cache_root
+from routerank.generate.cache import CachedGeneration, GenerationCache
+from routerank.models.llm import DEFAULT_LLM, load_causal_lm, resolve_llm
+from routerank.rerank.adapters import LISTWISE, adapter_digest, apply_adapter
 from routerank.rerank.base import BaseReranker, DocsLike, as_documents, as_query, split_arg
+from routerank.rerank.templates import LISTWISE_TEMPLATE
 
 Generator = Callable[[str], str]
-
-
-@dataclass(frozen=True)
-class ListwiseTemplate:
-    name: str
-    system: str
-    head: str  # formatted with {count} and {query}
-    passage: str  # formatted with {index} and {passage}
-    tail: str  # formatted with {count} and {query}
-
-    def render(self, query: str, passages: Sequence[str]) -> str:
-        body = "".join(self.passage.format(index=i, passage=p) for i, p in enumerate(passages, start=1))
-        count = len(passages)
-        return self.head.format(count=count, query=query) + body + self.tail.format(count=count, query=query)
-
-
-TEMPLATE = ListwiseTemplate(
-    name="rank-ids",
-    system="You rank search results. You answer only with passage identifiers in order of relevance.",
-    head="Below are {count} passages, each with an identifier in square brackets.\nQuery: {query}\n\n",
-    passage="[{index}] {passage}\n",
-    tail=(
-        "\nOrder all {count} passages by how relevant they are to the query: {query}\n"
-        "List the most relevant first, every identifier exactly once, in the form [2] > [1]. "
-        "Write nothing else."
-    ),
-)
 
 
 @dataclass(frozen=True)
@@ -136,7 +113,7 @@ def truncate_passage(text: str, max_doc_tokens: int, tokenizer=None) -> str:
     return tokenizer.decode(ids[:max_doc_tokens]).strip()
 
 
-def chat_ids(tokenizer, prompt: str, system: str | None = TEMPLATE.system) -> list[int]:
+def chat_ids(tokenizer, prompt: str, system: str | None = LISTWISE_TEMPLATE.system) -> list[int]:
     """The token ids of `prompt` as one user turn (after `system`) in the tokenizer's chat template, ending with the
     assistant cue: what `ChatGenerator` generates after."""
     messages = [{"role": "system", "content": system}] if system else []
@@ -171,6 +148,7 @@ class ChatGenerator:
         self.last_prompt_tokens, self.last_stop = 0, ""
 
     def __call__(self, prompt: str) -> str:
+        # heavy: torch loads only when a model runs
         import torch
 
         ids = torch.tensor([chat_ids(self.tokenizer, prompt, self.system)])
@@ -256,7 +234,7 @@ class ListwiseReranker(BaseReranker):
             )
         if max_doc_tokens < 1:
             raise RouterankError(f"max_doc_tokens must be positive, got {max_doc_tokens}")
-        self.model_spec, self.template = model, TEMPLATE
+        self.model_spec, self.template = model, LISTWISE_TEMPLATE
         self.window, self.step, self.max_doc_tokens = window, step, max_doc_tokens
         self.name = f"{self.kind}:{model}" if model != DEFAULT_LLM else self.kind
         self.tokenizer = tokenizer
@@ -274,9 +252,6 @@ class ListwiseReranker(BaseReranker):
             )
             fingerprint = self._fingerprint()
             if cache and fingerprint is not None:
-                from routerank.fsutil import cache_root
-                from routerank.generate.cache import GenerationCache
-
                 folder = cache_dir if cache_dir is not None else cache_root() / "listwise"
                 precision = str(next(llm.parameters()).dtype).removeprefix("torch.")
                 key = self.generator_key(fingerprint, generate.max_new_tokens, precision)
@@ -291,8 +266,6 @@ class ListwiseReranker(BaseReranker):
         return cls(model, **{**options, **inline})
 
     def _fingerprint(self) -> str | None:
-        from routerank.models.llm import resolve_llm
-
         try:
             return resolve_llm(self.model_spec).fingerprint
         except RouterankError:
@@ -308,8 +281,6 @@ class ListwiseReranker(BaseReranker):
 
     def _answer(self, prompt: str) -> str:
         """The model's answer to one window's prompt, from the disk cache when it was answered before."""
-        from routerank.generate.cache import CachedGeneration
-
         key = hashlib.sha256(prompt.encode("utf-8")).hexdigest()
         if self._cache is not None:
             hit = self._cache.get_many([key]).get(key)
@@ -323,8 +294,6 @@ class ListwiseReranker(BaseReranker):
 
     def _merge_adapter(self, llm, folder: str):
         from pathlib import Path
-
-        from routerank.rerank.adapters import LISTWISE, adapter_digest, apply_adapter
 
         llm, _ = apply_adapter(llm, folder, kind=LISTWISE, fingerprint=self._fingerprint())
         self.name = f"{self.name}+{Path(folder).name}@{adapter_digest(folder)}"

@@ -20,6 +20,7 @@ import numpy as np
 
 from routerank.errors import DataFormatError, SpecError
 from routerank.rerank.passages import Passage
+from routerank.retrieve.dense import load_sentence_transformer
 
 TOKEN = re.compile(r"(?u)\b\w\w+\b")
 
@@ -96,8 +97,6 @@ class DensePassageSelector:
     @property
     def encoder(self):
         if self._encoder is None:
-            from routerank.retrieve.dense import load_sentence_transformer
-
             self._encoder = load_sentence_transformer(self.model_spec, self.device)
         return self._encoder
 

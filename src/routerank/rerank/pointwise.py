@@ -24,8 +24,9 @@ from pathlib import Path
 import numpy as np
 
 from routerank.errors import RouterankError
-from routerank.models.llm import DEFAULT_LLM, kv_cache_name, load_causal_lm, resolve_llm
-from routerank.rerank.base import PointwiseReranker, split_arg
+from routerank.models.llm import DEFAULT_LLM, kv_cache_name, load_causal_lm, pad_batch, resolve_llm
+from routerank.rerank.adapters import POINTWISE, adapter_digest, apply_adapter
+from routerank.rerank.base import PairScoringReranker, split_arg
 from routerank.rerank.score_cache import ScoreCache, pair_key
 from routerank.rerank.templates import DEFAULT_INSTRUCTION, YesNoTemplate, get_template
 
@@ -34,7 +35,7 @@ def _is_oom(exc: BaseException) -> bool:
     return "out of memory" in str(exc).lower() or type(exc).__name__ == "OutOfMemoryError"
 
 
-class PointwiseLLMReranker(PointwiseReranker):
+class PointwiseLLMReranker(PairScoringReranker):
     """`pointwise[:llm][,adapter=<folder>,max_doc_tokens=128]`: each (query, document) pair is judged on its own, and
     its score is P("yes") against P("no") after the template's answer cue (the module docstring says how it is fast).
 
@@ -95,6 +96,7 @@ class PointwiseLLMReranker(PointwiseReranker):
         self.adapter = None
         if adapter:
             self._merge_adapter(adapter)
+        # heavy: torch loads only when a model runs
         import torch
 
         self.device = next(self.model.parameters()).device
@@ -111,6 +113,7 @@ class PointwiseLLMReranker(PointwiseReranker):
         if quantize == "int8":
             if self.device.type != "cpu":
                 raise RouterankError("int8 dynamic quantization runs on the CPU only", fix="drop --quantize on GPU")
+            # heavy: torch loads only when a model runs
             from torch.ao.quantization import quantize_dynamic
 
             self.model = quantize_dynamic(self.model, {torch.nn.Linear}, dtype=torch.qint8)
@@ -137,8 +140,6 @@ class PointwiseLLMReranker(PointwiseReranker):
         return reranker
 
     def _merge_adapter(self, folder: str) -> None:
-        from routerank.rerank.adapters import POINTWISE, adapter_digest, apply_adapter
-
         self.model, manifest = apply_adapter(self.model, folder, kind=POINTWISE, fingerprint=self._fingerprint)
         if manifest.get("template", self.template.name) != self.template.name:
             raise RouterankError(
@@ -180,8 +181,6 @@ class PointwiseLLMReranker(PointwiseReranker):
         """(ids, attention mask), both [len(rows), longest] on the model's device, pads on the right.
 
         Causal attention never looks right, so each row's last real token sees exactly its own prompt."""
-        from routerank.models.llm import pad_batch
-
         ids, mask = pad_batch(rows, self.tokenizer.pad_token_id or 0)
         return ids.to(self.device), mask.to(self.device)
 
@@ -222,6 +221,7 @@ class PointwiseLLMReranker(PointwiseReranker):
         return np.array([known[k] for k in keys], dtype=np.float64)
 
     def _score_query(self, query: str, docs: list[str], bar) -> list[float]:
+        # heavy: torch loads only when a model runs
         import torch
 
         query_ids = self._ids(self.template.query.format(query=query))
@@ -272,12 +272,14 @@ class PointwiseLLMReranker(PointwiseReranker):
         return scores
 
     def _free_memory(self) -> None:
+        # heavy: torch loads only when a model runs
         import torch
 
         if torch.cuda.is_available():
             torch.cuda.empty_cache()
 
     def _forward(self, rows: list[list[int]], prefix_kv) -> list[float]:
+        # heavy: torch loads only when a model runs
         import torch
 
         ids, mask = self.right_pad(rows)
@@ -304,6 +306,7 @@ class PointwiseLLMReranker(PointwiseReranker):
     def relevance_logits(self, pairs: Sequence[tuple[str, str]]):
         """logit("yes") - logit("no") for each pair, with gradients (no cache, no prefix reuse): what training
         optimises. A float32 tensor [len(pairs)]."""
+        # heavy: torch loads only when a model runs
         import torch
 
         rows = [self.prompt_ids(q, d) for q, d in pairs]
@@ -315,6 +318,7 @@ class PointwiseLLMReranker(PointwiseReranker):
 
     def hidden_state(self, texts: Sequence[str], batch_size: int = 32):
         """Last-token, final-layer hidden state of the frozen backbone for each text: float32 [n, hidden]."""
+        # heavy: torch loads only when a model runs
         import torch
 
         rows = [self._ids(t) or [self.tokenizer.eos_token_id] for t in texts]

@@ -7,8 +7,7 @@ document does separate relevant from irrelevant (UPR, Sachan et al. 2022), so th
 from __future__ import annotations
 
 from routerank.rerank.pointwise import PointwiseLLMReranker
-
-QLM_PROMPT = "Passage: {document}\nPlease write a question based on this passage.\nQuestion:"
+from routerank.rerank.templates import QLM_PROMPT
 
 
 class QueryLikelihoodReranker(PointwiseLLMReranker):
@@ -31,6 +30,7 @@ class QueryLikelihoodReranker(PointwiseLLMReranker):
         return scores
 
     def _likelihood(self, rows: list[list[int]], query_len: int) -> list[float]:
+        # heavy: torch loads only when a model runs
         import torch
 
         ids, mask = self.right_pad(rows)

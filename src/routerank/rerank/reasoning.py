@@ -15,6 +15,7 @@ from __future__ import annotations
 import re
 from collections.abc import Sequence
 
+from routerank.models.llm import pad_batch
 from routerank.rerank.choice import LabelChooser
 
 _FORMAT = re.compile(
@@ -64,10 +65,9 @@ class ReasoningChooser:
 
     def generate(self, prompts: Sequence[str]) -> list[str]:
         """Greedy completions of `prompts`, decoded without special tokens."""
+        # heavy: torch loads only when a model runs; transformers loads only when a model is built
         import torch
         from transformers import GenerationConfig
-
-        from routerank.models.llm import pad_batch
 
         rows = [self.tokenizer(p, add_special_tokens=False)["input_ids"] for p in prompts]
         pad = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else self.stops[0]

@@ -26,6 +26,7 @@ from routerank.errors import RouterankError
 from routerank.models.llm import DEFAULT_LLM
 from routerank.rerank.base import as_flag
 from routerank.rerank.choice import ComparisonReranker
+from routerank.rerank.reasoning import ReasoningChooser
 from routerank.rerank.sorting import Judge, setwise_bubblesort, setwise_heapsort
 
 METHODS = {"heapsort": setwise_heapsort, "bubblesort": setwise_bubblesort}
@@ -90,7 +91,6 @@ class SetwiseReranker(ComparisonReranker):
     def make_chooser(self, model, tokenizer, *, max_doc_tokens: int, token_budget: int | None):
         if not self.think:
             return super().make_chooser(model, tokenizer, max_doc_tokens=max_doc_tokens, token_budget=token_budget)
-        from routerank.rerank.reasoning import ReasoningChooser
 
         return ReasoningChooser(
             model,

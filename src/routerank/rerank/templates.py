@@ -1,8 +1,11 @@
-"""Prompt templates for LLM rerankers, as data: one per model family, tested for exact text.
+"""Every prompt of the LLM rerankers, as data: one per model family, tested for exact text (scores and caches
+depend on it, so a template's text never changes in place).
 
 Yes/no templates (pointwise) and choice templates (setwise and pairwise: pick one labelled passage) live here,
 and so do the prompts of the GRPO-trained rerankers: ProRank's 0/1 judgement (a yes/no template whose answer
-tokens are "1" and "0") and Rank-R1's setwise prompt that asks for `<think>` reasoning and an `<answer>` label.
+tokens are "1" and "0") and Rank-R1's setwise prompt that asks for `<think>` reasoning and an `<answer>` label;
+then the listwise prompt (`LISTWISE_TEMPLATE`), in-context reranking's (`ICR_TEMPLATE`) and query likelihood's
+(`QLM_PROMPT`). The trainers reuse these; their own target texts are in `routerank.train.templates`.
 A yes/no prompt is four segments, tokenized separately and concatenated, so the shared part is computed once:
 
     prefix (system + instruction)  |  query segment  |  document segment  |  suffix (answer cue)
@@ -13,6 +16,7 @@ concatenated ids equal those of the whole prompt tokenized at once.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, replace
 
 from routerank.errors import SpecError
@@ -198,3 +202,70 @@ def get_choice_template(kind: str, name: str) -> ChoiceTemplate:
     if name not in family:
         raise SpecError(f"unknown {kind} prompt template {name!r}", fix=f"choose one of {sorted(family)}")
     return family[name]
+
+
+# listwise (RankGPT-style sliding windows): the model answers with a permutation of bracketed ids, [2] > [1] > ...
+@dataclass(frozen=True)
+class ListwiseTemplate:
+    """A system turn, then a numbered list of passages between a head and a tail that ask for a permutation."""
+
+    name: str
+    system: str
+    head: str  # formatted with {count} and {query}
+    passage: str  # formatted with {index} and {passage}
+    tail: str  # formatted with {count} and {query}
+
+    def render(self, query: str, passages: Sequence[str]) -> str:
+        body = "".join(self.passage.format(index=i, passage=p) for i, p in enumerate(passages, start=1))
+        count = len(passages)
+        return self.head.format(count=count, query=query) + body + self.tail.format(count=count, query=query)
+
+
+LISTWISE_TEMPLATE = ListwiseTemplate(
+    name="rank-ids",
+    system="You rank search results. You answer only with passage identifiers in order of relevance.",
+    head="Below are {count} passages, each with an identifier in square brackets.\nQuery: {query}\n\n",
+    passage="[{index}] {passage}\n",
+    tail=(
+        "\nOrder all {count} passages by how relevant they are to the query: {query}\n"
+        "List the most relevant first, every identifier exactly once, in the form [2] > [1]. "
+        "Write nothing else."
+    ),
+)
+
+
+# in-context reranking (ICR): every document in one prompt before the query; the reranker reads the attention the
+# query pays each document, calibrated by the same prompt with the content-free query below.
+ICR_CALIBRATION_QUERY = "N/A"
+
+
+@dataclass(frozen=True)
+class ICRTemplate:
+    """Prompt pieces, tokenized separately so the reranker knows where every document and the query sit."""
+
+    name: str
+    head: str
+    marker: str  # formatted with {index}, 1-based within a prompt
+    document: str  # formatted with {document}
+    lead: str
+    query: str  # formatted with {query}
+
+    def render(self, query: str, documents: Sequence[str]) -> str:
+        parts = [self.head]
+        for i, doc in enumerate(documents, start=1):
+            parts += [self.marker.format(index=i), self.document.format(document=doc)]
+        return "".join([*parts, self.lead, self.query.format(query=query)])
+
+
+ICR_TEMPLATE = ICRTemplate(
+    name="chatml",
+    head="<|im_start|>user\nHere are some passages:\n",
+    marker="\n[{index}]",
+    document=" {document}",
+    lead="\n\nFind the information relevant to this query in the passages above.\nQuery:",
+    query=" {query}",
+)
+
+
+# query likelihood: the mean log-probability of the query's tokens after this prompt around the document
+QLM_PROMPT = "Passage: {document}\nPlease write a question based on this passage.\nQuestion:"

@@ -8,6 +8,7 @@ from typing import Any, ClassVar, Protocol, runtime_checkable
 
 from routerank.data.types import Corpus, Query, Run
 from routerank.errors import RouterankError
+from routerank.retrieve.store import load_index, save_index
 
 
 @runtime_checkable
@@ -60,8 +61,6 @@ class IndexedRetriever:
         return getattr(self, "_fingerprint", None)
 
     def save(self, path: str | Path) -> None:
-        from routerank.retrieve.store import save_index
-
         save_index(self, path)
 
     @classmethod
@@ -71,6 +70,4 @@ class IndexedRetriever:
 
     @classmethod
     def load(cls, path: str | Path, corpus: Corpus | None = None):
-        from routerank.retrieve.store import load_index
-
         return load_index(path, expected=cls, corpus=corpus)

@@ -12,7 +12,8 @@ import numpy as np
 
 from routerank.data.types import Corpus, Query, Ranking, Run
 from routerank.errors import CorruptIndexError, MissingDependencyError
-from routerank.models.spec import resolve_model
+from routerank.fsutil import sha256_file
+from routerank.models.spec import ALIASES, resolve_model
 from routerank.retrieve.base import IndexedRetriever, NotIndexedError, as_query_list
 from routerank.scale import Executor, InProcess, ShardStore, chunks
 
@@ -23,6 +24,7 @@ ENCODE_SHARD = 512  # documents per encoding shard, in-process and on Ray alike,
 def load_sentence_transformer(spec: str, device: str | None = None, trust_remote_code: bool = False):
     ref = resolve_model(spec, default_kind="st")
     try:
+        # heavy: sentence-transformers loads only when a model is used
         from sentence_transformers import SentenceTransformer
     except ImportError:
         raise MissingDependencyError(
@@ -39,9 +41,6 @@ def _local_weights_digest(spec: str) -> str | None:
     pinned by the package version or the hub revision)."""
     import hashlib
 
-    from routerank.fsutil import sha256_file
-    from routerank.models.spec import ALIASES
-
     if spec in ALIASES:
         return None
     ref = resolve_model(spec, default_kind="st")
@@ -54,6 +53,7 @@ def _local_weights_digest(spec: str) -> str | None:
 
 def exact_ip_index(embeddings: np.ndarray):
     try:
+        # heavy: faiss loads only when an index is built
         import faiss
     except ImportError:
         raise MissingDependencyError("dense retrieval needs faiss", fix="pip install faiss-cpu") from None
@@ -105,8 +105,6 @@ class DenseRetriever(IndexedRetriever):
     def folder(self) -> Path | None:
         """The local model folder this retriever encodes with (a fine-tuned one has its training manifest there);
         None for packaged aliases and hub ids."""
-        from routerank.models.spec import ALIASES
-
         if self.model_spec in ALIASES:
             return None
         ref = resolve_model(self.model_spec, default_kind="st")

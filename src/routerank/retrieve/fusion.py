@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
+from pathlib import Path
 from types import MappingProxyType
 
 import numpy as np
@@ -104,7 +105,5 @@ class FusionRetriever:
         return weighted(runs, k, self.weights, self.norm, self.name)
 
     def save(self, path) -> None:
-        from pathlib import Path
-
         for i, retriever in enumerate(self.retrievers):
             retriever.save(Path(path) / f"{i}-{retriever.name.replace(':', '_').replace('/', '_')}")

@@ -15,6 +15,8 @@ from typing import Any
 from routerank.data.types import Corpus
 from routerank.errors import CorruptIndexError, StaleIndexError
 from routerank.fsutil import atomic_dir, cache_root, sha256_file
+from routerank.retrieve.registry import retriever_class
+from routerank.scale import ShardStore
 
 MANIFEST = "manifest.json"
 FORMAT_VERSION = 1
@@ -74,8 +76,6 @@ def verify_files(path: Path, manifest: dict[str, Any]) -> None:
 
 
 def load_index(path: str | Path, expected=None, corpus: Corpus | None = None, config: dict | None = None):
-    from routerank.retrieve.registry import retriever_class
-
     path = Path(path)
     manifest = read_manifest(path)
     cls = retriever_class(manifest["kind"], path=path)
@@ -106,8 +106,6 @@ def cached_index(retriever, corpus: Corpus, cache_dir: str | Path | None = None,
         except CorruptIndexError as exc:
             print(f"routerank: rebuilding index: {exc}", file=sys.stderr)
     if getattr(retriever, "shardable", False):
-        from routerank.scale import ShardStore
-
         store = ShardStore.for_job("index", {"index": path.name}, root=root / ".shards" / path.name)
         retriever.index(corpus, executor=executor, store=store)
         save_index(retriever, path)

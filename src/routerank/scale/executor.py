@@ -4,7 +4,7 @@ Every sharded job in routerank (dense encoding, reranking a run, label building)
 *worker factory* (a picklable callable that loads a model and returns an object), a *method* name, and a list
 of *shards* (inputs). `executor.map(factory, method, shards)` returns each shard's result in shard order, so the
 caller gathers them exactly as it would in a loop. The in-process executor is that loop; the Ray executor
-(`routerank.scale.ray_pool`) spreads the shards over actors and is only imported when `ray=` asks for it.
+(`routerank.scale.ray_pool`) spreads the shards over actors; Ray itself is only imported when `ray=` asks for it.
 Both write finished shards to an optional `ShardStore`, and skip the shards already there.
 """
 
@@ -14,9 +14,9 @@ from collections.abc import Callable, Sequence
 from typing import Any, Protocol
 
 from routerank.scale.options import RayOptions, ray_options
+from routerank.scale.ray_pool import RayExecutor
 from routerank.scale.shards import ShardStore
-
-WorkerFactory = Callable[[], Any]
+from routerank.scale.work import WorkerFactory, progress_bar
 
 
 class Executor(Protocol):
@@ -34,13 +34,6 @@ class Executor(Protocol):
     ) -> list[Any]: ...
 
     def run_tasks(self, fn: Callable[..., Any], calls: Sequence[tuple], *, gpus: float | None = None) -> list[Any]: ...
-
-
-def progress_bar(total: int, desc: str, enabled: bool):
-    """A tqdm bar over shards; hidden for one shard or when progress is off."""
-    from tqdm.auto import tqdm
-
-    return tqdm(total=total, desc=desc, unit="shard", disable=not enabled or total <= 1)
 
 
 class InProcess:
@@ -83,9 +76,7 @@ def executor_for(ray: Any = None, progress: bool = True) -> Executor:
     options = ray_options(ray)
     if options is None:
         return InProcess(progress)
-    from routerank.scale.ray_pool import RayExecutor
-
     return RayExecutor(options, progress)
 
 
-__all__ = ["Executor", "InProcess", "RayOptions", "WorkerFactory", "executor_for"]
+__all__ = ["Executor", "InProcess", "RayOptions", "WorkerFactory", "executor_for", "progress_bar"]

@@ -64,6 +64,7 @@ def ray_options(value: Any) -> RayOptions | None:
 
 def import_ray():
     try:
+        # heavy, optional: Ray loads only when ray= asks for it
         import ray
     except ImportError:
         raise MissingDependencyError("--ray needs Ray", fix="pip install 'routerank[ray]'") from None

@@ -19,9 +19,9 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from routerank.errors import RouterankError
-from routerank.scale.executor import WorkerFactory, progress_bar
 from routerank.scale.options import RayOptions, connect
 from routerank.scale.shards import ShardStore
+from routerank.scale.work import WorkerFactory, progress_bar
 
 
 class ShardHost:
@@ -31,11 +31,13 @@ class ShardHost:
         self.worker = factory()
 
     def call(self, method: str, shard: Any) -> tuple[Any, str, int]:
+        # heavy, optional: Ray loads only when ray= asks for it
         import ray
 
         return getattr(self.worker, method)(shard), ray.get_runtime_context().get_node_id(), os.getpid()
 
     def where(self) -> tuple[str, int]:
+        # heavy, optional: Ray loads only when ray= asks for it
         import ray
 
         return ray.get_runtime_context().get_node_id(), os.getpid()

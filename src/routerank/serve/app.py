@@ -9,20 +9,15 @@ Every error is JSON `{"message", "code"}`, and the message says what to change. 
 fails that request alone (500); the worker and every other request carry on.
 """
 
-from __future__ import annotations
-
 import asyncio
 import logging
 import math
 import uuid
-from contextlib import asynccontextmanager
-from typing import Any
+from collections.abc import AsyncIterator, Callable
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-from fastapi import FastAPI, Request
-from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse, Response
-from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from routerank.api import Reranker, order
 from routerank.data.types import Query, Ranking
@@ -49,6 +44,14 @@ from routerank.serve.schemas import (
 )
 from routerank.serve.state import SearchIndex, ServedModel, ServeError, State, load_models, load_searches, served_model
 from routerank.serve.text import max_per_owner
+
+if TYPE_CHECKING:
+    from fastapi import FastAPI
+    from fastapi.exceptions import RequestValidationError
+    from fastapi.responses import JSONResponse
+
+# No `from __future__ import annotations` here: FastAPI reads the routes' annotations, and those name classes that
+# the `_add_*` functions import (fastapi loads when an app is built, so `routerank serve`'s modules import without it).
 
 log = logging.getLogger("routerank.serve")
 ERRORS: dict[int | str, dict[str, Any]] = {code: {"model": ErrorBody} for code in (400, 401, 413, 422, 429, 503)}
@@ -172,11 +175,13 @@ async def _rerank(
     return RerankResponse(id=str(uuid.uuid4()), results=results, meta=meta)
 
 
-def _error(code: int, message: str) -> JSONResponse:
+def _error(code: int, message: str) -> "JSONResponse":
+    from fastapi.responses import JSONResponse  # heavy, optional serving extra: loaded by create_app already
+
     return JSONResponse({"message": message, "code": code}, status_code=code)
 
 
-def _validation_message(exc: RequestValidationError) -> str:
+def _validation_message(exc: "RequestValidationError") -> str:
     parts = []
     for err in exc.errors()[:3]:
         where = ".".join(str(p) for p in err.get("loc", ()) if p != "body")
@@ -184,24 +189,79 @@ def _validation_message(exc: RequestValidationError) -> str:
     return "invalid request: " + "; ".join(parts) + " (the schema is at /docs)"
 
 
-def create_app(
-    config: ServeConfig,
-    models: dict[str, Reranker] | None = None,
-    searches: dict[str, tuple[Any, Any]] | None = None,
-    *,
-    keys: list[str] | None = None,
-) -> Guard:
-    """The ASGI app for `config`; pass `models`/`searches` already loaded to share them (tests, benchmarks).
+async def _route(state: State, body: RouteRequest) -> RouteResponse:
+    """R2R's expert choice for each query of `body`, from the named model or the first routed one."""
+    routed = [n for n, m in state.models.items() if m.reranker.has_router]
+    model = state.model(body.model or (routed[0] if routed else None))
+    if not model.reranker.has_router:
+        raise ServeError(
+            400,
+            f"model {model.config.name!r} has no router: /v1/route needs an r2r:<bank> model "
+            f"(routed models here: {routed or 'none'})",
+        )
+    for query in body.queries:
+        _check_limits(state, query, 0)
+    decisions = await _timed(state, model.batcher.call(model.reranker.route, body.queries))
+    return RouteResponse(
+        id=str(uuid.uuid4()),
+        model=model.config.name,
+        results=[
+            RouteResult(query_index=i, choice=d.choice, confidence=d.confidence, probabilities=d.probabilities)
+            for i, d in enumerate(decisions)
+        ],
+    )
 
-    `keys` are the API keys when the caller has already read them (Ray Serve replicas get them from the driver);
-    by default they are read from the config's env var and file.
-    """
-    keys = keys if keys is not None else load_api_keys(config.auth, config.path)
+
+async def _search(state: State, body: SearchRequest) -> SearchResponse:
+    """Retrieve from the requested index, then rerank its top `depth` with the index's model (if it has one)."""
+    if not state.searches:
+        raise ServeError(400, "this server has no search index: add a [search.NAME] table to its config")
+    name = body.index or next(iter(state.searches))
+    if name not in state.searches:
+        raise ServeError(400, f"unknown index {name!r}: this server has {sorted(state.searches)}")
+    index = state.searches[name]
+    _check_limits(state, body.query, 0)
+    run = await asyncio.to_thread(index.retriever.search, [Query("q0", body.query)], index.config.depth)
+    ranking = run.rankings.get("q0", Ranking())
+    docs = [index.corpus[d] for d in ranking.doc_ids]
+    retrieval = list(ranking.scores)
+    model = state.model(index.config.model) if index.config.model else None
+    if model is None or not docs:
+        scores, relevance = np.asarray(retrieval), np.asarray(retrieval)
+    else:
+        fitted = _score_texts(
+            state,
+            model,
+            body.query,
+            [d.full_text for d in docs],
+            max_tokens=model.config.max_tokens_per_doc,
+            chunk=model.config.long_documents == "chunk",
+            max_chunks=model.config.max_chunks_per_doc,
+        )
+        scores, _ = await _timed(state, fitted)
+        relevance = model.reranker.relevance(scores)
+    results = [
+        SearchResult(
+            doc_id=docs[i].id,
+            relevance_score=float(relevance[i]),
+            retrieval_score=retrieval[i],
+            title=docs[i].title if body.return_documents else None,
+            text=docs[i].text if body.return_documents else None,
+        )
+        for i in order(scores)[: body.top_n]
+    ]
+    return SearchResponse(id=str(uuid.uuid4()), index=name, model=index.config.model or None, results=results)
+
+
+def _build_state(
+    config: ServeConfig, models: dict[str, Reranker] | None, searches: dict[str, tuple[Any, Any]] | None
+) -> State:
+    """The shared server state: every model served with its own batcher, every search index, fresh metrics."""
     metrics = Metrics()
     loaded = models if models is not None else load_models(config)
     served = {name: served_model(config, name, loaded[name], metrics) for name in config.models}
     found = searches if searches is not None else load_searches(config)
-    state = State(
+    return State(
         config,
         served,
         {n: SearchIndex(config.search[n], *found[n]) for n in config.search},
@@ -209,8 +269,12 @@ def create_app(
         aliases={m.spec: n for n, m in config.models.items()},
     )
 
+
+def _lifespan(state: State) -> Callable[["FastAPI"], AbstractAsyncContextManager[None]]:
+    """The app's lifespan: start every batcher and mark ready; on shutdown, drain and stop the batchers."""
+
     @asynccontextmanager
-    async def lifespan(_app: FastAPI):
+    async def lifespan(_app: "FastAPI") -> AsyncIterator[None]:
         for model in state.models.values():
             await model.batcher.start()
         state.ready = True
@@ -218,15 +282,18 @@ def create_app(
         yield
         state.draining = True
         for model in state.models.values():
-            await model.batcher.stop(config.server.shutdown_grace_s)
+            await model.batcher.stop(state.config.server.shutdown_grace_s)
 
-    app = FastAPI(
-        title="routerank",
-        version="0.1.0",
-        lifespan=lifespan,
-        description="Cohere-compatible reranking, R2R routing and search over routerank models.",
-    )
-    app.state.routerank = state
+    return lifespan
+
+
+def _add_error_handlers(app: "FastAPI") -> None:
+    """Turn every error (ours, schema, HTTP, crash) into a JSON `{"message", "code"}` response."""
+    # heavy, optional serving extra; the handlers' annotations need these names when they are defined
+    from fastapi import Request
+    from fastapi.exceptions import RequestValidationError
+    from fastapi.responses import JSONResponse
+    from starlette.exceptions import HTTPException as StarletteHTTPException
 
     @app.exception_handler(ServeError)
     async def serve_error(_request: Request, exc: ServeError) -> JSONResponse:
@@ -249,6 +316,10 @@ def create_app(
             "keeps running: retry, and report it if it repeats",
         )
 
+
+def _add_rerank_routes(app: "FastAPI", state: State) -> None:
+    """POST /v1/rerank and /v2/rerank (Cohere-compatible)."""
+
     @app.post("/v1/rerank", response_model=RerankResponse, response_model_exclude_none=True, responses=ERRORS)
     async def rerank_v1(body: RerankV1Request) -> RerankResponse:
         """Cohere v1 rerank: documents as strings or objects; `return_documents`; `max_chunks_per_doc`."""
@@ -259,69 +330,25 @@ def create_app(
         """Cohere v2 rerank: documents as strings; `max_tokens_per_doc` cuts long ones."""
         return await _rerank(state, body, "2")
 
+
+def _add_route_and_search_routes(app: "FastAPI", state: State) -> None:
+    """POST /v1/route (R2R's expert choice) and /v1/search (retrieve, then rerank)."""
+
     @app.post("/v1/route", response_model=RouteResponse, responses=ERRORS)
     async def route(body: RouteRequest) -> RouteResponse:
         """R2R's expert choice, with its probabilities, for each query."""
-        routed = [n for n, m in state.models.items() if m.reranker.has_router]
-        model = state.model(body.model or (routed[0] if routed else None))
-        if not model.reranker.has_router:
-            raise ServeError(
-                400,
-                f"model {model.config.name!r} has no router: /v1/route needs an r2r:<bank> model "
-                f"(routed models here: {routed or 'none'})",
-            )
-        for query in body.queries:
-            _check_limits(state, query, 0)
-        decisions = await _timed(state, model.batcher.call(model.reranker.route, body.queries))
-        return RouteResponse(
-            id=str(uuid.uuid4()),
-            model=model.config.name,
-            results=[
-                RouteResult(query_index=i, choice=d.choice, confidence=d.confidence, probabilities=d.probabilities)
-                for i, d in enumerate(decisions)
-            ],
-        )
+        return await _route(state, body)
 
     @app.post("/v1/search", response_model=SearchResponse, response_model_exclude_none=True, responses=ERRORS)
     async def search(body: SearchRequest) -> SearchResponse:
         """Retrieve from a configured index, then rerank its top `depth` with the index's model."""
-        if not state.searches:
-            raise ServeError(400, "this server has no search index: add a [search.NAME] table to its config")
-        name = body.index or next(iter(state.searches))
-        if name not in state.searches:
-            raise ServeError(400, f"unknown index {name!r}: this server has {sorted(state.searches)}")
-        index = state.searches[name]
-        _check_limits(state, body.query, 0)
-        run = await asyncio.to_thread(index.retriever.search, [Query("q0", body.query)], index.config.depth)
-        ranking = run.rankings.get("q0", Ranking())
-        docs = [index.corpus[d] for d in ranking.doc_ids]
-        retrieval = list(ranking.scores)
-        model = state.model(index.config.model) if index.config.model else None
-        if model is None or not docs:
-            scores, relevance = np.asarray(retrieval), np.asarray(retrieval)
-        else:
-            fitted = _score_texts(
-                state,
-                model,
-                body.query,
-                [d.full_text for d in docs],
-                max_tokens=model.config.max_tokens_per_doc,
-                chunk=model.config.long_documents == "chunk",
-                max_chunks=model.config.max_chunks_per_doc,
-            )
-            scores, _ = await _timed(state, fitted)
-            relevance = model.reranker.relevance(scores)
-        results = [
-            SearchResult(
-                doc_id=docs[i].id,
-                relevance_score=float(relevance[i]),
-                retrieval_score=retrieval[i],
-                title=docs[i].title if body.return_documents else None,
-                text=docs[i].text if body.return_documents else None,
-            )
-            for i in order(scores)[: body.top_n]
-        ]
-        return SearchResponse(id=str(uuid.uuid4()), index=name, model=index.config.model or None, results=results)
+        return await _search(state, body)
+
+
+def _add_health_routes(app: "FastAPI", state: State) -> None:
+    """GET /health (alive), /ready (models loaded, not draining) and /metrics (Prometheus)."""
+    # heavy, optional serving extra; the routes' return annotations need these names when they are defined
+    from fastapi.responses import JSONResponse, Response
 
     @app.get("/health")
     async def health() -> dict:
@@ -345,12 +372,40 @@ def create_app(
     async def prometheus() -> Response:
         """Prometheus text format."""
         for name, model in state.models.items():
-            metrics.queue_pairs.labels(name).set(model.batcher.pending_pairs)
-        return Response(metrics.render(), media_type="text/plain; version=0.0.4")
+            state.metrics.queue_pairs.labels(name).set(model.batcher.pending_pairs)
+        return Response(state.metrics.render(), media_type="text/plain; version=0.0.4")
 
+
+def create_app(
+    config: ServeConfig,
+    models: dict[str, Reranker] | None = None,
+    searches: dict[str, tuple[Any, Any]] | None = None,
+    *,
+    keys: list[str] | None = None,
+) -> Guard:
+    """The ASGI app for `config`; pass `models`/`searches` already loaded to share them (tests, benchmarks).
+
+    `keys` are the API keys when the caller has already read them (Ray Serve replicas get them from the driver);
+    by default they are read from the config's env var and file.
+    """
+    from fastapi import FastAPI  # heavy, optional serving extra: fastapi loads only when an app is built
+
+    keys = keys if keys is not None else load_api_keys(config.auth, config.path)
+    state = _build_state(config, models, searches)
+    app = FastAPI(
+        title="routerank",
+        version="0.1.0",
+        lifespan=_lifespan(state),
+        description="Cohere-compatible reranking, R2R routing and search over routerank models.",
+    )
+    app.state.routerank = state
+    _add_error_handlers(app)
+    _add_rerank_routes(app, state)
+    _add_route_and_search_routes(app, state)
+    _add_health_routes(app, state)
     return Guard(
         app,
-        metrics=metrics,
+        metrics=state.metrics,
         keys=keys,
         max_body_bytes=config.limits.max_body_bytes,
         max_concurrent=config.limits.max_concurrent_requests,

@@ -39,6 +39,8 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 from routerank.errors import RouterankError
+from routerank.scale.options import connect, ray_options
+from routerank.serve.app import create_app
 from routerank.serve.config import ServeConfig, load_api_keys
 
 log = logging.getLogger("routerank.serve")
@@ -69,6 +71,7 @@ class ReplicaHeader:
 
 def _replica_id() -> str:
     try:
+        # heavy, optional: Ray loads only when ray= asks for it
         from ray import serve
 
         return serve.get_replica_context().replica_id.unique_id
@@ -86,7 +89,6 @@ class RouterankReplica:
     def __init__(self, config: ServeConfig, keys: list[str], cwd: str | None = None):
         if cwd and os.path.isdir(cwd):
             os.chdir(cwd)  # relative model paths in the config mean what they mean to `routerank serve`
-        from routerank.serve.app import create_app
 
         self.replica = _replica_id()
         self.routerank_app = ReplicaHeader(create_app(config, keys=keys), self.replica)
@@ -196,10 +198,9 @@ class RayServed:
 
     def start(self) -> str:
         """Join or start Ray, start Serve's proxy, deploy the replicas and wait until all are ready; the URL."""
-        from routerank.scale.options import connect, ray_options
-
         options = ray_options(self.ray if self.ray not in (None, False) else True)
         ray = connect(options)
+        # heavy, optional: Ray loads only when ray= asks for it
         from ray import serve
 
         cpus = self._cpus(ray)
@@ -261,6 +262,7 @@ class RayServed:
         """Delete the app (each replica drains its queue first), and shut Serve down if this started it."""
         if not self.running:
             return
+        # heavy, optional: Ray loads only when ray= asks for it
         from ray import serve
 
         self._teardown(serve)

@@ -12,10 +12,12 @@ import time
 from typing import Any
 
 from routerank.errors import RouterankError
+from routerank.serve.app import create_app
 from routerank.serve.config import ServeConfig
 
 
 def _uvicorn_config(app: Any, config: ServeConfig, host: str, port: int, log_level: str):
+    # heavy, optional serving extra: uvicorn loads only when a server starts
     import uvicorn
 
     return uvicorn.Config(
@@ -32,9 +34,8 @@ def _uvicorn_config(app: Any, config: ServeConfig, host: str, port: int, log_lev
 
 def run(config: ServeConfig, *, host: str | None = None, port: int | None = None, log_level: str = "info") -> None:
     """Load the models, then serve until SIGINT/SIGTERM."""
+    # heavy, optional serving extra: uvicorn loads only when a server starts
     import uvicorn
-
-    from routerank.serve.app import create_app
 
     app = create_app(config)
     uvicorn.Server(
@@ -48,6 +49,7 @@ class BackgroundServer:
     """`with BackgroundServer(app, config) as url:` serves on 127.0.0.1 at a free port, then stops and drains."""
 
     def __init__(self, app: Any, config: ServeConfig, *, startup_timeout: float = 30.0, log_level: str = "warning"):
+        # heavy, optional serving extra: uvicorn loads only when a server starts
         import uvicorn
 
         self.sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)

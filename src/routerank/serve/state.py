@@ -7,6 +7,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from routerank.api import Reranker
+from routerank.data.registry import load_dataset
+from routerank.pipeline import build
 from routerank.serve.batcher import Batcher
 from routerank.serve.config import ModelConfig, SearchConfig, ServeConfig
 from routerank.serve.metrics import Metrics
@@ -73,9 +75,6 @@ def load_models(config: ServeConfig) -> dict[str, Reranker]:
 
 def load_searches(config: ServeConfig) -> dict[str, tuple[Any, Any]]:
     """(retriever, corpus) per [search] entry, built from the index cache."""
-    from routerank.data.registry import load_dataset
-    from routerank.pipeline import build
-
     out = {}
     for name, entry in config.search.items():
         dataset = load_dataset(entry.dataset, splits=[])

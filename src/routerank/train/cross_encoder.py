@@ -25,13 +25,18 @@ import time
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
+from typing import Any
 
+import routerank
+from routerank.data.registry import load_dataset
 from routerank.data.types import Dataset, Query
 from routerank.errors import SpecError
 from routerank.fsutil import atomic_dir, atomic_write, cache_root
+from routerank.models.spec import resolve_model
+from routerank.rerank.cross_encoder import default_device
 from routerank.train.groups import NegativePool, TrainGroup, mine_pools, sample_groups, select_queries, top_groups
-from routerank.train.losses import canonical_objective
-from routerank.train.trainer import GroupTrainer, TrainerConfig
+from routerank.train.loop import GroupTrainer, TrainerConfig, TrainSummary
+from routerank.train.losses import canonical_objective, ranking_loss
 
 MANIFEST = "routerank_train.json"
 LOG = "train_log.jsonl"
@@ -53,7 +58,7 @@ class CrossEncoderTrainConfig:
         split where the dataset has one, else held out of train (and then never trained on).
     max_length: tokens per (query, document) pair; 192 keeps an epoch of the pooled set to about an hour.
     epochs, batch_groups, grad_accum, lr, weight_decay, warmup_ratio, temperature, max_grad_norm,
-    eval_every, patience, save_every: see routerank.train.trainer.TrainerConfig.
+    eval_every, patience, save_every: see routerank.train.loop.TrainerConfig.
     """
 
     dataset: str
@@ -196,8 +201,6 @@ def prepare_data(config: CrossEncoderTrainConfig, datasets: Sequence[Dataset]) -
 
 def training_sets(config: CrossEncoderTrainConfig, dataset: Dataset | Sequence[Dataset] | None) -> list[Dataset]:
     """The datasets `config` names, loaded; or the already-loaded ones a caller (a test) passes."""
-    from routerank.data.registry import load_dataset
-
     if dataset is None:
         return [load_dataset(name) for name in config.names]
     return [dataset] if isinstance(dataset, Dataset) else list(dataset)
@@ -223,12 +226,10 @@ def _sample_judged(ds: Dataset, split: str, n: int, seed: int) -> list[Query]:
 
 def new_cross_encoder(base_model: str, max_length: int, device: str | None = None):
     """A CrossEncoder whose encoder is `base_model` and whose 1-logit head is freshly initialised (seed first)."""
+    # heavy: sentence-transformers loads only when a model is used; transformers loads only when a model is built
     from sentence_transformers import CrossEncoder
     from sentence_transformers.base.modules import Transformer
     from transformers.utils import logging as hf_logging
-
-    from routerank.models.spec import resolve_model
-    from routerank.rerank.cross_encoder import default_device
 
     ref = resolve_model(base_model, default_kind="st")
     local = {"local_files_only": True} if ref.is_local else {}
@@ -272,6 +273,7 @@ class CrossEncoderTrainable(FullTrainable):
 
     def group_logits(self, groups: Sequence[TrainGroup]):
         """A [groups, 1 + negatives] logit matrix for one batch of groups."""
+        # heavy: sentence-transformers loads only when a model is used
         from sentence_transformers.util import batch_to_device
 
         pairs = [pair for group in groups for pair in group.pairs()]
@@ -283,9 +285,8 @@ def mean_loss(
     model, groups: Sequence[TrainGroup], objective: str, temperature: float = 1.0, batch_groups: int = 16
 ) -> float:
     """Mean loss of a CrossEncoder over `groups` in eval mode: comparable before and after training."""
+    # heavy: torch loads only when a model runs
     import torch
-
-    from routerank.train.losses import ranking_loss
 
     view = CrossEncoderTrainable(model)
     model.eval()
@@ -298,11 +299,10 @@ def mean_loss(
 
 
 def _versions() -> dict[str, str]:
+    # heavy: sentence_transformers, torch, transformers load only when this runs, not at import
     import sentence_transformers
     import torch
     import transformers
-
-    import routerank
 
     return {
         "routerank": routerank.__version__,
@@ -326,9 +326,8 @@ def train_cross_encoder(
     folder atomically at `out` (default: the cache). `dataset` passes already-loaded datasets (tests)."""
     import shutil
 
+    # heavy: torch loads only when a model runs
     import torch
-
-    from routerank.models.spec import resolve_model
 
     datasets = training_sets(config, dataset)
     out = Path(out).expanduser() if out is not None else config.default_out()
@@ -359,49 +358,66 @@ def train_cross_encoder(
         model.save_pretrained(str(tmp), create_model_card=False)
         if trainer.log_path.exists():
             shutil.copy(trainer.log_path, tmp / LOG)
-        manifest = {
-            "kind": "cross-encoder",
-            "dataset": config.dataset,
-            "datasets": config.names,
-            "split": config.split,
-            "config": asdict(config),
-            "base_model": {"spec": config.base_model, "location": resolve_model(config.base_model).location},
-            "negatives": {
-                "miner": config.miner,
-                "per_group": config.negatives,
-                "depth": config.negative_depth,
-                "skip": "judged at or above the positive's grade",
-            },
-            "sources": data.sources,
-            "queries": sum(s["queries"] for s in data.sources.values()),
-            "held_out_queries": [
-                q for s in data.sources.values() if s["dev_split"] == config.split for q in s["dev_queries"]
-            ],
-            "groups": groups,
-            "pairs_per_epoch": groups * (1 + config.negatives),
-            "dev_groups": len(data.dev),
-            "steps": state.total_steps,
-            "first_loss": state.first_loss,
-            "last_loss": state.last_loss,
-            "dev": {
-                "best_loss": state.best_dev if data.dev else None,
-                "best_step": state.best_step,
-                "final_loss": summary.dev_loss,
-                "stopped_early": state.stopped_early,
-            },
-            "resumed": summary.resumed,
-            "device": str(model.device),
-            "threads": torch.get_num_threads(),
-            "seconds": {
-                "mining": round(mined - began, 2),
-                "training": round(state.seconds, 2),
-                "training_this_sitting": round(trained - mined, 2),
-                "total": round(time.perf_counter() - began, 2),
-            },
-            "versions": _versions(),
-            "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-        }
+        manifest = _manifest(config, data, summary, groups, str(model.device), (began, mined, trained))
         with atomic_write(tmp / MANIFEST) as handle:
             json.dump(manifest, handle, indent=2)
     shutil.rmtree(state_dir, ignore_errors=True)
     return TrainResult(out, state.total_steps, state.seconds, groups, state.first_loss, state.last_loss, manifest)
+
+
+def _manifest(
+    config: CrossEncoderTrainConfig,
+    data: PreparedData,
+    summary: TrainSummary,
+    groups: int,
+    device: str,
+    clock: tuple[float, float, float],
+) -> dict[str, Any]:
+    """The trained folder's manifest; `clock` holds the perf_counter times the run began, mined and trained at."""
+    # heavy: torch loads only when a model runs
+    import torch
+
+    began, mined, trained = clock
+    state = summary.state
+    return {
+        "kind": "cross-encoder",
+        "dataset": config.dataset,
+        "datasets": config.names,
+        "split": config.split,
+        "config": asdict(config),
+        "base_model": {"spec": config.base_model, "location": resolve_model(config.base_model).location},
+        "negatives": {
+            "miner": config.miner,
+            "per_group": config.negatives,
+            "depth": config.negative_depth,
+            "skip": "judged at or above the positive's grade",
+        },
+        "sources": data.sources,
+        "queries": sum(s["queries"] for s in data.sources.values()),
+        "held_out_queries": [
+            q for s in data.sources.values() if s["dev_split"] == config.split for q in s["dev_queries"]
+        ],
+        "groups": groups,
+        "pairs_per_epoch": groups * (1 + config.negatives),
+        "dev_groups": len(data.dev),
+        "steps": state.total_steps,
+        "first_loss": state.first_loss,
+        "last_loss": state.last_loss,
+        "dev": {
+            "best_loss": state.best_dev if data.dev else None,
+            "best_step": state.best_step,
+            "final_loss": summary.dev_loss,
+            "stopped_early": state.stopped_early,
+        },
+        "resumed": summary.resumed,
+        "device": device,
+        "threads": torch.get_num_threads(),
+        "seconds": {
+            "mining": round(mined - began, 2),
+            "training": round(state.seconds, 2),
+            "training_this_sitting": round(trained - mined, 2),
+            "total": round(time.perf_counter() - began, 2),
+        },
+        "versions": _versions(),
+        "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+    }

@@ -28,16 +28,21 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from routerank.errors import RouterankError, SpecError
-from routerank.fsutil import atomic_dir
-from routerank.rerank.adapters import LISTWISE, MANIFEST, POINTWISE
+from routerank.fsutil import atomic_dir, cache_root
+from routerank.models.llm import load_causal_lm, resolve_llm
+from routerank.rerank.adapters import LISTWISE, MANIFEST, POINTWISE, apply_adapter
+from routerank.rerank.backbones import LLM_TARGETS, LLMBackbone
 from routerank.train.distill import ScoredList, Teacher, TeacherCache, check_alpha_setting, lists_digest, teacher_lists
-from routerank.train.trainer import GroupTrainer, TrainerConfig, adapter_trainer_config
+from routerank.train.loop import GroupTrainer, TrainerConfig, adapter_trainer_config
+from routerank.train.lora import LoRASettings, LoraTrainable, attach_lora
+from routerank.train.losses import distillation_loss
+from routerank.train.permutations import PermutationTrainable, permutation_example, permutation_loss
 
 TERMS = ("ce", "ranknet", "kl")
 
 
 @dataclass(frozen=True)
-class DeARConfig:
+class DeARConfig(LoRASettings):
     """Every setting of a DeAR run; the CLI and the TOML configs take their defaults from here.
 
     Data. datasets: trained on together (`max_queries` and `dev_queries` apply to each). split: the qrels split the
@@ -47,12 +52,13 @@ class DeARConfig:
     for the weight tuned on dev and saved beside the teacher, or "none" for its raw scores. teacher_chunk: queries the
     teacher scores per cache commit.
     Student. backbone: a causal-LM spec. template: its yes/no prompt. max_doc_tokens: per passage, in both stages.
-    lora_*: each stage's adapter; target_modules empty means the attention projections.
+    lora_r, lora_alpha, lora_dropout, target_modules (`LoRASettings`): each stage's adapter; target_modules empty
+    means the attention projections.
     Stage 1. w_ce, w_ranknet, w_kl: the loss weights (0 turns a term off). temperature: divides the student's logits
     in the KL term. teacher_temperature: divides the teacher's scores there; an interpolated teacher's scores span
     [0, 1], and 0.1 makes that a spread of 10, the size of a confident reranker's logits (use ~1 with alpha "none").
-    lr, epochs, grad_accum: AdamW at a constant rate, passes, lists per optimizer step. batch_lists: lists per forward
-    pass (memory).
+    lr (`LoRASettings`), epochs, grad_accum: AdamW at a constant rate, passes, lists per optimizer step.
+    batch_lists: lists per forward pass (memory).
     Stage 2. stage2_lr, stage2_epochs, stage2_grad_accum: as above. stage2_on_stage1: train the listwise adapter on
     the backbone with stage 1 merged in, as the paper stacks them (False: on the bare backbone). shuffle_passages:
     show each list in a seeded shuffle per epoch, so the order of the prompt carries no answer.
@@ -73,16 +79,11 @@ class DeARConfig:
     backbone: str = "smollm2"
     template: str = "chatml"
     max_doc_tokens: int = 128
-    lora_r: int = 16
-    lora_alpha: int = 32
-    lora_dropout: float = 0.05
-    target_modules: tuple[str, ...] = ()
     w_ce: float = 1.0
     w_ranknet: float = 1.0
     w_kl: float = 1.0
     temperature: float = 1.0
     teacher_temperature: float = 0.1
-    lr: float = 2e-4
     epochs: int = 1
     grad_accum: int = 4
     batch_lists: int = 1
@@ -97,10 +98,10 @@ class DeARConfig:
     seed: int = 13
 
     def __post_init__(self) -> None:
+        super().__post_init__()
         if isinstance(self.datasets, str):
             object.__setattr__(self, "datasets", tuple(d.strip() for d in self.datasets.split(",") if d.strip()))
         object.__setattr__(self, "datasets", tuple(self.datasets))
-        object.__setattr__(self, "target_modules", tuple(self.target_modules))
         if self.max_queries == 0:
             object.__setattr__(self, "max_queries", None)
         alpha = check_alpha_setting(self.alpha)
@@ -147,8 +148,6 @@ def config_json(config: DeARConfig) -> dict:
 
 def default_out(config: DeARConfig) -> Path:
     """`<cache>/dear/<run name>-<hash of the config>`: each ablation in its own folder."""
-    from routerank.fsutil import cache_root
-
     digest = hashlib.sha256(json.dumps(config_json(config), sort_keys=True).encode()).hexdigest()[:10]
     return cache_root() / "dear" / f"{config.name}-{digest}"
 
@@ -170,13 +169,7 @@ def _trainer_config(config: DeARConfig, lr: float, epochs: int, grad_accum: int,
 
 
 def _with_lora(module, config: DeARConfig):
-    from routerank.r2r.trainer import attach_lora
-    from routerank.rerank.backbones import LLM_TARGETS
-
-    targets = config.target_modules or LLM_TARGETS
-    return attach_lora(
-        module, r=config.lora_r, alpha=config.lora_alpha, dropout=config.lora_dropout, targets=targets, seed=config.seed
-    )
+    return attach_lora(module, config, LLM_TARGETS, config.seed)
 
 
 def stage_done(folder: Path, config: DeARConfig) -> bool:
@@ -273,9 +266,8 @@ def stage1_loss(config: DeARConfig):
     """The `GroupTrainer` loss hook of stage 1: the weighted distillation loss of a batch of lists, and its terms."""
 
     def loss(logits, batch: list[ScoredList]):
+        # heavy: torch loads only when a model runs
         import torch
-
-        from routerank.train.losses import distillation_loss
 
         teacher = torch.tensor([item.teacher for item in batch], dtype=logits.dtype, device=logits.device)
         labels = torch.tensor([item.labels for item in batch], device=logits.device)
@@ -300,9 +292,6 @@ class Stage1Trainer(_Stage):
     kind, stage = POINTWISE, 1
 
     def __init__(self, config: DeARConfig, out: str | Path, *, loaded=None, progress: bool = True):
-        from routerank.r2r.trainer import LoraTrainable
-        from routerank.rerank.backbones import LLMBackbone
-
         self.backbone = LLMBackbone(
             config.backbone, template=config.template, max_doc_tokens=config.max_doc_tokens, loaded=loaded
         )
@@ -340,14 +329,9 @@ class Stage2Trainer(_Stage):
     def __init__(
         self, config: DeARConfig, out: str | Path, *, stage1: str | Path | None = None, loaded=None, progress=True
     ):
-        from routerank.models.llm import load_causal_lm, resolve_llm
-        from routerank.train.permutations import PermutationTrainable
-
         super().__init__(config, out, resolve_llm(config.backbone).fingerprint)
         model, self.tokenizer = loaded if loaded is not None else load_causal_lm(config.backbone)
         if config.stage2_on_stage1:
-            from routerank.rerank.adapters import apply_adapter
-
             if stage1 is None:
                 raise RouterankError("stage 2 builds on stage 1: give its folder", fix="or set stage2_on_stage1 false")
             self.base_folder = Path(stage1)
@@ -368,8 +352,6 @@ class Stage2Trainer(_Stage):
         )
 
     def examples(self, lists: list[ScoredList], epoch: int) -> list:
-        from routerank.train.permutations import permutation_example
-
         c = self.config
         return [
             permutation_example(
@@ -384,8 +366,6 @@ class Stage2Trainer(_Stage):
         ]
 
     def fit(self, train: list[ScoredList], dev: list[ScoredList], *, stop_after_steps: int | None = None) -> Path:
-        from routerank.train.permutations import permutation_loss
-
         c = self.config
         trainer_config = _trainer_config(c, c.stage2_lr, c.stage2_epochs, c.stage2_grad_accum, c.batch_lists)
         loop = self._loop(self.trainable, trainer_config, train, permutation_loss, self.progress)

@@ -22,6 +22,7 @@ from pathlib import Path
 
 from routerank.data.types import Dataset
 from routerank.fsutil import atomic_dir, atomic_write, cache_root
+from routerank.retrieve.dense import load_sentence_transformer
 from routerank.train.cross_encoder import (
     CrossEncoderTrainConfig,
     FullTrainable,
@@ -30,7 +31,7 @@ from routerank.train.cross_encoder import (
     training_sets,
 )
 from routerank.train.groups import TrainGroup
-from routerank.train.trainer import GroupTrainer
+from routerank.train.loop import GroupTrainer
 
 MANIFEST = "routerank_train.json"
 
@@ -57,6 +58,7 @@ class BiEncoderTrainable(FullTrainable):
     then every other document of the batch."""
 
     def embed(self, texts: list[str]):
+        # heavy: torch loads only when a model runs; sentence-transformers loads only when a model is used
         import torch
         from sentence_transformers.util import batch_to_device
 
@@ -64,6 +66,7 @@ class BiEncoderTrainable(FullTrainable):
         return torch.nn.functional.normalize(self.model(features)["sentence_embedding"], dim=-1)
 
     def group_logits(self, groups: Sequence[TrainGroup]):
+        # heavy: torch loads only when a model runs
         import torch
 
         queries = self.embed([g.query for g in groups])
@@ -88,9 +91,8 @@ def train_dense(
     stop_after_steps: int | None = None,
 ) -> Path:
     """Fine-tune the bi-encoder (resuming from `<out>.state/`) and save it atomically at `out`."""
+    # heavy: torch loads only when a model runs
     import torch
-
-    from routerank.retrieve.dense import load_sentence_transformer
 
     datasets = training_sets(config, dataset)
     out = Path(out).expanduser() if out is not None else config.default_out()

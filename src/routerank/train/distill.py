@@ -27,9 +27,15 @@ from dataclasses import dataclass
 from pathlib import Path
 from types import MappingProxyType
 
+from routerank.data.registry import load_dataset
 from routerank.data.types import Dataset, Query, Ranking, Run
 from routerank.errors import RouterankError, SpecError
+from routerank.fsutil import cache_root, sha256_file
+from routerank.pipeline import build, canonical
+from routerank.rerank.interpolate import mix, saved_alpha
+from routerank.rerank.registry import make_reranker
 from routerank.rerank.score_cache import ScoreCache, pair_key
+from routerank.train.groups import select_queries
 
 WEIGHT_FILES = ("*.safetensors", "*.bin", "*.gguf", "config.json")
 
@@ -72,8 +78,6 @@ def check_alpha_setting(alpha: float | str | None) -> float | str | None:
 def teacher_fingerprint(spec: str) -> str:
     """16 hex digits over the spec and the content of the weight files of any folder (or file) it names, so a
     retrained teacher in the same folder gets a fresh cache."""
-    from routerank.fsutil import cache_root, sha256_file
-
     h = hashlib.sha256(spec.strip().encode())
     for part in filter(None, (p.strip() for p in re.split(r"[:,=]", spec))):
         path = Path(part).expanduser()
@@ -122,30 +126,21 @@ class TeacherCache:
     @property
     def reranker(self):
         if self._reranker is None:
-            from routerank.rerank.registry import make_reranker
-
             self._reranker = make_reranker(self.teacher.spec)
         return self._reranker
 
     def first_stage(self, ds: Dataset, queries: Sequence[Query]) -> Run:
-        from routerank.pipeline import build
-
         return build(self.teacher.first_stage, ds.corpus).search(list(queries), self.teacher.depth)
 
     def alpha_for(self, ds: Dataset) -> float | None:
         alpha = self.teacher.alpha
         if alpha == "auto":
-            from routerank.pipeline import canonical
-            from routerank.rerank.interpolate import saved_alpha
-
             alpha = saved_alpha(self.reranker, canonical(self.teacher.first_stage), ds.corpus)
         self.alphas[ds.corpus.fingerprint] = alpha
         return alpha
 
     def lists(self, ds: Dataset, queries: Sequence[Query], split: str, id_prefix: str = "") -> list[ScoredList]:
         """One `ScoredList` per query with at least two first-stage candidates, in query order."""
-        from routerank.rerank.interpolate import mix
-
         run = self.first_stage(ds, queries)
         heads = {q.id: (run[q.id] if q.id in run else Ranking()).top(self.teacher.depth) for q in queries}
         keys = {q.id: [pair_key(q.text, ds.corpus[d].full_text) for d in heads[q.id].doc_ids] for q in queries}
@@ -227,9 +222,6 @@ def teacher_lists(
     of `split` held out by a seeded draw and `max_queries` of the rest (`routerank.train.groups.select_queries`).
     Lists shorter than the teacher's depth (a first stage that found fewer documents) are left out, so a batch of
     lists is a full matrix. Query ids get a `<dataset>/` prefix when there are several datasets."""
-    from routerank.data.registry import load_dataset
-    from routerank.train.groups import select_queries
-
     depth = scorer.teacher.depth
     train, dev, sources = [], [], {}
     for name in datasets:

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 
 from routerank.data.types import Corpus, Dataset, Query
 from routerank.errors import RouterankError
+from routerank.pipeline import build
 
 
 @dataclass(frozen=True)
@@ -85,8 +86,6 @@ def mine_pools(
     can use them as negatives); a query whose list holds fewer than `minimum` grade-0 documents is topped up with
     random corpus documents. `id_prefix` keeps query ids apart when several datasets are pooled.
     """
-    from routerank.pipeline import build
-
     if not queries:
         return []
     qrels = ds.split_qrels(split)

@@ -35,16 +35,23 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from routerank.errors import RouterankError, SpecError
+from routerank.data.registry import load_dataset
+from routerank.errors import MissingDependencyError, RouterankError, SpecError
 from routerank.fsutil import atomic_dir, atomic_write
+from routerank.models.llm import load_causal_lm, resolve_llm
+from routerank.rerank.adapters import MANIFEST, WEIGHTS
+from routerank.rerank.backbones import LLM_TARGETS
+from routerank.rerank.reasoning import stop_ids
 from routerank.train.groups import NegativePool, mine_pools, select_queries
+from routerank.train.loop import TrainingInterrupted
+from routerank.train.lora import LoRASettings
 
 # the loss formulations GRPOConfig.loss_type takes in TRL 1.16 (trl/trainer/grpo_config.py)
 LOSS_TYPES = ("grpo", "dr_grpo", "dapo", "bnpo", "cispo", "sapo", "luspo", "vespo")
 
 
 @dataclass(frozen=True, kw_only=True)
-class GRPOSettings:
+class GRPOSettings(LoRASettings):
     """What every GRPO reranker trainer shares: data, sampling, optimisation and the LoRA adapter.
 
     backbone: LLM spec (`smollm2`, `hf:Qwen/Qwen2.5-0.5B-Instruct`, `hf:<folder>`, `gguf:<file>`).
@@ -60,7 +67,8 @@ class GRPOSettings:
     loss_type: TRL's loss aggregation (`LOSS_TYPES`); `dapo`, TRL's default, normalises by the tokens in the batch
         and so has no length bias.
     lr, epochs, max_steps: AdamW learning rate (constant), passes over the prompts, or a step cap (0 = none).
-    lora_r, lora_alpha, lora_dropout, target_modules: the adapter; empty targets = every attention projection.
+    lora_r, lora_alpha, lora_dropout, target_modules (with lr, `LoRASettings`): the adapter; empty targets = every
+        attention projection.
     save_every: checkpoint interval in optimizer steps. gradient_checkpointing: trade compute for memory (GPU).
     """
 
@@ -77,18 +85,15 @@ class GRPOSettings:
     temperature: float = 1.0
     beta: float = 0.0
     loss_type: str = "dapo"
-    lr: float = 5e-5
+    lr: float = 5e-5  # LoRASettings' field, with GRPO's own default
     epochs: int = 1
     max_steps: int = 0
-    lora_r: int = 16
-    lora_alpha: int = 32
-    lora_dropout: float = 0.05
-    target_modules: tuple[str, ...] = ()
     save_every: int = 10
     gradient_checkpointing: bool = False
     seed: int = 13
 
     def __post_init__(self) -> None:
+        super().__post_init__()
         if self.num_generations < 2:
             raise SpecError(
                 f"num_generations must be at least 2, got {self.num_generations}",
@@ -107,7 +112,6 @@ class GRPOSettings:
             raise SpecError("lr and temperature must be positive")
         if not [n for n in self.dataset.split(",") if n.strip()]:
             raise SpecError("dataset names no dataset", fix='e.g. dataset = "scifact,nfcorpus"')
-        object.__setattr__(self, "target_modules", tuple(self.target_modules))
 
 
 def config_json(config) -> dict:
@@ -153,8 +157,6 @@ def load_pools(settings: GRPOSettings, part: str = "train", extra: int = 0) -> l
     queries that the GRPO run does not use (`"extra"`, the next ones in the same seeded order: a format SFT's), with
     their judged positives and the miner's top `negative_depth` non-relevant candidates. Query ids get a
     `<dataset>/` prefix."""
-    from routerank.data.registry import load_dataset
-
     if part not in ("train", "dev", "extra"):
         raise ValueError(f"part must be train, dev or extra, got {part!r}")
     if part == "extra" and settings.max_queries is None:
@@ -185,8 +187,6 @@ def load_pools(settings: GRPOSettings, part: str = "train", extra: int = 0) -> l
 
 def finished(out: Path, key: dict) -> bool:
     """Whether `out` already holds the adapter this key trains."""
-    from routerank.rerank.adapters import MANIFEST, WEIGHTS
-
     if not (out / MANIFEST).exists() or not (out / WEIGHTS).exists():
         return False
     return json.loads((out / MANIFEST).read_text()).get("run_key") == key
@@ -228,6 +228,7 @@ class RunState:
         return records
 
     def last_checkpoint(self) -> str | None:
+        # heavy: transformers loads only when a model is built
         from transformers.trainer_utils import get_last_checkpoint
 
         return get_last_checkpoint(str(self.trl_dir)) if self.trl_dir.exists() else None
@@ -255,6 +256,7 @@ class RunState:
 def step_logger(state: RunState, desc: str, progress: bool, seconds_before: float, stop_after_steps: int | None):
     """A TrainerCallback: one JSONL line and one progress-bar tick per optimizer step; with `stop_after_steps`, it
     stops the run at the first checkpoint after that many steps of this sitting (to test resuming)."""
+    # heavy: transformers loads only when a model is built
     from tqdm.auto import tqdm
     from transformers import TrainerCallback
 
@@ -311,6 +313,7 @@ def trl_config(
     settings: GRPOSettings, output_dir: Path, *, on_gpu: bool, bf16: bool, reward_weights: Sequence[float] | None
 ):
     """TRL's GRPOConfig for these settings (the arguments checked against trl 1.16's grpo_config.py)."""
+    # heavy, optional: trl loads only when GRPO trains
     from trl import GRPOConfig
 
     return GRPOConfig(
@@ -364,20 +367,14 @@ def train_grpo(
     if finished(out, task.key):
         return out
     try:
+        # heavy, optional: trl loads only when GRPO trains
         from trl import GRPOTrainer
     except ImportError:
-        from routerank.errors import MissingDependencyError
-
         raise MissingDependencyError("GRPO training needs TRL", fix="pip install 'routerank[llm]'") from None
+    # heavy: torch, peft, transformers load only when this runs, not at import
     import torch
     from datasets import Dataset
-    from peft import LoraConfig
     from transformers import PrinterCallback
-
-    from routerank.models.llm import load_causal_lm, resolve_llm
-    from routerank.rerank.backbones import LLM_TARGETS
-    from routerank.rerank.reasoning import stop_ids
-    from routerank.train.trainer import TrainingInterrupted
 
     _quiet_trl()
     settings = task.settings
@@ -391,14 +388,7 @@ def train_grpo(
     checkpoint = state.last_checkpoint()
     seconds_before = state.rewind_log(int(Path(checkpoint).name.split("-")[-1]) if checkpoint else 0)
     logger = step_logger(state, task.desc or f"{task.kind} GRPO", progress, seconds_before, stop_after_steps)
-    lora = LoraConfig(
-        r=settings.lora_r,
-        lora_alpha=settings.lora_alpha,
-        lora_dropout=settings.lora_dropout,
-        target_modules=list(settings.target_modules or LLM_TARGETS),
-        bias="none",
-        task_type="CAUSAL_LM",
-    )
+    lora = settings.peft_config(LLM_TARGETS, task_type="CAUSAL_LM")
     if task.sft is not None:  # GRPO goes on training the SFT's adapter
         model, lora = format_sft(model, tokenizer, task, state, lora, progress), None
     trainer = GRPOTrainer(
@@ -435,11 +425,10 @@ def format_sft(model, tokenizer, task: GRPOTask, state: RunState, lora, progress
     returns the trainable PeftModel."""
     import random
 
+    # heavy: torch loads only when a model runs; peft loads only when adapters are used
     import torch
     from peft import PeftModel, get_peft_model
     from tqdm.auto import tqdm
-
-    from routerank.rerank.reasoning import stop_ids
 
     sft, folder = task.sft, state.dir / "sft"
     if (folder / SFT_SUMMARY).exists():
@@ -495,8 +484,6 @@ def format_sft(model, tokenizer, task: GRPOTask, state: RunState, lora, progress
 
 
 def save_adapter(peft_model, out: Path, state: RunState, task: GRPOTask, fingerprint: str | None, steps: int) -> Path:
-    from routerank.rerank.adapters import MANIFEST
-
     log = state.log()
     manifest = {
         **task.manifest,

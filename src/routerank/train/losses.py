@@ -31,6 +31,7 @@ def canonical_objective(name: str) -> str:
 
 def infonce(logits, temperature: float = 1.0):
     """InfoNCE: cross-entropy of the positive against its negatives, softmax over logits / temperature."""
+    # heavy: torch loads only when a model runs
     import torch
 
     targets = torch.zeros(logits.shape[0], dtype=torch.long, device=logits.device)
@@ -39,6 +40,7 @@ def infonce(logits, temperature: float = 1.0):
 
 def pointwise_bce(logits):
     """Binary cross-entropy on each pair: label 1 for the positive column, 0 for the negatives."""
+    # heavy: torch loads only when a model runs
     import torch
 
     labels = torch.zeros_like(logits)
@@ -60,6 +62,7 @@ def ranking_loss(objective: str, logits, temperature: float = 1.0):
 def distill_ce(logits, labels):
     """Binary cross-entropy of each candidate's student logit (the yes/no score) against its judged label: 1 for
     grade >= 1, 0 otherwise. Mean over every candidate of every list."""
+    # heavy: torch loads only when a model runs
     import torch
 
     targets = (labels >= 1).to(logits.dtype)
@@ -70,6 +73,7 @@ def ranknet(logits, teacher):
     """RankNet on the teacher's order: for every pair (i, j) of one list with teacher_i > teacher_j,
     log(1 + exp(s_j - s_i)). Mean over those pairs in the batch; ties carry no order and are skipped, and a batch
     without any ordered pair gives 0."""
+    # heavy: torch loads only when a model runs
     import torch
 
     ordered = (teacher.unsqueeze(2) > teacher.unsqueeze(1)).to(logits.dtype)  # [lists, i, j]
@@ -85,6 +89,7 @@ def listwise_kl(logits, teacher, temperature: float = 1.0, teacher_temperature: 
     p_student = softmax(logits / temperature), times temperature**2 (Hinton et al.: the gradient's scale stays put
     when the temperature changes). Mean over lists. The teacher has its own temperature because its scores need not
     share the student's scale: an interpolated teacher's lie in [0, 1]."""
+    # heavy: torch loads only when a model runs
     import torch
 
     student = torch.log_softmax(logits / temperature, dim=-1)
@@ -123,6 +128,7 @@ def distillation_loss(
 def target_nll(logits, targets):
     """Mean negative log-likelihood of the target tokens (SFT on an answer): `logits` [rows, T, vocab] predict
     `targets` [rows, T], whose -100 entries (padding) are left out. DeAR stage 2 trains on permutations with it."""
+    # heavy: torch loads only when a model runs
     import torch
 
     return torch.nn.functional.cross_entropy(logits.flatten(0, 1), targets.flatten(), ignore_index=-100)

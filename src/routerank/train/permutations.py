@@ -21,9 +21,10 @@ from dataclasses import dataclass
 
 from routerank.errors import RouterankError
 from routerank.models.llm import left_positions, pad_batch
-from routerank.r2r.trainer import LoraTrainable
-from routerank.rerank.listwise import TEMPLATE, chat_ids, format_permutation, truncate_passage
+from routerank.rerank.listwise import chat_ids, format_permutation, truncate_passage
+from routerank.rerank.templates import LISTWISE_TEMPLATE
 from routerank.train.distill import ScoredList
+from routerank.train.lora import LoraTrainable
 from routerank.train.losses import target_nll
 
 
@@ -54,7 +55,7 @@ def permutation_example(
     number = {position: rank for rank, position in enumerate(shown)}
     answer = format_permutation([number[i] for i in item.teacher_order()])
     passages = [truncate_passage(item.documents[i], max_doc_tokens, tokenizer) for i in shown]
-    prompt_ids = chat_ids(tokenizer, TEMPLATE.render(item.query, passages), TEMPLATE.system)
+    prompt_ids = chat_ids(tokenizer, LISTWISE_TEMPLATE.render(item.query, passages), LISTWISE_TEMPLATE.system)
     answer_ids = [*tokenizer(answer, add_special_tokens=False)["input_ids"], tokenizer.eos_token_id]
     return PermutationExample(item.query_id, tuple(prompt_ids), tuple(answer_ids), answer)
 
@@ -62,6 +63,7 @@ def permutation_example(
 def answer_targets(batch: Sequence[PermutationExample]):
     """[rows, longest answer] token ids, right-aligned like the left-padded rows; -100 where a shorter answer's row
     holds prompt tokens."""
+    # heavy: torch loads only when a model runs
     import torch
 
     width = max(len(e.answer_ids) for e in batch)

@@ -8,7 +8,7 @@ judged-relevant document (label 1) and one of the miner's top non-relevant docum
 
 Stage 2 turns the judgement into a score with no added layer: s(q, d) = logit("1") - logit("0") at the answer
 position, i.e. log P("1") - log P("0") over the two digits, trained with the shared ranking loss (InfoNCE over one
-positive and `stage2_negatives` hard negatives) on the shared resumable loop (`train.trainer.GroupTrainer`). It
+positive and `stage2_negatives` hard negatives) on the shared resumable loop (`train.loop.GroupTrainer`). It
 *continues* the stage-1 adapter (loaded trainable) rather than merging it and stacking a new one: one adapter is
 the whole reranker, and LoRA's rank bounds both stages' change together. The dev loss is measured before the first
 step too, so stage 2 never ships a model worse on dev than the stage-1 one it started from.
@@ -26,8 +26,15 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from routerank.errors import RouterankError, SpecError
-from routerank.fsutil import atomic_dir
+from routerank.fsutil import atomic_dir, cache_root, safe_name
+from routerank.rerank.adapters import MANIFEST, adapter_digest, read_adapter_manifest
+from routerank.rerank.backbones import LLMBackbone
+from routerank.rerank.templates import DEFAULT_INSTRUCTION, get_template
+from routerank.train.groups import sample_groups, top_groups
 from routerank.train.grpo import GRPOSettings, GRPOTask, config_json, finished, load_pools, train_grpo
+from routerank.train.loop import GroupTrainer, adapter_trainer_config
+from routerank.train.lora import LoraTrainable
+from routerank.train.losses import canonical_objective
 
 STAGES = (1, 2)
 
@@ -60,8 +67,6 @@ class ProRankConfig(GRPOSettings):
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        from routerank.rerank.templates import get_template
-        from routerank.train.losses import canonical_objective
 
         template = get_template(self.template)
         if (template.yes, template.no) != ("1", "0"):
@@ -87,8 +92,6 @@ def stage1_key(config: ProRankConfig) -> dict:
 def judgement_prompt(template, tokenizer, query: str, document: str, max_doc_tokens: int) -> str:
     """The prompt text for one pair, its document cut to `max_doc_tokens` tokens exactly where the pointwise
     reranker cuts it, so GRPO trains on the text that stage 2 and inference read."""
-    from routerank.rerank.templates import DEFAULT_INSTRUCTION
-
     prefix, query_part, document_part, suffix = template.segments(query, document, DEFAULT_INSTRUCTION)
     ids = tokenizer(document_part, add_special_tokens=False)["input_ids"][:max_doc_tokens]
     return prefix + query_part + tokenizer.decode(ids) + suffix
@@ -97,8 +100,6 @@ def judgement_prompt(template, tokenizer, query: str, document: str, max_doc_tok
 def judgement_records(config: ProRankConfig, tokenizer, pools=None) -> list[dict]:
     """Balanced stage-1 prompts: per training query one judged-relevant document (label 1) and one of the miner's
     top non-relevant documents (label 0), drawn and shuffled with `config.seed`."""
-    from routerank.rerank.templates import get_template
-
     template = get_template(config.template)
     rng = random.Random(config.seed)
     records = []
@@ -156,13 +157,8 @@ def train_stage2(
     stop_after_steps: int | None = None,
 ) -> Path:
     """Continue the stage-1 adapter with the ranking loss on logit("1") - logit("0"); resumable (`<out>.state`)."""
+    # heavy: peft loads only when adapters are used
     from peft import PeftModel
-
-    from routerank.r2r.trainer import LoraTrainable
-    from routerank.rerank.adapters import adapter_digest, read_adapter_manifest
-    from routerank.rerank.backbones import LLMBackbone
-    from routerank.train.groups import sample_groups, top_groups
-    from routerank.train.trainer import GroupTrainer, adapter_trainer_config
 
     stage1, out = Path(stage1), Path(out)
     warmup = read_adapter_manifest(stage1)
@@ -205,8 +201,6 @@ def train_stage2(
 
 
 def save_stage2(peft, out: Path, loop, summary, key: dict, warmup: dict) -> Path:
-    from routerank.rerank.adapters import MANIFEST
-
     manifest = {
         **{k: v for k, v in warmup.items() if k not in ("stage", "steps", "seconds", "reward_curve", "run_key")},
         "stage": 2,
@@ -235,8 +229,6 @@ def save_stage2(peft, out: Path, loop, summary, key: dict, warmup: dict) -> Path
 
 def default_prorank_dir(config: ProRankConfig) -> Path:
     import hashlib
-
-    from routerank.fsutil import cache_root, safe_name
 
     digest = hashlib.sha256(json.dumps(stage1_key(config), sort_keys=True).encode()).hexdigest()[:10]
     return cache_root() / "prorank" / f"{safe_name(config.backbone)}-{digest}"

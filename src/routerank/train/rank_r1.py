@@ -14,8 +14,9 @@ A 135M backbone never writes that format when sampled (measured: 43 steps, every
 advantage was 0 and the adapter never moved), so `sft_queries` > 0 first trains a short supervised format SFT, a
 "cold start": per extra training query (the next `sft_queries` of each dataset, disjoint from GRPO's), the same kind
 of candidate set and a target completion `<think>Passage B mentions w1, w2, as the query does.</think>
-<answer>B</answer>` naming the judged-relevant candidate. Its reasoning is templated from facts that hold (the query's
-content words the relevant passage contains), not written by a stronger model: none is available offline.
+<answer>B</answer>` naming the judged-relevant candidate (`routerank.train.templates`). Its reasoning is templated
+from facts that hold (the query's content words the relevant passage contains), not written by a stronger model: none
+is available offline.
 
 The adapter reranks as `setwise:<backbone>,adapter=<out>`: with reasoning by default (generate, read `<answer>`),
 or with `think=0` from the label logits after an empty think block.
@@ -28,8 +29,12 @@ import re
 from dataclasses import dataclass
 
 from routerank.errors import SpecError
+from routerank.fsutil import cache_root, safe_name
+from routerank.rerank.choice import one_line
 from routerank.rerank.reasoning import parse_answer
-from routerank.train.grpo import FormatSFT, GRPOSettings, GRPOTask, config_json, load_pools
+from routerank.rerank.templates import get_choice_template
+from routerank.train.grpo import FormatSFT, GRPOSettings, GRPOTask, config_json, load_pools, train_grpo
+from routerank.train.templates import RANK_R1_GENERIC_REASON, RANK_R1_SHARED_REASON, RANK_R1_TARGET
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -61,7 +66,6 @@ class RankR1Config(GRPOSettings):
                 "the format SFT trains on queries GRPO does not use, and max_queries = 0 gives GRPO all of them",
                 fix="set max_queries, or sft_queries = 0",
             )
-        from routerank.rerank.templates import get_choice_template
 
         template = get_choice_template("setwise", self.template)
         if not template.reasons:
@@ -77,9 +81,6 @@ def candidate_records(config: RankR1Config, tokenizer, pools=None, *, targets: b
     """One prompt per training query: a judged-relevant document and k-1 hard negatives, shuffled (seeded).
     `relevant` holds the labels of the relevant candidates (here exactly one); with `targets`, `completion` is the
     format SFT's well-formed answer naming it (`target_completion`)."""
-    from routerank.rerank.choice import one_line
-    from routerank.rerank.templates import get_choice_template
-
     template = get_choice_template("setwise", config.template)
     labels = template.labels[: config.k]
     rng = random.Random(config.seed)
@@ -127,10 +128,10 @@ def target_completion(query: str, passage: str, label: str, words: int = 4) -> s
     present = set(content_words(passage))
     shared = [w for w in content_words(query) if w in present][:words]
     if shared:
-        reason = f"Passage {label} mentions {', '.join(shared)}, as the query does."
+        reason = RANK_R1_SHARED_REASON.format(label=label, words=", ".join(shared))
     else:
-        reason = f"Passage {label} is about what the query asks."
-    return f"<think>{reason}</think>\n<answer>{label}</answer>"
+        reason = RANK_R1_GENERIC_REASON.format(label=label)
+    return RANK_R1_TARGET.format(reason=reason, label=label)
 
 
 def sft_records(config: RankR1Config, tokenizer) -> list[dict]:
@@ -178,8 +179,6 @@ def default_rank_r1_dir(config: RankR1Config):
     import hashlib
     import json
 
-    from routerank.fsutil import cache_root, safe_name
-
     digest = hashlib.sha256(json.dumps(config_json(config), sort_keys=True).encode()).hexdigest()[:10]
     return cache_root() / "rank-r1" / f"{safe_name(config.backbone)}-{digest}"
 
@@ -187,8 +186,6 @@ def default_rank_r1_dir(config: RankR1Config):
 def train_rank_r1(config: RankR1Config, out=None, *, loaded=None, progress: bool = True, stop_after_steps=None):
     """Train (or resume, or find finished) the Rank-R1 adapter; returns its folder."""
     from pathlib import Path
-
-    from routerank.train.grpo import train_grpo
 
     out = Path(out) if out is not None else default_rank_r1_dir(config)
     return train_grpo(rank_r1_task(config), out, loaded=loaded, progress=progress, stop_after_steps=stop_after_steps)

@@ -1,4 +1,4 @@
-"""One resumable trainer for every ranking model: the cross-encoder, its LoRA experts, and the LLM experts.
+"""The training loop every ranking model shares (`GroupTrainer`): the cross-encoder, its LoRA experts, the LLM experts.
 
 The trainer knows nothing about architectures. A model plugs in through `Trainable`: it turns a batch of
 `TrainGroup`s into a [groups, 1 + negatives] logit matrix with gradients, and it can hand out and take back the
@@ -193,6 +193,7 @@ class GroupTrainer:
         desc: str = "train",
         loss_fn: LossFn | None = None,
     ):
+        # heavy: torch loads only when a model runs
         import torch
 
         self.model, self.config, self.progress, self.desc = model, config, progress, desc
@@ -218,6 +219,7 @@ class GroupTrainer:
         self._mark = now
 
     def save_state(self) -> None:
+        # heavy: torch loads only when a model runs; safetensors.torch imports torch
         import torch
         from safetensors.torch import save_file
 
@@ -244,6 +246,7 @@ class GroupTrainer:
                 (tmp / "best.safetensors").write_bytes(best.read_bytes())
 
     def load_state(self) -> bool:
+        # heavy: torch loads only when a model runs; safetensors.torch imports torch
         import torch
         from safetensors.torch import load_file
 
@@ -275,6 +278,7 @@ class GroupTrainer:
         return True
 
     def _save_best(self) -> None:
+        # heavy: safetensors.torch imports torch
         from safetensors.torch import save_file
 
         tensors = {k: v.detach().contiguous().cpu() for k, v in self.model.trainable_state().items()}
@@ -284,6 +288,7 @@ class GroupTrainer:
         tmp.replace(self.state_dir / "best.safetensors")
 
     def restore_best(self) -> bool:
+        # heavy: safetensors.torch imports torch
         from safetensors.torch import load_file
 
         best = self.state_dir / "best.safetensors"
@@ -308,6 +313,7 @@ class GroupTrainer:
 
     def dev_loss(self, dev: Sequence[TrainGroup]) -> float:
         """Mean `dev_measure` over `dev` in eval mode (no dropout, no gradients); lower is better."""
+        # heavy: torch loads only when a model runs
         import torch
 
         self.model.train(False)
@@ -324,6 +330,7 @@ class GroupTrainer:
         return total / max(len(dev), 1)
 
     def _new_scheduler(self, groups_per_epoch: int):
+        # heavy: torch loads only when a model runs
         import torch
 
         c = self.config
@@ -347,6 +354,7 @@ class GroupTrainer:
         return loss_sum
 
     def _step(self, window: list[list[TrainGroup]]) -> float:
+        # heavy: torch loads only when a model runs
         import torch
 
         loss = self.accumulate(window)
@@ -361,84 +369,23 @@ class GroupTrainer:
         self, stages: Sequence[EpochData], dev: Sequence[TrainGroup] = (), *, stop_after_steps: int | None = None
     ) -> TrainSummary:
         """Run (or resume) every stage; `stop_after_steps` simulates a kill right after a checkpoint."""
-        from tqdm.auto import tqdm
-
         c = self.config
         resumed = self.load_state()
-        started, steps_this_run, losses = time.perf_counter(), 0, []
+        started, losses = time.perf_counter(), []
         self._mark = started
         if dev and c.eval_at_start and not resumed and self.state.total_steps == 0:
             self.log({"stage": 0, "epoch": 0, "step": 0, "total_step": 0, "dev_loss": self._evaluate(dev)})
         self.model.train(True)
         for stage in range(self.state.stage, len(stages)):
-            if stage != self.state.stage:  # a new stage: same weights, fresh optimizer moments and schedule
-                self.state = TrainState(
-                    stage=stage,
-                    total_steps=self.state.total_steps,
-                    best_dev=self.state.best_dev,
-                    best_step=self.state.best_step,
-                    seconds=self.state.seconds,
-                    first_loss=self.state.first_loss,
-                    last_loss=self.state.last_loss,
-                )
-                self.optimizer.state.clear()
-                self._scheduler_state = None
+            if stage != self.state.stage:
+                self._begin_stage(stage)
             first_epoch = stages[stage](0)
             if not first_epoch:
                 raise RouterankError(f"stage {stage + 1} has no training groups", fix="check the data and filters")
-            self._new_scheduler(len(first_epoch))
-            if self._scheduler_state:
-                self.scheduler.load_state_dict(self._scheduler_state)
-                self._scheduler_state = None
-                # a new LambdaLR sets lr for step 0; put back the lr of the step the checkpoint reached
-                for group, lr in zip(self.optimizer.param_groups, self.scheduler.get_last_lr(), strict=True):
-                    group["lr"] = lr
+            self._start_schedule(len(first_epoch))
             while self.state.epoch < c.epochs and not self.state.stopped_early:
                 groups = list(first_epoch if self.state.epoch == 0 else stages[stage](self.state.epoch))
-                random.Random(c.seed * 1000 + stage * 100 + self.state.epoch).shuffle(groups)
-                batches = [groups[i : i + c.batch_groups] for i in range(0, len(groups), c.batch_groups)]
-                per_step = c.grad_accum
-                bar = tqdm(
-                    total=len(batches),
-                    initial=min(self.state.cursor, len(batches)),
-                    disable=not self.progress,
-                    desc=f"{self.desc} stage {stage + 1}/{len(stages)} epoch {self.state.epoch + 1}/{c.epochs}",
-                    unit="batch",
-                )
-                while self.state.cursor < len(batches):
-                    window = batches[self.state.cursor : self.state.cursor + per_step]
-                    loss = self._step(window)
-                    losses.append(loss)
-                    self.state.cursor += len(window)
-                    self.state.step += 1
-                    self.state.total_steps += 1
-                    self.state.first_loss = loss if self.state.first_loss is None else self.state.first_loss
-                    self.state.last_loss = loss
-                    steps_this_run += 1
-                    bar.update(len(window))
-                    record = {
-                        "stage": stage,
-                        "epoch": self.state.epoch,
-                        "step": self.state.step,
-                        "total_step": self.state.total_steps,
-                        "loss": round(loss, 6),
-                        **{name: round(value, 6) for name, value in self.last_terms.items()},
-                        "lr": self.scheduler.get_last_lr()[0],
-                        "seconds": round(self.state.seconds + time.perf_counter() - self._mark, 2),
-                    }
-                    if dev and self.state.total_steps % c.eval_every == 0:
-                        record["dev_loss"] = self._evaluate(dev)
-                    recent = losses[-20:]
-                    bar.set_postfix(loss=f"{sum(recent) / len(recent):.4f}", best_dev=f"{self.state.best_dev:.4f}")
-                    self.log(record)
-                    if self.state.stopped_early:
-                        break
-                    if self.state.total_steps % c.save_every == 0:
-                        self.save_state()
-                        if stop_after_steps is not None and steps_this_run >= stop_after_steps:
-                            bar.close()
-                            raise TrainingInterrupted(self.state.total_steps)
-                bar.close()
+                self._run_epoch(groups, f"stage {stage + 1}/{len(stages)}", dev, losses, stop_after_steps)
                 if not self.state.stopped_early:
                     self.state.epoch += 1
                     self.state.cursor = 0
@@ -448,6 +395,94 @@ class GroupTrainer:
             self.restore_best()
         self._tick()
         return TrainSummary(self.state, resumed, time.perf_counter() - started, final_dev, losses)
+
+    def _begin_stage(self, stage: int) -> None:
+        """Move on to a new stage: same weights, fresh optimizer moments and schedule, run-wide tallies kept."""
+        self.state = TrainState(
+            stage=stage,
+            total_steps=self.state.total_steps,
+            best_dev=self.state.best_dev,
+            best_step=self.state.best_step,
+            seconds=self.state.seconds,
+            first_loss=self.state.first_loss,
+            last_loss=self.state.last_loss,
+        )
+        self.optimizer.state.clear()
+        self._scheduler_state = None
+
+    def _start_schedule(self, groups_per_epoch: int) -> None:
+        """Build this stage's lr schedule, set back to where a loaded checkpoint left it."""
+        self._new_scheduler(groups_per_epoch)
+        if self._scheduler_state:
+            self.scheduler.load_state_dict(self._scheduler_state)
+            self._scheduler_state = None
+            # a new LambdaLR sets lr for step 0; put back the lr of the step the checkpoint reached
+            for group, lr in zip(self.optimizer.param_groups, self.scheduler.get_last_lr(), strict=True):
+                group["lr"] = lr
+
+    def _run_epoch(
+        self,
+        groups: list[TrainGroup],
+        where: str,
+        dev: Sequence[TrainGroup],
+        losses: list[float],
+        stop_after_steps: int | None,
+    ) -> None:
+        """Train on the epoch's shuffled batches from the cursor on, logging, evaluating and checkpointing each step;
+        `losses` gathers this sitting's step losses, and a kill is simulated once it holds `stop_after_steps`."""
+        from tqdm.auto import tqdm
+
+        c = self.config
+        random.Random(c.seed * 1000 + self.state.stage * 100 + self.state.epoch).shuffle(groups)
+        batches = [groups[i : i + c.batch_groups] for i in range(0, len(groups), c.batch_groups)]
+        bar = tqdm(
+            total=len(batches),
+            initial=min(self.state.cursor, len(batches)),
+            disable=not self.progress,
+            desc=f"{self.desc} {where} epoch {self.state.epoch + 1}/{c.epochs}",
+            unit="batch",
+        )
+        while self.state.cursor < len(batches):
+            window = batches[self.state.cursor : self.state.cursor + c.grad_accum]
+            loss = self._step(window)
+            losses.append(loss)
+            self._advance(len(window), loss)
+            bar.update(len(window))
+            record = self._step_record(loss)
+            if dev and self.state.total_steps % c.eval_every == 0:
+                record["dev_loss"] = self._evaluate(dev)
+            recent = losses[-20:]
+            bar.set_postfix(loss=f"{sum(recent) / len(recent):.4f}", best_dev=f"{self.state.best_dev:.4f}")
+            self.log(record)
+            if self.state.stopped_early:
+                break
+            if self.state.total_steps % c.save_every == 0:
+                self.save_state()
+                if stop_after_steps is not None and len(losses) >= stop_after_steps:
+                    bar.close()
+                    raise TrainingInterrupted(self.state.total_steps)
+        bar.close()
+
+    def _advance(self, batches: int, loss: float) -> None:
+        """Count one optimizer step over `batches` batches that reached `loss`."""
+        self.state.cursor += batches
+        self.state.step += 1
+        self.state.total_steps += 1
+        self.state.first_loss = loss if self.state.first_loss is None else self.state.first_loss
+        self.state.last_loss = loss
+
+    def _step_record(self, loss: float) -> dict[str, Any]:
+        """The log line of the step just taken (before any dev evaluation)."""
+        return {
+            "stage": self.state.stage,
+            "epoch": self.state.epoch,
+            "step": self.state.step,
+            "total_step": self.state.total_steps,
+            "loss": round(loss, 6),
+            **{name: round(value, 6) for name, value in self.last_terms.items()},
+            "lr": self.scheduler.get_last_lr()[0],
+            "seconds": round(self.state.seconds + time.perf_counter() - self._mark, 2),
+        }
 
     def _evaluate(self, dev: Sequence[TrainGroup], final: bool = False) -> float:
         loss = self.dev_loss(dev)
