@@ -52,6 +52,7 @@ def test_evaluate_bm25_on_scifact_json(scifact, tmp_path):
     assert len({line.split()[0] for line in lines}) == 300
 
 
+@pytest.mark.slow  # ~5 s on 2 idle cores: out of the fast lane
 def test_compare_reports_p_values(scifact, tmp_path):
     for name, spec in (("a", "bm25"), ("b", "bm25:k1=0.9,b=0.4")):
         assert (

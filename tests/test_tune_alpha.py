@@ -59,6 +59,7 @@ def test_tune_alpha_gives_the_studys_record_and_saves_it_for_auto(model, study_r
         assert stage.alpha_for(ds.corpus) == record["by_corpus"][ds.corpus.fingerprint]["alpha"]
 
 
+@pytest.mark.slow  # 4-16 s on 2 idle cores: out of the fast lane
 def test_the_command_prints_each_choice_and_the_spec_to_use(model, study_record, tmp_path):
     args = ["tune-alpha", "-d", "nfcorpus,scifact", "-r", f"ce:{model}", "-p", "bm25", "--depth", "5"]
     result = subprocess.run(

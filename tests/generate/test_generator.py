@@ -53,6 +53,7 @@ def test_r0_prompt_has_no_context(tiny):
     assert answer.context.used == () and answer.context.tokens == 0
 
 
+@pytest.mark.slow  # ~5 s on 2 idle cores: out of the fast lane
 def test_a_newline_stops_decoding_and_is_cut_off(scripted):
     generator = make(scripted("Denver Broncos.\nQuestion: who else?"))
     answer = generator.generate(["Who won?"])[0]
@@ -209,6 +210,7 @@ def test_closed_set_answers_in_one_padded_batch_equal_one_unpadded_forward_per_p
     assert generator.key != make(tiny).key and make(tiny).settings()["decoding"] == "greedy"
 
 
+@pytest.mark.slow  # ~5 s on 2 idle cores: out of the fast lane
 def test_closed_set_answers_follow_the_model_and_score_as_exact_matches(scripted):
     generator = make(scripted(" no"), choices=("yes", "no", "maybe"), template="plain")
     answers = generator.generate(YES_NO, EVIDENCE)

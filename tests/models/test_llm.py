@@ -38,6 +38,7 @@ def test_kv_cache_name_is_the_one_the_installed_transformers_takes():
     assert kv_cache_name() in inspect.signature(LlamaModel.forward).parameters
 
 
+@pytest.mark.slow  # ~5 s on 2 idle cores: out of the fast lane
 def test_left_padded_rows_with_left_positions_score_as_they_do_alone():
     torch = pytest.importorskip("torch")
     from routerank.models.llm import left_positions, pad_batch, tiny_llm

@@ -10,6 +10,9 @@ from routerank.r2r.bank import GENERALIST, ExpertBank, ExpertMismatchError
 from routerank.r2r.trainer import ExpertConfig, ExpertTrainer, mine_examples
 from routerank.rerank.pointwise import PointwiseLLMReranker
 
+# trains two tiny LoRA experts (~16 s) and scores with each (4-5 s a test) on 2 idle cores: out of the fast lane
+pytestmark = pytest.mark.slow
+
 
 @pytest.fixture(scope="module")
 def experts(scifact, tmp_path_factory):

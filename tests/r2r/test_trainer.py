@@ -117,6 +117,7 @@ def test_eag_trains_two_stages_on_abstracted_then_original(examples, tmp_path):
     assert stages == {0, 1}
 
 
+@pytest.mark.slow  # 4-16 s on 2 idle cores: out of the fast lane
 def test_gradient_accumulation_equals_the_full_batch_gradient(examples, tmp_path):
     from routerank.models.llm import tiny_llm
     from routerank.train.losses import ranking_loss

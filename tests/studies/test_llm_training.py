@@ -167,6 +167,7 @@ def test_a_rerun_skips_every_stage_and_rescores_only_what_is_missing(finished):
     assert [s.name for s in stages if s.note == "ran"] == ["score sft on nfcorpus"]
 
 
+@pytest.mark.slow  # 4-16 s on 2 idle cores: out of the fast lane
 def test_a_partial_run_reports_pending_rows_and_pending_claims(tmp_path, fresh_ce, scifact, nfcorpus):
     config = tiny_config(tmp_path / "configs", fresh_ce, methods=("sft", "dear"), dear_ablations=("ce",))
     experiment = LLMTrainingExperiment(config, tmp_path / "work", progress=False, loaded_factory=factory)
@@ -203,6 +204,7 @@ class Watched:
         return self.inner.rerank_run(queries, *args)
 
 
+@pytest.mark.slow  # 4-16 s on 2 idle cores: out of the fast lane
 def test_a_killed_scoring_stage_resumes_at_its_first_unfinished_chunk(tmp_path, fresh_ce, scifact, nfcorpus):
     from routerank.data.trec import read_run
 

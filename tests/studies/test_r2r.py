@@ -247,6 +247,7 @@ def test_on_a_set_the_backbone_never_trained_on_alpha_is_chosen_on_train_queries
     assert all(qrels.relevant(q.id) for q in queries) and set(first) == {q.id for q in queries}
 
 
+@pytest.mark.slow  # 4-16 s on 2 idle cores: out of the fast lane
 def test_stages_wait_for_their_inputs_and_respect_another_process_lock(tmp_path, scifact, nfcorpus):
     import subprocess
     import sys

@@ -52,6 +52,7 @@ def test_each_context_reaches_the_prompt(squad, tiny_generator):
     assert "| bm25 top 2 | 3 |" in markdown([{"label": retrieved.label, **summary}])
 
 
+@pytest.mark.slow  # 4-16 s on 2 idle cores: out of the fast lane
 def test_the_study_measures_gold_retrieved_and_none_on_the_same_queries(squad):
     from routerank.models.llm import tiny_llm
 

@@ -224,6 +224,7 @@ def adapter_weights(folder):
     return load_file(str(Path(folder) / "adapter_model.safetensors"))
 
 
+@pytest.mark.slow  # 4-16 s on 2 idle cores: out of the fast lane
 def test_stage1_lowers_the_distillation_loss_and_logs_each_term(tmp_path):
     from routerank.models.llm import tiny_llm
 
@@ -261,6 +262,7 @@ def test_stage1_resumed_after_a_kill_reaches_the_weights_of_an_unbroken_run(tmp_
     assert [json.loads(line)["total_step"] for line in log] == [1, 2, 3, 4]
 
 
+@pytest.mark.slow  # 4-16 s on 2 idle cores: out of the fast lane
 def test_the_stage1_adapter_loads_as_a_pointwise_reranker_with_the_trained_scores(tmp_path):
     import torch
 
@@ -321,6 +323,7 @@ def test_stage1_loss_hook_reads_the_teacher_and_labels_of_each_list():
 # stage 2 ---------------------------------------------------------------------------------------------------------
 
 
+@pytest.mark.slow  # 4-16 s on 2 idle cores: out of the fast lane
 def test_a_permutation_example_is_the_listwise_prompt_answered_with_the_teachers_order():
     from routerank.models.llm import tiny_llm
     from routerank.rerank.listwise import ListwiseReranker, chat_ids, parse_permutation
@@ -340,6 +343,7 @@ def test_a_permutation_example_is_the_listwise_prompt_answered_with_the_teachers
     assert shown_order(item, 5, 2, True) != shown or shown_order(item, 5, 3, True) != shown  # a new draw each epoch
 
 
+@pytest.mark.slow  # 4-16 s on 2 idle cores: out of the fast lane
 def test_permutation_logits_of_a_padded_batch_equal_each_row_alone():
     import torch
     from peft import LoraConfig, get_peft_model
@@ -389,6 +393,7 @@ def test_stage2_trains_a_listwise_adapter_on_stage1_that_the_listwise_reranker_l
         ListwiseReranker.from_model(*tiny_llm(seed=0), adapter=str(stage1), window=4, step=2)
 
 
+@pytest.mark.slow  # 4-16 s on 2 idle cores: out of the fast lane
 def test_stage2_on_stage1_needs_the_stage1_folder():
     from routerank.models.llm import tiny_llm
 

@@ -76,6 +76,7 @@ def test_prorank_prompt_exact_text():
     )
 
 
+@pytest.mark.slow  # 4-16 s on 2 idle cores: out of the fast lane
 def test_the_grpo_prompt_is_token_for_token_what_the_pointwise_reranker_scores():
     from routerank.rerank.pointwise import PointwiseLLMReranker
     from routerank.rerank.templates import get_template
@@ -95,6 +96,7 @@ def test_rewards_score_format_and_correctness_apart():
     assert correct_reward(completions, label=labels) == [1.0, 0.0, 0.0, 0.0, 0.0, 0.0, 1.0]
 
 
+@pytest.mark.slow  # 4-16 s on 2 idle cores: out of the fast lane
 def test_prompts_are_balanced_seeded_and_judged_right(scifact, pools):
     _, tokenizer = tiny()
     records = judgement_records(config(), tokenizer, pools)
@@ -175,6 +177,7 @@ def test_a_resumed_run_continues_the_step_count_and_ends_where_an_unbroken_one_d
     assert all(torch.equal(resumed[k], whole[k]) for k in whole)
 
 
+@pytest.mark.slow  # 4-16 s on 2 idle cores: out of the fast lane
 def test_a_checkpoint_of_another_run_is_refused(tmp_path, pools):
     (tmp_path / "other.state").mkdir()
     (tmp_path / "other.state" / "run.json").write_text(json.dumps({"some": "other run"}))

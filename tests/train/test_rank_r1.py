@@ -110,6 +110,7 @@ def test_reward_is_one_only_for_the_right_format_and_a_relevant_answer():
     assert format_reward(completions) == [1.0, 1.0, 0.0, 0.0]
 
 
+@pytest.mark.slow  # 4-16 s on 2 idle cores: out of the fast lane
 def test_candidate_sets_hold_one_relevant_document_and_are_seeded(scifact, pools):
     _, tokenizer = tiny()
     records = candidate_records(config(), tokenizer, pools)
@@ -158,6 +159,7 @@ def test_setwise_loads_the_adapter_reasons_and_falls_back(adapter):
     assert "think=0" in logits_only.name and "rank-r1@" in logits_only.name
 
 
+@pytest.mark.slow  # 4-16 s on 2 idle cores: out of the fast lane
 def test_a_well_formed_answer_is_used_and_a_bad_one_falls_back():
     model, tokenizer = tiny()
     chooser = ReasoningChooser(model, tokenizer, get_choice_template("setwise", "rank-r1"), max_new_tokens=2)
@@ -225,6 +227,7 @@ def test_target_completion_is_well_formed_and_states_only_shared_words():
     assert "is about what the query asks" in target_completion("quantum chromodynamics", DOCS[1], "A")
 
 
+@pytest.mark.slow  # 4-16 s on 2 idle cores: out of the fast lane
 def test_format_sft_records_use_other_queries_and_name_the_relevant_passage(pools):
     from routerank.train.rank_r1 import sft_records
 
