@@ -100,6 +100,7 @@ def _offline() -> bool:
 def download_hub_model(repo_id: str) -> Path:
     """A hub model folder: from the local hub cache if it is there, else downloaded when online."""
     try:
+        # deferred: the hub client loads only when a hub id is resolved
         from huggingface_hub import snapshot_download
     except ImportError:
         raise SpecError(

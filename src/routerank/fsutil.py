@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import re
 import shutil
 import tempfile
 from collections.abc import Iterator, Mapping
@@ -67,7 +68,6 @@ def sha256_file(path: str | Path, chunk: int = 1 << 20) -> str:
 
 def safe_name(text: str, extra: str = "") -> str:
     """`text` as a file name: runs of characters other than letters, digits, `_.+-` (and `extra`) become `_`."""
-    import re
 
     return re.sub(rf"[^A-Za-z0-9_.+{re.escape(extra)}-]+", "_", text)
 

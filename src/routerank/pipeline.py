@@ -23,9 +23,13 @@ The driver then loads no reranker model at all. Results equal the in-process one
 
 from __future__ import annotations
 
+import hashlib
+import json
 import re
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
+from types import MappingProxyType
 
 from routerank.data.types import Corpus, Ranking, Run
 from routerank.errors import SpecError
@@ -288,7 +292,6 @@ class RerankShardWorker:
         self.depth = stage.depth
 
     def rerank_shard(self, shard: tuple) -> dict:
-        from types import MappingProxyType
 
         queries, rankings, run_name, corpus = shard
         run = Run(MappingProxyType({q: Ranking(ids, scores) for q, (ids, scores) in rankings.items()}), run_name)
@@ -323,8 +326,6 @@ class ShardedReranker:
         return LazyShards(len(parts), make)
 
     def _store(self, query_list, run, corpus: Corpus, depth: int):
-        import hashlib
-        import json
 
         digest = hashlib.sha256()
         for query in query_list:
@@ -342,8 +343,6 @@ class ShardedReranker:
         return ShardStore.for_job("rerank", spec)
 
     def rerank_run(self, queries, run, corpus: Corpus, depth: int = DEFAULT_RERANK_DEPTH):
-        from functools import partial
-        from types import MappingProxyType
 
         query_list = as_query_list(queries)
         stage = StageSpec(self.stage.reranker, depth, self.stage.alpha)

@@ -9,7 +9,9 @@ a killed run loses only the step in flight, and two processes with different `on
 from __future__ import annotations
 
 import hashlib
+import os
 import time
+import tomllib
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -46,7 +48,6 @@ class StageLock:
         return self.held
 
     def __enter__(self) -> StageLock:
-        import os
 
         self.path.parent.mkdir(parents=True, exist_ok=True)
         for _ in range(2):
@@ -74,7 +75,6 @@ class StageLock:
 
 
 def _alive(pid: int) -> bool:
-    import os
 
     try:
         os.kill(pid, 0)
@@ -135,7 +135,6 @@ def read_toml_config(
 
     `tuples` lists keys whose TOML arrays become tuples (frozen dataclasses hash them); `none_if_zero` keys whose
     0 means "all" (None)."""
-    import tomllib
 
     path = Path(path)
     try:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sys
+from dataclasses import MISSING, fields
 from typing import Annotated
 
 import typer
@@ -30,6 +31,7 @@ RayOpt = Annotated[
 
 
 def console(stderr: bool = False):
+    # deferred: rich loads only when a table is printed
     from rich.console import Console
 
     return Console(stderr=stderr)
@@ -74,6 +76,5 @@ def on_ray(ray: str | None, fn, *args):
 
 def config_defaults(config_class) -> dict:
     """A config dataclass's field defaults: the CLI takes its defaults from here, so the two never drift."""
-    from dataclasses import MISSING, fields
 
     return {f.name: f.default for f in fields(config_class) if f.default is not MISSING}

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import sys
+from dataclasses import replace
 from pathlib import Path
 from typing import Annotated
 
@@ -282,7 +283,6 @@ def train_dear_command(
 ) -> None:
     """DeAR: distill the teacher into a yes/no LLM student (stage 1), then a listwise LoRA on its permutations
     (stage 2). Resumes after a kill; a finished stage is skipped."""
-    from dataclasses import replace
 
     stages = {"1": (1,), "2": (2,), "both": (1, 2)}.get(stage)
     if stages is None:

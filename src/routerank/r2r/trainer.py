@@ -10,8 +10,10 @@ weights as an unbroken run. The backbone is any spec `routerank.rerank.backbones
 
 from __future__ import annotations
 
+import hashlib
 import json
 import random
+import shutil
 import sys
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -260,7 +262,6 @@ class ExpertTrainer:
         return self.save_expert(metrics)
 
     def save_expert(self, metrics: dict) -> Path:
-        import shutil
 
         manifest = {
             "domain": self.config.domain,
@@ -358,7 +359,6 @@ def prepare_data(config: ExpertConfig, *, progress: bool = True) -> PreparedData
 
 
 def default_expert_dir(config: ExpertConfig) -> Path:
-    import hashlib
 
     digest = hashlib.sha256(json.dumps(config_json(config), sort_keys=True).encode()).hexdigest()[:10]
     return cache_root() / "experts" / f"{config.domain}-{digest}"

@@ -28,6 +28,7 @@ from pathlib import Path
 from types import MappingProxyType
 
 import numpy as np
+from tqdm.auto import tqdm
 
 from routerank.data.registry import load_dataset
 from routerank.data.trec import read_run, write_run
@@ -121,7 +122,6 @@ def member_runs(
     dataset: Dataset, queries: Sequence[Query], pool: PoolConfig, folder: Path, depth: int, progress: bool = True
 ) -> tuple[dict[str, Run], dict[str, float]]:
     """Every retrieving member's run (read from `folder` when saved there) and its search seconds per query."""
-    from tqdm.auto import tqdm
 
     folder.mkdir(parents=True, exist_ok=True)
     timing_path = folder / "timing.json"
@@ -184,6 +184,7 @@ def _judged_quality(queries: Sequence[Query], contexts: dict, names: Sequence[st
 
 def _agreement(judged: np.ndarray, qrels_quality: np.ndarray, columns: Sequence[int]) -> dict:
     """How the judge's list quality agrees with nDCG@10 over the retrieving members' (query, member) cells."""
+    # deferred: scipy costs ~0.2 s at import and only this path needs it
     from scipy.stats import pearsonr, spearmanr
 
     a, b = judged[:, columns].ravel(), qrels_quality[:, columns].ravel()
@@ -194,7 +195,6 @@ def _agreement(judged: np.ndarray, qrels_quality: np.ndarray, columns: Sequence[
 
 def _utility(queries, contexts: dict, names, generator, progress: bool):
     """[query, member] F1 and EM, and each member's generation seconds per freshly generated answer."""
-    from tqdm.auto import tqdm
 
     f1 = np.zeros((len(queries), len(names)), dtype=np.float32)
     em = np.zeros_like(f1)

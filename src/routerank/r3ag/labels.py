@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from safetensors.numpy import load_file, save_file
 
 from routerank.errors import DataFormatError, RouterankError
 from routerank.fsutil import atomic_dir
@@ -173,7 +174,6 @@ class RoutingLabels:
         )
 
     def save(self, path: str | Path) -> Path:
-        from safetensors.numpy import save_file
 
         path = Path(path)
         with atomic_dir(path) as tmp:
@@ -194,7 +194,6 @@ class RoutingLabels:
 
     @classmethod
     def load(cls, path: str | Path) -> RoutingLabels:
-        from safetensors.numpy import load_file
 
         path = Path(path)
         if not (path / JSON_FILE).exists() or not (path / TENSOR_FILE).exists():

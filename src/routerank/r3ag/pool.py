@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import importlib
 import re
+import tomllib
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -133,7 +134,6 @@ class PoolConfig:
     @classmethod
     def read(cls, path: str | Path, section: str = "pool") -> PoolConfig:
         """The `[section]` table of a TOML file (see the module docstring)."""
-        import tomllib
 
         path = Path(path)
         try:

@@ -23,6 +23,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from safetensors import safe_open
+
 from routerank.errors import RouterankError
 from routerank.fsutil import sha256_file
 
@@ -80,7 +82,6 @@ def adapter_is_noop(folder: str | Path) -> bool:
     """True when every LoRA B matrix in the folder is exactly zero, so that merging the adapter leaves the backbone
     as it was. LoRA starts B at zero: a run whose every step had a zero gradient (GRPO where every completion of
     every group got the same reward) ends here, and its "trained" rows are the untrained backbone's."""
-    from safetensors import safe_open
 
     path = Path(folder).expanduser() / "adapter_model.safetensors"
     if not path.is_file():

@@ -9,6 +9,7 @@ from types import MappingProxyType
 from typing import Protocol, runtime_checkable
 
 import numpy as np
+from tqdm.auto import tqdm
 
 from routerank.data.types import Corpus, Document, Query, Ranking, Run
 from routerank.errors import RouterankError, SpecError
@@ -93,7 +94,6 @@ class BaseReranker:
     def rerank_run(
         self, queries: Iterable[Query] | Mapping[str, Query], run: Run, corpus: Corpus, depth: int = 100
     ) -> Run:
-        from tqdm.auto import tqdm
 
         out = {}
         for query in tqdm(as_query_list(queries), desc=self.name, unit="query", disable=not self.progress, leave=False):

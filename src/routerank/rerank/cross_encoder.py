@@ -14,11 +14,14 @@ the BM25 and hybrid candidates of one query share most pairs, and a killed evalu
 
 from __future__ import annotations
 
+import contextlib
+import hashlib
 import json
 from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
+from tqdm.auto import tqdm
 
 from routerank.errors import MissingDependencyError, SpecError
 from routerank.fsutil import cache_root, sha256_file
@@ -184,7 +187,6 @@ class CrossEncoderReranker(PairScoringReranker):
     @property
     def scorer_key(self) -> str:
         """Names the score-cache file: the weights' content and the truncation length, not the folder path."""
-        import hashlib
 
         if self.folder is None:
             raise SpecError("a cross-encoder wrapped from memory has no stable identity to cache scores under")
@@ -202,8 +204,6 @@ class CrossEncoderReranker(PairScoringReranker):
         known = self._cache.get_many(keys)
         todo = {key: pair for key, pair in zip(keys, pairs, strict=True) if key not in known}
         if todo:
-            from tqdm.auto import tqdm
-
             items = sorted(todo.items(), key=lambda item: len(item[1][0]) + len(item[1][1]))
             chunk = max(self.batch_size * 16, 256)
             show = self.progress and len(items) >= self.progress_min_pairs
@@ -219,7 +219,6 @@ class CrossEncoderReranker(PairScoringReranker):
 
     def _predict(self, pairs: list[tuple[str, str]], progress: bool) -> np.ndarray:
         """Raw logits in input order, computed shortest pair first so each batch pads little."""
-        import contextlib
 
         # heavy: torch loads only when a model runs
         import torch

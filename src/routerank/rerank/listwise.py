@@ -27,6 +27,7 @@ import random
 import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, fields
+from pathlib import Path
 
 from routerank.data.types import Query, Ranking
 from routerank.errors import RouterankError
@@ -293,7 +294,6 @@ class ListwiseReranker(BaseReranker):
         return answer
 
     def _merge_adapter(self, llm, folder: str):
-        from pathlib import Path
 
         llm, _ = apply_adapter(llm, folder, kind=LISTWISE, fingerprint=self._fingerprint())
         self.name = f"{self.name}+{Path(folder).name}@{adapter_digest(folder)}"

@@ -52,10 +52,12 @@ class BM25PassageSelector:
 
     def terms(self, text: str) -> list[str]:
         if self._stopwords is None:
+            # deferred: bm25s (and scipy) load only when a BM25 index is built or read
             from bm25s.stopwords import STOPWORDS_EN
 
             self._stopwords = frozenset(STOPWORDS_EN) if self._stopwords_lang == "en" else frozenset()
             if self._stemmer_lang:
+                # deferred: the stemmer loads only when text is tokenised
                 import Stemmer
 
                 self._stemmer = Stemmer.Stemmer(self._stemmer_lang)

@@ -22,6 +22,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
+from tqdm.auto import tqdm
 
 from routerank.errors import RouterankError
 from routerank.models.llm import DEFAULT_LLM, kv_cache_name, load_causal_lm, pad_batch, resolve_llm
@@ -208,8 +209,6 @@ class PointwiseLLMReranker(PairScoringReranker):
                 if (key, doc) not in todo[query]:
                     todo[query].append((key, doc))
         if todo:
-            from tqdm.auto import tqdm
-
             total = sum(len(v) for v in todo.values())
             with tqdm(total=total, desc=self.name, unit="doc", disable=not self.progress, leave=False) as bar:
                 for query, items in todo.items():

@@ -63,15 +63,18 @@ class BM25Retriever(IndexedRetriever):
         }
 
     def _tokenize(self, texts: list[str], progress: bool = False):
+        # deferred: bm25s (and scipy) load only when a BM25 index is built or read
         import bm25s
 
         if self._stemmer is None and self.stemmer_lang:
+            # deferred: the stemmer loads only when text is tokenised
             import Stemmer
 
             self._stemmer = Stemmer.Stemmer(self.stemmer_lang)
         return bm25s.tokenize(texts, stopwords=self.stopwords, stemmer=self._stemmer, show_progress=progress)
 
     def index(self, corpus: Corpus) -> None:
+        # deferred: bm25s (and scipy) load only when a BM25 index is built or read
         import bm25s
 
         tokens = self._tokenize([doc.full_text for doc in corpus.documents], self.progress)
@@ -107,6 +110,7 @@ class BM25Retriever(IndexedRetriever):
 
     def matrix(self) -> BM25Matrix:
         """The index's BM25 contributions as a documents x terms matrix (see `BM25Matrix`)."""
+        # deferred: scipy costs ~0.2 s at import and only this path needs it
         import scipy.sparse
 
         if self._model is None:
@@ -123,6 +127,7 @@ class BM25Retriever(IndexedRetriever):
         (folder / "doc_ids.json").write_text(json.dumps(self._doc_ids))
 
     def _read_files(self, folder: Path, manifest: dict[str, Any]) -> None:
+        # deferred: bm25s (and scipy) load only when a BM25 index is built or read
         import bm25s
 
         self._model = bm25s.BM25.load(str(folder))

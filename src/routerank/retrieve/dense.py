@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 from collections.abc import Iterable, Mapping
+from functools import partial
 from pathlib import Path
 from types import MappingProxyType
 from typing import Any
 
 import numpy as np
+from safetensors.numpy import load_file, save_file
 
 from routerank.data.types import Corpus, Query, Ranking, Run
 from routerank.errors import CorruptIndexError, MissingDependencyError
@@ -39,7 +42,6 @@ def load_sentence_transformer(spec: str, device: str | None = None, trust_remote
 def _local_weights_digest(spec: str) -> str | None:
     """sha256 over a local model folder's safetensors; None for packaged aliases and hub ids (their content is
     pinned by the package version or the hub revision)."""
-    import hashlib
 
     if spec in ALIASES:
         return None
@@ -133,7 +135,6 @@ class DenseRetriever(IndexedRetriever):
 
     def worker_factory(self):
         """A picklable recipe for this retriever's encoder, built once per Ray actor."""
-        from functools import partial
 
         return partial(
             DenseRetriever,
@@ -180,13 +181,11 @@ class DenseRetriever(IndexedRetriever):
         return Run(MappingProxyType(rankings), self.name)
 
     def _write_files(self, folder: Path) -> None:
-        from safetensors.numpy import save_file
 
         save_file({"embeddings": self.embeddings}, str(folder / "embeddings.safetensors"))
         (folder / "doc_ids.json").write_text(json.dumps(self._doc_ids))
 
     def _read_files(self, folder: Path, manifest: dict[str, Any]) -> None:
-        from safetensors.numpy import load_file
 
         self.embeddings = load_file(str(folder / "embeddings.safetensors"))["embeddings"]
         self._doc_ids = json.loads((folder / "doc_ids.json").read_text())

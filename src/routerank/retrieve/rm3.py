@@ -65,6 +65,7 @@ class FeedbackIndex:
 
     @classmethod
     def from_matrix(cls, matrix: BM25Matrix, max_df: float) -> FeedbackIndex:
+        # deferred: scipy costs ~0.2 s at import and only this path needs it
         import scipy.sparse
 
         if matrix.method not in INVERTIBLE or matrix.idf_method not in INVERTIBLE:

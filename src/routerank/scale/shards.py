@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import numpy as np
+from safetensors.numpy import load_file, save
 
 from routerank.fsutil import atomic_write, cache_root
 
@@ -90,8 +91,6 @@ class ShardStore:
         if isinstance(result, np.ndarray) or (
             isinstance(result, dict) and result and all(isinstance(v, np.ndarray) for v in result.values())
         ):
-            from safetensors.numpy import save
-
             arrays = {ARRAY_KEY: result} if isinstance(result, np.ndarray) else result
             blob = save({k: np.ascontiguousarray(v) for k, v in arrays.items()})
             with atomic_write(self._array_path(index), "wb") as handle:
@@ -103,8 +102,6 @@ class ShardStore:
     def load(self, index: int) -> Any:
         path = self._array_path(index)
         if path.exists():
-            from safetensors.numpy import load_file
-
             arrays = load_file(str(path))
             return arrays[ARRAY_KEY] if set(arrays) == {ARRAY_KEY} else arrays
         return json.loads(self._json_path(index).read_text())

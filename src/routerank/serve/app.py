@@ -293,6 +293,8 @@ def _add_error_handlers(app: "FastAPI") -> None:
     from fastapi import Request
     from fastapi.exceptions import RequestValidationError
     from fastapi.responses import JSONResponse
+
+    # heavy: the server's framework loads only when an app is built
     from starlette.exceptions import HTTPException as StarletteHTTPException
 
     @app.exception_handler(ServeError)

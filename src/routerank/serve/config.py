@@ -13,6 +13,7 @@ or a bad value is refused with the file and a fix, so a typo never silently fall
 
 from __future__ import annotations
 
+import os
 import tomllib
 from dataclasses import dataclass, field, fields
 from pathlib import Path
@@ -181,7 +182,6 @@ def load_config(path: str | Path) -> ServeConfig:
 
 def load_api_keys(auth: AuthConfig, config_path: str | None = None) -> list[str]:
     """Keys from the env var and the file together; empty only when the config allows that explicitly."""
-    import os
 
     keys = [k.strip() for k in os.environ.get(auth.api_keys_env, "").split(",") if k.strip()]
     if auth.api_keys_file:

@@ -35,6 +35,9 @@ import os
 import signal
 import socket
 import threading
+import time
+import urllib.error
+import urllib.request
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -113,9 +116,6 @@ def _wait_routable(url: str, timeout_s: float = 120.0) -> None:
     """Wait until Serve's proxy routes to a ready replica (`/ready` answers 200 through it). `serve.run` returns when
     the replicas are up, but the proxy learns of them a moment later; until then it answers 503 or queues, and a
     request past the deployment's small queue is refused, so "started" must mean "answering"."""
-    import time
-    import urllib.error
-    import urllib.request
 
     deadline, last = time.monotonic() + timeout_s, ""
     while time.monotonic() < deadline:

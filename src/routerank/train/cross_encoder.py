@@ -21,6 +21,7 @@ from __future__ import annotations
 import json
 import platform
 import random
+import shutil
 import time
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, fields
@@ -324,7 +325,6 @@ def train_cross_encoder(
 ) -> TrainResult:
     """Mine hard negatives, fine-tune (resuming from `<out>.state/` if a run broke off), and save the model
     folder atomically at `out` (default: the cache). `dataset` passes already-loaded datasets (tests)."""
-    import shutil
 
     # heavy: torch loads only when a model runs
     import torch

@@ -27,6 +27,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from types import MappingProxyType
 
+from tqdm.auto import tqdm
+
 from routerank.data.registry import load_dataset
 from routerank.data.types import Dataset, Query, Ranking, Run
 from routerank.errors import RouterankError, SpecError
@@ -171,7 +173,6 @@ class TeacherCache:
         return out
 
     def _score(self, ds: Dataset, queries: list[Query], heads: dict[str, Ranking], keys: dict[str, list[str]]):
-        from tqdm.auto import tqdm
 
         fresh: dict[str, float] = {}
         size = self.teacher.chunk

@@ -27,9 +27,11 @@ such as `hf:Qwen/Qwen2.5-0.5B-Instruct` load like any LLM spec (`routerank.model
 from __future__ import annotations
 
 import json
+import random
 import shutil
 import sys
 import time
+import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -350,8 +352,8 @@ def trl_config(
 def _quiet_trl() -> None:
     """TRL pings the Hub when a trainer is built (huggingface_hub telemetry): routerank makes no network call it
     was not asked for, so the ping is switched off, as HF_HUB_DISABLE_TELEMETRY=1 would."""
-    import warnings
 
+    # deferred: the hub client is touched only here, to switch its telemetry off for this run
     from huggingface_hub import constants
 
     constants.HF_HUB_DISABLE_TELEMETRY = True
@@ -423,7 +425,6 @@ def train_grpo(
 def format_sft(model, tokenizer, task: GRPOTask, state: RunState, lora, progress: bool):
     """The task's format SFT on a fresh LoRA adapter (or the one a finished SFT saved in the state folder);
     returns the trainable PeftModel."""
-    import random
 
     # heavy: torch loads only when a model runs; peft loads only when adapters are used
     import torch

@@ -31,6 +31,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
+from tqdm.auto import tqdm
+
 from routerank.errors import RouterankError, SpecError
 from routerank.fsutil import atomic_dir
 from routerank.train.groups import TrainGroup
@@ -430,7 +432,6 @@ class GroupTrainer:
     ) -> None:
         """Train on the epoch's shuffled batches from the cursor on, logging, evaluating and checkpointing each step;
         `losses` gathers this sitting's step losses, and a kill is simulated once it holds `stop_after_steps`."""
-        from tqdm.auto import tqdm
 
         c = self.config
         random.Random(c.seed * 1000 + self.state.stage * 100 + self.state.epoch).shuffle(groups)

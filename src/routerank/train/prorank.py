@@ -19,6 +19,7 @@ Both stages' adapters are pointwise rerankers over the same prompt:
 
 from __future__ import annotations
 
+import hashlib
 import json
 import random
 import shutil
@@ -228,7 +229,6 @@ def save_stage2(peft, out: Path, loop, summary, key: dict, warmup: dict) -> Path
 
 
 def default_prorank_dir(config: ProRankConfig) -> Path:
-    import hashlib
 
     digest = hashlib.sha256(json.dumps(stage1_key(config), sort_keys=True).encode()).hexdigest()[:10]
     return cache_root() / "prorank" / f"{safe_name(config.backbone)}-{digest}"

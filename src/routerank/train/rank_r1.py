@@ -24,9 +24,12 @@ or with `think=0` from the label logits after an empty think block.
 
 from __future__ import annotations
 
+import hashlib
+import json
 import random
 import re
 from dataclasses import dataclass
+from pathlib import Path
 
 from routerank.errors import SpecError
 from routerank.fsutil import cache_root, safe_name
@@ -113,6 +116,7 @@ _WORD = re.compile(r"[a-z0-9][a-z0-9-]*[a-z0-9]")
 def content_words(text: str) -> list[str]:
     """Lower-cased words of 3+ characters that are not English stop words (bm25s's list, as BM25 drops them),
     first occurrences in order."""
+    # deferred: bm25s (and scipy) load only when a BM25 index is built or read
     from bm25s.stopwords import STOPWORDS_EN
 
     seen: dict[str, None] = {}
@@ -176,8 +180,6 @@ def rank_r1_task(config: RankR1Config) -> GRPOTask:
 
 
 def default_rank_r1_dir(config: RankR1Config):
-    import hashlib
-    import json
 
     digest = hashlib.sha256(json.dumps(config_json(config), sort_keys=True).encode()).hexdigest()[:10]
     return cache_root() / "rank-r1" / f"{safe_name(config.backbone)}-{digest}"
@@ -185,7 +187,6 @@ def default_rank_r1_dir(config: RankR1Config):
 
 def train_rank_r1(config: RankR1Config, out=None, *, loaded=None, progress: bool = True, stop_after_steps=None):
     """Train (or resume, or find finished) the Rank-R1 adapter; returns its folder."""
-    from pathlib import Path
 
     out = Path(out) if out is not None else default_rank_r1_dir(config)
     return train_grpo(rank_r1_task(config), out, loaded=loaded, progress=progress, stop_after_steps=stop_after_steps)
