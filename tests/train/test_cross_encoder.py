@@ -292,3 +292,47 @@ def test_cli_bad_objective_is_one_line_and_exit_2(tmp_path):
     assert proc.stderr.strip().splitlines() == [
         "routerank: error: unknown objective 'hinge' (fix: choose one of infonce, bce)"
     ]
+
+
+@pytest.mark.slow
+def test_frozen_embeddings_stay_put_and_the_packed_model_rebuilds_to_the_same_scores(scifact, tmp_path):
+    from safetensors.torch import load_file
+
+    from routerank.rerank.cross_encoder import (
+        PARTIAL_WEIGHTS,
+        CrossEncoderReranker,
+        assemble_cross_encoder,
+        pack_partial_cross_encoder,
+    )
+
+    config = CrossEncoderTrainConfig(
+        "scifact", **{**TINY, "epochs": 1, "max_queries": 6}, freeze_embeddings=True, autocast="bf16"
+    )
+    result = train_cross_encoder(config, tmp_path / "ce", dataset=scifact, device="cpu", progress=False)
+    trained = load_file(str(result.path / "model.safetensors"))
+    fresh = _fresh_model(config).model.state_dict()
+    embeddings = [name for name in trained if "embeddings." in name]
+    assert embeddings and all(np.array_equal(trained[n].numpy(), fresh[n].numpy()) for n in embeddings)
+    assert not np.array_equal(trained["classifier.weight"].numpy(), fresh["classifier.weight"].numpy())
+    packed = pack_partial_cross_encoder(result.path, tmp_path / "packed")
+    assert not [name for name in load_file(str(packed / PARTIAL_WEIGHTS)) if "embeddings." in name]
+    assert (packed / PARTIAL_WEIGHTS).stat().st_size < 0.6 * (result.path / "model.safetensors").stat().st_size
+    rebuilt = assemble_cross_encoder(packed, tmp_path / "rebuilt", max_length=config.max_length)
+    pairs = [(q.text, "Vitamin D and cancer risk in older adults.") for q in scifact.split_queries("test")[:4]]
+    original = CrossEncoderReranker(result.path, progress=False).score_pairs(pairs)
+    again = CrossEncoderReranker(rebuilt, progress=False).score_pairs(pairs)
+    np.testing.assert_allclose(again, original, atol=5e-3)  # fp16 weights: close, not bit-equal
+
+
+def test_a_compact_folder_that_is_neither_kind_is_refused(tmp_path):
+    from routerank.rerank.cross_encoder import assemble_cross_encoder
+
+    with pytest.raises(SpecError, match="not a compact model folder"):
+        assemble_cross_encoder(tmp_path, tmp_path / "out")
+
+
+def test_bad_lora_rank_and_autocast_are_spec_errors():
+    with pytest.raises(SpecError, match="lora_r"):
+        CrossEncoderTrainConfig("scifact", lora_r=-1)
+    with pytest.raises(SpecError, match="autocast"):
+        CrossEncoderTrainConfig("scifact", autocast="fp8")

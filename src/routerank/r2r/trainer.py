@@ -108,6 +108,7 @@ class ExpertConfig(LoRASettings):
     patience: int = 3
     save_every: int = 10
     seed: int = 13
+    autocast: str = "none"  # "bf16": forward passes under bfloat16 autocast (`routerank.train.loop.TrainerConfig`)
 
     def __post_init__(self):
         super().__post_init__()
@@ -207,6 +208,7 @@ class ExpertTrainer:
             save_every=config.save_every,
             dev_measure=config.dev_measure,
             seed=config.seed,
+            autocast=config.autocast,
         )
         self.loop = GroupTrainer(
             self.trainable,
@@ -283,7 +285,7 @@ class ExpertTrainer:
 
 # Settings added after adapters had been trained, at the value that reproduces the old behaviour: the record
 # leaves them out at that value, so an adapter trained before they existed still matches its config.
-ADDED_LATER = {"dev_from_backbone": False}
+ADDED_LATER = {"dev_from_backbone": False, "autocast": "none"}
 
 
 def config_json(config: ExpertConfig) -> dict:

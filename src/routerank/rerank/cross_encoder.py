@@ -17,6 +17,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
+import warnings
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -24,8 +25,9 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from routerank.errors import MissingDependencyError, SpecError
-from routerank.fsutil import cache_root, sha256_file
+from routerank.fsutil import atomic_dir, cache_root, sha256_file
 from routerank.models.llm import DTYPES
+from routerank.models.spec import resolve_model
 from routerank.rerank.base import PairScoringReranker
 from routerank.rerank.score_cache import ScoreCache, pair_key
 
@@ -238,3 +240,100 @@ class CrossEncoderReranker(PairScoringReranker):
         out = np.empty(len(pairs), dtype=np.float64)
         out[order] = np.asarray(scores, dtype=np.float64).reshape(len(pairs))
         return out
+
+
+def new_cross_encoder(base_model: str, max_length: int, device: str | None = None):
+    """A CrossEncoder whose encoder is `base_model` and whose 1-logit head is freshly initialised (seed first)."""
+    # heavy: sentence-transformers loads only when a model is used; transformers loads only when a model is built
+    from sentence_transformers import CrossEncoder
+    from sentence_transformers.base.modules import Transformer
+    from transformers.utils import logging as hf_logging
+
+    ref = resolve_model(base_model, default_kind="st")
+    local = {"local_files_only": True} if ref.is_local else {}
+    verbosity = hf_logging.get_verbosity()
+    hf_logging.set_verbosity_error()  # the "classifier weights newly initialised" report is expected here
+    try:
+        encoder = Transformer(
+            ref.location,
+            transformer_task="sequence-classification",
+            config_kwargs={"num_labels": 1, **local},
+            model_kwargs=dict(local),
+            processor_kwargs=dict(local),
+            max_seq_length=max_length,
+        )
+    finally:
+        hf_logging.set_verbosity(verbosity)
+    return CrossEncoder(modules=[encoder], device=device or default_device())
+
+
+def merge_lora_cross_encoder(adapter: str | Path, out: str | Path, base_model: str = "minilm", max_length: int = 128):
+    """Write a plain cross-encoder folder at `out` (atomically): `base_model` with the LoRA adapter and 1-logit head
+    saved in `adapter` (peft's adapter_config.json + adapter_model.safetensors) folded into its weights. The result
+    loads as `ce:<out>` like any fine-tuned cross-encoder, and LoRA experts can be trained on it."""
+    # heavy: peft loads only when adapters are used; torch only when a model runs
+    import torch
+    from peft import PeftModel
+
+    adapter = Path(adapter)
+    if not (adapter / "adapter_config.json").is_file() or not (adapter / "adapter_model.safetensors").is_file():
+        raise SpecError("not a LoRA adapter folder (no adapter_config.json + adapter_model.safetensors)", path=adapter)
+    model = new_cross_encoder(base_model, max_length, device="cpu")
+    with warnings.catch_warnings():  # a transformers deprecation notice that peft triggers
+        warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing", category=FutureWarning)
+        peft_model = PeftModel.from_pretrained(model.model, str(adapter))
+    with torch.no_grad():
+        peft_model.merge_and_unload()
+    model.model.eval()
+    with atomic_dir(Path(out)) as tmp:
+        model.save_pretrained(str(tmp), create_model_card=False)
+    return Path(out)
+
+
+PARTIAL_WEIGHTS = "weights.safetensors"
+FROZEN_PREFIX = "embeddings."  # what a partial model leaves out: the base model's embeddings
+
+
+def pack_partial_cross_encoder(model_folder: str | Path, out: str | Path) -> Path:
+    """The weights of a cross-encoder fine-tuned with frozen embeddings, less those embeddings, in fp16, as one
+    safetensors file in `out` (atomically): about half of MiniLM's size. `assemble_cross_encoder` rebuilds the
+    model from it and the installed base model."""
+    # heavy: torch loads only when a model runs
+    import torch
+    from safetensors.torch import load_file, save_file
+
+    weights = sorted(Path(model_folder).glob("*.safetensors"))
+    if len(weights) != 1:
+        raise SpecError("expected one *.safetensors file in the model folder", path=model_folder)
+    state = load_file(str(weights[0]))
+    kept = {name: tensor.to(torch.float16).contiguous() for name, tensor in state.items() if FROZEN_PREFIX not in name}
+    with atomic_dir(Path(out)) as tmp:
+        save_file(kept, str(tmp / PARTIAL_WEIGHTS))
+    return Path(out)
+
+
+def assemble_cross_encoder(source: str | Path, out: str | Path, base_model: str = "minilm", max_length: int = 128):
+    """A plain cross-encoder folder at `out` (atomically) from a compact one at `source`: a LoRA adapter and head
+    (`merge_lora_cross_encoder`), or partial fp16 weights over the base model's own embeddings."""
+    source = Path(source)
+    if (source / "adapter_config.json").is_file():
+        return merge_lora_cross_encoder(source, out, base_model, max_length)
+    # heavy: torch loads only when a model runs
+    import torch
+    from safetensors.torch import load_file
+
+    if not (source / PARTIAL_WEIGHTS).is_file():
+        raise SpecError(f"not a compact model folder (no adapter_config.json or {PARTIAL_WEIGHTS})", path=source)
+    model = new_cross_encoder(base_model, max_length, device="cpu")
+    state = {name: tensor.to(torch.float32) for name, tensor in load_file(str(source / PARTIAL_WEIGHTS)).items()}
+    result = model.model.load_state_dict(state, strict=False)
+    missing = [name for name in result.missing_keys if FROZEN_PREFIX not in name]
+    if missing or result.unexpected_keys:
+        raise SpecError(
+            f"the weights do not fit {base_model} (missing {missing[:3]}, unexpected {result.unexpected_keys[:3]})",
+            path=source,
+        )
+    model.model.eval()
+    with atomic_dir(Path(out)) as tmp:
+        model.save_pretrained(str(tmp), create_model_card=False)
+    return Path(out)

@@ -34,7 +34,8 @@ from routerank.data.types import Dataset, Query
 from routerank.errors import SpecError
 from routerank.fsutil import atomic_dir, atomic_write, cache_root
 from routerank.models.spec import resolve_model
-from routerank.rerank.cross_encoder import default_device
+from routerank.rerank.backbones import ENCODER_TARGETS
+from routerank.rerank.cross_encoder import new_cross_encoder
 from routerank.train.groups import NegativePool, TrainGroup, mine_pools, sample_groups, select_queries, top_groups
 from routerank.train.loop import GroupTrainer, TrainerConfig, TrainSummary
 from routerank.train.losses import canonical_objective, ranking_loss
@@ -59,7 +60,13 @@ class CrossEncoderTrainConfig:
         split where the dataset has one, else held out of train (and then never trained on).
     max_length: tokens per (query, document) pair; 192 keeps an epoch of the pooled set to about an hour.
     epochs, batch_groups, grad_accum, lr, weight_decay, warmup_ratio, temperature, max_grad_norm,
-    eval_every, patience, save_every: see routerank.train.loop.TrainerConfig.
+    eval_every, patience, save_every, autocast: see routerank.train.loop.TrainerConfig.
+    lora_r: 0 (the default) fine-tunes every weight; above 0 trains a LoRA adapter of that rank on the encoder's
+        attention and feed-forward layers plus the 1-logit head (peft's `modules_to_save`) over the frozen base
+        model, and saves the adapter alone (a few MB). lora_alpha: its scaling.
+    freeze_embeddings: keep the token, position and type embeddings at the base model's values (a full fine-tune of
+        every other weight). They are 45% of MiniLM; frozen, a model can ship without them and take them from the
+        installed base model, as the starter bundle's generalist does (`routerank.rerank.cross_encoder`).
     """
 
     dataset: str
@@ -86,9 +93,15 @@ class CrossEncoderTrainConfig:
     patience: int = 3
     save_every: int = 25
     seed: int = 13
+    autocast: str = "none"
+    lora_r: int = 0
+    lora_alpha: int = 32
+    freeze_embeddings: bool = False
 
     def __post_init__(self):
         object.__setattr__(self, "objective", canonical_objective(self.objective))
+        if self.lora_r < 0:
+            raise SpecError(f"lora_r must be 0 (full fine-tune) or more, got {self.lora_r}")
         if not self.names:
             raise SpecError("name at least one dataset to train on", fix="e.g. scifact or scifact,nfcorpus")
         positive = {
@@ -135,7 +148,8 @@ class CrossEncoderTrainConfig:
 
     def default_out(self) -> Path:
         label = "+".join(Path(name).name or name for name in self.names)
-        return cache_root() / "models" / f"ce-{label}-{self.objective}"
+        lora = f"-lora{self.lora_r}" if self.lora_r else ""
+        return cache_root() / "models" / f"ce-{label}-{self.objective}{lora}"
 
 
 @dataclass(frozen=True)
@@ -225,31 +239,6 @@ def _sample_judged(ds: Dataset, split: str, n: int, seed: int) -> list[Query]:
     return [q for q in judged if q.id in chosen]
 
 
-def new_cross_encoder(base_model: str, max_length: int, device: str | None = None):
-    """A CrossEncoder whose encoder is `base_model` and whose 1-logit head is freshly initialised (seed first)."""
-    # heavy: sentence-transformers loads only when a model is used; transformers loads only when a model is built
-    from sentence_transformers import CrossEncoder
-    from sentence_transformers.base.modules import Transformer
-    from transformers.utils import logging as hf_logging
-
-    ref = resolve_model(base_model, default_kind="st")
-    local = {"local_files_only": True} if ref.is_local else {}
-    verbosity = hf_logging.get_verbosity()
-    hf_logging.set_verbosity_error()  # the "classifier weights newly initialised" report is expected here
-    try:
-        encoder = Transformer(
-            ref.location,
-            transformer_task="sequence-classification",
-            config_kwargs={"num_labels": 1, **local},
-            model_kwargs=dict(local),
-            processor_kwargs=dict(local),
-            max_seq_length=max_length,
-        )
-    finally:
-        hf_logging.set_verbosity(verbosity)
-    return CrossEncoder(modules=[encoder], device=device or default_device())
-
-
 class FullTrainable:
     """A `Trainable` whose every weight trains and is checkpointed; subclasses say how groups become logits."""
 
@@ -257,7 +246,7 @@ class FullTrainable:
         self.model = model
 
     def parameters(self) -> list:
-        return list(self.model.parameters())
+        return [p for p in self.model.parameters() if p.requires_grad]
 
     def trainable_state(self) -> dict:
         return dict(self.model.state_dict())
@@ -280,6 +269,47 @@ class CrossEncoderTrainable(FullTrainable):
         pairs = [pair for group in groups for pair in group.pairs()]
         features = batch_to_device(self.model.preprocess(pairs), self.model.device)
         return self.model(features)["scores"].view(len(groups), -1)
+
+
+class LoraCrossEncoderTrainable(CrossEncoderTrainable):
+    """A CrossEncoder whose encoder carries a LoRA adapter (and a trainable head): only those train and are saved."""
+
+    def __init__(self, model, peft_model):
+        super().__init__(model)
+        self.peft = peft_model
+
+    def parameters(self) -> list:
+        return [p for p in self.peft.parameters() if p.requires_grad]
+
+    def trainable_state(self) -> dict:
+        # heavy: peft loads only when adapters are used
+        from peft import get_peft_model_state_dict
+
+        return dict(get_peft_model_state_dict(self.peft))
+
+    def load_trainable_state(self, tensors: dict) -> None:
+        # heavy: peft loads only when adapters are used
+        from peft import set_peft_model_state_dict
+
+        set_peft_model_state_dict(self.peft, tensors)
+
+
+def with_lora(model, config: CrossEncoderTrainConfig):
+    """The CrossEncoder's encoder wrapped in place by a fresh LoRA adapter with a trainable head (seeded)."""
+    # heavy: peft loads only when adapters are used; torch only when a model runs
+    import torch
+    from peft import LoraConfig, get_peft_model
+
+    torch.manual_seed(config.seed)
+    settings = LoraConfig(
+        r=config.lora_r,
+        lora_alpha=config.lora_alpha,
+        lora_dropout=0.05,
+        target_modules=list(ENCODER_TARGETS),
+        modules_to_save=["classifier", "pooler"],  # the head reads the pooler, which MiniLM never trained for pairs
+        bias="none",
+    )
+    return get_peft_model(model.model, settings)
 
 
 def mean_loss(
@@ -337,10 +367,15 @@ def train_cross_encoder(
     random.seed(config.seed)
     torch.manual_seed(config.seed)
     model = new_cross_encoder(config.base_model, config.max_length, device)
+    if config.freeze_embeddings:
+        for parameter in model.model.base_model.embeddings.parameters():
+            parameter.requires_grad = False
+    peft_model = with_lora(model, config) if config.lora_r else None
+    trainable = LoraCrossEncoderTrainable(model, peft_model) if peft_model else CrossEncoderTrainable(model)
     state_dir = out.with_name(out.name + ".state")
     key = {"config": asdict(config), "sources": data.sources}
     trainer = GroupTrainer(
-        CrossEncoderTrainable(model),
+        trainable,
         config.trainer(),
         state_dir,
         key=key,
@@ -355,7 +390,10 @@ def train_cross_encoder(
     groups = len(epoch_groups(0))
     state = summary.state
     with atomic_dir(out) as tmp:
-        model.save_pretrained(str(tmp), create_model_card=False)
+        if peft_model is not None:
+            peft_model.save_pretrained(str(tmp))  # the adapter and head alone; `merge_adapter_folder` makes a model
+        else:
+            model.save_pretrained(str(tmp), create_model_card=False)
         if trainer.log_path.exists():
             shutil.copy(trainer.log_path, tmp / LOG)
         manifest = _manifest(config, data, summary, groups, str(model.device), (began, mined, trained))

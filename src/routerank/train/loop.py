@@ -22,6 +22,7 @@ Why it is built this way:
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import random
@@ -41,6 +42,7 @@ from routerank.train.losses import canonical_objective, ranking_loss
 EpochData = Callable[[int], Sequence[TrainGroup]]
 LossFn = Callable[[Any, Sequence[Any]], Any]  # (logits, batch) -> loss, or (loss, {term: float})
 DEV_MEASURES = ("loss", "mrr")
+AUTOCASTS = ("none", "bf16")
 
 
 class Trainable(Protocol):
@@ -72,6 +74,8 @@ class TrainerConfig:
         1 - the mean reciprocal rank of each group's positive among its negatives, ties counted against the
         positive. A model that collapses to equal scores lowers InfoNCE towards ln(1 + n) when it started above
         that (sparse judgments, false negatives), but it cannot fool a rank measure.
+    autocast: "bf16" runs every forward pass (training and dev) under bfloat16 autocast: about 2x faster on CPUs
+        with AVX512-BF16 and on GPUs; the weights and the optimizer stay fp32. "none" (the default) is plain fp32.
     eval_at_start: also measure the dev loss before the first step and let it compete for the best weights. For an
         adapter whose initial state is the identity (LoRA), that means a run that only makes the backbone worse on
         dev ships the backbone unchanged instead of its damage.
@@ -93,6 +97,7 @@ class TrainerConfig:
     eval_at_start: bool = False
     dev_measure: str = "loss"
     seed: int = 13
+    autocast: str = "none"
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "objective", canonical_objective(self.objective))
@@ -107,6 +112,17 @@ class TrainerConfig:
             raise SpecError(f"unknown schedule {self.schedule!r}", fix="linear or constant")
         if not 0 <= self.warmup_ratio < 1:
             raise SpecError(f"warmup_ratio must be in [0, 1), got {self.warmup_ratio}")
+        if self.autocast not in AUTOCASTS:
+            raise SpecError(f"unknown autocast {self.autocast!r}", fix=f"choose one of {', '.join(AUTOCASTS)}")
+
+    def precision(self):
+        """The context every forward pass runs in: bfloat16 autocast, or nothing."""
+        # heavy: torch loads only when a model runs
+        import torch
+
+        if self.autocast == "bf16":
+            return torch.autocast("cuda" if torch.cuda.is_available() else "cpu", dtype=torch.bfloat16)
+        return contextlib.nullcontext()
 
 
 def adapter_trainer_config(**settings) -> TrainerConfig:
@@ -323,7 +339,8 @@ class GroupTrainer:
         with torch.inference_mode():
             for start in range(0, len(dev), self.config.batch_groups):
                 batch = dev[start : start + self.config.batch_groups]
-                logits = self.model.group_logits(batch).float()
+                with self.config.precision():
+                    logits = self.model.group_logits(batch).float()
                 if self.config.dev_measure == "mrr":
                     total += float((1.0 - positive_reciprocal_rank(logits)).sum())
                 else:
@@ -347,7 +364,9 @@ class GroupTrainer:
         size = sum(len(batch) for batch in window)
         loss_sum, terms = 0.0, {}
         for batch in window:
-            loss, parts = self.loss_of(self.model.group_logits(batch).float(), batch)
+            with self.config.precision():
+                logits = self.model.group_logits(batch).float()
+            loss, parts = self.loss_of(logits, batch)
             (loss * len(batch) / size).backward()
             loss_sum += float(loss.detach()) * len(batch) / size
             for name, value in parts.items():
