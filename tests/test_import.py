@@ -243,6 +243,7 @@ LAYERS = {
     "routerank.generate": 4,
     "routerank.rerank": 5,
     "routerank.api": 6,
+    "routerank.starter": 6,
     "routerank.r2r": 6,
     "routerank.r3ag": 6,
     "routerank.pipeline": 7,

@@ -34,6 +34,7 @@ from routerank.errors import RouterankError, SpecError
 from routerank.rerank.base import PairScoringReranker
 from routerank.rerank.registry import make_reranker
 from routerank.route import RouteDecision, RoutedScorer
+from routerank.starter import resolve_spec as resolve_starter
 
 __all__ = ["RankResult", "RankedResults", "Reranker", "resolve_spec"]
 
@@ -127,7 +128,9 @@ def download_hub_model(repo_id: str) -> Path:
 
 
 def resolve_spec(spec: str) -> str:
-    """The spec with a `ce:` hub id replaced by its downloaded folder; every other spec unchanged."""
+    """The spec with the starter's names (`starter`, `starter:generalist`, `r2r:starter`, `ce:starter`) replaced by
+    the unpacked bundle, and a `ce:` hub id by its downloaded folder; every other spec unchanged."""
+    spec = resolve_starter(spec)
     family, sep, arg = spec.strip().partition(":")
     arg = arg.strip()
     if family != "ce" or not sep or not arg or Path(arg).expanduser().exists():

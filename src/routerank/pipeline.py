@@ -46,6 +46,7 @@ from routerank.retrieve.null import NullRetriever
 from routerank.retrieve.rm3 import PARAMETERS, RM3Retriever
 from routerank.retrieve.store import cached_index
 from routerank.scale import LazyShards, ShardStore, chunks, executor_for
+from routerank.starter import resolve_spec as resolve_starter
 
 ALIASES = {"hybrid": "rrf(bm25,dense)"}
 FUSIONS = ("rrf", "weighted")
@@ -277,7 +278,7 @@ class Pipeline:
 
 def stage_reranker(stage: StageSpec, above: str, options: dict | None = None):
     """The reranker one stage names, interpolated with the stage above when the stage says so."""
-    reranker = make_reranker(stage.reranker, **(options or {}))
+    reranker = make_reranker(resolve_starter(stage.reranker), **(options or {}))
     if stage.alpha is not None:
         alpha = None if stage.alpha == "auto" else stage.alpha
         reranker = InterpolatedReranker(reranker, alpha, first_stage=above)

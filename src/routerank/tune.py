@@ -40,6 +40,7 @@ from routerank.pipeline import build, canonical, fusion_children
 from routerank.rerank.interpolate import GRID, alpha_curve, pooled_alpha, save_alphas
 from routerank.rerank.registry import make_reranker
 from routerank.retrieve.fusion_weights import KEY, best_on_grid, choose_weights, fused_spec
+from routerank.starter import resolve_spec as resolve_starter
 
 ALPHA_CACHE = "tune-alpha"
 
@@ -96,6 +97,7 @@ def tune_alpha(
     seed: int = 13,
     work_dir: str | Path | None = None,
     progress: bool = True,
+    options: dict | None = None,
 ) -> dict:
     """Choose the interpolation weight of `reranker_spec` over first stage `pipeline_spec` on each dataset's dev
     queries, and pooled (the mean curve over the datasets); save it beside the model for `~auto` and return it.
@@ -106,13 +108,14 @@ def tune_alpha(
     `<cache>/tune-alpha`), keyed by corpus, dev queries, specs, depth and the reranker's weights, so a rerun only
     recomputes the curves. The record is `{chosen_on, measure, depth, grid, partial, pooled: {alpha, curve},
     by_corpus: {corpus fingerprint: {dataset, alpha, dev_split, dev_queries, curve}}}`, saved under the first
-    stage's canonical spec."""
+    stage's canonical spec. `options` go to the reranker (e.g. {"dtype": "bf16"})."""
     if not datasets:
         raise SpecError("name at least one dataset whose dev queries choose alpha")
     if depth < 1 or dev_queries < 1:
         raise SpecError("depth and dev_queries must be at least 1")
-    options = {"cache": True} if reranker_spec.startswith("ce:") else {}  # a cross-encoder's scores are kept on disk
-    reranker = make_reranker(reranker_spec, progress=progress, **options)
+    resolved = resolve_starter(reranker_spec)
+    cached = {"cache": True} if resolved.startswith("ce:") else {}  # a cross-encoder's scores are kept on disk
+    reranker = make_reranker(resolved, progress=progress, **cached, **(options or {}))
     work = Path(work_dir) if work_dir is not None else cache_root() / ALPHA_CACHE
     record: dict = {"chosen_on": "dev", "measure": KEY, "depth": depth, "grid": list(GRID), "partial": False}
     by_corpus, curves = {}, []

@@ -10,6 +10,7 @@ bare backbone.
 from __future__ import annotations
 
 import json
+import warnings
 from collections.abc import Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
@@ -90,7 +91,9 @@ class ExpertBank:
                 )
         self.backbone, self.domains = backbone, list(self.folders)
         first, *rest = self.domains
-        self.peft = PeftModel.from_pretrained(self.base.module, str(self.folders[first]), adapter_name=first)
+        with warnings.catch_warnings():  # a transformers deprecation notice that peft triggers
+            warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing", category=FutureWarning)
+            self.peft = PeftModel.from_pretrained(self.base.module, str(self.folders[first]), adapter_name=first)
         for domain in rest:
             self.peft.load_adapter(str(self.folders[domain]), adapter_name=domain)
         self.peft.eval()

@@ -1,6 +1,7 @@
 """R2R, Route-to-Rerank: the latent router picks a domain expert per query, the expert reranks.
 
-A bank folder holds `bank.json` (backbone, expert folders by domain), the router, and is named in
+A bank folder holds `bank.json` (backbone, expert folders by domain, optional default bank options such as
+`max_doc_tokens`), the router, and is named in
 pipelines as `r2r:<folder>`, e.g. `bm25>>r2r:runs/bank@100`.
 """
 
@@ -60,6 +61,7 @@ class R2RReranker(BaseReranker):
             raise RouterankError(f"router labels {router.labels} have no expert in the bank ({known}): {unknown}")
         self.bank, self.router, self.name = bank, router, name
         self.last_decisions: list = []
+        self.folder: Path | None = None  # a bank loaded from a folder: where its interpolation weights are kept
         self.routing_seconds = self.scoring_seconds = 0.0
 
     @classmethod
@@ -72,8 +74,12 @@ class R2RReranker(BaseReranker):
             )
         meta = json.loads((folder / BANK_FILE).read_text())
         experts = {d: folder / p for d, p in meta["experts"].items()}
-        bank = ExpertBank(experts, meta["backbone"], **options)
-        return cls(bank, SoftmaxRouter.load(folder / meta["router"], bank.hidden_state), name=f"r2r:{folder.name}")
+        bank = ExpertBank(experts, meta["backbone"], **{**meta.get("options", {}), **options})
+        router = SoftmaxRouter.load(folder / meta["router"], bank.hidden_state)
+        name = "r2r:starter" if "starter" in meta else f"r2r:{folder.name}"
+        reranker = cls(bank, router, name=name)
+        reranker.folder = folder  # its dev-chosen interpolation weights live beside the bank
+        return reranker
 
     def route(self, queries: Iterable[Query] | Mapping[str, Query] | Sequence[str]) -> list[RouteDecision]:
         """The router's decision per query (its `choice`: a router label, or GENERALIST), also kept in
