@@ -218,3 +218,20 @@ def test_version_prints_the_package_version_and_bare_command_prints_help():
     assert result.returncode == 0 and result.stdout.strip() == f"routerank {__version__}", result.stderr
     bare = cli()
     assert "Usage:" in bare.stdout + bare.stderr and "evaluate" in bare.stdout + bare.stderr
+
+
+def test_evaluate_puts_several_pipelines_side_by_side_with_p_values(scifact):
+    result = cli(
+        "evaluate", "-d", str(scifact.path), "-p", "bm25", "-p", "bm25:k1=0.9,b=0.4", "--sample", "30", "--json"
+    )
+    assert result.returncode == 0, result.stderr
+    out = json.loads(result.stdout)
+    assert list(out["runs"]) == ["bm25", "bm25:k1=0.9,b=0.4"] and out["queries"] == 30
+    assert (
+        set(out["p_vs_first"]) == {"bm25:k1=0.9,b=0.4"} and 0 <= out["p_vs_first"]["bm25:k1=0.9,b=0.4"]["nDCG@10"] <= 1
+    )
+
+
+def test_evaluate_saves_one_run_only(scifact, tmp_path):
+    result = cli("evaluate", "-d", str(scifact.path), "-p", "bm25", "-p", "bm25", "--save-run", str(tmp_path / "r"))
+    assert_clean_error(result, "--save-run writes one run")

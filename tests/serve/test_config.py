@@ -21,8 +21,19 @@ REPO = Path(__file__).resolve().parents[2]
 
 def test_the_example_config_parses():
     config = load_config(REPO / "configs" / "serve.toml")
-    assert config.default_model == "ce" and config.models["ce"].options == {}
-    assert config.search["scifact"].model == "ce" and config.batching.max_wait_ms == 5
+    assert config.default_model == "starter" and config.models["starter"].spec == "starter"
+    assert config.models["generalist"].spec == "starter:generalist"
+    assert config.search["scifact"].model == "starter" and config.batching.max_wait_ms == 5
+
+
+def test_without_a_config_the_server_serves_the_starter():
+    config = load_config(None)
+    assert config.default_model == "starter"
+    assert {name: model.spec for name, model in config.models.items()} == {
+        "starter": "starter",
+        "starter-generalist": "starter:generalist",
+    }
+    assert config.server.host == "127.0.0.1" and not config.auth.allow_unauthenticated
 
 
 @pytest.mark.parametrize(
@@ -124,3 +135,70 @@ def test_routerank_serve_starts_answers_and_stops_on_sigterm(fresh_ce, tmp_path)
     assert proc.returncode in (0, -signal.SIGTERM), err
     assert "Application shutdown complete" in err and "Traceback" not in err
     assert "k1" not in out + err
+
+
+def _wait_ready(proc: subprocess.Popen, port: int, seconds: float) -> float:
+    """Seconds until /ready answered 200; fails if the process dies or `seconds` pass first."""
+    start = time.monotonic()
+    while True:
+        assert proc.poll() is None, proc.stderr.read()
+        try:
+            if httpx.get(f"http://127.0.0.1:{port}/ready", timeout=1).status_code == 200:
+                return time.monotonic() - start
+        except httpx.TransportError:
+            pass
+        assert time.monotonic() - start < seconds, f"server not ready within {seconds} s"
+        time.sleep(0.2)
+
+
+@pytest.mark.slow
+def test_routerank_serve_with_no_config_serves_the_starter_within_a_minute():
+    port = _free_port()
+    env = {**os.environ, "ROUTERANK_API_KEYS": "k1"}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "routerank.cli", "serve", "--port", str(port)],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        _wait_ready(proc, port, 60)
+        auth = {"Authorization": "Bearer k1"}
+        docs = ["Cats purr when they are content.", "Vitamin D supplementation lowered cancer incidence in a trial."]
+        query = "does vitamin D lower the risk of cancer?"
+        for path in ("/v2/rerank", "/v1/rerank"):
+            body = {"model": "starter", "query": query, "documents": docs}
+            response = httpx.post(f"http://127.0.0.1:{port}{path}", headers=auth, json=body, timeout=30)
+            assert response.status_code == 200, response.text
+            assert response.json()["results"][0]["index"] == 1
+        response = httpx.post(
+            f"http://127.0.0.1:{port}/v1/route",
+            headers=auth,
+            json={"queries": [query, "Is a contract signed under duress voidable?"]},
+            timeout=30,
+        )
+        assert response.status_code == 200, response.text
+        choices = [r["choice"] for r in response.json()["results"]]
+        assert len(choices) == 2 and all(isinstance(c, str) and c for c in choices)
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.communicate(timeout=120)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            raise
+
+
+def test_routerank_serve_without_keys_says_how_to_set_them():
+    env = {k: v for k, v in os.environ.items() if k != "ROUTERANK_API_KEYS"}
+    result = subprocess.run(
+        [sys.executable, "-m", "routerank.cli", "serve", "--port", str(_free_port())],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode == 2
+    assert result.stderr.strip().count("\n") == 0
+    assert "ROUTERANK_API_KEYS" in result.stderr and "allow_unauthenticated" in result.stderr

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import sys
+from dataclasses import replace
 from pathlib import Path
 from typing import Annotated
 
@@ -12,6 +13,7 @@ import typer
 from rich.table import Table
 
 from routerank import __version__, tune
+from routerank import starter as starter_bundle
 from routerank.cli.common import (
     DatasetOpt,
     JsonOpt,
@@ -34,6 +36,7 @@ from routerank.evaluate.significance import paired_test
 from routerank.fsutil import atomic_write
 from routerank.generate.qa_run import run_qa
 from routerank.pipeline import build
+from routerank.route import RoutedScorer
 from routerank.serve.config import load_config
 
 try:  # the serving extras (fastapi, uvicorn) are optional: without them only `routerank serve` fails, saying so
@@ -160,29 +163,60 @@ def search(
         console().print(table)
 
 
-def _print_evaluations(evals, as_json: bool, extra: dict | None = None) -> None:
-    if as_json:
-        print(json.dumps({**(extra or {}), "runs": {e.run_name: e.means for e in evals}}, indent=2))
-        return
+def _print_evaluations(evals, as_json: bool, extra: dict | None = None, routed: dict | None = None) -> None:
+    """The runs' means as a table (or JSON); from the second run on, the paired t-test p of its first measure
+    against the first run's, and the expert counts of routed runs."""
     names = list(evals[0].means)
+    tests = {e.run_name: paired_test(evals[0].per_query[names[0]], e.per_query[names[0]]) for e in evals[1:]}
+    if as_json:
+        record = {**(extra or {}), "runs": {e.run_name: e.means for e in evals}}
+        if tests:
+            record["p_vs_first"] = {name: {names[0]: t.t_pvalue} for name, t in tests.items()}
+        if routed:
+            record["experts"] = routed
+        print(json.dumps(record, indent=2))
+        return
     table = Table(title=", ".join(f"{k}={v}" for k, v in (extra or {}).items()))
     table.add_column("run")
     for name in names:
         table.add_column(name, justify="right")
+    if tests:
+        table.add_column(f"p vs {evals[0].run_name}", justify="right")
     for e in evals:
-        table.add_row(e.run_name, *(f"{e.means[n]:.4f}" for n in names))
+        p = [f"{tests[e.run_name].t_pvalue:.3g}" if e.run_name in tests else ""] if tests else []
+        table.add_row(e.run_name, *(f"{e.means[n]:.4f}" for n in names), *p)
     console().print(table)
+    for name, counts in (routed or {}).items():
+        chosen = ", ".join(f"{expert} {n}" for expert, n in sorted(counts.items(), key=lambda item: -item[1]))
+        console().print(f"experts chosen per query ({name}): {chosen}")
+
+
+def _routed_counts(pipeline) -> dict[str, int]:
+    """How many queries each expert judged in the pipeline's last search (routed stages only); {} without one."""
+    counts: dict[str, int] = {}
+    for reranker, _ in getattr(pipeline, "stages", []):
+        inner = getattr(reranker, "reranker", reranker)  # an interpolated stage wraps its reranker
+        for decision in getattr(inner, "last_decisions", []) if isinstance(inner, RoutedScorer) else []:
+            counts[decision.choice] = counts.get(decision.choice, 0) + 1
+    return counts
 
 
 @app.command()
 def evaluate(
     dataset: DatasetOpt,
     split: Annotated[str, typer.Option(help="qrels split")] = "test",
-    pipeline: PipelineOpt = "bm25",
+    pipeline: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--pipeline",
+            "-p",
+            help="bm25 | dense[:model] | hybrid | ...>>starter@N~auto; repeat -p to compare pipelines side by side",
+        ),
+    ] = None,
     measures: MeasuresOpt = "nDCG@10 MRR@10 R@100",
     k: Annotated[int, typer.Option("-k", help="retrieval depth")] = 100,
     run: Annotated[Path | None, typer.Option(help="evaluate this TREC run instead")] = None,
-    save_run: Annotated[Path | None, typer.Option(help="write the run as a TREC file")] = None,
+    save_run: Annotated[Path | None, typer.Option(help="write the run as a TREC file (one pipeline)")] = None,
     sample: Annotated[int | None, typer.Option(help="a seeded sample of N queries")] = None,
     seed: Annotated[int, typer.Option(help="seed for --sample")] = 13,
     rerank_opt: Annotated[
@@ -192,20 +226,32 @@ def evaluate(
     as_json: JsonOpt = False,
     ray: RayOpt = None,
 ) -> None:
-    """Run a pipeline on a split's queries and score it against the qrels."""
+    """Run pipelines on a split's queries and score them against the qrels; with several, each against the first
+    (paired t-test p on the first measure) and, for a routed reranker, how many queries each expert judged."""
     parse_measures(measures)
+    specs = pipeline or ["bm25"]
+    if save_run is not None and len(specs) > 1:
+        raise RouterankError("--save-run writes one run", fix="give one --pipeline, or save each separately")
     ds = load(dataset, split, lenient)
     queries = sample_queries(ds.split_queries(split), sample, seed)
     qrels = ds.split_qrels(split).subset(q.id for q in queries)
-    result = (
-        read_run(run)
-        if run is not None
-        else retrieve(ds, pipeline, queries, k, rerank_options=parse_options(rerank_opt), ray=ray)
-    )
+    results, routed = [], {}
+    if run is not None:
+        results.append(read_run(run))
+    else:
+        for spec in specs:
+            built = build(spec, ds.corpus, progress=True, reranker_options=parse_options(rerank_opt), ray=ray)
+            results.append(built.search(queries, k))
+            if counts := _routed_counts(built):
+                routed[results[-1].name] = counts
     if save_run is not None:
-        write_run(result, save_run, tag=result.name)
-    evaluation = score(result, qrels, measures)
-    _print_evaluations([evaluation], as_json, {"dataset": ds.name, "split": split, "queries": evaluation.num_queries})
+        write_run(results[0], save_run, tag=results[0].name)
+    evaluations = [score(result, qrels, measures) for result in results]
+    if run is None and len(specs) > 1:  # rows named as the user wrote each pipeline: two runs may share a name
+        routed = {spec: routed[r.name] for spec, r in zip(specs, results, strict=True) if r.name in routed}
+        evaluations = [replace(e, run_name=spec) for e, spec in zip(evaluations, specs, strict=True)]
+    extra = {"dataset": ds.name, "split": split, "queries": evaluations[0].num_queries}
+    _print_evaluations(evaluations, as_json, extra, routed)
 
 
 @app.command()
@@ -353,8 +399,38 @@ def tune_fusion(
 
 
 @app.command()
+def starter(as_json: JsonOpt = False) -> None:
+    """The trained starter bundle inside the package: check it against its manifest, and show what it holds and
+    what was measured with it."""
+    manifest = starter_bundle.verify()
+    if as_json:
+        print(json.dumps({k: v for k, v in manifest.items() if k not in ("files", "reference")}, indent=2))
+        return
+    training = manifest["training"]["generalist"]
+    console().print(
+        f"starter bundle: {manifest['size_mb']} MB, {len(manifest['files'])} files, checksums match\n"
+        f"  names: starter / r2r:starter (routed), starter:generalist / ce:starter (the generalist alone)\n"
+        f"  domains: {', '.join(manifest['domains'])} (one expert each; other queries go to the generalist)\n"
+        f"  trained on {training['queries']} queries, {manifest['model']['max_length']}-token pairs, "
+        f"over {manifest['model']['base_model']}\n"
+        f"  rebuild: {manifest['rebuild']} --ship"
+    )
+    test = manifest["figures"]["test"]
+    table = Table(title=f"nDCG@10 on test, reranking the top {next(iter(test.values()))['depth']} of the first stage")
+    table.add_column("system")
+    for name in test:
+        table.add_column(f"{name} ({test[name]['queries']})", justify="right")
+    for system in ("bm25", "first", "generalist", "expert", "routed"):
+        table.add_row(system, *(f"{test[name]['systems'][system]['nDCG@10']:.3f}" for name in test))
+    console().print(table)
+
+
+@app.command()
 def serve(
-    config: Annotated[Path, typer.Option(help="TOML config naming the models, e.g. configs/serve.toml")],
+    config: Annotated[
+        Path | None,
+        typer.Option(help="TOML config naming the models, e.g. configs/serve.toml (default: the starter bundle)"),
+    ] = None,
     host: Annotated[str | None, typer.Option(help="bind address (default: the config's)")] = None,
     port: Annotated[int | None, typer.Option(help="port (default: the config's)")] = None,
     log_level: Annotated[str, typer.Option(help="uvicorn log level")] = "info",

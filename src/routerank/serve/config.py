@@ -169,7 +169,25 @@ def parse_config(raw: dict[str, Any], path: str | None = None) -> ServeConfig:
     return config
 
 
-def load_config(path: str | Path) -> ServeConfig:
+def default_config() -> ServeConfig:
+    """What `routerank serve` runs without a config: the starter bundle, routed (`starter`, the default model, with
+    /v1/route) and its generalist alone (`starter-generalist`), on 127.0.0.1:8080, keys from ROUTERANK_API_KEYS."""
+    return parse_config(
+        {
+            "models": {
+                # no score cache on disk: a server must not keep its callers' queries and documents
+                "starter": {"spec": "starter", "options": {"cache": False}},
+                "starter-generalist": {"spec": "starter:generalist"},
+            }
+        },
+        None,
+    )
+
+
+def load_config(path: str | Path | None) -> ServeConfig:
+    """The config at `path` (checked), or `default_config()` when `path` is None."""
+    if path is None:
+        return default_config()
     path = Path(path).expanduser()
     if not path.is_file():
         raise ConfigError("serve config not found", path=path, fix="see configs/serve.toml for an example")
