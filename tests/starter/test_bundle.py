@@ -78,6 +78,7 @@ def test_a_missing_manifest_says_how_to_get_the_bundle(tmp_path):
     assert "studies.starter" in str(info.value)
 
 
+@pytest.mark.slow  # the first unpack in a session: ~8 s on 2 cores
 def test_the_starter_names_resolve_to_the_unpacked_bundle():
     bank, generalist = bank_folder(), generalist_folder()
     assert resolve_spec("starter") == resolve_spec("r2r:starter") == f"r2r:{bank}"
