@@ -7,14 +7,15 @@ use a routed backend through that role only.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections import Counter
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Protocol, runtime_checkable
 
 if TYPE_CHECKING:
     import numpy as np
 
-__all__ = ["GENERALIST", "RouteDecision", "RoutedScorer", "Router"]
+__all__ = ["GENERALIST", "RouteDecision", "RoutedScorer", "Router", "count_choices"]
 
 GENERALIST = "generalist"  # the bare backbone, adapters off: no domain expert is likely enough
 
@@ -25,6 +26,11 @@ class RouteDecision:
     choice: str  # a domain label, or GENERALIST when no domain is likely enough
     confidence: float
     probabilities: dict[str, float]
+
+
+def count_choices(decisions: Iterable[RouteDecision]) -> dict[str, int]:
+    """How many decisions chose each expert (or GENERALIST): what a routed run reports beside its scores."""
+    return dict(Counter(decision.choice for decision in decisions))
 
 
 @runtime_checkable

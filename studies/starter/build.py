@@ -36,6 +36,7 @@ from routerank.rerank.cross_encoder import (
     pack_partial_cross_encoder,
 )
 from routerank.rerank.interpolate import interpolate_runs, saved_alpha
+from routerank.route import count_choices
 from routerank.stages import Step, run_plan
 from routerank.starter import MANIFEST, REBUILD, TRAIN_RECORD, checksums, materialize
 from routerank.train.cross_encoder import CrossEncoderTrainConfig, train_cross_encoder
@@ -315,8 +316,7 @@ class StarterBuild(Study):
             alpha = saved_alpha(alpha_of, first_spec, ds.corpus)
             runs[label] = interpolate_runs(plain, runs["first"], c.depth, alpha, label)
             if label == "routed":
-                for decision in routed.last_decisions:
-                    counts[decision.choice] = counts.get(decision.choice, 0) + 1
+                counts = count_choices(routed.last_decisions)
         per_query = {label: evaluate(run, qrels, KEY).per_query[KEY] for label, run in runs.items()}
         self.write_json(
             self.work / "test" / f"{name}.json",

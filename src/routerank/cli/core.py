@@ -36,7 +36,7 @@ from routerank.evaluate.significance import paired_test
 from routerank.fsutil import atomic_write
 from routerank.generate.qa_run import run_qa
 from routerank.pipeline import build
-from routerank.route import RoutedScorer
+from routerank.route import RoutedScorer, count_choices
 from routerank.serve.config import load_config
 
 try:  # the serving extras (fastapi, uvicorn) are optional: without them only `routerank serve` fails, saying so
@@ -196,8 +196,9 @@ def _routed_counts(pipeline) -> dict[str, int]:
     counts: dict[str, int] = {}
     for reranker, _ in getattr(pipeline, "stages", []):
         inner = getattr(reranker, "reranker", reranker)  # an interpolated stage wraps its reranker
-        for decision in getattr(inner, "last_decisions", []) if isinstance(inner, RoutedScorer) else []:
-            counts[decision.choice] = counts.get(decision.choice, 0) + 1
+        if isinstance(inner, RoutedScorer):
+            for choice, n in count_choices(getattr(inner, "last_decisions", [])).items():
+                counts[choice] = counts.get(choice, 0) + n
     return counts
 
 

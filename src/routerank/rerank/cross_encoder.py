@@ -42,6 +42,14 @@ def default_device() -> str:
     return "cuda" if torch.cuda.is_available() else "cpu"
 
 
+def weights_key(folder: Path, max_length: int | None) -> str:
+    """A model folder's identity for score caches and expert fingerprints: its weights' content and the pair length,
+    read from the files alone (no model is loaded)."""
+    weights = sorted(Path(folder).glob("*.safetensors"))
+    digest = hashlib.sha256("".join(sha256_file(w) for w in weights).encode()).hexdigest()[:16]
+    return f"ce-{digest}-len{max_length}"
+
+
 def check_model_folder(folder: str | Path) -> Path:
     """The folder as a Path, if it holds a scoring model; otherwise a SpecError that says how to get one."""
     path = Path(folder).expanduser()
@@ -192,9 +200,7 @@ class CrossEncoderReranker(PairScoringReranker):
 
         if self.folder is None:
             raise SpecError("a cross-encoder wrapped from memory has no stable identity to cache scores under")
-        weights = sorted(self.folder.glob("*.safetensors"))
-        digest = hashlib.sha256("".join(sha256_file(w) for w in weights).encode()).hexdigest()[:16]
-        return f"ce-{digest}-len{self.max_length}" + (f"-{self.dtype}" if self.dtype else "")
+        return weights_key(self.folder, self.max_length) + (f"-{self.dtype}" if self.dtype else "")
 
     def score_pairs(self, pairs: Sequence[tuple[str, str]]) -> np.ndarray:
         if not pairs:

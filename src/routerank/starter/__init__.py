@@ -26,17 +26,17 @@ import shutil
 from pathlib import Path
 from typing import Any
 
+from routerank.data.devsplit import MANIFEST as TRAIN_RECORD
 from routerank.errors import RouterankError
 from routerank.fsutil import atomic_dir, atomic_write, cache_root, sha256_file
-from routerank.rerank.cross_encoder import CrossEncoderReranker, assemble_cross_encoder
+from routerank.r2r.bank import MANIFEST as EXPERT_MANIFEST
+from routerank.r2r.reranker import BANK_FILE
+from routerank.rerank.cross_encoder import assemble_cross_encoder, weights_key
+from routerank.rerank.interpolate import ALPHA_FILE
 
 BUNDLE = Path(__file__).with_name("bundle")
 MANIFEST = "manifest.json"
-EXPERT_MANIFEST = "routerank_expert.json"  # routerank.r2r.bank reads it
-BANK_FILE = "bank.json"  # routerank.r2r.reranker reads it
-ALPHA_FILE = "interpolation.json"  # routerank.rerank.interpolate reads it
 WEIGHTS = "interpolation"  # the bundle's folder of dev-chosen interpolation weights
-TRAIN_RECORD = "routerank_train.json"  # routerank.data.devsplit reads its held-out queries
 NAME = "starter"
 REBUILD = "python -m studies.starter --config studies/starter/configs/cpu.toml"
 ROUTED = ("starter", "r2r:starter")
@@ -94,11 +94,11 @@ def verify(bundle: Path = BUNDLE) -> dict[str, Any]:
     return manifest
 
 
-def digest(bundle: Path = BUNDLE) -> str:
+def digest(bundle: Path = BUNDLE, manifest: dict[str, Any] | None = None) -> str:
     """Names this bundle's unpacked copy: the checksums of its model files (the generalist, experts and router).
     The interpolation weights and the manifest's figures are not part of it, so re-choosing a weight keeps every
     score already cached for these models."""
-    recorded = read_manifest(bundle).get("files") or checksums(bundle)
+    recorded = (manifest or read_manifest(bundle)).get("files") or checksums(bundle)
     models = {name: sha for name, sha in recorded.items() if not name.startswith(f"{WEIGHTS}/")}
     return hashlib.sha256(json.dumps(models, sort_keys=True).encode()).hexdigest()[:16]
 
@@ -108,7 +108,7 @@ def materialize(bundle: Path = BUNDLE, root: Path | None = None) -> Path:
     interpolation weights are refreshed from the bundle on every call."""
     bundle = Path(bundle)
     manifest = read_manifest(bundle)
-    target = (root or cache_root() / "starter") / digest(bundle)
+    target = (root or cache_root() / "starter") / digest(bundle, manifest)
     if not (target / BANK_FILE).is_file():
         if manifest.get("files"):
             verify(bundle)
@@ -137,8 +137,7 @@ def _unpack(bundle: Path, target: Path, model: dict[str, Any]) -> None:
         # and `routerank tune-alpha` on this bundle picks the same ones
         shutil.copy(bundle / "generalist" / TRAIN_RECORD, tmp / "generalist" / TRAIN_RECORD)
         shutil.copy(bundle / "generalist" / TRAIN_RECORD, tmp / TRAIN_RECORD)
-        merged = CrossEncoderReranker(tmp / "generalist", max_length=model["max_length"], progress=False)
-        fingerprint = merged.scorer_key
+        fingerprint = weights_key(tmp / "generalist", model["max_length"])  # the bank's EncoderBackbone.fingerprint
         experts = {}
         for folder in sorted(p for p in (bundle / "experts").iterdir() if p.is_dir()):
             out = tmp / "experts" / folder.name

@@ -38,6 +38,7 @@ from routerank.rerank.backbones import ENCODER_TARGETS
 from routerank.rerank.cross_encoder import new_cross_encoder
 from routerank.train.groups import NegativePool, TrainGroup, mine_pools, sample_groups, select_queries, top_groups
 from routerank.train.loop import GroupTrainer, TrainerConfig, TrainSummary
+from routerank.train.lora import LoRASettings, LoraTrainable, attach_lora
 from routerank.train.losses import canonical_objective, ranking_loss
 
 MANIFEST = "routerank_train.json"
@@ -272,44 +273,28 @@ class CrossEncoderTrainable(FullTrainable):
 
 
 class LoraCrossEncoderTrainable(CrossEncoderTrainable):
-    """A CrossEncoder whose encoder carries a LoRA adapter (and a trainable head): only those train and are saved."""
+    """A CrossEncoder whose encoder carries a LoRA adapter (and a trainable head): only those train and are saved,
+    as the shared `LoraTrainable` keeps them; the logits are the CrossEncoder's own."""
 
     def __init__(self, model, peft_model):
         super().__init__(model)
-        self.peft = peft_model
+        self.adapter = LoraTrainable(peft_model, backbone=None)
 
     def parameters(self) -> list:
-        return [p for p in self.peft.parameters() if p.requires_grad]
+        return self.adapter.parameters()
 
     def trainable_state(self) -> dict:
-        # heavy: peft loads only when adapters are used
-        from peft import get_peft_model_state_dict
-
-        return dict(get_peft_model_state_dict(self.peft))
+        return self.adapter.trainable_state()
 
     def load_trainable_state(self, tensors: dict) -> None:
-        # heavy: peft loads only when adapters are used
-        from peft import set_peft_model_state_dict
-
-        set_peft_model_state_dict(self.peft, tensors)
+        self.adapter.load_trainable_state(tensors)
 
 
 def with_lora(model, config: CrossEncoderTrainConfig):
     """The CrossEncoder's encoder wrapped in place by a fresh LoRA adapter with a trainable head (seeded)."""
-    # heavy: peft loads only when adapters are used; torch only when a model runs
-    import torch
-    from peft import LoraConfig, get_peft_model
-
-    torch.manual_seed(config.seed)
-    settings = LoraConfig(
-        r=config.lora_r,
-        lora_alpha=config.lora_alpha,
-        lora_dropout=0.05,
-        target_modules=list(ENCODER_TARGETS),
-        modules_to_save=["classifier", "pooler"],  # the head reads the pooler, which MiniLM never trained for pairs
-        bias="none",
-    )
-    return get_peft_model(model.model, settings)
+    settings = LoRASettings(lora_r=config.lora_r, lora_alpha=config.lora_alpha)
+    # the head reads the pooler, which MiniLM never trained for pairs: both train whole
+    return attach_lora(model.model, settings, ENCODER_TARGETS, config.seed, modules_to_save=["classifier", "pooler"])
 
 
 def mean_loss(

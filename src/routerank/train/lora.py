@@ -48,15 +48,16 @@ class LoRASettings:
         )
 
 
-def attach_lora(module, settings: LoRASettings, default_targets: Sequence[str], seed: int):
+def attach_lora(module, settings: LoRASettings, default_targets: Sequence[str], seed: int, **extra):
     """`module` wrapped in a fresh LoRA adapter (`settings`, on `default_targets` unless the settings name targets),
-    its init seeded: the one place every adapter trainer (experts, DeAR's two stages) builds one."""
+    its init seeded: the one place every adapter trainer (experts, DeAR's two stages, a LoRA cross-encoder) builds
+    one. `extra` goes to peft's `LoraConfig` (e.g. `modules_to_save`)."""
     # heavy: torch loads only when a model runs; peft loads only when adapters are used
     import torch
     from peft import get_peft_model
 
     torch.manual_seed(seed)
-    return get_peft_model(module, settings.peft_config(default_targets))
+    return get_peft_model(module, settings.peft_config(default_targets, **extra))
 
 
 class LoraTrainable:
