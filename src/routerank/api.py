@@ -169,6 +169,11 @@ class Reranker:
         return self.spec
 
     @property
+    def runtime(self) -> str:
+        """What the model scores on: "torch", or an exported backend such as "openvino-int8" (`backend=`)."""
+        return str(getattr(self.backend, "runtime", "torch"))
+
+    @property
     def batchable(self) -> bool:
         """True when pairs of different queries can be scored together in one call (`score_pairs`)."""
         return isinstance(self.backend, PairScoringReranker) or self.has_router

@@ -40,7 +40,7 @@ from routerank.rerank.interpolate import InterpolatedReranker
 from routerank.rerank.registry import make_reranker
 from routerank.retrieve.base import IndexedRetriever, as_query_list
 from routerank.retrieve.bm25 import BM25Retriever
-from routerank.retrieve.dense import DEFAULT_MODEL, DenseRetriever
+from routerank.retrieve.dense import DenseRetriever, dense_options
 from routerank.retrieve.fusion import FusionRetriever
 from routerank.retrieve.null import NullRetriever
 from routerank.retrieve.rm3 import PARAMETERS, RM3Retriever
@@ -204,7 +204,8 @@ def make_retriever(spec: str | Spec, progress: bool = False):
             raise SpecError("r3ag needs a router folder", fix="e.g. r3ag:runs/r3ag-router")
         return _routed(node.arg, progress)
     if node.name == "dense":
-        return DenseRetriever(model=node.arg or DEFAULT_MODEL, progress=progress)
+        model, options = dense_options(node.arg)
+        return DenseRetriever(model=model, progress=progress, **options)
     if node.name == "null":
         return NullRetriever()
 

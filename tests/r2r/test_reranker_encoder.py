@@ -7,6 +7,8 @@ import json
 import numpy as np
 import pytest
 
+from routerank.models.backends import CalibrationGroup
+from routerank.r2r import bank as bank_module
 from routerank.r2r.bank import GENERALIST, ExpertBank, ExpertMismatchError
 from routerank.r2r.trainer import ExpertConfig, ExpertTrainer, mine_examples
 
@@ -152,3 +154,22 @@ def test_an_expert_from_another_backbone_is_refused(experts, tmp_path):
     new_cross_encoder("minilm", max_length=64, device="cpu").save_pretrained(str(other), create_model_card=False)
     with pytest.raises(ExpertMismatchError, match="trained on backbone"):
         ExpertBank(folders, f"ce:{other}", max_doc_tokens=64, cache=False)
+
+
+def test_each_expert_scores_with_its_own_exported_graph(experts, scifact, monkeypatch):
+    pytest.importorskip("onnxruntime")
+    backbone, folders = experts
+    docs = tuple(d.full_text for d in scifact.corpus.documents[:6])
+    groups = tuple(CalibrationGroup(q.text, docs) for q in scifact.split_queries("train")[:3])
+    monkeypatch.setattr(bank_module, "calibration_groups", lambda: (groups, "hand-written"))
+    torch_bank = ExpertBank(folders, backbone, max_doc_tokens=64, cache=False)
+    fast = ExpertBank(folders, backbone, max_doc_tokens=64, cache=False, backend="onnx")
+    assert fast.backend == "onnx" and all(s.exported is not None for s in fast.scorers.values())
+    query = scifact.split_queries("test")[0]
+    pairs = [(query.text, d) for d in docs[:4]]
+    experts_named = ["science", "medical", GENERALIST, "science"]
+    np.testing.assert_allclose(
+        fast.score_pairs(pairs, experts_named), torch_bank.score_pairs(pairs, experts_named), atol=1e-4
+    )
+    graphs = {s.exported.folder for s in fast.scorers.values()}
+    assert len(graphs) == 3  # the generalist and each expert: three merged models, three graphs

@@ -5,11 +5,18 @@ different experts is scored group by group without reloading any weights. While 
 folded into the base weights (one matmul per layer instead of three: about 2x faster on a CPU), and the base
 weights are restored bit for bit afterwards. `GENERALIST` scores with the adapters disabled, which is exactly the
 bare backbone.
+
+`backend=` (cross-encoder backbones only) scores every expert with an exported graph of its own: the expert's LoRA
+is folded into the backbone and that merged model is exported for the backend (`routerank.models.backends`), once
+per machine. `auto` picks the backend on the generalist and uses it for every expert whose export passes the parity
+check; an expert that fails it stays on torch, with a warning. The router still reads the torch backbone's query
+state: one small forward per query, cheaper than a second export.
 """
 
 from __future__ import annotations
 
 import json
+import logging
 import warnings
 from collections.abc import Mapping, Sequence
 from contextlib import contextmanager
@@ -17,10 +24,15 @@ from pathlib import Path
 
 import numpy as np
 
-from routerank.errors import RouterankError
+from routerank.errors import RouterankError, SpecError
 from routerank.fsutil import sha256_file
-from routerank.rerank.backbones import load_backbone
+from routerank.models.backends import AUTO, CROSS_ENCODER, TORCH, ExportedEncoder, check_backend
+from routerank.models.export import Exportable, choose, export, logits_module
+from routerank.rerank.backbones import is_encoder, load_backbone
+from routerank.retrieve.calibration import calibration_groups
 from routerank.route import GENERALIST
+
+log = logging.getLogger(__name__)
 
 MANIFEST = "routerank_expert.json"
 
@@ -46,7 +58,9 @@ class ExpertBank:
     experts: domain -> expert folder (adapter + routerank_expert.json). backbone: the spec every expert was
     trained on (an LLM spec, or `ce:<folder>`); a different one is refused. max_doc_tokens: document tokens
     per pair for an LLM, the pair length for a cross-encoder. cache: keep every score on disk, per expert.
-    loaded: an already-loaded backbone model (tests: a tiny model).
+    loaded: an already-loaded backbone model (tests: a tiny model). dtype: the torch scoring dtype (bf16 autocast).
+    backend: "torch", or an exported graph per expert for a cross-encoder backbone ("onnx", "onnx-int8", "openvino",
+    "openvino-bf16", "openvino-int8", "auto"; module docstring). threads: the graph runtime's intra-op threads.
     """
 
     def __init__(
@@ -59,6 +73,8 @@ class ExpertBank:
         progress: bool = False,
         loaded=None,
         dtype: str | None = None,
+        backend: str = TORCH,
+        threads: int | None = None,
     ):
         # heavy: peft loads only when adapters are used
         from peft import PeftModel
@@ -98,11 +114,50 @@ class ExpertBank:
             self.peft.load_adapter(str(self.folders[domain]), adapter_name=domain)
         self.peft.eval()
         # one scorer view per expert: same weights, its own score-cache namespace
-        self.scorers = {GENERALIST: self.base.scorer(backbone, cache=cache)}
+        self.labels = {GENERALIST: backbone}
         for domain in self.domains:
             digest = sha256_file(self.folders[domain] / "adapter_model.safetensors")[:12]
             # "+m": merged-weight scores (within 1e-5 of unmerged in fp32) never share a cache with unmerged ones
-            self.scorers[domain] = self.base.scorer(f"{backbone}+{domain}@{digest}+m", cache=cache)
+            self.labels[domain] = f"{backbone}+{domain}@{digest}+m"
+        self.scorers = {name: self.base.scorer(label, cache=cache) for name, label in self.labels.items()}
+        self.backend = TORCH
+        requested = check_backend(backend)
+        if requested != TORCH:
+            if not is_encoder(backbone) or loaded is not None:
+                raise SpecError("backend= applies to experts over a cross-encoder backbone loaded from a folder")
+            self._export_experts(requested, threads, cache)
+
+    def _exportable(self, expert: str) -> Exportable:
+        """The backbone with `expert` active (its LoRA merged, or none for the generalist), ready to export."""
+        ce = self.base.ce
+        length = ce.max_length or 512
+        key = self.base.fingerprint if expert == GENERALIST else f"{self.base.fingerprint}|{self.labels[expert]}"
+        return Exportable(CROSS_ENCODER, logits_module(self.peft), ce.model.tokenizer, length, key)
+
+    def _export_experts(self, requested: str, threads: int | None, cache: bool) -> None:
+        groups, source = calibration_groups()
+        with self.active(GENERALIST):
+            if requested == AUTO:
+                backend, folder, figures = choose(self._exportable(GENERALIST), groups, calibration_source=source)
+                log.info("expert bank: backend auto chose %s (%s)", backend, figures)
+                if folder is None:
+                    return
+            else:
+                backend = requested
+                folder = export(self._exportable(GENERALIST), backend, groups, calibration_source=source)
+        folders = {GENERALIST: folder}
+        for domain in self.domains:
+            with self.active(domain):
+                folders[domain] = export(self._exportable(domain), backend, groups, calibration_source=source)
+        for name, folder in folders.items():
+            graph = ExportedEncoder(folder, threads=threads)
+            if requested == AUTO and not graph.parity.get("passed"):
+                log.warning(
+                    "expert %s stays on torch: its %s graph fails the parity check %s", name, backend, graph.parity
+                )
+                continue
+            self.scorers[name] = self.base.scorer(f"{self.labels[name]}+{backend}", cache=cache, exported=graph)
+        self.backend = backend
 
     @contextmanager
     def active(self, expert: str):
@@ -143,6 +198,10 @@ class ExpertBank:
         scores = np.zeros(len(pairs), dtype=np.float64)
         for expert in dict.fromkeys(experts):
             rows = [i for i, e in enumerate(experts) if e == expert]
+            graph_scorer = self.scorers.get(expert)
+            if getattr(graph_scorer, "exported", None) is not None:  # its own graph: no merge needed
+                scores[rows] = graph_scorer.score_pairs([pairs[i] for i in rows])
+                continue
             with self.active(expert) as scorer:
                 scores[rows] = scorer.score_pairs([pairs[i] for i in rows])
         return scores

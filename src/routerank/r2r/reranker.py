@@ -20,7 +20,7 @@ from routerank.errors import RouterankError, SpecError
 from routerank.fsutil import atomic_write
 from routerank.r2r.bank import ExpertBank
 from routerank.r2r.routers import SoftmaxRouter
-from routerank.rerank.base import BaseReranker, as_documents, as_query, assemble_run, candidates
+from routerank.rerank.base import BaseReranker, as_documents, as_query, assemble_run, candidates, split_arg
 from routerank.retrieve.base import as_query_list
 from routerank.route import RouteDecision
 
@@ -66,6 +66,8 @@ class R2RReranker(BaseReranker):
 
     @classmethod
     def from_spec(cls, arg: str, **options) -> R2RReranker:
+        arg, inline = split_arg(arg) if "," in arg else (arg, {})  # r2r:<bank>,backend=openvino-int8
+        options = {**options, **inline}
         folder = Path(arg).expanduser()
         if not arg or not (folder / BANK_FILE).exists():
             raise SpecError(
@@ -108,6 +110,11 @@ class R2RReranker(BaseReranker):
         elif len(experts) != len(pairs):
             raise RouterankError(f"score_pairs got {len(pairs)} pairs but {len(experts)} experts; give one per pair")
         return self._score(pairs, [self.expert_for(choice) for choice in experts])
+
+    @property
+    def runtime(self) -> str:
+        """What the experts score on: "torch" or the bank's exported backend."""
+        return str(getattr(self.bank, "backend", "torch"))
 
     @property
     def backbone(self) -> str:

@@ -109,11 +109,19 @@ class EncoderBackbone:
             return f"in-memory:{id(self.module)}"
         return self.ce.scorer_key.removesuffix(f"-{self.ce.dtype}" if self.ce.dtype else "")
 
-    def scorer(self, name: str, cache: bool = True):
+    def scorer(self, name: str, cache: bool = True, exported=None):
+        """A scorer view of the backbone under `name` (its own score-cache file); `exported`: score with that
+        exported graph (`models.backends.ExportedEncoder`) instead of the torch weights."""
         keep = cache and self.folder is not None
         key = f"{self.ce.scorer_key}-{safe_name(name)[-60:]}" if keep else None
         return CrossEncoderReranker.from_model(
-            self.ce.model, name=name, progress=self.progress, cache=keep, cache_key=key, dtype=self.ce.dtype
+            self.ce.model,
+            name=name,
+            progress=self.progress,
+            cache=keep,
+            cache_key=key,
+            dtype=self.ce.dtype,
+            _exported=exported,
         )
 
     def hidden_state(self, texts: Sequence[str], batch_size: int = 64) -> np.ndarray:

@@ -4,6 +4,10 @@ Spec: `ce:<folder>`, a sentence-transformers CrossEncoder folder (e.g. one writt
 `routerank train cross-encoder`). Scores are the raw logits, not sigmoid outputs: the order is the same,
 and large logits do not collapse into ties at 1.0.
 
+`backend=` runs the model as an exported graph instead of torch: `onnx`, `onnx-int8`, `openvino`, `openvino-bf16`,
+`openvino-int8`, or `auto` (the fastest that passes the parity check on this machine; see
+`routerank.models.backends`). In a spec: `ce:<folder>,backend=openvino-int8`.
+
 `dtype="bf16"` runs inference under bfloat16 autocast: on CPUs with AVX512-BF16 (and on GPUs) it is faster,
 and scores move by about 1e-4 (measured: rank correlation 0.9999 with fp32); it has its own cache key.
 
@@ -17,6 +21,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
+import logging
 import warnings
 from collections.abc import Sequence
 from pathlib import Path
@@ -26,10 +31,15 @@ from tqdm.auto import tqdm
 
 from routerank.errors import MissingDependencyError, SpecError
 from routerank.fsutil import atomic_dir, cache_root, sha256_file
+from routerank.models.backends import AUTO, CROSS_ENCODER, TORCH, ExportedEncoder, check_backend
+from routerank.models.export import Exportable, choose, export, logits_module
 from routerank.models.llm import DTYPES
 from routerank.models.spec import resolve_model
-from routerank.rerank.base import PairScoringReranker
+from routerank.rerank.base import PairScoringReranker, split_arg
 from routerank.rerank.score_cache import ScoreCache, pair_key
+from routerank.retrieve.calibration import calibration_groups
+
+log = logging.getLogger(__name__)
 
 TRAIN_HINT = "train one with `routerank train cross-encoder --dataset scifact`"
 SCORING_HEADS = ("ForSequenceClassification", "ForCausalLM")
@@ -140,8 +150,14 @@ class CrossEncoderReranker(PairScoringReranker):
     dtype: "bf16" scores under bfloat16 autocast (faster on AVX512-BF16 CPUs and GPUs, scores move by ~1e-4, its own
         cache key), "fp16" under float16 autocast (GPUs); None or "fp32" is plain fp32. Any name `models.llm.DTYPES`
         knows is accepted (`bfloat16`, `half`, ...).
+    backend: "torch" (default), or a fast CPU graph: "onnx", "onnx-int8", "openvino", "openvino-bf16",
+        "openvino-int8", or "auto" (the fastest one that passes the parity check here, else torch). The graph is
+        exported on first use and cached; calibration and parity use train queries (`retrieve.calibration`).
+        Part of the cache key.
+    threads: intra-op threads of an exported graph's runtime; None uses every core.
     _loaded: an already-loaded CrossEncoder in place of loading `model` (`max_length` still applies); use
         `from_model`.
+    _exported: an already-exported graph (`ExportedEncoder`) to score with in place of the torch model.
     """
 
     kind = "ce"
@@ -159,7 +175,10 @@ class CrossEncoderReranker(PairScoringReranker):
         cache: bool = False,
         cache_key: str | None = None,
         dtype: str | None = None,
+        backend: str = TORCH,
+        threads: int | None = None,
         _loaded=None,
+        _exported: ExportedEncoder | None = None,
     ):
         if max_length is not None and max_length < 8:
             raise SpecError(f"max_length must be at least 8 tokens, got {max_length}")
@@ -177,18 +196,52 @@ class CrossEncoderReranker(PairScoringReranker):
         )
         if _loaded is not None and max_length is not None:
             self.model.max_seq_length = max_length
+        self.exported = _exported
+        requested = check_backend(backend)
+        if self.exported is None and requested != TORCH:
+            if self.folder is None:
+                raise SpecError("a cross-encoder wrapped from memory runs on torch only: pass an exported graph")
+            self.exported = self._export(requested, threads)
+        self.backend = self.exported.backend if self.exported is not None else TORCH
         self._cache = None
         if cache:
             self._cache = ScoreCache(cache_key or self.scorer_key)
 
     @classmethod
     def from_spec(cls, arg: str, **options) -> CrossEncoderReranker:
-        return cls(check_model_folder(arg), **options)
+        """`<folder>[,backend=...][,max_length=...]`: options in the spec join (and override) the keywords."""
+        folder, inline = split_arg(arg) if "," in arg else (arg, {})
+        return cls(check_model_folder(folder), **{**options, **inline})
+
+    def exportable(self) -> Exportable:
+        """The torch model as `models.export` exports it: its logits, tokenizer, pair length and fingerprint."""
+        if self.folder is None:
+            raise SpecError("a cross-encoder wrapped from memory has no stable identity to export under")
+        length = self.max_length or 512
+        module = logits_module(self.model.model)
+        return Exportable(CROSS_ENCODER, module, self.model.tokenizer, length, weights_key(self.folder, length))
+
+    def _export(self, backend: str, threads: int | None) -> ExportedEncoder | None:
+        model = self.exportable()
+        groups, source = calibration_groups()
+        if backend == AUTO:
+            backend, folder, figures = choose(model, groups, calibration_source=source, log=log.warning)
+            log.info("%s: backend auto chose %s (%s)", self.name, backend, figures)
+            if folder is None:
+                return None
+        else:
+            folder = export(model, backend, groups, calibration_source=source)
+        return ExportedEncoder(folder, threads=threads, batch_size=self.batch_size)
 
     @classmethod
     def from_model(cls, model, *, name: str = "custom", **options) -> CrossEncoderReranker:
         """Wrap an already-loaded sentence-transformers CrossEncoder, e.g. one still in training."""
         return cls(name, _loaded=model, **options)
+
+    @property
+    def runtime(self) -> str:
+        """What the model scores on: "torch" or the exported backend."""
+        return self.backend
 
     @property
     def max_length(self) -> int | None:
@@ -200,7 +253,8 @@ class CrossEncoderReranker(PairScoringReranker):
 
         if self.folder is None:
             raise SpecError("a cross-encoder wrapped from memory has no stable identity to cache scores under")
-        return weights_key(self.folder, self.max_length) + (f"-{self.dtype}" if self.dtype else "")
+        suffix = (f"-{self.dtype}" if self.dtype else "") + (f"-{self.backend}" if self.backend != TORCH else "")
+        return weights_key(self.folder, self.max_length) + suffix
 
     def score_pairs(self, pairs: Sequence[tuple[str, str]]) -> np.ndarray:
         if not pairs:
@@ -228,6 +282,8 @@ class CrossEncoderReranker(PairScoringReranker):
     def _predict(self, pairs: list[tuple[str, str]], progress: bool) -> np.ndarray:
         """Raw logits in input order, computed shortest pair first so each batch pads little."""
 
+        if self.exported is not None:
+            return np.asarray(self.exported.embed(pairs), dtype=np.float64)
         # heavy: torch loads only when a model runs
         import torch
 

@@ -1,4 +1,9 @@
-"""Dense retrieval: sentence-transformers embeddings in an exact FAISS inner-product index."""
+"""Dense retrieval: sentence-transformers embeddings in an exact FAISS inner-product index.
+
+`backend=` encodes with an exported graph instead of torch (`routerank.models.backends`): `onnx`, `onnx-int8`,
+`openvino`, `openvino-bf16`, `openvino-int8` or `auto`. A non-torch backend is part of the index's config, so an
+index built with it is never mixed up with a torch one. In a pipeline: `rrf(bm25,dense:minilm,backend=openvino-int8)`.
+"""
 
 from __future__ import annotations
 
@@ -14,10 +19,13 @@ import numpy as np
 from safetensors.numpy import load_file, save_file
 
 from routerank.data.types import Corpus, Query, Ranking, Run
-from routerank.errors import CorruptIndexError, MissingDependencyError
+from routerank.errors import CorruptIndexError, MissingDependencyError, SpecError
 from routerank.fsutil import sha256_file
+from routerank.models.backends import AUTO, BI_ENCODER, TORCH, ExportedEncoder, check_backend
+from routerank.models.export import Exportable, choose, embedding_module, export
 from routerank.models.spec import ALIASES, resolve_model
 from routerank.retrieve.base import IndexedRetriever, NotIndexedError, as_query_list
+from routerank.retrieve.calibration import calibration_groups
 from routerank.scale import Executor, InProcess, ShardStore, chunks
 
 DEFAULT_MODEL = "minilm"
@@ -53,6 +61,24 @@ def _local_weights_digest(spec: str) -> str | None:
     return hashlib.sha256("".join(sha256_file(w) for w in weights).encode()).hexdigest()[:16] if weights else None
 
 
+def dense_options(arg: str) -> tuple[str, dict[str, Any]]:
+    """`minilm,backend=openvino-int8` → ("minilm", {"backend": "openvino-int8"}); the model may be left out."""
+    model, options = "", {}
+    for part in filter(None, (p.strip() for p in arg.split(","))):
+        key, eq, value = part.partition("=")
+        if not eq:
+            if model:
+                raise SpecError(f"two models in dense:{arg}", fix="e.g. dense:minilm,backend=openvino-int8")
+            model = part
+        elif key.strip() == "backend":
+            options["backend"] = check_backend(value)
+        elif key.strip() in ("max_length", "batch_size") and value.strip().isdigit():
+            options[key.strip()] = int(value)
+        else:
+            raise SpecError(f"bad dense option {part!r}", fix="backend=..., max_length=<int> or batch_size=<int>")
+    return model or DEFAULT_MODEL, options
+
+
 def exact_ip_index(embeddings: np.ndarray):
     try:
         # heavy: faiss loads only when an index is built
@@ -74,6 +100,8 @@ class DenseRetriever(IndexedRetriever):
 
     kind = "dense"
     shardable = True
+    # model, max_length, normalize, batch_size, device, progress as before; backend: "torch" or an exported graph
+    # (module docstring); threads: the graph runtime's intra-op threads (None: every core)
 
     def __init__(
         self,
@@ -83,17 +111,26 @@ class DenseRetriever(IndexedRetriever):
         batch_size: int = 64,
         device: str | None = None,
         progress: bool = True,
+        backend: str = TORCH,
+        threads: int | None = None,
     ):
         self.model_spec, self.max_length, self.normalize = model, max_length, normalize
         self.batch_size, self.device, self.progress = batch_size, device, progress
+        self.backend, self.threads = check_backend(backend), threads
         self.name = "dense" if model == DEFAULT_MODEL else f"dense:{model}"
+        if self.backend != TORCH:
+            self.name += f",backend={self.backend}"
         self._encoder = None
+        self._graph: ExportedEncoder | None = None
+        self.runtime = self.backend  # what `auto` resolved to, once it has
         self._faiss = None
         self._doc_ids: list[str] = []
         self.embeddings: np.ndarray | None = None
 
     def config(self) -> dict[str, Any]:
         config = {"model": self.model_spec, "max_length": self.max_length, "normalize": self.normalize}
+        if self.backend != TORCH:  # absent for torch, so indexes built before backends existed still load
+            config["backend"] = self.backend
         weights = _local_weights_digest(self.model_spec)
         if weights is not None:  # a folder retrained in place must not reuse the old index
             config["weights"] = weights
@@ -120,7 +157,39 @@ class DenseRetriever(IndexedRetriever):
                 self._encoder.max_seq_length = self.max_length
         return self._encoder
 
+    @property
+    def graph(self) -> ExportedEncoder | None:
+        """The exported graph this retriever encodes with; None on torch (or when `auto` kept torch)."""
+        if self.backend != TORCH and self._graph is None:
+            encoder = self.encoder
+            length = encoder.max_seq_length or 256
+            fingerprint = f"{resolve_model(self.model_spec, default_kind='st').location}|{self._weights_digest()}"
+            model = Exportable(BI_ENCODER, embedding_module(encoder), encoder.tokenizer, length, fingerprint)
+            groups, source = calibration_groups()
+            if self.backend == AUTO:
+                self.runtime, folder, _ = choose(model, groups, calibration_source=source)
+                if folder is None:
+                    self.backend = TORCH  # auto kept torch: nothing to export again
+                    return None
+            else:
+                folder = export(model, self.backend, groups, calibration_source=source)
+            self._graph = ExportedEncoder(folder, threads=self.threads, batch_size=self.batch_size)
+            self.runtime = self._graph.backend
+        return self._graph
+
+    def _weights_digest(self) -> str:
+        folder = Path(resolve_model(self.model_spec, default_kind="st").location)
+        weights = sorted(folder.glob("*.safetensors")) if folder.is_dir() else []
+        return hashlib.sha256("".join(sha256_file(w) for w in weights).encode()).hexdigest()[:16]
+
     def encode(self, texts: list[str], progress: bool | None = None) -> np.ndarray:
+        if self.graph is not None:
+            if not texts:
+                return np.zeros((0, self.encoder.get_sentence_embedding_dimension()), dtype=np.float32)
+            vectors = self.graph.embed(list(texts))
+            if self.normalize and len(vectors):
+                vectors = vectors / np.clip(np.linalg.norm(vectors, axis=1, keepdims=True), 1e-12, None)
+            return np.asarray(vectors, dtype=np.float32)
         vectors = self.encoder.encode(
             texts,
             batch_size=self.batch_size,
@@ -144,6 +213,8 @@ class DenseRetriever(IndexedRetriever):
             batch_size=self.batch_size,
             device=self.device,
             progress=False,
+            backend=self.backend,
+            threads=self.threads,
         )
 
     def index(self, corpus: Corpus, executor: Executor | None = None, store: ShardStore | None = None) -> None:
