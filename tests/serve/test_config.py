@@ -34,6 +34,7 @@ def test_without_a_config_the_server_serves_the_starter():
         "starter-generalist": "starter:generalist",
     }
     assert config.server.host == "127.0.0.1" and not config.auth.allow_unauthenticated
+    assert {model.options.get("backend") for model in config.models.values()} == {"auto"}
 
 
 @pytest.mark.parametrize(
@@ -152,9 +153,10 @@ def _wait_ready(proc: subprocess.Popen, port: int, seconds: float) -> float:
 
 
 @pytest.mark.slow
-def test_routerank_serve_with_no_config_serves_the_starter_within_a_minute():
+def test_routerank_serve_with_no_config_serves_the_starter_within_a_minute(tmp_path):
     port = _free_port()
-    env = {**os.environ, "ROUTERANK_API_KEYS": "k1"}
+    # no datasets to calibrate on: `auto` cannot export, so the starter is served on torch and the log says why
+    env = {**os.environ, "ROUTERANK_API_KEYS": "k1", "ROUTERANK_DATA": str(tmp_path)}
     proc = subprocess.Popen(
         [sys.executable, "-m", "routerank.cli", "serve", "--port", str(port)],
         env=env,
@@ -181,13 +183,16 @@ def test_routerank_serve_with_no_config_serves_the_starter_within_a_minute():
         assert response.status_code == 200, response.text
         choices = [r["choice"] for r in response.json()["results"]]
         assert len(choices) == 2 and all(isinstance(c, str) and c for c in choices)
+        backends = httpx.get(f"http://127.0.0.1:{port}/ready", timeout=30).json()["backends"]
+        assert backends == {"starter": "torch", "starter-generalist": "torch"}
     finally:
         proc.send_signal(signal.SIGTERM)
         try:
-            proc.communicate(timeout=120)
+            _out, err = proc.communicate(timeout=120)
         except subprocess.TimeoutExpired:
             proc.kill()
             raise
+    assert "backend auto failed (no calibration data" in err
 
 
 def test_routerank_serve_without_keys_says_how_to_set_them():

@@ -366,6 +366,7 @@ def _add_health_routes(app: "FastAPI", state: State) -> None:
             {
                 "status": "ready",
                 "models": {n: m.config.spec for n, m in state.models.items()},
+                "backends": {n: m.reranker.runtime for n, m in state.models.items()},
                 "search": sorted(state.searches),
             }
         )
@@ -375,6 +376,7 @@ def _add_health_routes(app: "FastAPI", state: State) -> None:
         """Prometheus text format."""
         for name, model in state.models.items():
             state.metrics.queue_pairs.labels(name).set(model.batcher.pending_pairs)
+            state.metrics.backend.labels(name, model.reranker.runtime).set(1)
         return Response(state.metrics.render(), media_type="text/plain; version=0.0.4")
 
 

@@ -171,13 +171,15 @@ def parse_config(raw: dict[str, Any], path: str | None = None) -> ServeConfig:
 
 def default_config() -> ServeConfig:
     """What `routerank serve` runs without a config: the starter bundle, routed (`starter`, the default model, with
-    /v1/route) and its generalist alone (`starter-generalist`), on 127.0.0.1:8080, keys from ROUTERANK_API_KEYS."""
+    /v1/route) and its generalist alone (`starter-generalist`), on 127.0.0.1:8080, keys from ROUTERANK_API_KEYS.
+    Both run on `backend="auto"`: the fastest exported graph that passes the parity check, exported on the first
+    start (about a minute) and cached; torch, with the reason logged, where that cannot be done."""
     return parse_config(
         {
             "models": {
                 # no score cache on disk: a server must not keep its callers' queries and documents
-                "starter": {"spec": "starter", "options": {"cache": False}},
-                "starter-generalist": {"spec": "starter:generalist"},
+                "starter": {"spec": "starter", "options": {"cache": False, "backend": "auto"}},
+                "starter-generalist": {"spec": "starter:generalist", "options": {"backend": "auto"}},
             }
         },
         None,

@@ -36,6 +36,9 @@ class Metrics:
         )
         self.queue_pairs = Gauge("routerank_queue_pairs", "Pairs waiting to be scored", ["model"], registry=r)
         self.in_flight = Gauge("routerank_in_flight_requests", "Requests being handled now", registry=r)
+        self.backend = Gauge(
+            "routerank_model_backend", "1 for the backend each model scores on", ["model", "backend"], registry=r
+        )
         self.truncated = Counter(
             "routerank_truncated_documents", "Documents cut to fit the window", ["model"], registry=r
         )

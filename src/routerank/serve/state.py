@@ -3,16 +3,20 @@ the readiness flags; and how they are loaded from a config (each model once, bef
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass, field
 from typing import Any
 
 from routerank.api import Reranker
 from routerank.data.registry import load_dataset
+from routerank.errors import RouterankError
 from routerank.pipeline import build
 from routerank.serve.batcher import Batcher
 from routerank.serve.config import ModelConfig, SearchConfig, ServeConfig
 from routerank.serve.metrics import Metrics
 from routerank.serve.text import DocumentFitter
+
+log = logging.getLogger("routerank.serve")
 
 
 class ServeError(Exception):
@@ -69,8 +73,22 @@ class State:
 
 
 def load_models(config: ServeConfig) -> dict[str, Reranker]:
-    """Every configured model, loaded once; a bad spec raises the spec layer's own error."""
-    return {name: Reranker(m.spec, **m.options) for name, m in config.models.items()}
+    """Every configured model, loaded once; a bad spec raises the spec layer's own error. A model whose fast
+    backend cannot be exported here (a missing library, no calibration data, a failed export) is loaded on torch
+    instead, and the reason is logged."""
+    return {name: _load_model(name, m.spec, dict(m.options)) for name, m in config.models.items()}
+
+
+def _load_model(name: str, spec: str, options: dict[str, Any]) -> Reranker:
+    backend = str(options.get("backend", "torch"))
+    if backend == "torch":
+        return Reranker(spec, **options)
+    try:
+        return Reranker(spec, **options)
+    except (RouterankError, RuntimeError, OSError, ValueError) as exc:
+        reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        log.warning("model %s: backend %s failed (%s); serving it on torch", name, backend, reason)
+        return Reranker(spec, **{**options, "backend": "torch"})
 
 
 def load_searches(config: ServeConfig) -> dict[str, tuple[Any, Any]]:
