@@ -11,6 +11,7 @@ sent its quota or the time limit passes; it measures requests/s, documents/s, p5
 share the CPU:
     routerank   `routerank serve` with batching across requests (token budget, a few ms of wait)
     single      the same server and model, one request at a time, no batching across requests
+    torch       the same batching server with the --option backend/dtype left out: plain torch fp32
     infinity    infinity-emb serving the same cross-encoder folder (if its executable is given or on PATH;
                 it cannot share routerank's environment, so the JSON records why when it is absent)
 Writes reports/bench-serve.json and prints the JSON, then a table.
@@ -265,12 +266,14 @@ def parse_options(items: list[str]) -> dict:
 
 def make_peers(args, tmp: Path) -> tuple[list[Peer], dict]:
     peers, skipped = [], {}
-    for name, batching in (("routerank", True), ("single", False)):
+    for name, batching in (("routerank", True), ("single", False), ("torch", True)):
         if name not in args.peers:
             continue
         port = free_port()
         config = tmp / f"{name}.toml"
         options = {"max_length": args.max_length, "progress": False, "cache": False, **parse_options(args.option)}
+        if name == "torch":  # the same batching server on the plain torch fp32 path: what a backend is measured against
+            options = {k: v for k, v in options.items() if k not in ("backend", "dtype", "threads")}
         config.write_text(routerank_config(args.model, port, batching, options))
         command = [sys.executable, "-m", "routerank.cli", "serve", "--config", str(config), "--log-level", "warning"]
         peers.append(Peer(name, command, port, "/ready"))
@@ -284,9 +287,9 @@ def make_peers(args, tmp: Path) -> tuple[list[Peer], dict]:
                 binary,
                 "v2",
                 "--model-id",
-                args.model,
+                args.infinity_model or args.model,
                 "--engine",
-                "torch",
+                args.infinity_engine,
                 "--port",
                 str(port),
                 "--host",
@@ -313,6 +316,9 @@ def criteria(peers: dict) -> dict:
     ours, single = level("routerank", 32), level("single", 32)
     if ours and single and single["docs_per_s"]:
         out["speedup_vs_single_at_32"] = round(ours["docs_per_s"] / single["docs_per_s"], 3)
+    plain = level("torch", 32)
+    if ours and plain and plain["docs_per_s"]:
+        out["speedup_vs_torch_fp32_at_32"] = round(ours["docs_per_s"] / plain["docs_per_s"], 3)
     inf = level("infinity", 32)
     if ours and inf and inf["docs_per_s"]:
         out["ratio_vs_infinity_at_32"] = round(ours["docs_per_s"] / inf["docs_per_s"], 3)
@@ -366,6 +372,12 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=120.0, help="start no request after this long, per level")
     parser.add_argument("--peers", default="routerank,single,infinity")
     parser.add_argument("--infinity-bin", default=None, help="infinity_emb executable (its own venv)")
+    parser.add_argument("--infinity-engine", default="torch", help="infinity's engine: torch or optimum (ONNX)")
+    parser.add_argument(
+        "--infinity-model",
+        default=None,
+        help="the folder infinity loads (default --model); its optimum engine needs the model's ONNX graph in it",
+    )
     parser.add_argument("--ready-timeout", type=float, default=300.0)
     parser.add_argument("--out", default="reports/bench-serve.json")
     parser.add_argument("--note", default="", help="how the machine was, e.g. 'idle 2-core CPU'")
@@ -387,6 +399,8 @@ def main() -> None:
             "depth": args.depth,
             "max_length": args.max_length,
             "routerank_options": parse_options(args.option),
+            "infinity_engine": args.infinity_engine,
+            "infinity_model": args.infinity_model or args.model,
             "levels": levels,
             "requests_per_level": per_level,
             "seconds_per_level": args.seconds,
