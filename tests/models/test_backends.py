@@ -124,6 +124,7 @@ def test_a_killed_export_leaves_nothing_that_loads(fresh_model, monkeypatch, tmp
         ExportedEncoder(folder)
 
 
+@pytest.mark.slow
 def test_openvino_int8_calibrates_and_loads(fresh_model):
     folder = export(fresh_model, "openvino-int8", GROUPS, calibration_source="hand-written")
     record = json.loads((folder / "export.json").read_text())

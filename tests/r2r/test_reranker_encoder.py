@@ -156,6 +156,7 @@ def test_an_expert_from_another_backbone_is_refused(experts, tmp_path):
         ExpertBank(folders, f"ce:{other}", max_doc_tokens=64, cache=False)
 
 
+@pytest.mark.slow  # three ONNX exports
 def test_each_expert_scores_with_its_own_exported_graph(experts, scifact, monkeypatch):
     pytest.importorskip("onnxruntime")
     backbone, folders = experts
