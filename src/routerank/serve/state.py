@@ -81,11 +81,11 @@ def load_models(config: ServeConfig) -> dict[str, Reranker]:
 
 def _load_model(name: str, spec: str, options: dict[str, Any]) -> Reranker:
     backend = str(options.get("backend", "torch"))
-    if backend == "torch":
-        return Reranker(spec, **options)
     try:
         return Reranker(spec, **options)
     except (RouterankError, RuntimeError, OSError, ValueError) as exc:
+        if backend == "torch":
+            raise
         reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
         log.warning("model %s: backend %s failed (%s); serving it on torch", name, backend, reason)
         return Reranker(spec, **{**options, "backend": "torch"})
