@@ -66,6 +66,13 @@ def sha256_file(path: str | Path, chunk: int = 1 << 20) -> str:
     return h.hexdigest()
 
 
+def weights_digest(folder: str | Path) -> str:
+    """16 hex digits of a sha256 over the sha256 of each `*.safetensors` file in `folder`, in name order: the
+    content of a model's weights, whatever the folder is called."""
+    weights = sorted(Path(folder).glob("*.safetensors"))
+    return hashlib.sha256("".join(sha256_file(w) for w in weights).encode()).hexdigest()[:16]
+
+
 def safe_name(text: str, extra: str = "") -> str:
     """`text` as a file name: runs of characters other than letters, digits, `_.+-` (and `extra`) become `_`."""
 

@@ -39,7 +39,9 @@ def test_ready_and_metrics_name_the_backend(fresh_ce, ce, keys, monkeypatch):
         assert answer.status_code == 200 and len(answer.json()["results"]) == 3
 
 
-def test_a_failed_export_falls_back_to_torch_with_a_logged_reason(fresh_ce, monkeypatch, caplog):
+def test_a_failed_export_falls_back_to_torch_with_a_logged_reason(fresh_ce, monkeypatch, caplog, tmp_path):
+    monkeypatch.setenv("ROUTERANK_CACHE", str(tmp_path))  # nothing exported yet: the export needs calibration
+
     def no_data():
         raise RouterankError("no calibration data: none of scifact with a train split was found")
 

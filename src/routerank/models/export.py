@@ -20,6 +20,7 @@ import numpy as np
 from routerank.errors import RouterankError
 from routerank.fsutil import atomic_dir
 from routerank.models.backends import (
+    AUTO,
     BI_ENCODER,
     CANDIDATES,
     CROSS_ENCODER,
@@ -57,6 +58,11 @@ class Exportable:
     fingerprint: str
 
 
+def export_folder(model: Exportable, backend: str) -> Path:
+    """Where `model`'s graph for `backend` is cached (`models.backends.export_key`)."""
+    return export_root() / export_key(model.fingerprint, model.kind, backend, model.max_length)
+
+
 def torch_runner(module) -> Callable[[dict[str, np.ndarray]], np.ndarray]:
     """The torch module (fp32) as a features → outputs function: the reference every backend is checked against."""
     # heavy: torch loads only when a model runs
@@ -84,7 +90,7 @@ def export(
     backend = check_backend(backend, allow_auto=False)
     if backend == TORCH:
         raise BackendError("torch is the model itself: there is nothing to export")
-    folder = folder or export_root() / export_key(model.fingerprint, model.kind, backend, model.max_length)
+    folder = folder or export_folder(model, backend)
     if (folder / EXPORT_FILE).is_file():
         return folder
     if not calibration:
@@ -210,36 +216,30 @@ def positional_module(module, names: list[str]):
     return Positional().eval()  # a module in training mode would be put back in it, dropout on, after the export
 
 
-def logits_module(model):
-    """A sequence-classification model (HF) as a module that returns its logits tensor."""
+def output_module(model, pick: Callable):
+    """`model` as a module whose forward returns `pick(model, features)`: the one tensor an exported graph outputs."""
     # heavy: torch loads only when a model runs
     import torch
 
-    class Logits(torch.nn.Module):
+    class Output(torch.nn.Module):
         def __init__(self):
             super().__init__()
             self.inner = model
 
         def forward(self, **features):
-            return self.inner(**features).logits
+            return pick(self.inner, features)
 
-    return Logits().eval()
+    return Output().eval()
+
+
+def logits_module(model):
+    """A sequence-classification model (HF) as a module that returns its logits tensor."""
+    return output_module(model, lambda inner, features: inner(**features).logits)
 
 
 def embedding_module(model):
     """A sentence-transformers model as a module that returns its pooled embeddings (before normalisation)."""
-    # heavy: torch loads only when a model runs
-    import torch
-
-    class Embedding(torch.nn.Module):
-        def __init__(self):
-            super().__init__()
-            self.inner = model
-
-        def forward(self, **features):
-            return self.inner(dict(features))["sentence_embedding"]
-
-    return Embedding().eval()
+    return output_module(model, lambda inner, features: inner(dict(features))["sentence_embedding"])
 
 
 def _sample_items(kind: str) -> list:
@@ -263,7 +263,7 @@ def choose(
     figures: dict[str, dict[str, Any]] = {}
     best, best_folder, best_speed = TORCH, None, 0.0
     for backend in candidates:
-        folder = export_root() / export_key(model.fingerprint, model.kind, backend, model.max_length)
+        folder = export_folder(model, backend)
         try:
             if not (folder / EXPORT_FILE).is_file() and reference is None:
                 reference, torch_speed = _timed_scores(torch_run, model, calibration)
@@ -287,3 +287,23 @@ def choose(
         if record["parity"]["passed"] and speed > max(best_speed, base):
             best, best_folder, best_speed = backend, folder, speed
     return best, best_folder, figures
+
+
+Calibrate = Callable[[], tuple[Sequence[CalibrationGroup], str]]
+
+
+def prepare(
+    model: Exportable, backend: str, calibrate: Calibrate, log: logging.Logger | None = None
+) -> tuple[str, Path | None]:
+    """The backend `model` will score on and its export folder (None for torch): `auto` resolved by `choose`, any
+    other backend exported if it is not cached yet. `calibrate()` returns (groups, source) and is called only when
+    a graph must be made, so a start whose graphs are all cached draws no calibration sample."""
+    wanted = CANDIDATES if backend == AUTO else (check_backend(backend, allow_auto=False),)
+    cached = all((export_folder(model, b) / EXPORT_FILE).is_file() for b in wanted)
+    groups, source = ((), "") if cached else calibrate()
+    if backend != AUTO:
+        return backend, export(model, backend, groups, calibration_source=source)
+    chosen, folder, figures = choose(model, groups, calibration_source=source, log=log.warning if log else None)
+    if log:
+        log.info("backend auto chose %s (%s)", chosen, figures)
+    return chosen, folder

@@ -27,7 +27,7 @@ import numpy as np
 from routerank.errors import RouterankError, SpecError
 from routerank.fsutil import sha256_file
 from routerank.models.backends import AUTO, CROSS_ENCODER, TORCH, ExportedEncoder, check_backend
-from routerank.models.export import Exportable, choose, export, logits_module
+from routerank.models.export import Exportable, logits_module, prepare
 from routerank.rerank.backbones import is_encoder, load_backbone
 from routerank.retrieve.calibration import calibration_groups
 from routerank.route import GENERALIST
@@ -135,20 +135,14 @@ class ExpertBank:
         return Exportable(CROSS_ENCODER, logits_module(self.peft), ce.model.tokenizer, length, key)
 
     def _export_experts(self, requested: str, threads: int | None, cache: bool) -> None:
-        groups, source = calibration_groups()
         with self.active(GENERALIST):
-            if requested == AUTO:
-                backend, folder, figures = choose(self._exportable(GENERALIST), groups, calibration_source=source)
-                log.info("expert bank: backend auto chose %s (%s)", backend, figures)
-                if folder is None:
-                    return
-            else:
-                backend = requested
-                folder = export(self._exportable(GENERALIST), backend, groups, calibration_source=source)
+            backend, folder = prepare(self._exportable(GENERALIST), requested, calibration_groups, log)
+        if folder is None:
+            return
         folders = {GENERALIST: folder}
         for domain in self.domains:
             with self.active(domain):
-                folders[domain] = export(self._exportable(domain), backend, groups, calibration_source=source)
+                folders[domain] = prepare(self._exportable(domain), backend, calibration_groups)[1]
         for name, folder in folders.items():
             graph = ExportedEncoder(folder, threads=threads)
             if requested == AUTO and not graph.parity.get("passed"):

@@ -19,7 +19,6 @@ the BM25 and hybrid candidates of one query share most pairs, and a killed evalu
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import json
 import logging
 import warnings
@@ -30,9 +29,9 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from routerank.errors import MissingDependencyError, SpecError
-from routerank.fsutil import atomic_dir, cache_root, sha256_file
-from routerank.models.backends import AUTO, CROSS_ENCODER, TORCH, ExportedEncoder, check_backend
-from routerank.models.export import Exportable, choose, export, logits_module
+from routerank.fsutil import atomic_dir, cache_root, weights_digest
+from routerank.models.backends import CROSS_ENCODER, TORCH, ExportedEncoder, check_backend
+from routerank.models.export import Exportable, logits_module, prepare
 from routerank.models.llm import DTYPES
 from routerank.models.spec import resolve_model
 from routerank.rerank.base import PairScoringReranker, split_arg
@@ -55,9 +54,7 @@ def default_device() -> str:
 def weights_key(folder: Path, max_length: int | None) -> str:
     """A model folder's identity for score caches and expert fingerprints: its weights' content and the pair length,
     read from the files alone (no model is loaded)."""
-    weights = sorted(Path(folder).glob("*.safetensors"))
-    digest = hashlib.sha256("".join(sha256_file(w) for w in weights).encode()).hexdigest()[:16]
-    return f"ce-{digest}-len{max_length}"
+    return f"ce-{weights_digest(folder)}-len{max_length}"
 
 
 def check_model_folder(folder: str | Path) -> Path:
@@ -222,16 +219,8 @@ class CrossEncoderReranker(PairScoringReranker):
         return Exportable(CROSS_ENCODER, module, self.model.tokenizer, length, weights_key(self.folder, length))
 
     def _export(self, backend: str, threads: int | None) -> ExportedEncoder | None:
-        model = self.exportable()
-        groups, source = calibration_groups()
-        if backend == AUTO:
-            backend, folder, figures = choose(model, groups, calibration_source=source, log=log.warning)
-            log.info("%s: backend auto chose %s (%s)", self.name, backend, figures)
-            if folder is None:
-                return None
-        else:
-            folder = export(model, backend, groups, calibration_source=source)
-        return ExportedEncoder(folder, threads=threads, batch_size=self.batch_size)
+        _chosen, folder = prepare(self.exportable(), backend, calibration_groups, log)
+        return ExportedEncoder(folder, threads=threads, batch_size=self.batch_size) if folder is not None else None
 
     @classmethod
     def from_model(cls, model, *, name: str = "custom", **options) -> CrossEncoderReranker:

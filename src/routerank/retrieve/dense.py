@@ -7,7 +7,6 @@ index built with it is never mixed up with a torch one. In a pipeline: `rrf(bm25
 
 from __future__ import annotations
 
-import hashlib
 import json
 from collections.abc import Iterable, Mapping
 from functools import partial
@@ -20,9 +19,9 @@ from safetensors.numpy import load_file, save_file
 
 from routerank.data.types import Corpus, Query, Ranking, Run
 from routerank.errors import CorruptIndexError, MissingDependencyError, SpecError
-from routerank.fsutil import sha256_file
-from routerank.models.backends import AUTO, BI_ENCODER, TORCH, ExportedEncoder, check_backend
-from routerank.models.export import Exportable, choose, embedding_module, export
+from routerank.fsutil import weights_digest
+from routerank.models.backends import BI_ENCODER, TORCH, ExportedEncoder, check_backend
+from routerank.models.export import Exportable, embedding_module, prepare
 from routerank.models.spec import ALIASES, resolve_model
 from routerank.retrieve.base import IndexedRetriever, NotIndexedError, as_query_list
 from routerank.retrieve.calibration import calibration_groups
@@ -57,8 +56,7 @@ def _local_weights_digest(spec: str) -> str | None:
     folder = Path(ref.location)
     if not ref.is_local or not folder.is_dir():
         return None
-    weights = sorted(folder.glob("*.safetensors"))
-    return hashlib.sha256("".join(sha256_file(w) for w in weights).encode()).hexdigest()[:16] if weights else None
+    return weights_digest(folder) if any(folder.glob("*.safetensors")) else None
 
 
 def dense_options(arg: str) -> tuple[str, dict[str, Any]]:
@@ -163,24 +161,16 @@ class DenseRetriever(IndexedRetriever):
         if self.backend != TORCH and self._graph is None:
             encoder = self.encoder
             length = encoder.max_seq_length or 256
-            fingerprint = f"{resolve_model(self.model_spec, default_kind='st').location}|{self._weights_digest()}"
+            location = resolve_model(self.model_spec, default_kind="st").location
+            fingerprint = f"{location}|{weights_digest(location)}"
             model = Exportable(BI_ENCODER, embedding_module(encoder), encoder.tokenizer, length, fingerprint)
-            groups, source = calibration_groups()
-            if self.backend == AUTO:
-                self.runtime, folder, _ = choose(model, groups, calibration_source=source)
-                if folder is None:
-                    self.backend = TORCH  # auto kept torch: nothing to export again
-                    return None
-            else:
-                folder = export(model, self.backend, groups, calibration_source=source)
+            self.runtime, folder = prepare(model, self.backend, calibration_groups)
+            if folder is None:
+                self.backend = TORCH  # auto kept torch: nothing to export again
+                return None
             self._graph = ExportedEncoder(folder, threads=self.threads, batch_size=self.batch_size)
             self.runtime = self._graph.backend
         return self._graph
-
-    def _weights_digest(self) -> str:
-        folder = Path(resolve_model(self.model_spec, default_kind="st").location)
-        weights = sorted(folder.glob("*.safetensors")) if folder.is_dir() else []
-        return hashlib.sha256("".join(sha256_file(w) for w in weights).encode()).hexdigest()[:16]
 
     def encode(self, texts: list[str], progress: bool | None = None) -> np.ndarray:
         if self.graph is not None:
