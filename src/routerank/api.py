@@ -53,6 +53,7 @@ class RankResult:
 
     @property
     def text(self) -> str:
+        """The text that was scored: a `Document`'s title and body joined, a string as given."""
         return self.document.full_text if isinstance(self.document, Document) else self.document
 
 
@@ -64,16 +65,19 @@ class RankedResults:
     results: tuple[RankResult, ...]
 
     def top_k(self, k: int) -> RankedResults:
+        """The first `k` results (all of them when fewer); a negative `k` raises `RouterankError`."""
         if k < 0:
             raise RouterankError(f"top_k must be 0 or more, got {k}")
         return RankedResults(self.query, self.results[:k])
 
     @property
     def indices(self) -> list[int]:
+        """The caller's index of each document, best first."""
         return [r.index for r in self.results]
 
     @property
     def scores(self) -> list[float]:
+        """The raw score of each document, best first."""
         return [r.score for r in self.results]
 
     def __iter__(self) -> Iterator[RankResult]:
@@ -166,6 +170,7 @@ class Reranker:
 
     @property
     def name(self) -> str:
+        """The spec it was built from; for `from_backend`, the spec given there or else the backend's name."""
         return self.spec
 
     @property
@@ -185,6 +190,7 @@ class Reranker:
 
     @property
     def tokenizer(self) -> Any | None:
+        """The model's tokenizer, or None when the backend has none."""
         model = getattr(self.backend, "model", None)
         return getattr(model, "tokenizer", None) or getattr(self.backend, "tokenizer", None)
 

@@ -59,6 +59,7 @@ def cache_root() -> Path:
 
 
 def sha256_file(path: str | Path, chunk: int = 1 << 20) -> str:
+    """The sha256 hex digest of a file's bytes, read in chunks of `chunk` bytes."""
     h = hashlib.sha256()
     with open(path, "rb") as handle:
         while block := handle.read(chunk):

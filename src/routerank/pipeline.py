@@ -55,6 +55,9 @@ LEAVES = ("bm25", "rm3", "bm25+rm3", "dense", "null", "r3ag")
 
 @dataclass(frozen=True)
 class Spec:
+    """A parsed first-stage spec: a leaf retriever's name and its argument (the text after the `:`), or a fusion's
+    name with its children and, for `weighted`, their weights."""
+
     name: str
     arg: str = ""
     children: tuple[Spec, ...] = ()
@@ -93,6 +96,8 @@ def _merge_params(parts: list[str]) -> list[str]:
 
 
 def parse(spec: str) -> Spec:
+    """The `Spec` tree of a first-stage spec (no `>>` stages), aliases expanded; a malformed or unknown spec raises
+    `SpecError`."""
     text = ALIASES.get(spec.strip(), spec.strip())
     if not text:
         raise SpecError("empty pipeline spec", fix="e.g. bm25, dense, hybrid")
@@ -221,6 +226,8 @@ WEIGHT = re.compile(r"~([^~/]*)$")  # a trailing ~0.5 / ~auto; a ~ that starts a
 
 @dataclass(frozen=True)
 class StageSpec:
+    """One rerank stage of a spec: the reranker spec, how many candidates it reranks, and its interpolation weight."""
+
     reranker: str
     depth: int = DEFAULT_RERANK_DEPTH
     alpha: float | str | None = None  # None: plain rerank; a number or "auto": interpolate with the stage above
@@ -266,9 +273,11 @@ class Pipeline:
 
     @property
     def name(self) -> str:
+        """The pipeline as a spec: the retriever's name, then `>>reranker@depth` per stage."""
         return ">>".join([self.retriever.name, *(f"{r.name}@{d}" for r, d in self.stages)])
 
     def search(self, queries, k: int = 100):
+        """Each query's top `k` after every stage; the retriever fetches `k` or the deepest stage's depth, if deeper."""
         query_list = as_query_list(queries)
         depth = max([k, *(d for _, d in self.stages)])
         run = self.retriever.search(query_list, depth)
@@ -294,7 +303,8 @@ class RerankShardWorker:
         self.depth = stage.depth
 
     def rerank_shard(self, shard: tuple) -> dict:
-
+        """One shard, (queries, {query id: (doc ids, scores)}, run name, corpus), reranked; returned as plain lists,
+        `{"name": ..., "rankings": {query id: [doc ids, scores]}}`, to travel back from the actor."""
         queries, rankings, run_name, corpus = shard
         run = Run(MappingProxyType({q: Ranking(ids, scores) for q, (ids, scores) in rankings.items()}), run_name)
         out = self.reranker.rerank_run(queries, run, corpus, self.depth)
@@ -345,7 +355,8 @@ class ShardedReranker:
         return ShardStore.for_job("rerank", spec)
 
     def rerank_run(self, queries, run, corpus: Corpus, depth: int = DEFAULT_RERANK_DEPTH):
-
+        """The run with each query's top `depth` candidates reranked on the executor's workers, in query order; the same
+        run the stage gives in process."""
         query_list = as_query_list(queries)
         stage = StageSpec(self.stage.reranker, depth, self.stage.alpha)
         results = self.executor.map(

@@ -22,6 +22,8 @@ GENERALIST = "generalist"  # the bare backbone, adapters off: no domain expert i
 
 @dataclass(frozen=True)
 class RouteDecision:
+    """One query's routing: its id, the label chosen, the router's confidence in it, and every label's probability."""
+
     query_id: str
     choice: str  # a domain label, or GENERALIST when no domain is likely enough
     confidence: float
@@ -35,26 +37,30 @@ def count_choices(decisions: Iterable[RouteDecision]) -> dict[str, int]:
 
 @runtime_checkable
 class Router(Protocol):
+    """Anything with a `name`, the `labels` it chooses among, and `route`; R2R's and R3AG's routers fit it."""
+
     name: str
     labels: Sequence[str]
 
-    def route(self, queries) -> list[RouteDecision]: ...
+    def route(self, queries) -> list[RouteDecision]:
+        """One decision per query, in order (queries as `Query` objects, a mapping, or plain strings)."""
 
 
 @runtime_checkable
 class RoutedScorer(Protocol):
     """A reranker that routes each query to one of its experts, then scores pairs with the chosen expert (R2R).
 
-    router: the Router it routes with. route: one decision per query (queries as `Query` objects, a mapping, or
-    plain strings). score_pairs: raw scores of (query, document) pairs of any mix of queries; `experts` gives each
-    pair's decision (a `RouteDecision.choice`), or None to route each distinct query first. score_kind: what the
-    raw scores are, "probability" (a yes/no LLM judge) or "logit" (a cross-encoder).
+    `router` is the Router it routes with.
     """
 
     router: Router
 
-    def route(self, queries) -> list[RouteDecision]: ...
+    def route(self, queries) -> list[RouteDecision]:
+        """One decision per query, in order (queries as `Query` objects, a mapping, or plain strings)."""
 
-    def score_pairs(self, pairs: Sequence[tuple[str, str]], experts: Sequence[str] | None = None) -> np.ndarray: ...
+    def score_pairs(self, pairs: Sequence[tuple[str, str]], experts: Sequence[str] | None = None) -> np.ndarray:
+        """Raw scores of (query, document) pairs of any mix of queries; `experts` gives each pair's decision
+        (a `RouteDecision.choice`), or None to route each distinct query first."""
 
-    def score_kind(self) -> str: ...
+    def score_kind(self) -> str:
+        """What the raw scores are: "probability" (a yes/no LLM judge) or "logit" (a cross-encoder)."""

@@ -21,6 +21,9 @@ from routerank.errors import RouterankError, SpecError
 
 @dataclass
 class Stage:
+    """What `run_plan` reports per step: name, kind, whether it is done, how long it ran (None unless it ran this
+    time), and a note: "cached", "ran", or why it is pending."""
+
     name: str
     kind: str
     done: bool = False
@@ -30,6 +33,9 @@ class Stage:
 
 @dataclass(frozen=True)
 class Step:
+    """One step of a plan: `done()` tells whether its output exists, `action()` makes it, and `needs()` whether its
+    inputs are ready (always, by default); `kind` lets `run_plan(only=...)` pick steps."""
+
     name: str
     kind: str  # e.g. "train" | "route" | "score"
     done: Callable[[], bool]

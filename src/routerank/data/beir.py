@@ -37,6 +37,7 @@ def iter_lines(path: Path) -> Iterator[tuple[int, str]]:
 
 
 def read_jsonl(path: str | Path) -> Iterator[tuple[int, dict[str, Any]]]:
+    """Yield (line number, JSON object) per non-blank line; bad JSON, a non-object line or an empty file raises."""
     path = Path(path)
     empty = True
     for number, line in iter_lines(path):
@@ -79,6 +80,7 @@ def _check_unique(seen: dict[str, int], record_id: str, path: Path, number: int)
 
 
 def read_corpus(path: str | Path) -> Corpus:
+    """The documents of a BEIR corpus.jsonl, in file order; duplicate ids and documents without title or text raise."""
     path = Path(path)
     seen: dict[str, int] = {}
     docs = []
@@ -97,6 +99,7 @@ def read_corpus(path: str | Path) -> Corpus:
 
 
 def read_queries(path: str | Path) -> dict[str, Query]:
+    """Query id → query from a BEIR queries.jsonl, with its optional `answers` (one string or a list) and metadata."""
     path = Path(path)
     seen: dict[str, int] = {}
     queries: dict[str, Query] = {}
@@ -151,6 +154,7 @@ def read_qrels(path: str | Path) -> Qrels:
 
 
 def qrels_splits(folder: str | Path) -> dict[str, Path]:
+    """Split name → qrels file (`qrels/<split>.tsv`) of a BEIR folder, by name; empty when it has no qrels folder."""
     qrels_dir = Path(folder) / "qrels"
     if not qrels_dir.is_dir():
         return {}
@@ -186,6 +190,7 @@ def load_beir(
 
 
 def write_beir(dataset: Dataset, folder: str | Path) -> None:
+    """Write a dataset as a BEIR folder (corpus.jsonl, queries.jsonl, qrels/<split>.tsv), each file atomically."""
     folder = Path(folder)
     with atomic_write(folder / "corpus.jsonl") as out:
         for doc in dataset.corpus.documents:

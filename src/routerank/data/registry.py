@@ -22,6 +22,8 @@ def _repo_root() -> Path | None:
 
 
 def data_root() -> Path:
+    """The folder datasets are looked up in: `ROUTERANK_DATA` if set, else the first shared/datasets found beside the
+    repository or the working directory, else ./data."""
     configured = os.environ.get(ENV_VAR)
     if configured:
         return Path(configured).expanduser()
@@ -53,6 +55,7 @@ def dataset_path(name: str, root: Path | None = None) -> Path:
 
 
 def list_folders(root: Path | None = None) -> list[Path]:
+    """The BEIR folders (those holding a corpus.jsonl) directly under `root`, by default the data root; sorted."""
     root = root or data_root()
     if not root.is_dir():
         return []
@@ -61,6 +64,8 @@ def list_folders(root: Path | None = None) -> list[Path]:
 
 @dataclass(frozen=True)
 class DatasetSummary:
+    """A dataset's counts as `list_datasets` reports them: documents, queries, and per split (judged queries, pairs)."""
+
     name: str
     path: Path
     docs: int
@@ -92,6 +97,7 @@ def summarize(folder: Path) -> DatasetSummary:
 
 
 def list_datasets(root: Path | None = None) -> list[DatasetSummary]:
+    """A summary of every dataset under `root` (by default the data root), sorted, counted without loading them."""
     return [summarize(folder) for folder in list_folders(root)]
 
 

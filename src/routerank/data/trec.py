@@ -12,6 +12,10 @@ from routerank.fsutil import atomic_write
 
 
 def write_run(run: Run, path: str | Path, tag: str | None = None) -> None:
+    """Write a run as a TREC run file, atomically, tagged `tag`, else the run's name, else "routerank".
+
+    A tag with whitespace raises ValueError: it would break the file's columns.
+    """
     tag = tag or run.name or "routerank"
     if any(ch.isspace() for ch in tag):
         raise ValueError(f"run tag {tag!r} must not contain whitespace")
@@ -22,6 +26,7 @@ def write_run(run: Run, path: str | Path, tag: str | None = None) -> None:
 
 
 def read_run(path: str | Path) -> Run:
+    """A TREC run file as a `Run`, each ranking re-sorted by score (ties by doc id) and named by the file's tag."""
     path = Path(path)
     scores: dict[str, dict[str, float]] = {}
     tag = None
@@ -47,6 +52,7 @@ def read_run(path: str | Path) -> Run:
 
 
 def write_trec_qrels(qrels: Qrels, path: str | Path) -> None:
+    """Write qrels in TREC format (`qid 0 docid relevance`), atomically."""
     with atomic_write(path) as out:
         for qid, docs in qrels.judgments.items():
             for did, rel in docs.items():

@@ -15,6 +15,8 @@ from routerank.errors import DuplicateIdError, SplitNotFoundError, UnknownIdErro
 
 @dataclass(frozen=True, slots=True)
 class Document:
+    """A corpus document: its id, body text, optional title, and any metadata (left out of equality and hashing)."""
+
     id: str
     text: str
     title: str = ""
@@ -30,6 +32,8 @@ class Document:
 
 @dataclass(frozen=True, slots=True)
 class Query:
+    """A query: its id, text, any gold answers (for QA scoring), and metadata (left out of equality and hashing)."""
+
     id: str
     text: str
     answers: tuple[str, ...] = ()
@@ -38,6 +42,8 @@ class Query:
 
 @dataclass(frozen=True, slots=True)
 class ScoredDoc:
+    """One entry of a ranking: a document id with its score and 1-based rank."""
+
     doc_id: str
     score: float
     rank: int
@@ -70,9 +76,11 @@ class Ranking:
             yield ScoredDoc(doc_id, score, rank)
 
     def top(self, k: int) -> Ranking:
+        """The first `k` documents."""
         return Ranking(self.doc_ids[:k], self.scores[:k])
 
     def as_dict(self) -> dict[str, float]:
+        """Doc id → score."""
         return dict(zip(self.doc_ids, self.scores, strict=True))
 
 
@@ -96,9 +104,11 @@ class Run:
         return len(self.rankings)
 
     def top(self, k: int) -> Run:
+        """The same run with every ranking cut to its first `k` documents."""
         return Run({q: r.top(k) for q, r in self.rankings.items()}, self.name)
 
     def as_dict(self) -> dict[str, dict[str, float]]:
+        """Query id → {doc id: score}, as plain dicts."""
         return {q: r.as_dict() for q, r in self.rankings.items()}
 
 
@@ -122,15 +132,19 @@ class Qrels:
 
     @property
     def num_pairs(self) -> int:
+        """The number of judged (query, document) pairs."""
         return sum(len(docs) for docs in self.judgments.values())
 
     def subset(self, query_ids: Iterable[str]) -> Qrels:
+        """The judgments of the given queries only; ids without judgments are skipped."""
         return Qrels(MappingProxyType({q: self.judgments[q] for q in query_ids if q in self.judgments}))
 
     def relevant(self, query_id: str, min_rel: int = 1) -> set[str]:
+        """The documents judged at least `min_rel` for a query; empty for an unjudged query."""
         return {d for d, rel in self.judgments.get(query_id, {}).items() if rel >= min_rel}
 
     def as_dict(self) -> dict[str, dict[str, int]]:
+        """Query id → {doc id: relevance}, as plain dicts."""
         return {q: dict(d) for q, d in self.judgments.items()}
 
 
@@ -157,13 +171,16 @@ class Corpus(Mapping[str, Document]):
 
     @property
     def documents(self) -> tuple[Document, ...]:
+        """The documents in file order."""
         return self._docs
 
     @property
     def ids(self) -> list[str]:
+        """The document ids in file order."""
         return [d.id for d in self._docs]
 
     def subset(self, doc_ids: Iterable[str]) -> Corpus:
+        """A new corpus of the named documents, in this corpus's order (with its own fingerprint, unlike `view`)."""
         wanted = set(doc_ids)
         return Corpus(d for d in self._docs if d.id in wanted)
 
@@ -200,9 +217,11 @@ class Dataset:
 
     @property
     def splits(self) -> list[str]:
+        """The names of the splits that have qrels, sorted."""
         return sorted(self.qrels)
 
     def split_qrels(self, split: str) -> Qrels:
+        """The qrels of a split; an unknown split raises `SplitNotFoundError` naming the ones there are."""
         if split not in self.qrels:
             raise SplitNotFoundError(
                 f"dataset {self.name!r} has no split {split!r}",

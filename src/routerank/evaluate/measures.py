@@ -16,6 +16,8 @@ DEFAULT_MEASURES = "nDCG@10 MRR@10 R@100"
 
 
 def parse_measures(spec: str | Iterable[str]) -> list:
+    """ir_measures measure objects for names given as a string (space- or comma-separated) or a list;
+    an empty spec or an unknown name raises `SpecError`."""
     # deferred: ir_measures loads its providers (~0.3 s) only when something is evaluated
     import ir_measures
 
@@ -46,10 +48,13 @@ class Evaluation:
 
     @property
     def num_queries(self) -> int:
+        """The number of queries evaluated (those with a relevant judgment)."""
         return len(next(iter(self.per_query.values()), {}))
 
 
 def evaluate(run: Run, qrels: Qrels, measures: str | Sequence[str] = DEFAULT_MEASURES) -> Evaluation:
+    """Mean and per-query values of each measure over the queries with at least one relevant judgment;
+    queries the run left empty or omitted score 0."""
     # deferred: ir_measures loads its providers (~0.3 s) only when something is evaluated
     import ir_measures
 

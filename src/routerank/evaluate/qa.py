@@ -12,12 +12,14 @@ _PUNCT = str.maketrans("", "", string.punctuation)
 
 
 def normalize_answer(text: str) -> str:
+    """The text lowercased, without punctuation or articles (a, an, the), and with whitespace collapsed."""
     text = text.lower().translate(_PUNCT)
     text = _ARTICLES.sub(" ", text)
     return " ".join(text.split())
 
 
 def exact_match(prediction: str, answers: Iterable[str]) -> float:
+    """1.0 when the prediction equals any gold answer after normalisation, else 0.0."""
     pred = normalize_answer(prediction)
     return float(any(pred == normalize_answer(a) for a in answers))
 
@@ -36,4 +38,5 @@ def _f1(prediction: str, answer: str) -> float:
 
 
 def token_f1(prediction: str, answers: Iterable[str]) -> float:
+    """The best token-overlap F1 of the prediction against any gold answer (normalised); 0.0 with no answers."""
     return max((_f1(prediction, a) for a in answers), default=0.0)

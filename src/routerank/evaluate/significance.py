@@ -10,6 +10,9 @@ import numpy as np
 
 @dataclass(frozen=True)
 class PairedTest:
+    """The outcome of `paired_test`: each system's mean over the shared queries, their count, and two-sided
+    p-values of a paired t-test and of a sign-flip randomisation test."""
+
     mean_a: float
     mean_b: float
     n: int
@@ -18,6 +21,7 @@ class PairedTest:
 
     @property
     def delta(self) -> float:
+        """System b's mean minus system a's: positive when b scores higher."""
         return self.mean_b - self.mean_a
 
 

@@ -19,12 +19,15 @@ from routerank.fsutil import cache_root
 
 @dataclass(frozen=True)
 class CachedGeneration:
+    """One stored generation: the raw decoded text, why decoding stopped, and the prompt's length in tokens."""
+
     raw: str
     stopped_by: str
     prompt_tokens: int
 
 
 def generation_key(query: str, documents: Sequence[Document]) -> str:
+    """The row key of a query and its context: a hash of the query text and each document's id and text, in order."""
     h = hashlib.sha256()
     parts = [query]
     for doc in documents:
@@ -51,6 +54,7 @@ class GenerationCache:
         self._db.commit()
 
     def get_many(self, keys: Sequence[str]) -> dict[str, CachedGeneration]:
+        """The stored generations of those keys the cache holds, by key; keys it lacks are left out."""
         found: dict[str, CachedGeneration] = {}
         unique = list(dict.fromkeys(keys))
         for start in range(0, len(unique), 500):
@@ -63,6 +67,7 @@ class GenerationCache:
         return found
 
     def put_many(self, items: dict[str, CachedGeneration]) -> None:
+        """Store generations by row key, replacing any already there, in one committed transaction."""
         rows = [(key, g.raw, g.stopped_by, g.prompt_tokens) for key, g in items.items()]
         with self._db:
             self._db.executemany("INSERT OR REPLACE INTO generations VALUES (?, ?, ?, ?)", rows)
@@ -71,4 +76,5 @@ class GenerationCache:
         return self._db.execute("SELECT COUNT(*) FROM generations").fetchone()[0]
 
     def close(self) -> None:
+        """Close the cache's SQLite connection."""
         self._db.close()

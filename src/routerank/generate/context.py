@@ -41,6 +41,9 @@ def as_documents(items: Sequence[Document | str]) -> list[Document]:
 
 
 def fit_context(documents: Sequence[Document], tokenizer, budget: int, min_doc_tokens: int = 32) -> ContextFit:
+    """What of `documents` (in rank order) fits `budget` tokens: whole documents while they fit, then the next one
+    cut to the tokens left if at least `min_doc_tokens` are left (the top document is cut to fit however few),
+    and every later one dropped."""
     if budget < 0:
         raise RouterankError(f"context budget must be >= 0 tokens, got {budget}")
     if not documents:

@@ -164,6 +164,7 @@ class Generator:
         return f"{self.template.name}-v{self.template.version}-{digest}"
 
     def settings(self) -> dict[str, object]:
+        """The settings behind the answers (model, template, budgets, decoding, batch size, dtype), JSON-ready."""
         return {
             "model": self.model_spec,
             "template": f"{self.template.name} v{self.template.version}",

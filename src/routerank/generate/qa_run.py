@@ -37,7 +37,8 @@ CONTEXTS = ("gold", "retrieved", "none")
 class Searcher(Protocol):
     """What a retrieved context needs: a retriever or pipeline that ranks the corpus for queries."""
 
-    def search(self, queries: Sequence[Query], k: int) -> Run: ...
+    def search(self, queries: Sequence[Query], k: int) -> Run:
+        """Each query's top k documents of the corpus, as one run."""
 
 
 RetrieverLike = Run | Searcher | Callable[[Corpus], Searcher]

@@ -32,6 +32,8 @@ def require_answers(queries: Sequence[Query], source: str = "these queries") -> 
 
 
 def score_answers(queries: Sequence[Query], answers: Sequence[Answer]) -> QAScores:
+    """Mean SQuAD EM and token F1 of the answers against the queries' gold answers, with each query's pair;
+    `answers[i]` must answer `queries[i]`."""
     require_answers(queries)
     if len(queries) != len(answers):
         raise RouterankError(f"got {len(queries)} queries but {len(answers)} answers")

@@ -26,11 +26,13 @@ def find_stop(text: str, stops: Sequence[str]) -> tuple[int, str] | None:
 
 
 def cut_at_stop(text: str, stops: Sequence[str]) -> str:
+    """The text up to its first stop string (as `find_stop` finds it), or all of it when none occurs."""
     hit = find_stop(text, stops)
     return text if hit is None else text[: hit[0]]
 
 
 def clean_answer(text: str) -> str:
+    """The answer without surrounding whitespace, an "Answer:" label, enclosing quotes or a lone final full stop."""
     answer = _LABEL.sub("", text.strip()).strip()
     if len(answer) >= 2 and _QUOTES.get(answer[0]) == answer[-1]:
         answer = answer[1:-1].strip()

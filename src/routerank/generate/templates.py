@@ -92,6 +92,8 @@ class AnswerTemplate:
     closed_examples: tuple[Example, ...] = CLOSED_BOOK_EXAMPLES
 
     def ask(self, question: str, documents: Sequence[str] = ()) -> str:
+        """One question's turn up to where its answer begins: open-book with `documents` as the context, closed-book
+        without them."""
         if not documents:
             return self.closed_ask.format(question=question)
         context = self.separator.join(self.document.format(n=n, text=text) for n, text in enumerate(documents, 1))
@@ -142,6 +144,7 @@ TEMPLATES: dict[str, AnswerTemplate] = {
 
 
 def get_template(name: str) -> AnswerTemplate:
+    """The answer template of that name; an unknown name is refused with the known ones."""
     if name not in TEMPLATES:
         raise SpecError(f"unknown answer template {name!r}", fix=f"choose one of {sorted(TEMPLATES)}")
     return TEMPLATES[name]

@@ -90,6 +90,7 @@ class Parity:
 
     @property
     def passed(self) -> bool:
+        """Whether the backend may stand in for torch: Spearman at least 0.99 and top-10 overlap at least 0.9."""
         return self.spearman >= MIN_SPEARMAN and self.top10 >= MIN_TOP10
 
     def as_dict(self) -> dict[str, Any]:
@@ -241,6 +242,7 @@ class ExportedEncoder:
 
 
 def load_tokenizer(folder: Path):
+    """The tokenizer saved in an export folder, read from local files only."""
     # heavy: transformers loads only when a model is used
     from transformers import AutoTokenizer
 
@@ -248,6 +250,8 @@ def load_tokenizer(folder: Path):
 
 
 def open_runtime(folder: Path, backend: str, threads: int | None) -> Callable[[dict[str, np.ndarray]], np.ndarray]:
+    """The folder's exported graph on ONNX Runtime or OpenVINO (CPU), as a function from int64 features to the
+    graph's first output; `threads`: intra-op threads, None lets the runtime use every core."""
     if backend.startswith("onnx"):
         ort = require("onnxruntime")
         options = ort.SessionOptions()
@@ -271,6 +275,7 @@ def open_runtime(folder: Path, backend: str, threads: int | None) -> Callable[[d
 
 
 def require(module: str):
+    """The named runtime module, imported; a MissingDependencyError that names `routerank[cpu]` when it is missing."""
     try:
         # heavy: the runtimes load only when a fast backend is asked for
         return importlib.import_module(module)

@@ -34,6 +34,7 @@ class LLMSource:
 
     @property
     def fingerprint(self) -> str:
+        """16 hex digits that identify the weights: a GGUF file's name and size, else the location."""
         if self.gguf_file is not None:
             stat = self.gguf_file.stat()
             return hashlib.sha256(f"{self.gguf_file.name}:{stat.st_size}".encode()).hexdigest()[:16]
@@ -41,6 +42,9 @@ class LLMSource:
 
 
 def resolve_llm(spec: str = DEFAULT_LLM) -> LLMSource:
+    """Where an LLM spec's weights are: a packaged GGUF alias (`smollm2`), a `gguf:<file>`, or a transformers
+    folder or hub id (`hf:`, the default kind). A SpecError for a spec of another kind, or a packaged file that is
+    missing."""
     if spec in PACKAGED_GGUF:
         package, pip_name, filename = PACKAGED_GGUF[spec]
         path = package_dir(package, pip_name) / filename

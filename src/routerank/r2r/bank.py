@@ -42,6 +42,7 @@ class ExpertMismatchError(RouterankError):
 
 
 def read_manifest(folder: Path) -> dict:
+    """An expert folder's manifest; a folder without it or without the adapter weights is refused."""
     path = folder / MANIFEST
     if not path.exists() or not (folder / "adapter_model.safetensors").exists():
         raise RouterankError(
@@ -155,6 +156,8 @@ class ExpertBank:
 
     @contextmanager
     def active(self, expert: str):
+        """A context in which `expert` scores: its adapter active and merged into the base weights, or every adapter
+        off for `GENERALIST`; yields that expert's scorer."""
         if expert == GENERALIST:
             with self.peft.disable_adapter():
                 yield self.scorers[GENERALIST]

@@ -131,6 +131,8 @@ PATTERNS["medical"] = [("DRUG", _lexicon(DRUGS)), ("DISEASE", _lexicon(DISEASES)
 
 @dataclass(frozen=True)
 class Entity:
+    """An entity found in a text: its surface form, placeholder type and character span [start, end)."""
+
     text: str
     type: str
     start: int
@@ -139,9 +141,12 @@ class Entity:
 
 @dataclass(frozen=True)
 class AbstractedPair:
+    """A query and a document with their entities replaced by shared placeholders; `mapping` gives each
+    placeholder's entity (lower-cased, whitespace collapsed)."""
+
     query: str
     document: str
-    mapping: dict[str, str] = field(default_factory=dict)  # placeholder → original surface form
+    mapping: dict[str, str] = field(default_factory=dict)  # placeholder → entity, normalised
 
 
 def _load_spacy():
@@ -177,6 +182,7 @@ class EntityAbstractor:
 
     @property
     def nlp(self):
+        """The spaCy pipeline, loaded on first use unless one was passed in."""
         if self._nlp is None:
             self._nlp = _load_spacy()
         return self._nlp
@@ -202,9 +208,11 @@ class EntityAbstractor:
         return sorted(chosen, key=lambda e: e.start)
 
     def abstract_pair(self, query: str, document: str) -> AbstractedPair:
+        """One query-document pair abstracted with one placeholder table: an entity in both gets one placeholder."""
         return self.abstract_pairs([(query, document)])[0]
 
     def abstract_pairs(self, pairs: Sequence[tuple[str, str]], batch_size: int = 64) -> list[AbstractedPair]:
+        """`abstract_pair` for each pair, running spaCy over the texts `batch_size` at a time."""
         groups = self.abstract_groups([list(pair) for pair in pairs], batch_size)
         return [AbstractedPair(texts[0], texts[1], mapping) for texts, mapping in groups]
 

@@ -66,6 +66,8 @@ class R2RReranker(BaseReranker):
 
     @classmethod
     def from_spec(cls, arg: str, **options) -> R2RReranker:
+        """The reranker of a bank folder (`r2r:<folder>`, optionally followed by `,key=value` bank options such as
+        `backend=`), with its saved router; `options` and inline options override the bank's own."""
         arg, inline = split_arg(arg) if "," in arg else (arg, {})  # r2r:<bank>,backend=openvino-int8
         options = {**options, **inline}
         folder = Path(arg).expanduser()
@@ -129,6 +131,7 @@ class R2RReranker(BaseReranker):
         return [self.expert_for(decision.choice) for decision in self.route(queries)]
 
     def rerank(self, query: Query | str, docs, top_k: int | None = None) -> Ranking:
+        """One query's documents best first (at most `top_k`), all scored by the expert its router picks."""
         query, documents = as_query(query), as_documents(docs)
         [expert] = self._experts([query])
         scores = self._score([(query.text, d.full_text) for d in documents], [expert] * len(documents)).tolist()
@@ -137,6 +140,8 @@ class R2RReranker(BaseReranker):
     def rerank_run(
         self, queries: Iterable[Query] | Mapping[str, Query], run: Run, corpus: Corpus, depth: int = 100
     ) -> Run:
+        """Each query's top `depth` candidates from `run`, reranked by the expert its router picks; every query's
+        pairs are scored in one call to the bank."""
         query_list = as_query_list(queries)
         experts = self._experts(query_list)
         per_query = [(q, candidates(run, q.id, corpus, depth)) for q in query_list]

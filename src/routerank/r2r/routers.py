@@ -86,6 +86,8 @@ class SoftmaxRouter(_ProbabilisticRouter):
         seed: int = 0,
         features: np.ndarray | None = None,
     ) -> SoftmaxRouter:
+        """Train a fresh head on standardized features with full-batch AdamW on cross-entropy (`features`: precomputed
+        rows for `texts`). Returns the router."""
         # heavy: torch loads only when a model runs
         import torch
 
@@ -108,6 +110,7 @@ class SoftmaxRouter(_ProbabilisticRouter):
         return self
 
     def predict_proba(self, texts: list[str], features: np.ndarray | None = None) -> np.ndarray:
+        """p(d|q) per text, one row per text in label order; `features`: precomputed rows for `texts`."""
         # heavy: torch loads only when a model runs
         import torch
 
@@ -119,6 +122,7 @@ class SoftmaxRouter(_ProbabilisticRouter):
         return torch.softmax(logits, -1).numpy()
 
     def save(self, path: str | Path) -> None:
+        """Write the trained head, its standardization, labels and settings to a folder, replacing it in one swap."""
         # heavy: safetensors.torch imports torch
         from safetensors.torch import save_file
 
@@ -135,6 +139,7 @@ class SoftmaxRouter(_ProbabilisticRouter):
 
     @classmethod
     def load(cls, path: str | Path, features: Features) -> SoftmaxRouter:
+        """A router saved by `save`, reading queries with `features` (the function it was trained on)."""
         # heavy: safetensors.torch imports torch
         from safetensors.torch import load_file
 
@@ -167,6 +172,8 @@ class CentroidRouter(_ProbabilisticRouter):
         self._centroids = self._seen = None
 
     def fit(self, texts: list[str], labels: Sequence[str], features: np.ndarray | None = None) -> CentroidRouter:
+        """Each label's centroid of its texts' unit-length features (`features`: precomputed rows for `texts`); a label
+        without texts is never chosen. Returns the router."""
         x = self.features(texts) if features is None else features
         x = x / (np.linalg.norm(x, axis=1, keepdims=True) + 1e-9)
         labels = np.asarray(labels)
@@ -178,6 +185,8 @@ class CentroidRouter(_ProbabilisticRouter):
         return self
 
     def predict_proba(self, texts: list[str], features: np.ndarray | None = None) -> np.ndarray:
+        """Per text, a softmax over its cosine to each centroid divided by the temperature (0 for labels unseen in
+        training); `features`: precomputed rows for `texts`."""
         x = self.features(texts) if features is None else features
         x = x / (np.linalg.norm(x, axis=1, keepdims=True) + 1e-9)
         logits = x @ self._centroids.T / self.temperature
@@ -188,10 +197,13 @@ class CentroidRouter(_ProbabilisticRouter):
 
 
 class RandomRouter(_ProbabilisticRouter):
+    """A seeded random domain per query: the floor for routing."""
+
     def __init__(self, labels: Sequence[str], seed: int = 0):
         self.labels, self.name, self._rng = list(labels), "random", np.random.default_rng(seed)
 
     def predict_proba(self, texts: list[str], features=None) -> np.ndarray:
+        """Per text, almost all probability on one domain drawn at random; `features` is ignored."""
         probs = np.full((len(texts), len(self.labels)), 1e-3)
         probs[np.arange(len(texts)), self._rng.integers(0, len(self.labels), len(texts))] = 1.0
         return probs / probs.sum(1, keepdims=True)
@@ -204,6 +216,7 @@ class OracleRouter(_ProbabilisticRouter):
         self.labels, self.truth, self.name = list(labels), dict(truth), "oracle"
 
     def route(self, queries) -> list[RouteDecision]:
+        """Each query's true domain with confidence 1; a query without one is refused."""
         _, ids = _texts_and_ids(queries)
         missing = [q for q in ids if q not in self.truth]
         if missing:

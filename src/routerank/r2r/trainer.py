@@ -264,7 +264,8 @@ class ExpertTrainer:
         return self.save_expert(metrics)
 
     def save_expert(self, metrics: dict) -> Path:
-
+        """Write the expert folder (adapter, manifest with config, metrics and data sources, training log) in one
+        swap and delete the checkpoints; returns the folder."""
         manifest = {
             "domain": self.config.domain,
             "backbone": self.config.backbone,
@@ -289,6 +290,8 @@ ADDED_LATER = {"dev_from_backbone": False, "autocast": "none"}
 
 
 def config_json(config: ExpertConfig) -> dict:
+    """The config as a JSON record, leaving out settings added later when they hold their old-behaviour value
+    (`ADDED_LATER`), so an expert trained before they existed still matches."""
     record = json.loads(json.dumps(asdict(config)))
     return without_later_defaults(record, ADDED_LATER)
 
@@ -307,6 +310,9 @@ PATTERN_DOMAINS = {
 
 @dataclass(frozen=True)
 class PreparedData:
+    """An expert's mined groups: train, dev, the EAG-abstracted train groups (None without EAG), and per-dataset
+    sources for the manifest."""
+
     train: list[TrainGroup]
     dev: list[TrainGroup]
     abstracted: list[TrainGroup] | None
@@ -361,7 +367,7 @@ def prepare_data(config: ExpertConfig, *, progress: bool = True) -> PreparedData
 
 
 def default_expert_dir(config: ExpertConfig) -> Path:
-
+    """The cache folder named by the domain and a hash of the config: `<cache>/experts/<domain>-<digest>`."""
     digest = hashlib.sha256(json.dumps(config_json(config), sort_keys=True).encode()).hexdigest()[:10]
     return cache_root() / "experts" / f"{config.domain}-{digest}"
 

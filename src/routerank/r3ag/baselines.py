@@ -45,6 +45,7 @@ class FixedRouter:
         self.labels, self.choice, self.name = list(labels), choice, name or f"fixed:{choice}"
 
     def route(self, queries) -> list[RouteDecision]:
+        """The one member for every query, with confidence 1."""
         probabilities = {label: float(label == self.choice) for label in self.labels}
         return [RouteDecision(q, self.choice, 1.0, probabilities) for q in _query_ids(queries)]
 
@@ -59,24 +60,31 @@ def best_fixed(labels: RoutingLabels, dimension: str = "utility", *, retrieving:
 
 
 def always_retrieve(train: RoutingLabels, dimension: str = "utility") -> FixedRouter:
+    """Always the retrieving (non-R0) member with the best mean label on `train` (ties by pool order)."""
     return FixedRouter(train.retrievers, best_fixed(train, dimension, retrieving=True), "always-retrieve")
 
 
 def never_retrieve(labels: RoutingLabels) -> FixedRouter:
+    """Always the first abstaining member (R0); labels that name none are refused."""
     if not labels.abstain:
         raise RouterankError("the labels name no abstaining member (R0)", fix="set RoutingLabels.abstain, e.g. ('R0',)")
     return FixedRouter(labels.retrievers, labels.abstain[0], "never-retrieve")
 
 
 def oracle_fixed(evaluation: RoutingLabels, dimension: str = "utility") -> FixedRouter:
+    """Always the member with the best mean label on `evaluation` (ties by pool order): the upper bound for a
+    fixed choice."""
     return FixedRouter(evaluation.retrievers, best_fixed(evaluation, dimension), "oracle-fixed")
 
 
 def oracle(evaluation: RoutingLabels, dimension: str = "utility") -> OracleRouter:
+    """Each query's best member on `evaluation` (`RoutingLabels.best`): the per-query upper bound."""
     return OracleRouter(evaluation.retrievers, dict(zip(evaluation.query_ids, evaluation.best(dimension), strict=True)))
 
 
 def centroid(train: RoutingLabels, features: Features, train_features: np.ndarray | None = None) -> CentroidRouter:
+    """A nearest-centroid router over `train`'s queries and their best members (`train_features`: those queries'
+    precomputed features)."""
     router = CentroidRouter(train.retrievers, features)
     return router.fit(list(train.queries), train.best(), features=train_features)
 
@@ -84,6 +92,8 @@ def centroid(train: RoutingLabels, features: Features, train_features: np.ndarra
 def classifier(
     train: RoutingLabels, features: Features, train_features: np.ndarray | None = None, **fit_options
 ) -> SoftmaxRouter:
+    """A softmax classifier trained to predict each `train` query's best member (`train_features`: those queries'
+    precomputed features; `fit_options` go to `SoftmaxRouter.fit`)."""
     router = SoftmaxRouter(train.retrievers, features, name="classifier")
     return router.fit(list(train.queries), train.best(), features=train_features, **fit_options)
 
@@ -112,6 +122,8 @@ class NecessityRouter:
         return cls(train.retrievers, gate, abstain, retrieve_with)
 
     def route(self, queries) -> list[RouteDecision]:
+        """R0 where the gate says abstain, `retrieve_with` elsewhere; the decision's probabilities split the gate's
+        p(abstain) and 1 - p(abstain) between those two members."""
         out = []
         for decision in self.gate.route(queries):
             p_abstain = decision.probabilities[ABSTAIN]

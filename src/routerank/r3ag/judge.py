@@ -107,6 +107,8 @@ class LLMJudge:
         return cls(name, _loaded=(model, tokenizer), **options)
 
     def settings(self) -> dict:
+        """The judge's settings as a JSON-ready record: model, document budget, each criterion's instruction and
+        how quality is computed."""
         return {
             "model": self.model_spec,
             "max_doc_tokens": self.max_doc_tokens,

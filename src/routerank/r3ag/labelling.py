@@ -82,6 +82,7 @@ class LabelSettings:
             raise SpecError(f"unknown quality label source {self.quality!r}", fix=" | ".join(QUALITY_SOURCES))
 
     def generator_options(self) -> dict:
+        """The `Generator` keyword options these settings fix: template, token budgets and batch size."""
         return {
             "template": self.template,
             "max_new_tokens": self.max_new_tokens,

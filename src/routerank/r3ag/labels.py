@@ -87,11 +87,13 @@ class RoutingLabels:
         return len(self.query_ids)
 
     def matrix(self, dimension: str) -> np.ndarray:
+        """The [queries, retrievers] labels of one dimension, "quality" or "utility"."""
         if dimension not in DIMENSIONS:
             raise RouterankError(f"unknown label dimension {dimension!r}", fix=f"one of {DIMENSIONS}")
         return self.quality if dimension == "quality" else self.utility
 
     def column(self, name: str) -> int:
+        """The column of a member; an unknown name is refused."""
         if name not in self.retrievers:
             raise RouterankError(f"no retriever {name!r} in the labels", fix=f"one of {list(self.retrievers)}")
         return self.retrievers.index(name)
@@ -113,6 +115,7 @@ class RoutingLabels:
         return dict(zip(self.retrievers, self.matrix(dimension).mean(0).tolist(), strict=True))
 
     def subset(self, rows: Sequence[int] | np.ndarray) -> RoutingLabels:
+        """The labels of the given rows only (query positions), in that order."""
         rows = np.asarray(rows, dtype=np.int64)
         return RoutingLabels(
             self.retrievers,
@@ -174,7 +177,8 @@ class RoutingLabels:
         )
 
     def save(self, path: str | Path) -> Path:
-
+        """Write the label folder (`labels.json` and `labels.safetensors`), replacing any there in one swap;
+        returns the path."""
         path = Path(path)
         with atomic_dir(path) as tmp:
             save_file(
@@ -194,7 +198,7 @@ class RoutingLabels:
 
     @classmethod
     def load(cls, path: str | Path) -> RoutingLabels:
-
+        """The labels of a folder that `save` wrote, checked like new ones (format, shapes, finite values)."""
         path = Path(path)
         if not (path / JSON_FILE).exists() or not (path / TENSOR_FILE).exists():
             raise DataFormatError(

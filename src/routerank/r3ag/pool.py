@@ -73,10 +73,13 @@ class PoolMember:
         return retriever
 
     def as_json(self) -> str | dict[str, Any]:
+        """The member's TOML/JSON value: its spec string, or {"factory": ..., "args": {...}}."""
         return self.spec if self.spec else {"factory": self.factory, "args": dict(self.args)}
 
     @classmethod
     def from_json(cls, name: str, value: Any, path: str | Path | None = None) -> PoolMember:
+        """A member from its TOML/JSON value: a spec string, or a table with `spec` or `factory` (and `args`);
+        `path` names the file in errors."""
         if isinstance(value, str):
             return cls(name, spec=value.strip())
         if isinstance(value, Mapping) and set(value) <= {"spec", "factory", "args"}:
@@ -103,6 +106,7 @@ class PoolConfig:
 
     @property
     def names(self) -> list[str]:
+        """The member names, in column order."""
         return [m.name for m in self.members]
 
     @property
@@ -117,13 +121,16 @@ class PoolConfig:
         raise KeyError(name)
 
     def with_member(self, member: PoolMember) -> PoolConfig:
+        """This pool with `member` added as the last column."""
         return PoolConfig((*self.members, member), self.source)
 
     def to_json(self) -> dict[str, Any]:
+        """The pool as a JSON record: member name -> its spec string or factory table, in column order."""
         return {m.name: m.as_json() for m in self.members}
 
     @classmethod
     def from_json(cls, record: Mapping[str, Any], source: str = "") -> PoolConfig:
+        """A pool from a name -> value record, as `to_json` writes it or a TOML `[pool]` table holds it."""
         return cls(tuple(PoolMember.from_json(n, v, source or None) for n, v in record.items()), source)
 
     @classmethod
@@ -168,6 +175,7 @@ class RetrieverPool:
 
     @property
     def names(self) -> list[str]:
+        """The member names, in column order."""
         return list(self.members)
 
     def __getitem__(self, name: str) -> Retriever:
@@ -185,6 +193,7 @@ class RetrieverPool:
         return len(self.members)
 
     def index(self, corpus: Corpus) -> None:
+        """Index `corpus` with every member."""
         for retriever in self.members.values():
             retriever.index(corpus)
 
@@ -242,14 +251,18 @@ class RoutedRetriever:
         self.pool = RetrieverPool(dict(zip(self.pool.names, value, strict=True)), self.pool.config)
 
     def index(self, corpus: Corpus) -> None:
+        """Index `corpus` with every pool member."""
         self.pool.index(corpus)
 
     def search(self, queries: Iterable[Query] | Mapping[str, Query], k: int = 100) -> Run:
+        """Each query's top k from the member its router picks (decisions kept in `last_decisions`); a query
+        routed to R0 gets an empty ranking."""
         query_list = as_query_list(queries)
         self.last_decisions = self.router.route(query_list) if query_list else []
         choices = [d.choice for d in self.last_decisions]
         return self.pool.search_routed(query_list, choices, k, self.name)
 
     def save(self, path: str | Path) -> None:
+        """Save each member retriever to a subfolder of `path` named after the member."""
         for name, retriever in self.pool.members.items():
             retriever.save(Path(path) / name)

@@ -365,6 +365,8 @@ class R3AGRouter:
         return token
 
     def save(self, path: str | Path) -> Path:
+        """Write the router folder (weights, and `r3ag.json` with the retriever names, config, pool config and
+        abstaining members), replacing any there in one swap; returns the path."""
         from safetensors.torch import save_file  # heavy: imports torch
 
         path = Path(path)
@@ -385,6 +387,8 @@ class R3AGRouter:
 
     @classmethod
     def load(cls, path: str | Path, features: Features | None = None) -> R3AGRouter:
+        """A router that `save` wrote; `features` as in the constructor (None: the encoder its config names, loaded
+        on first use)."""
         from safetensors.torch import load_file  # heavy: imports torch
 
         path = Path(path).expanduser()

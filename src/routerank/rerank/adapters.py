@@ -39,6 +39,8 @@ class AdapterMismatchError(RouterankError):
 
 
 def read_adapter_manifest(folder: str | Path) -> dict:
+    """The manifest of an adapter folder (`routerank_adapter.json`, or an R2R expert's `routerank_expert.json`);
+    a RouterankError when the folder lacks a manifest or the adapter weights."""
     folder = Path(folder).expanduser()
     for name in (MANIFEST, EXPERT_MANIFEST):
         if (folder / name).exists() and (folder / WEIGHTS).exists():

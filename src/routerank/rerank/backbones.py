@@ -28,6 +28,7 @@ ENCODER_TARGETS = ("query", "key", "value", "dense")  # BERT-style attention and
 
 
 def is_encoder(backbone: str) -> bool:
+    """Whether a backbone spec names a cross-encoder (`ce:<folder>`) rather than an LLM."""
     return backbone.strip().startswith("ce:")
 
 
@@ -55,9 +56,13 @@ class LLMBackbone:
 
     @property
     def fingerprint(self) -> str:
+        """The LLM's weights fingerprint (`LLMSource.fingerprint`): what an expert records to refuse another
+        backbone."""
         return resolve_llm(self.spec).fingerprint
 
     def scorer(self, name: str, cache: bool = True):
+        """A yes/no PointwiseLLMReranker over the backbone's module, named `name`; with `cache`, its scores go to a
+        score cache of its own (keyed by `name`)."""
         return PointwiseLLMReranker.from_model(
             self.module,
             self.tokenizer,
@@ -69,6 +74,7 @@ class LLMBackbone:
         )
 
     def hidden_state(self, texts: Sequence[str]) -> np.ndarray:
+        """The last-token, final-layer hidden state of each text read on its own: float32 [len(texts), hidden]."""
         return self._base.hidden_state(texts)
 
     def relevance_logits(self, pairs: Sequence[tuple[str, str]]):
@@ -157,8 +163,10 @@ class EncoderBackbone:
 
 
 def load_backbone(spec: str, **options) -> LLMBackbone | EncoderBackbone:
+    """An EncoderBackbone for a `ce:` spec, else an LLMBackbone; `options` go to its constructor."""
     return EncoderBackbone(spec, **options) if is_encoder(spec) else LLMBackbone(spec, **options)
 
 
 def folder_of(spec: str) -> Path | None:
+    """The model folder of a `ce:` spec (`~` expanded); None for an LLM spec."""
     return Path(spec.strip()[3:]).expanduser() if is_encoder(spec) else None

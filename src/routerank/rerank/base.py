@@ -25,11 +25,16 @@ class RerankerBackend(Protocol):
 
     name: str
 
-    def rerank(self, query: Query | str, docs: DocsLike, top_k: int | None = None) -> Ranking: ...
+    def rerank(self, query: Query | str, docs: DocsLike, top_k: int | None = None) -> Ranking:
+        """`docs` best first as a Ranking (plain strings are named "0", "1", ... in input order); `top_k` keeps
+        the best k."""
+        ...
 
     def rerank_run(
         self, queries: Iterable[Query] | Mapping[str, Query], run: Run, corpus: Corpus, depth: int = 100
-    ) -> Run: ...
+    ) -> Run:
+        """`run` with each query's top `depth` candidates reranked and the rest of its ranking kept below them."""
+        ...
 
 
 def as_documents(docs: DocsLike) -> list[Document]:
@@ -46,10 +51,13 @@ def as_documents(docs: DocsLike) -> list[Document]:
 
 
 def as_query(query: Query | str) -> Query:
+    """A Query as given; plain text becomes the query with id "q0"."""
     return query if isinstance(query, Query) else Query("q0", query)
 
 
 def candidates(run: Run, query_id: str, corpus: Corpus, depth: int) -> list[Document]:
+    """The query's top `depth` documents in `run`, taken from the corpus (none when the run lacks the query); a
+    RouterankError when the run names documents the corpus does not hold."""
     ranking = run[query_id] if query_id in run else Ranking()
     missing = [d for d in ranking.doc_ids[:depth] if d not in corpus]
     if missing:
@@ -89,12 +97,14 @@ class BaseReranker:
     progress: bool = False  # a per-query progress bar in `rerank_run` (the slow LLM rerankers turn it on)
 
     def rerank(self, query: Query | str, docs: DocsLike, top_k: int | None = None) -> Ranking:
+        """`docs` best first as a Ranking, the best `top_k` when given; each reranker family implements it."""
         raise NotImplementedError
 
     def rerank_run(
         self, queries: Iterable[Query] | Mapping[str, Query], run: Run, corpus: Corpus, depth: int = 100
     ) -> Run:
-
+        """`run` with each query's top `depth` reranked by `rerank`, one query at a time, and the rest kept below;
+        the new run's name is `run.name`, then `>>`, then this reranker's name."""
         out = {}
         for query in tqdm(as_query_list(queries), desc=self.name, unit="query", disable=not self.progress, leave=False):
             docs = candidates(run, query.id, corpus, depth)
@@ -108,9 +118,12 @@ class PairScoringReranker(BaseReranker):
     once. The base of the cross-encoder and the yes/no LLM (`PointwiseLLMReranker`, and query likelihood on it)."""
 
     def score_pairs(self, pairs: Sequence[tuple[str, str]]) -> np.ndarray:
+        """One relevance score per (query text, document text) pair, in input order, higher is more relevant;
+        each subclass implements it."""
         raise NotImplementedError
 
     def rerank(self, query: Query | str, docs: DocsLike, top_k: int | None = None) -> Ranking:
+        """`docs` by their pair scores, best first (ties by document id); `top_k` keeps the best k."""
         query, documents = as_query(query), as_documents(docs)
         scores = self.score_pairs([(query.text, d.full_text) for d in documents])
         return Ranking.from_scores(dict(zip((d.id for d in documents), scores.tolist(), strict=True)), top_k)
@@ -118,6 +131,8 @@ class PairScoringReranker(BaseReranker):
     def rerank_run(
         self, queries: Iterable[Query] | Mapping[str, Query], run: Run, corpus: Corpus, depth: int = 100
     ) -> Run:
+        """As `BaseReranker.rerank_run`, but every pair of every query goes to `score_pairs` in one call, so
+        batches span queries."""
         query_list = as_query_list(queries)
         per_query = [(q, candidates(run, q.id, corpus, depth)) for q in query_list]
         pairs = [(q.text, d.full_text) for q, docs in per_query for d in docs]

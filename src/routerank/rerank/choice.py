@@ -36,6 +36,8 @@ from routerank.rerank.templates import ChoiceTemplate, get_choice_template
 
 
 class Chooser(Protocol):
+    """Picks the most relevant passage of each set: what the comparison rerankers ask instead of an LLM itself."""
+
     def choose(self, query: str, sets: Sequence[Sequence[str]]) -> list[int]:
         """For each set of passages (in the order shown), the position of the one most relevant to `query`."""
         ...
@@ -147,6 +149,7 @@ class BoundJudge:
         self.chooser, self.query, self.passages = chooser, query, passages
 
     def best(self, sets: Sequence[Sequence[int]]) -> list[int]:
+        """For each set of document indices, the position within it of the passage the chooser picks."""
         return self.chooser.choose(self.query, [[self.passages[i] for i in s] for s in sets])
 
 
@@ -164,6 +167,7 @@ class ComparisonStats:
         return ComparisonStats(*(getattr(self, f.name) + getattr(other, f.name) for f in fields(self)))
 
     def per_query(self) -> dict[str, float]:
+        """Every count and the seconds divided by the number of queries (at least 1), by field name."""
         n = max(self.queries, 1)
         return {f.name: getattr(self, f.name) / n for f in fields(self) if f.name != "queries"}
 
@@ -234,6 +238,8 @@ class ComparisonReranker(BaseReranker):
 
     @classmethod
     def from_spec(cls, arg: str, **options) -> ComparisonReranker:
+        """`smollm2`, or with options of this stage alone: `smollm2,method=bubblesort,top=10`; options in the
+        spec override the keywords."""
         model, inline = split_arg(arg)
         return cls(model, **{**options, **inline})
 
@@ -253,6 +259,7 @@ class ComparisonReranker(BaseReranker):
 
     @property
     def forward_passes(self) -> int:
+        """Decoder calls the chooser has made so far (0 for a chooser that does not count them)."""
         return getattr(self.chooser, "forward_passes", 0)
 
     @property
@@ -265,6 +272,8 @@ class ComparisonReranker(BaseReranker):
         raise NotImplementedError
 
     def rerank(self, query: Query | str, docs: DocsLike, top_k: int | None = None) -> Ranking:
+        """`docs` in the order the sort (`order`) finds, best first, scored n, n-1, ...; `top_k` keeps the best
+        k. Sets `last_stats` to this query's cost and adds it to `stats`."""
         query, documents = as_query(query), as_documents(docs)
         started, passes = time.perf_counter(), self.forward_passes
         judge = CachedJudge(BoundJudge(self.chooser, query.text, [d.full_text for d in documents]))

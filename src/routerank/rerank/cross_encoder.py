@@ -45,6 +45,7 @@ SCORING_HEADS = ("ForSequenceClassification", "ForCausalLM")
 
 
 def default_device() -> str:
+    """`cuda` when torch sees a GPU, else `cpu`."""
     # heavy: torch loads only when a model runs
     import torch
 
@@ -234,6 +235,7 @@ class CrossEncoderReranker(PairScoringReranker):
 
     @property
     def max_length(self) -> int | None:
+        """The model's pair length in tokens (query and document together); longer pairs are cut."""
         return self.model.max_seq_length
 
     @property
@@ -246,6 +248,8 @@ class CrossEncoderReranker(PairScoringReranker):
         return weights_key(self.folder, self.max_length) + suffix
 
     def score_pairs(self, pairs: Sequence[tuple[str, str]]) -> np.ndarray:
+        """The model's raw logit for each pair, in input order. With the cache on, known pairs are read back and the
+        rest scored and committed in chunks, shortest first."""
         if not pairs:
             return np.zeros(0, dtype=np.float64)
         if self._cache is None:

@@ -92,6 +92,8 @@ class DocAttention:
     calibration: np.ndarray
 
     def scores(self, layers: range | None = None, calibrate: bool = True) -> np.ndarray:
+        """One score per document: the query's attention summed over `layers` (all when None) and every head, less
+        the "N/A" query's when `calibrate`."""
         chosen = slice(None) if layers is None else slice(layers.start, layers.stop)
         score = self.query[chosen].sum(axis=(0, 1))
         if calibrate:
@@ -101,6 +103,8 @@ class DocAttention:
 
 @dataclass(frozen=True)
 class ICRStats:
+    """Counters over every query so far: queries reranked, decoder calls, and the prompts (chunks) they took."""
+
     queries: int = 0
     forward_passes: int = 0
     chunks: int = 0
@@ -205,12 +209,14 @@ class ICRReranker(BaseReranker):
 
     @property
     def forward_passes(self) -> int:
+        """Decoder calls so far: two per prompt."""
         return self.stats.forward_passes
 
     def _ids(self, text: str) -> list[int]:
         return self.tokenizer(text, add_special_tokens=False)["input_ids"]
 
     def doc_ids(self, document: str) -> list[int]:
+        """A document's token ids in the template's document slot, cut to `max_doc_tokens`."""
         return self._ids(self.template.document.format(document=document))[: self.max_doc_tokens]
 
     def prefix_ids(self, documents: Sequence[str]) -> tuple[list[int], list[tuple[int, int]]]:
@@ -224,6 +230,7 @@ class ICRReranker(BaseReranker):
         return ids + self._lead_ids, spans
 
     def query_ids(self, query: str) -> list[int]:
+        """The query segment's token ids; the query is never cut."""
         return self._ids(self.template.query.format(query=query))
 
     def chunks(self, query_len: int, documents: Sequence[str]) -> list[list[int]]:
@@ -310,9 +317,12 @@ class ICRReranker(BaseReranker):
         self.stats = ICRStats(s.queries, s.forward_passes + 1, s.chunks)
 
     def score(self, query: Query | str, docs: DocsLike) -> np.ndarray:
+        """One score per document, in input order: its attention summed over the chosen layers and every head, less
+        the "N/A" query's when `calibrate` is on."""
         return self.attention(query, docs).scores(self.layers, self.calibrate)
 
     def rerank(self, query: Query | str, docs: DocsLike, top_k: int | None = None) -> Ranking:
+        """`docs` by their attention scores, best first (ties by document id); `top_k` keeps the best k."""
         documents: list[Document] = as_documents(docs)
         if not documents:
             return Ranking()

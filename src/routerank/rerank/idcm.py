@@ -41,6 +41,8 @@ class Aggregation:
 
     @classmethod
     def parse(cls, text: str, temperature: float = 1.0) -> Aggregation:
+        """`max`, `mean-top<N>` (N >= 1) or `softmax` (with a positive `temperature`) as an Aggregation; a SpecError
+        for anything else."""
         text = text.strip()
         if text == "max":
             return cls("max")
@@ -54,6 +56,7 @@ class Aggregation:
 
     @property
     def name(self) -> str:
+        """The aggregation as a spec writes it: `max`, `mean-top<N>` or `softmax`."""
         return f"mean-top{self.top}" if self.kind == "mean-top" else self.kind
 
     def __call__(self, scores: np.ndarray) -> float:
@@ -84,6 +87,7 @@ class CascadeStats:
         return 1.0 - self.scored_pairs / self.passages if self.passages else 0.0
 
     def as_dict(self) -> dict[str, float]:
+        """The counters, the saving and the seconds, rounded for a report."""
         return {
             "docs": self.docs,
             "passages": self.passages,
@@ -95,6 +99,18 @@ class CascadeStats:
 
 
 class IDCMReranker(BaseReranker):
+    """`idcm:<selector>,<scorer-spec>[,k=4,size=128,stride=96,aggregate=max]`: each document is cut into word
+    windows, the selector keeps its k best, the pair scorer reads only those, and the document's score aggregates
+    theirs (module docstring).
+
+    selector: a selector spec (`bm25`, `minilm`, `dense:<model-spec>`, `first`, `learned:<file>`) or a selector
+        object; None, `all` or `full` sends every passage to the scorer.
+    scorer: a PairScoringReranker, which scores each (query, passage) pair on its own.
+    k: passages per document that the scorer reads.
+    size, stride: window length and step in words (overlap = size - stride).
+    aggregate: max, mean-top<N> (mean of the N best), or softmax (weighted by softmax(score / temperature)).
+    temperature: the softmax aggregation's temperature, positive."""
+
     kind = "idcm"
 
     def __init__(
@@ -162,6 +178,7 @@ class IDCMReranker(BaseReranker):
         return [[passages[i] for i in best_passages(s, self.k)] for passages, s in zip(docs, scores, strict=True)]
 
     def score_passages(self, query: str, passages: Sequence[Passage]) -> np.ndarray:
+        """The scorer's score for each passage against `query`, in order; counted in `stats.scored_pairs`."""
         if not passages:
             return np.zeros(0)
         scores = np.asarray(self.scorer.score_pairs([(query, p.full_text) for p in passages]), dtype=np.float64)
@@ -174,6 +191,8 @@ class IDCMReranker(BaseReranker):
         return scores
 
     def rerank(self, query: Query | str, docs: DocsLike, top_k: int | None = None) -> Ranking:
+        """`docs` by their aggregated passage scores, best first; a document with no text goes last. `top_k` keeps
+        the best k. Adds to `stats`."""
         query, documents = as_query(query), as_documents(docs)
         started = time.perf_counter()
         split = [split_passages(d, self.size, self.stride) for d in documents]

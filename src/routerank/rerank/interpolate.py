@@ -45,10 +45,13 @@ def minmax(scores: np.ndarray) -> np.ndarray:
 
 
 def mix(rerank: Sequence[float], first: Sequence[float], alpha: float) -> np.ndarray:
+    """`alpha` times the min-max normalised reranker scores plus 1 - `alpha` times the normalised first-stage
+    scores."""
     return alpha * minmax(np.asarray(rerank)) + (1.0 - alpha) * minmax(np.asarray(first))
 
 
 def check_alpha(alpha: float) -> float:
+    """`alpha` as a float when it lies in [0, 1]; a SpecError otherwise."""
     if not 0.0 <= alpha <= 1.0:
         raise SpecError(f"interpolation weight must lie in [0, 1], got {alpha}", fix="e.g. ~0.5, or ~auto")
     return float(alpha)
@@ -63,6 +66,8 @@ def alpha_file(reranker) -> Path:
 
 
 def load_alphas(reranker) -> dict:
+    """The reranker's saved tuning records by first stage ({} when none were saved); a RouterankError for a file
+    that is not JSON."""
     path = alpha_file(reranker)
     if not path.exists():
         return {}
@@ -113,6 +118,8 @@ class InterpolatedReranker:
         self.name = f"{reranker.name}~{'auto' if alpha is None else f'{alpha:g}'}"
 
     def alpha_for(self, corpus: Corpus | None) -> float:
+        """The weight to mix with: the fixed `alpha`, else the one saved for the first stage and `corpus` (the pooled
+        one when `corpus` is None or was not tuned on)."""
         return self.alpha if self.alpha is not None else saved_alpha(self.reranker, self.first_stage, corpus)
 
     def rerank(self, query: Query | str, docs: DocsLike, top_k: int | None = None) -> Ranking:
@@ -127,6 +134,7 @@ class InterpolatedReranker:
     def rerank_run(
         self, queries: Iterable[Query] | Mapping[str, Query], run: Run, corpus: Corpus, depth: int = 100
     ) -> Run:
+        """The inner reranker's run mixed with `run`'s own scores over each query's top `depth`, the tail kept below."""
         reranked = self.reranker.rerank_run(queries, run, corpus, depth)
         return interpolate_runs(reranked, run, depth, self.alpha_for(corpus), f"{run.name}>>{self.name}")
 

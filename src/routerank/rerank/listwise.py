@@ -64,6 +64,9 @@ class Repairs:
 
 @dataclass(frozen=True)
 class Permutation:
+    """A parsed answer: 0-based window positions, best first, always a full permutation; and what parsing
+    repaired."""
+
     order: tuple[int, ...]  # 0-based positions into the window, best first; always a full permutation
     repairs: Repairs
 
@@ -307,6 +310,7 @@ class ListwiseReranker(BaseReranker):
 
     @property
     def forward_passes(self) -> int:
+        """Decoder calls so far, one per generated token (0 for a custom `generate` that does not count them)."""
         return getattr(self.generate, "forward_passes", 0)
 
     def _answer_budget(self) -> int:
@@ -319,9 +323,13 @@ class ListwiseReranker(BaseReranker):
         return truncate_passage(text, self.max_doc_tokens, self.tokenizer)
 
     def prompt(self, query: str, passages: Sequence[str]) -> str:
+        """The prompt for one window: the query and its passages numbered [1]..[n], each cut to one line of
+        `max_doc_tokens`."""
         return self.template.render(query, [self.truncate(p) for p in passages])
 
     def rerank(self, query: Query | str, docs: DocsLike, top_k: int | None = None) -> ListwiseRanking:
+        """`docs` after the sliding windows, best first, scored by position (n, n-1, ...); the ranking carries what
+        the parser repaired, which is also added to `stats`. `top_k` keeps the best k."""
         query, documents = as_query(query), as_documents(docs)
         order = list(range(len(documents)))
         if self.shuffle is not None:  # the candidates in a seeded random order: does the model rank by position?

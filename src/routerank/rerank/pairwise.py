@@ -45,6 +45,7 @@ class PairwiseReranker(ComparisonReranker):
         super().__init__(model, **shared)
 
     def settings(self) -> dict[str, object]:
+        """`method`, and `top` for bubble sort, checked: a RouterankError for an unknown method or a `top` below 1."""
         if self.method not in METHODS:
             raise RouterankError(
                 f"unknown pairwise method {self.method!r}", fix="use method=allpair or method=bubblesort"
@@ -54,6 +55,7 @@ class PairwiseReranker(ComparisonReranker):
         return {"method": self.method} | ({"top": self.top} if self.method == "bubblesort" else {})
 
     def order(self, n: int, judge: Judge) -> list[int]:
+        """range(n) best first: by all-pairs points, or after `top` PRP-Sliding passes."""
         if self.method == "allpair":
             return pairwise_allpair(n, judge)
         return pairwise_bubblesort(n, judge, top=self.top)

@@ -26,6 +26,8 @@ TOKEN = re.compile(r"(?u)\b\w\w+\b")
 
 
 class PassageSelector(Protocol):
+    """Scores every passage of each document for a query; `name` shows in the IDCM reranker's name."""
+
     name: str
 
     def score(self, query: str, docs: Sequence[Sequence[Passage]]) -> list[np.ndarray]:
@@ -51,6 +53,7 @@ class BM25PassageSelector:
         self._stemmer = None
 
     def terms(self, text: str) -> list[str]:
+        """Lowercased words of two or more characters, stopwords removed and stemmed as configured."""
         if self._stopwords is None:
             # deferred: bm25s (and scipy) load only when a BM25 index is built or read
             from bm25s.stopwords import STOPWORDS_EN
@@ -65,6 +68,8 @@ class BM25PassageSelector:
         return self._stemmer.stemWords(words) if self._stemmer is not None else words
 
     def score(self, query: str, docs: Sequence[Sequence[Passage]]) -> list[np.ndarray]:
+        """Per document, each passage's BM25 score for the query, with idf and average length from that document's
+        passages alone."""
         query_tf = Counter(self.terms(query))
         return [self._score_doc(query_tf, passages) for passages in docs]
 
@@ -98,11 +103,13 @@ class DensePassageSelector:
 
     @property
     def encoder(self):
+        """The sentence-transformers model, loaded on first use."""
         if self._encoder is None:
             self._encoder = load_sentence_transformer(self.model_spec, self.device)
         return self._encoder
 
     def encode(self, texts: Sequence[str]) -> np.ndarray:
+        """L2-normalised float32 embeddings of `texts`, one row each."""
         vectors = self.encoder.encode(
             list(texts),
             batch_size=self.batch_size,
@@ -113,6 +120,8 @@ class DensePassageSelector:
         return np.asarray(vectors, dtype=np.float32)
 
     def passage_vectors(self, texts: Sequence[str]) -> np.ndarray:
+        """Embeddings of passage texts, reused from earlier queries where known; the store is emptied when it would
+        pass `max_cached` texts."""
         missing = list(dict.fromkeys(t for t in texts if t not in self._vectors))
         if missing:
             if len(self._vectors) + len(missing) > self.max_cached:
@@ -121,6 +130,7 @@ class DensePassageSelector:
         return np.stack([self._vectors[t] for t in texts])
 
     def score(self, query: str, docs: Sequence[Sequence[Passage]]) -> list[np.ndarray]:
+        """Per document, each passage's cosine with the query."""
         texts = [p.full_text for passages in docs for p in passages]
         if not texts:
             return [np.zeros(0) for _ in docs]
@@ -133,9 +143,12 @@ class DensePassageSelector:
 
 
 class FirstPassages:
+    """`first`: the first k passages, whatever the query (a FirstP-style baseline at the same scorer cost)."""
+
     name = "first"
 
     def score(self, query: str, docs: Sequence[Sequence[Passage]]) -> list[np.ndarray]:
+        """Per document, scores that fall with each passage's position, so the first passages are best."""
         return [-np.arange(len(passages), dtype=np.float64) for passages in docs]
 
 
@@ -159,9 +172,11 @@ class LinearPassageSelector:
 
     @property
     def names(self) -> tuple[str, ...]:
+        """The features the weights use, in `FEATURES` order: the columns of `features`."""
         return tuple(f for f in FEATURES if f in self.weights)
 
     def features(self, query: str, docs: Sequence[Sequence[Passage]]) -> list[np.ndarray]:
+        """Per document, a [passages, len(names)] matrix of the features, each column centred within the document."""
         columns: dict[str, list[np.ndarray]] = {}
         if self.bm25 is not None:
             columns["bm25"] = [s / s.max() if s.size and s.max() > 0 else s for s in self.bm25.score(query, docs)]
@@ -179,10 +194,12 @@ class LinearPassageSelector:
         return out
 
     def score(self, query: str, docs: Sequence[Sequence[Passage]]) -> list[np.ndarray]:
+        """Per document, each passage's weighted sum of its centred features."""
         w = np.array([self.weights[name] for name in self.names])
         return [matrix @ w for matrix in self.features(query, docs)]
 
     def save(self, path: str | Path, **provenance) -> Path:
+        """Write the weights, and any `provenance` fields, as JSON at `path` (parent folders made); returns `path`."""
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(json.dumps({"kind": "idcm-linear-selector", "weights": self.weights, **provenance}, indent=2))
@@ -190,6 +207,8 @@ class LinearPassageSelector:
 
     @classmethod
     def load(cls, path: str | Path, **dense_options) -> LinearPassageSelector:
+        """The selector `save` wrote at `path`, named `learned:<file name>`; `dense_options` go to its MiniLM encoder.
+        A SpecError for a missing file, a DataFormatError for one without weights."""
         path = Path(path).expanduser()
         if not path.is_file():
             raise SpecError(

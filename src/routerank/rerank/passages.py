@@ -13,6 +13,9 @@ DEFAULT_STRIDE = 96
 
 @dataclass(frozen=True, slots=True)
 class Passage:
+    """One word window of a document: the document's id, the window's index, its text, the document's title, and
+    the offset of its first word in the body."""
+
     doc_id: str
     index: int
     text: str
@@ -28,6 +31,7 @@ class Passage:
 
 
 def check_window(size: int, stride: int) -> None:
+    """A SpecError unless size >= 1 and 1 <= stride <= size."""
     if size < 1:
         raise SpecError(f"passage size must be at least 1 word, got {size}", fix="e.g. size=128")
     if not 1 <= stride <= size:

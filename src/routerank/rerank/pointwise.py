@@ -160,6 +160,8 @@ class PointwiseLLMReranker(PairScoringReranker):
 
     @property
     def scorer_key(self) -> str:
+        """The score-cache file's name: the family and a hash of the model, its fingerprint, template, instruction,
+        `max_doc_tokens`, dtype, quantization and adapter."""
         settings = {
             "kind": self.kind,
             "model": self.model_spec,
@@ -186,6 +188,7 @@ class PointwiseLLMReranker(PairScoringReranker):
         return ids.to(self.device), mask.to(self.device)
 
     def doc_ids(self, document: str) -> list[int]:
+        """A document's token ids in the template's document slot, cut to `max_doc_tokens`."""
         return self._ids(self.template.document.format(document=document))[: self.max_doc_tokens]
 
     def prompt_ids(self, query: str, document: str) -> list[int]:
@@ -200,6 +203,8 @@ class PointwiseLLMReranker(PairScoringReranker):
     # scoring -------------------------------------------------------------------------------------------------
 
     def score_pairs(self, pairs: Sequence[tuple[str, str]]) -> np.ndarray:
+        """P("yes") against P("no") for each pair, in input order; cached pairs are read back, and a pair asked twice
+        is scored once."""
         keys = [pair_key(q, d) for q, d in pairs]
         known = self._cache.get_many(keys) if self._cache is not None else {}
         todo: dict[str, list[tuple[str, str]]] = {}

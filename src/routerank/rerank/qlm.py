@@ -11,9 +11,15 @@ from routerank.rerank.templates import QLM_PROMPT
 
 
 class QueryLikelihoodReranker(PointwiseLLMReranker):
+    """`qlm[:llm]`: a document's score is the mean log-probability of the query's tokens after a prompt that
+    shows the document and asks for a question (module docstring).
+
+    Options are PointwiseLLMReranker's; its yes/no template, instruction and prefix cache play no part in the score."""
+
     kind = "qlm"
 
     def doc_ids(self, document: str) -> list[int]:
+        """The prompt's token ids up to the query, with the document (cut to `max_doc_tokens`) in its place."""
         passage = self._ids(" " + document)[: self.max_doc_tokens]
         head, _, tail = QLM_PROMPT.partition(" {document}")
         return self._ids(head) + passage + self._ids(tail)

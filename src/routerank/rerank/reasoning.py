@@ -90,6 +90,8 @@ class ReasoningChooser:
         return texts
 
     def choose(self, query: str, sets: Sequence[Sequence[str]]) -> list[int]:
+        """For each set, the position of the passage its completion names in `<answer>`; where the completion names
+        none the set has, the label logits decide (counted in `fallbacks`)."""
         if not sets:
             return []
         self.labels.bind(query)

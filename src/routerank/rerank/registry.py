@@ -52,6 +52,8 @@ def families() -> list[str]:
 
 
 def reranker_class(family: str):
+    """The reranker class a family names: a built-in, imported on first use, or an installed plugin's. A
+    SpecError for an unknown family or a plugin that does not load."""
     if family not in FAMILIES:
         plugin = plugins().get(family)
         if plugin is None:

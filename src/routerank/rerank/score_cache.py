@@ -17,6 +17,7 @@ from routerank.fsutil import cache_root
 
 
 def pair_key(query: str, doc: str) -> str:
+    """A sha256 hex digest of the (query, document) pair, each part length-prefixed so no two pairs share a key."""
     h = hashlib.sha256()
     for part in (query, doc):
         encoded = part.encode("utf-8")
@@ -26,6 +27,9 @@ def pair_key(query: str, doc: str) -> str:
 
 
 class ScoreCache:
+    """One scorer configuration's scores in a SQLite file, `<folder>/<scorer_key>.sqlite` (default folder
+    `<cache>/scores`), safe to share between threads."""
+
     def __init__(self, scorer_key: str, folder: str | Path | None = None):
         folder = Path(folder) if folder is not None else cache_root() / "scores"
         folder.mkdir(parents=True, exist_ok=True)
@@ -36,6 +40,7 @@ class ScoreCache:
         self._db.commit()
 
     def get_many(self, keys: Sequence[str]) -> dict[str, float]:
+        """The stored score of each key that has one; keys not yet scored are absent."""
         found: dict[str, float] = {}
         unique = list(dict.fromkeys(keys))
         with self._lock:
@@ -46,6 +51,7 @@ class ScoreCache:
         return found
 
     def put_many(self, items: dict[str, float]) -> None:
+        """Store the scores in one transaction, replacing any under the same keys."""
         with self._lock, self._db:
             self._db.executemany("INSERT OR REPLACE INTO scores VALUES (?, ?)", list(items.items()))
 
@@ -54,5 +60,6 @@ class ScoreCache:
             return self._db.execute("SELECT COUNT(*) FROM scores").fetchone()[0]
 
     def close(self) -> None:
+        """Close the database connection."""
         with self._lock:
             self._db.close()

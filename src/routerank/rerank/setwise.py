@@ -67,6 +67,8 @@ class SetwiseReranker(ComparisonReranker):
         super().__init__(model, **shared)
 
     def settings(self) -> dict[str, object]:
+        """`k`, `method` and `top` (and `think` with a reasoning template), checked against the template; `think`
+        defaults to whether the template reasons."""
         k, top, labels = self.k, self.top, len(self.template.labels)
         if self.method not in METHODS:
             raise RouterankError(
@@ -89,6 +91,8 @@ class SetwiseReranker(ComparisonReranker):
         return {"k": k, "method": self.method, "top": top, **shown}
 
     def make_chooser(self, model, tokenizer, *, max_doc_tokens: int, token_budget: int | None):
+        """With `think` on, a ReasoningChooser whose budget is `max_new_tokens` (default the adapter's training
+        length, else 128); otherwise the label-logit chooser."""
         if not self.think:
             return super().make_chooser(model, tokenizer, max_doc_tokens=max_doc_tokens, token_budget=token_budget)
 
@@ -102,4 +106,5 @@ class SetwiseReranker(ComparisonReranker):
         )
 
     def order(self, n: int, judge: Judge) -> list[int]:
+        """range(n) by setwise `method`: the best `top` in order, the rest in first-stage order."""
         return METHODS[self.method](n, judge, k=self.k, top=self.top)

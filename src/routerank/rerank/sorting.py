@@ -25,6 +25,8 @@ from routerank.errors import RouterankError
 
 
 class Judge(Protocol):
+    """Answers the sorts' one question, for a batch of sets at once: which document of each set is best."""
+
     def best(self, sets: Sequence[Sequence[int]]) -> list[int]:
         """For each set of document indices (in the order shown), the position of the one judged most relevant."""
         ...
@@ -41,9 +43,13 @@ class CachedJudge:
 
     @property
     def cache_hits(self) -> int:
+        """Questions answered from the memo rather than by the judge."""
         return self.asked - self.judged
 
     def best(self, sets: Sequence[Sequence[int]]) -> list[int]:
+        """For each set, the position of its best document. Known answers come from the memo, the rest go to the judge
+        in one batch, each distinct set once; a one-document set is 0 without asking. A RouterankError when the judge's
+        answers do not fit the sets."""
         keys = [tuple(s) for s in sets]
         self.asked += len(keys)
         for key in keys:

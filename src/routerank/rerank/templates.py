@@ -34,6 +34,9 @@ PRORANK_SYSTEM = (
 
 @dataclass(frozen=True)
 class YesNoTemplate:
+    """A yes/no prompt as four format strings (prefix, query, document, suffix), and the answer tokens whose
+    next-token logits are compared."""
+
     name: str
     prefix: str  # formatted with {instruction}
     query: str  # formatted with {query}
@@ -43,6 +46,7 @@ class YesNoTemplate:
     no: str = "no"
 
     def segments(self, query: str, document: str, instruction: str = DEFAULT_INSTRUCTION) -> tuple[str, str, str, str]:
+        """The four segments, formatted: (prefix, query, document, suffix), to be tokenized separately."""
         return (
             self.prefix.format(instruction=instruction),
             self.query.format(query=query),
@@ -51,6 +55,7 @@ class YesNoTemplate:
         )
 
     def render(self, query: str, document: str, instruction: str = DEFAULT_INSTRUCTION) -> str:
+        """The whole prompt as one text: the four segments joined."""
         return "".join(self.segments(query, document, instruction))
 
 
@@ -120,6 +125,8 @@ class ChoiceTemplate:
         return bool(self.cue)
 
     def render(self, query: str, passages: list[str] | tuple[str, ...], *, cue: bool = True) -> str:
+        """The prompt for 2 to len(labels) passages, labelled A, B, ...; `cue=False` leaves a reasoning template's
+        answer cue off. A SpecError for another number of passages."""
         if not 2 <= len(passages) <= len(self.labels):
             raise SpecError(
                 f"a choice prompt shows 2 to {len(self.labels)} passages, got {len(passages)}",
@@ -132,6 +139,7 @@ class ChoiceTemplate:
         return self.head.format(**fields) + body + self.tail.format(**fields) + (self.cue if cue else "")
 
     def answer_tokens(self, count: int) -> list[str]:
+        """The answer token text of each of the first `count` labels (" A", " B", ... by default)."""
         return [self.answer.format(label=label) for label in self.labels[:count]]
 
 
@@ -216,6 +224,7 @@ class ListwiseTemplate:
     tail: str  # formatted with {count} and {query}
 
     def render(self, query: str, passages: Sequence[str]) -> str:
+        """The user turn: the head, the passages numbered [1]..[n], and the tail; the system turn is separate."""
         body = "".join(self.passage.format(index=i, passage=p) for i, p in enumerate(passages, start=1))
         count = len(passages)
         return self.head.format(count=count, query=query) + body + self.tail.format(count=count, query=query)
@@ -251,6 +260,7 @@ class ICRTemplate:
     query: str  # formatted with {query}
 
     def render(self, query: str, documents: Sequence[str]) -> str:
+        """The whole prompt as one text: the head, each document after its 1-based marker, the lead and the query."""
         parts = [self.head]
         for i, doc in enumerate(documents, start=1):
             parts += [self.marker.format(index=i), self.document.format(document=doc)]

@@ -13,13 +13,18 @@ from routerank.retrieve.store import load_index, save_index
 
 @runtime_checkable
 class Retriever(Protocol):
+    """What a pipeline needs of a first stage: a `name`, `index`, `search` and `save`."""
+
     name: str
 
-    def index(self, corpus: Corpus) -> None: ...
+    def index(self, corpus: Corpus) -> None:
+        """Build the index over `corpus`, replacing any earlier one."""
 
-    def search(self, queries: Iterable[Query] | Mapping[str, Query], k: int = 100) -> Run: ...
+    def search(self, queries: Iterable[Query] | Mapping[str, Query], k: int = 100) -> Run:
+        """Each query's top `k` documents, best first, as a `Run` keyed by query id."""
 
-    def save(self, path: str | Path) -> None: ...
+    def save(self, path: str | Path) -> None:
+        """Write the index to the folder `path`."""
 
 
 class NotIndexedError(RouterankError):
@@ -48,6 +53,8 @@ class IndexedRetriever:
     name: str
 
     def config(self) -> dict[str, Any]:
+        """The settings that define the index, saved in its manifest and part of its cache key; `from_config` takes
+        them back."""
         raise NotImplementedError
 
     def _write_files(self, folder: Path) -> None:
@@ -58,9 +65,11 @@ class IndexedRetriever:
 
     @property
     def corpus_fingerprint(self) -> str | None:
+        """The fingerprint of the corpus it indexed (`Corpus.fingerprint`), or None before `index()` or `load()`."""
         return getattr(self, "_fingerprint", None)
 
     def save(self, path: str | Path) -> None:
+        """Write the index to the folder `path` atomically, with a manifest of its config, corpus and checksums."""
         save_index(self, path)
 
     @classmethod
@@ -70,4 +79,6 @@ class IndexedRetriever:
 
     @classmethod
     def load(cls, path: str | Path, corpus: Corpus | None = None):
+        """A retriever of this class from an index saved at `path`, checksums verified; a `corpus` given must be the
+        one it was built for (else `StaleIndexError`)."""
         return load_index(path, expected=cls, corpus=corpus)

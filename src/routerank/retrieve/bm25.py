@@ -54,6 +54,7 @@ class BM25Retriever(IndexedRetriever):
         self._stemmer = None
 
     def config(self) -> dict[str, Any]:
+        """The parameters its index is keyed and saved by: k1, b, method, stopwords, stemmer."""
         return {
             "k1": self.k1,
             "b": self.b,
@@ -74,6 +75,7 @@ class BM25Retriever(IndexedRetriever):
         return bm25s.tokenize(texts, stopwords=self.stopwords, stemmer=self._stemmer, show_progress=progress)
 
     def index(self, corpus: Corpus) -> None:
+        """Tokenise and index the corpus's documents (title and body), replacing any earlier index."""
         # deferred: bm25s (and scipy) load only when a BM25 index is built or read
         import bm25s
 
@@ -83,6 +85,7 @@ class BM25Retriever(IndexedRetriever):
         self._model, self._doc_ids, self._fingerprint = model, corpus.ids, corpus.fingerprint
 
     def search(self, queries: Iterable[Query] | Mapping[str, Query], k: int = 100) -> Run:
+        """Each query's top `k` documents with a positive BM25 score; a query with no index terms ranks none."""
         if self._model is None:
             raise NotIndexedError("BM25Retriever.search() before index() or load()")
         query_list = as_query_list(queries)

@@ -32,6 +32,8 @@ ENCODE_SHARD = 512  # documents per encoding shard, in-process and on Ray alike,
 
 
 def load_sentence_transformer(spec: str, device: str | None = None, trust_remote_code: bool = False):
+    """A SentenceTransformer for a model spec (a packaged alias, a local folder or a hub id; local ones load
+    without network access); `MissingDependencyError` when sentence-transformers is not installed."""
     ref = resolve_model(spec, default_kind="st")
     try:
         # heavy: sentence-transformers loads only when a model is used
@@ -78,6 +80,7 @@ def dense_options(arg: str) -> tuple[str, dict[str, Any]]:
 
 
 def exact_ip_index(embeddings: np.ndarray):
+    """An exact (flat) FAISS inner-product index holding the embeddings, one row per document."""
     try:
         # heavy: faiss loads only when an index is built
         import faiss
@@ -126,6 +129,8 @@ class DenseRetriever(IndexedRetriever):
         self.embeddings: np.ndarray | None = None
 
     def config(self) -> dict[str, Any]:
+        """What identifies the index: model, max_length and normalize, plus the backend when not torch and, for a
+        local model folder, a digest of its weights (so a folder retrained in place is not served an old index)."""
         config = {"model": self.model_spec, "max_length": self.max_length, "normalize": self.normalize}
         if self.backend != TORCH:  # absent for torch, so indexes built before backends existed still load
             config["backend"] = self.backend
@@ -136,6 +141,7 @@ class DenseRetriever(IndexedRetriever):
 
     @classmethod
     def from_config(cls, config: dict[str, Any]) -> DenseRetriever:
+        """A retriever from its manifest config; the weights digest there identifies the index and is not an option."""
         return cls(**{k: v for k, v in config.items() if k != "weights"})  # weights identify, they do not configure
 
     @property
@@ -149,6 +155,7 @@ class DenseRetriever(IndexedRetriever):
 
     @property
     def encoder(self):
+        """The SentenceTransformer, loaded on first use (with `max_length` applied)."""
         if self._encoder is None:
             self._encoder = load_sentence_transformer(self.model_spec, self.device)
             if self.max_length is not None:
@@ -173,6 +180,8 @@ class DenseRetriever(IndexedRetriever):
         return self._graph
 
     def encode(self, texts: list[str], progress: bool | None = None) -> np.ndarray:
+        """Embeddings of the texts as float32 rows, normalised when `normalize` is on; `progress` None follows the
+        retriever's setting."""
         if self.graph is not None:
             if not texts:
                 return np.zeros((0, self.encoder.get_sentence_embedding_dimension()), dtype=np.float32)
@@ -190,6 +199,7 @@ class DenseRetriever(IndexedRetriever):
         return np.asarray(vectors, dtype=np.float32)
 
     def encode_shard(self, texts: list[str]) -> np.ndarray:
+        """Embeddings of one shard of texts, without a progress bar: the call each indexing worker makes."""
         return self.encode(list(texts), progress=False)
 
     def worker_factory(self):
@@ -208,6 +218,8 @@ class DenseRetriever(IndexedRetriever):
         )
 
     def index(self, corpus: Corpus, executor: Executor | None = None, store: ShardStore | None = None) -> None:
+        """Encode the corpus's documents in shards of `ENCODE_SHARD` on `executor` (this process by default) and build
+        the exact index; a `store` keeps finished shards so an interrupted build resumes."""
         texts = [doc.full_text for doc in corpus.documents]
         executor = executor if executor is not None else InProcess(self.progress)
         parts = executor.map(
@@ -223,6 +235,7 @@ class DenseRetriever(IndexedRetriever):
         self._faiss = exact_ip_index(self.embeddings)
 
     def search(self, queries: Iterable[Query] | Mapping[str, Query], k: int = 100) -> Run:
+        """Each query's top `k` documents by inner product (cosine when normalised), best first."""
         if self._faiss is None:
             raise NotIndexedError("DenseRetriever.search() before index() or load()")
         query_list = as_query_list(queries)

@@ -19,6 +19,8 @@ NORMS = ("minmax", "zscore")
 def rrf(
     runs: Sequence[Run], k: int = 100, rrf_k: int = 60, weights: Sequence[float] | None = None, name: str = "rrf"
 ) -> Run:
+    """Reciprocal rank fusion: a document scores the sum over runs of weight / (rrf_k + its rank there), equal
+    weights by default; each query any run has keeps its top `k`."""
     weights = list(weights) if weights is not None else [1.0] * len(runs)
     query_ids = dict.fromkeys(q for run in runs for q in run)
     fused: dict[str, Ranking] = {}
@@ -94,10 +96,12 @@ class FusionRetriever:
         self.name = f"{method}({','.join(r.name for r in self.retrievers)})"
 
     def index(self, corpus: Corpus) -> None:
+        """Index the corpus with every child retriever."""
         for retriever in self.retrievers:
             retriever.index(corpus)
 
     def search(self, queries: Iterable[Query] | Mapping[str, Query], k: int = 100) -> Run:
+        """Each child's run, `depth` (or `k`, if more) deep, fused by the fusion method; each query's top `k`."""
         query_list = as_query_list(queries)
         runs = [r.search(query_list, max(k, self.depth)) for r in self.retrievers]
         if self.method == "rrf":
@@ -105,5 +109,6 @@ class FusionRetriever:
         return weighted(runs, k, self.weights, self.norm, self.name)
 
     def save(self, path) -> None:
+        """Save each child's index in its own subfolder of `path`, named by position and retriever name."""
         for i, retriever in enumerate(self.retrievers):
             retriever.save(Path(path) / f"{i}-{retriever.name.replace(':', '_').replace('/', '_')}")

@@ -14,6 +14,8 @@ KINDS = {
 
 
 def retriever_class(kind: str, path=None):
+    """The retriever class saved indexes of `kind` load as, imported on demand; an unknown kind raises
+    `StaleIndexError`, since the index was written by something this version does not know."""
     if kind not in KINDS:
         raise StaleIndexError(f"unknown retriever kind {kind!r}", path=path, fix=f"one of {sorted(KINDS)}")
     module, attr = KINDS[kind].split(":")

@@ -65,6 +65,9 @@ class FeedbackIndex:
 
     @classmethod
     def from_matrix(cls, matrix: BM25Matrix, max_df: float) -> FeedbackIndex:
+        """The feedback view of a BM25 index: term frequencies recovered from its contributions, and each document's
+        term distribution with terms over 20 characters or in more than `max_df` of documents zeroed. A BM25 variant
+        whose contributions do not invert (bm25l, bm25+) raises `SpecError`."""
         # deferred: scipy costs ~0.2 s at import and only this path needs it
         import scipy.sparse
 
@@ -151,6 +154,7 @@ class RM3Retriever:
         self._feedback = None
 
     def config(self) -> dict[str, Any]:
+        """The wrapped BM25's config and the RM3 parameters."""
         return {
             "bm25": self.bm25.config(),
             "fb_docs": self.fb_docs,
@@ -160,14 +164,17 @@ class RM3Retriever:
         }
 
     def index(self, corpus: Corpus) -> None:
+        """Index the corpus with the wrapped BM25, the only index RM3 needs."""
         self.bm25.index(corpus)
         self._feedback = None
 
     def save(self, path: str | Path) -> None:
+        """Save the wrapped BM25's index to `path`; the RM3 parameters are not part of it."""
         self.bm25.save(path)
 
     @property
     def feedback(self) -> FeedbackIndex:
+        """The `FeedbackIndex` of the wrapped BM25's index, derived on first use and again after it is re-indexed."""
         if self._feedback is None:
             self._feedback = FeedbackIndex.from_matrix(self.bm25.matrix(), self.max_df)
         return self._feedback
@@ -219,6 +226,8 @@ class RM3Retriever:
         return {self.feedback.terms[c]: float(w) for c, w in ordered}
 
     def search(self, queries: Iterable[Query] | Mapping[str, Query], k: int = 100) -> Run:
+        """Each query's top `k` documents with a positive score under its RM3-expanded query; a query with no index
+        terms ranks none."""
         query_list = as_query_list(queries)
         term_lists = self.bm25.terms([q.text for q in query_list]) if query_list else []
         doc_ids = self.feedback.doc_ids if query_list else ()

@@ -23,11 +23,14 @@ FORMAT_VERSION = 1
 
 
 def index_key(kind: str, config: dict[str, Any], fingerprint: str) -> str:
+    """16 hex digits that name an index in the cache: a hash of its kind, config, corpus fingerprint and the
+    index format version."""
     blob = json.dumps({"kind": kind, "config": config, "corpus": fingerprint, "v": FORMAT_VERSION}, sort_keys=True)
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 
 def save_index(retriever, path: str | Path) -> Path:
+    """Write an indexed retriever's files and a manifest with their checksums to `path`, atomically; the path."""
     if retriever.corpus_fingerprint is None:
         raise CorruptIndexError("nothing to save: call index() first", path=path)
     path = Path(path)
@@ -46,6 +49,8 @@ def save_index(retriever, path: str | Path) -> Path:
 
 
 def read_manifest(path: Path) -> dict[str, Any]:
+    """An index folder's manifest; a missing or unreadable one raises `CorruptIndexError`, another format version
+    `StaleIndexError`."""
     manifest_path = path / MANIFEST
     if not manifest_path.exists():
         raise CorruptIndexError(
@@ -67,6 +72,7 @@ def read_manifest(path: Path) -> dict[str, Any]:
 
 
 def verify_files(path: Path, manifest: dict[str, Any]) -> None:
+    """Check every file the manifest lists is present with its recorded checksum; raise `CorruptIndexError` if not."""
     for name, digest in manifest.get("files", {}).items():
         file = path / name
         if not file.exists():
@@ -76,6 +82,8 @@ def verify_files(path: Path, manifest: dict[str, Any]) -> None:
 
 
 def load_index(path: str | Path, expected=None, corpus: Corpus | None = None, config: dict | None = None):
+    """The retriever saved at `path`, with its index read back and verified. It raises `StaleIndexError` if the
+    index is not an `expected` retriever or was built for another `corpus` or `config` (each checked when given)."""
     path = Path(path)
     manifest = read_manifest(path)
     cls = retriever_class(manifest["kind"], path=path)

@@ -20,6 +20,8 @@ from routerank.scale.work import WorkerFactory, progress_bar
 
 
 class Executor(Protocol):
+    """Runs a sharded job: `map` a worker's method over shards, or `run_tasks` for independent calls."""
+
     workers: int
 
     def map(
@@ -31,9 +33,15 @@ class Executor(Protocol):
         store: ShardStore | None = None,
         local: Any = None,
         desc: str = "shards",
-    ) -> list[Any]: ...
+    ) -> list[Any]:
+        """`method` of a worker built by `factory` on each shard, results in shard order. Shards already in `store`
+        are loaded, not run, and new results are saved there; `local` is a worker already built in this process, which
+        an in-process executor uses instead of building one."""
+        ...
 
-    def run_tasks(self, fn: Callable[..., Any], calls: Sequence[tuple], *, gpus: float | None = None) -> list[Any]: ...
+    def run_tasks(self, fn: Callable[..., Any], calls: Sequence[tuple], *, gpus: float | None = None) -> list[Any]:
+        """`fn(*args)` for each call, results in call order; `gpus`: each task's GPU share where tasks are placed."""
+        ...
 
 
 class InProcess:
@@ -54,6 +62,8 @@ class InProcess:
         local: Any = None,
         desc: str = "shards",
     ) -> list[Any]:
+        """`method` of one worker (`local`, else one built by `factory` when a shard needs it) on each shard not
+        already in `store`, saving each result there as it finishes; results in shard order."""
         stored, pending = store.split(len(shards)) if store is not None else ({}, list(range(len(shards))))
         worker, results = local, [stored.get(index) for index in range(len(shards))]
         with progress_bar(len(shards), desc, self.progress) as bar:
@@ -68,6 +78,7 @@ class InProcess:
         return results
 
     def run_tasks(self, fn: Callable[..., Any], calls: Sequence[tuple], *, gpus: float | None = None) -> list[Any]:
+        """`fn(*args)` for each call, in order, in this process; `gpus` is ignored."""
         return [fn(*args) for args in calls]
 
 

@@ -38,6 +38,7 @@ class RayOptions:
     spread: bool = True
 
     def with_workers(self, workers: int | None) -> RayOptions:
+        """A copy with `workers` replaced."""
         return replace(self, workers=workers)
 
 
@@ -63,6 +64,7 @@ def ray_options(value: Any) -> RayOptions | None:
 
 
 def import_ray():
+    """The `ray` module; a MissingDependencyError that names `routerank[ray]` when it is not installed."""
     try:
         # heavy, optional: Ray loads only when ray= asks for it
         import ray

@@ -31,12 +31,14 @@ class ShardHost:
         self.worker = factory()
 
     def call(self, method: str, shard: Any) -> tuple[Any, str, int]:
+        """The worker's `method` on `shard`, with the node id and process id that ran it."""
         # heavy, optional: Ray loads only when ray= asks for it
         import ray
 
         return getattr(self.worker, method)(shard), ray.get_runtime_context().get_node_id(), os.getpid()
 
     def where(self) -> tuple[str, int]:
+        """(node id, process id) of this actor."""
         # heavy, optional: Ray loads only when ray= asks for it
         import ray
 
@@ -62,6 +64,7 @@ class RayExecutor:
 
     @property
     def workers(self) -> int:
+        """Actors per job: `options.workers`, else one per `cpus_per_worker` CPUs in the cluster (at least 1)."""
         if self.options.workers:
             return self.options.workers
         cpus = self.ray.cluster_resources().get("CPU", 1.0)
@@ -83,6 +86,9 @@ class RayExecutor:
         local: Any = None,
         desc: str = "shards",
     ) -> list[Any]:
+        """As `Executor.map`, over a pool of actors that each build their worker once and take the next shard when
+        one returns; `local` is not used. Where each shard ran is kept in `placements`; a shard's routerank error is
+        raised here, naming the shard."""
         ray = self.ray
         stored, todo = store.split(len(shards)) if store is not None else ({}, list(range(len(shards))))
         results: list[Any] = [stored.get(index) for index in range(len(shards))]

@@ -49,6 +49,7 @@ class LazyShards(Sequence):
 
 
 def job_key(kind: str, spec: dict[str, Any]) -> str:
+    """A job's store folder name: `kind` and 16 hex digits of the hash of `kind` and `spec`."""
     blob = json.dumps({"kind": kind, **spec}, sort_keys=True, default=str)
     return f"{kind}-{hashlib.sha256(blob.encode()).hexdigest()[:16]}"
 
@@ -61,6 +62,7 @@ class ShardStore:
 
     @classmethod
     def for_job(cls, kind: str, spec: dict[str, Any], root: str | Path | None = None) -> ShardStore:
+        """The store of a job: at `root` when given, else `<cache>/shards/<job_key(kind, spec)>`."""
         return cls(Path(root) if root is not None else cache_root() / "shards" / job_key(kind, spec))
 
     def _array_path(self, index: int) -> Path:
@@ -70,6 +72,7 @@ class ShardStore:
         return self.root / f"{index:06d}.json"
 
     def has(self, index: int) -> bool:
+        """Whether shard `index` is stored."""
         return self._array_path(index).exists() or self._json_path(index).exists()
 
     def split(self, count: int) -> tuple[dict[int, Any], list[int]]:
@@ -85,9 +88,12 @@ class ShardStore:
         return stored, pending
 
     def done(self) -> list[int]:
+        """Indices of the stored shards, ascending."""
         return sorted(int(p.stem) for p in self.root.glob("[0-9]*.*") if p.suffix in (".json", ".safetensors"))
 
     def save(self, index: int, result: Any) -> None:
+        """Store shard `index`'s result atomically: an array, or a non-empty dict of arrays, as safetensors; anything
+        else as JSON."""
         if isinstance(result, np.ndarray) or (
             isinstance(result, dict) and result and all(isinstance(v, np.ndarray) for v in result.values())
         ):
@@ -100,6 +106,7 @@ class ShardStore:
                 json.dump(result, handle)
 
     def load(self, index: int) -> Any:
+        """Shard `index`'s stored result: the array or dict of arrays as saved, else the JSON value."""
         path = self._array_path(index)
         if path.exists():
             arrays = load_file(str(path))
@@ -107,4 +114,5 @@ class ShardStore:
         return json.loads(self._json_path(index).read_text())
 
     def clear(self) -> None:
+        """Delete the store's folder with every shard in it."""
         shutil.rmtree(self.root, ignore_errors=True)

@@ -49,6 +49,8 @@ class _Job:
 
 @dataclass
 class BatchStats:
+    """Counts of what one batcher scored: batches, pairs, and the pairs in each of the last 1,000 batches."""
+
     batches: int = 0
     pairs: int = 0
     sizes: list[int] = field(default_factory=list)  # pairs per batch, most recent last (bounded)
@@ -68,6 +70,18 @@ def split_jobs(tokens: Sequence[int], budget: int, max_pairs: int) -> list[tuple
 
 
 class Batcher:
+    """Scores one model's (query, document) pairs for concurrent requests, in shared batches within a token budget,
+    with a bounded queue (the module docstring gives the policy).
+
+    `score_fn(pairs, experts)` scores one batch on the model thread.
+    name: the model's name, in the worker's thread and task names and in Overloaded messages.
+    cross_request: batch jobs of several requests together (False: one request per call, in arrival order).
+    max_batch_tokens / max_batch_pairs: a batch stops growing at either (TEI's default budget: 16,384).
+    max_wait_ms: how long the oldest job waits for company when the queue runs dry.
+    max_queued_pairs: pairs admitted and not yet answered; past it `score` raises Overloaded.
+    on_batch(pairs, tokens): called once per batch, for metrics.
+    """
+
     def __init__(
         self,
         score_fn: ScoreFn,
@@ -80,14 +94,7 @@ class Batcher:
         max_queued_pairs: int = 16384,
         on_batch: Callable[[int, int], None] | None = None,
     ):
-        """`score_fn(pairs, experts)` scores one batch on the model thread.
-
-        cross_request: batch jobs of several requests together (False: one request per call, in arrival order).
-        max_batch_tokens / max_batch_pairs: a batch stops growing at either (TEI's default budget: 16,384).
-        max_wait_ms: how long the oldest job waits for company when the queue runs dry.
-        max_queued_pairs: pairs admitted and not yet answered; past it `score` raises Overloaded.
-        on_batch(pairs, tokens): called once per batch, for metrics.
-        """
+        """A batcher for one model; the class docstring describes each setting."""
         self.score_fn, self.name, self.cross_request = score_fn, name, cross_request
         self.max_batch_tokens, self.max_batch_pairs = max_batch_tokens, max_batch_pairs
         self.max_wait = max_wait_ms / 1000.0
@@ -102,6 +109,7 @@ class Batcher:
         self._busy = False
 
     async def start(self) -> None:
+        """Start the scoring thread and the worker task on the running event loop; `score` refuses work until then."""
         self._wake = asyncio.Event()
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"score-{self.name}")
         self._task = asyncio.get_running_loop().create_task(self._run(), name=f"batcher-{self.name}")
@@ -124,6 +132,7 @@ class Batcher:
 
     @property
     def running(self) -> bool:
+        """True while the worker task is running (from `start` until `stop`, or until it fails)."""
         return self._task is not None and not self._task.done()
 
     async def score(

@@ -30,6 +30,9 @@ class ConfigError(RouterankError):
 
 @dataclass(frozen=True)
 class ServerConfig:
+    """`[server]`: the host and port to listen on, the seconds a request may run before it is answered 503, and
+    the seconds a shutdown waits for requests in flight and queued work."""
+
     host: str = "127.0.0.1"
     port: int = 8080
     request_timeout_s: float = 30.0
@@ -38,6 +41,9 @@ class ServerConfig:
 
 @dataclass(frozen=True)
 class AuthConfig:
+    """`[auth]`: where API keys come from (an environment variable of comma-separated keys and/or a file of one
+    key per line), and whether serving without any key is allowed."""
+
     api_keys_env: str = "ROUTERANK_API_KEYS"  # comma-separated keys
     api_keys_file: str = ""  # one key per line; '#' starts a comment
     allow_unauthenticated: bool = False
@@ -45,6 +51,9 @@ class AuthConfig:
 
 @dataclass(frozen=True)
 class LimitsConfig:
+    """`[limits]`: the most documents, query characters and body bytes per request, requests in flight, and pairs
+    queued per model; past each the server answers 413 or 429 instead of doing the work."""
+
     max_documents: int = 1000
     max_query_chars: int = 4000
     max_body_bytes: int = 8_000_000
@@ -54,6 +63,9 @@ class LimitsConfig:
 
 @dataclass(frozen=True)
 class BatchingConfig:
+    """`[batching]`: cross-request batching per model (see `routerank.serve.batcher`): on or off, and when a batch
+    stops growing (tokens, pairs, or milliseconds waited)."""
+
     enabled: bool = True  # False: one request at a time, no cross-request batching (the baseline)
     max_batch_tokens: int = 16384
     max_batch_pairs: int = 256
@@ -62,6 +74,9 @@ class BatchingConfig:
 
 @dataclass(frozen=True)
 class ModelConfig:
+    """`[models.NAME]`: a model served under NAME, its reranker spec and constructor options, and how documents
+    longer than the model's window are handled (cut, or scored in chunks that keep each document's best)."""
+
     name: str
     spec: str
     options: dict[str, Any] = field(default_factory=dict)
@@ -72,6 +87,9 @@ class ModelConfig:
 
 @dataclass(frozen=True)
 class SearchConfig:
+    """`[search.NAME]`: a search index served under NAME: the dataset, the first-stage pipeline, how many documents
+    it retrieves, and the `[models]` name that reranks them ("" for none)."""
+
     name: str
     dataset: str
     pipeline: str = "bm25"
@@ -81,6 +99,8 @@ class SearchConfig:
 
 @dataclass(frozen=True)
 class ServeConfig:
+    """The whole server config: every section, with `path` the file it was read from (None for a default config)."""
+
     models: dict[str, ModelConfig]
     server: ServerConfig = ServerConfig()
     auth: AuthConfig = AuthConfig()
@@ -91,6 +111,7 @@ class ServeConfig:
 
     @property
     def default_model(self) -> str:
+        """The name of the first model in the config, the one a request without `model` gets."""
         return next(iter(self.models))
 
     def replace_section(self, **sections: Any) -> ServeConfig:

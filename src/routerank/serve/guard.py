@@ -26,10 +26,12 @@ Send = Callable[[dict], Awaitable[None]]
 
 
 def error_body(code: int, message: str) -> bytes:
+    """The JSON error body every refusal carries, `{"message": ..., "code": ...}`, as bytes."""
     return json.dumps({"message": message, "code": code}).encode()
 
 
 async def send_error(send: Send, code: int, message: str, headers: list | None = None) -> None:
+    """Answer an ASGI request with `code` and the JSON error body, plus any extra headers."""
     body = error_body(code, message)
     await send(
         {
@@ -46,6 +48,7 @@ async def send_error(send: Send, code: int, message: str, headers: list | None =
 
 
 def key_matches(presented: str, keys: list[bytes]) -> bool:
+    """True when the presented key equals any configured key; every key is compared, in constant time each."""
     given = presented.encode()
     matched = False
     for key in keys:
@@ -54,6 +57,9 @@ def key_matches(presented: str, keys: list[bytes]) -> bool:
 
 
 class Guard:
+    """The ASGI middleware in front of the app: it checks the bearer key, the body size and the number of requests
+    in flight before the app sees a request, and records every request's status and latency in `metrics`."""
+
     def __init__(self, app, *, metrics: Metrics, keys: list[str], max_body_bytes: int, max_concurrent: int):
         self.app, self.metrics = app, metrics
         self.keys = [k.encode() for k in keys]

@@ -14,6 +14,8 @@ TOKEN_BUCKETS = (64, 256, 1024, 2048, 4096, 8192, 16384, 32768, 65536)
 
 
 class Metrics:
+    """The server's Prometheus metrics, in a registry of its own."""
+
     def __init__(self) -> None:
         self.registry = CollectorRegistry()
         r = self.registry
@@ -44,10 +46,13 @@ class Metrics:
         )
 
     def observe(self, endpoint: str, code: int, seconds: float) -> None:
+        """Count one finished request by endpoint and status code, with its latency; codes of 400 and up also count
+        as errors."""
         self.requests.labels(endpoint, str(code)).inc()
         self.latency.labels(endpoint).observe(seconds)
         if code >= 400:
             self.errors.labels(str(code)).inc()
 
     def render(self) -> bytes:
+        """Every metric in the Prometheus text format, the body of /metrics."""
         return generate_latest(self.registry)

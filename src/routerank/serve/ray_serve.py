@@ -187,6 +187,7 @@ class RayServed:
 
     @property
     def url(self) -> str:
+        """The base URL of Serve's proxy, `http://host:port` (an IPv6 host in brackets)."""
         host = f"[{self.host}]" if ":" in self.host else self.host
         return f"http://{host}:{self.port}"
 

@@ -19,6 +19,8 @@ class _Request(BaseModel):
 
 
 class RerankV1Request(_Request):
+    """A Cohere v1 rerank request: documents as strings or objects, optionally chunked, optionally echoed back."""
+
     model: str | None = Field(None, description="a model name from the server config; default: the first one")
     query: str
     documents: list[str | dict[str, Any]]
@@ -30,6 +32,8 @@ class RerankV1Request(_Request):
 
 
 class RerankV2Request(_Request):
+    """A Cohere v2 rerank request: a model, a query and its documents, with long documents cut to a token budget."""
+
     model: str
     query: str
     documents: list[str | dict[str, Any]]
@@ -39,42 +43,59 @@ class RerankV2Request(_Request):
 
 
 class ResultDocument(BaseModel):
+    """A document echoed back in a rerank result, as the text that was scored."""
+
     text: str
 
 
 class RerankResult(BaseModel):
+    """One ranked document: its index in the request, its relevance score in [0, 1], and the document if asked."""
+
     index: int
     relevance_score: float
     document: ResultDocument | None = None
 
 
 class ApiVersion(BaseModel):
+    """The API version a rerank response follows ("1" or "2"), as Cohere reports it."""
+
     version: str
     is_experimental: bool = False
 
 
 class BilledUnits(BaseModel):
+    """Cohere's billing count: one search unit per 100 scored documents (or chunks), at least one per request."""
+
     search_units: float
 
 
 class Meta(BaseModel):
+    """The metadata of a rerank response: API version, billed units, and any warnings."""
+
     api_version: ApiVersion
     billed_units: BilledUnits
     warnings: list[str] | None = None
 
 
 class RerankResponse(BaseModel):
+    """The answer to a rerank request: an id, the documents best first, and metadata."""
+
     id: str
     results: list[RerankResult]
     meta: Meta
 
 
 class RouteRequest(_Request):
+    """A /v1/route request: the queries to route, and the routed (R2R) model to use (default: the first one)."""
+
     model: str | None = None
     queries: list[str] = Field(..., min_length=1)
 
 
 class RouteResult(BaseModel):
+    """One query's routing: its index in the request, the expert chosen (or "generalist"), the router's confidence,
+    and each expert's probability."""
+
     query_index: int
     choice: str
     confidence: float
@@ -82,12 +103,16 @@ class RouteResult(BaseModel):
 
 
 class RouteResponse(BaseModel):
+    """The answer to a route request: an id, the model that routed, and one result per query in request order."""
+
     id: str
     model: str
     results: list[RouteResult]
 
 
 class SearchRequest(_Request):
+    """A /v1/search request: a query against a configured search index, for its top N documents."""
+
     index: str | None = Field(None, description="a [search] name from the server config; default: the first")
     query: str
     top_n: int = Field(10, ge=1, le=1000)
@@ -95,6 +120,8 @@ class SearchRequest(_Request):
 
 
 class SearchResult(BaseModel):
+    """One search hit: the document id, its relevance score, its first-stage score, and its title and text if asked."""
+
     doc_id: str
     relevance_score: float = Field(description="the reranker's score in [0, 1]; the retrieval score with no model")
     retrieval_score: float
@@ -103,6 +130,8 @@ class SearchResult(BaseModel):
 
 
 class SearchResponse(BaseModel):
+    """The answer to a search request: an id, the index and reranking model used, and the documents best first."""
+
     id: str
     index: str
     model: str | None
@@ -110,5 +139,7 @@ class SearchResponse(BaseModel):
 
 
 class ErrorBody(BaseModel):
+    """The body of every error response: a message that says what to change, and the HTTP status code."""
+
     message: str
     code: int

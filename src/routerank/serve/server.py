@@ -64,6 +64,7 @@ class BackgroundServer:
 
     @property
     def url(self) -> str:
+        """The base URL it serves at, `http://127.0.0.1:<port>`."""
         return f"http://127.0.0.1:{self.port}"
 
     def __enter__(self) -> str:
@@ -76,6 +77,8 @@ class BackgroundServer:
         return self.url
 
     def stop(self, timeout: float = 30.0) -> None:
+        """Ask uvicorn to exit (finishing requests in flight and draining the queues), wait up to `timeout` seconds
+        for its thread, and close the socket."""
         self.server.should_exit = True
         self.thread.join(timeout)
         self.sock.close()

@@ -29,6 +29,9 @@ class ServeError(Exception):
 
 @dataclass
 class ServedModel:
+    """One served model: its config, the loaded reranker, the fitter that cuts documents to its window, and its
+    batcher."""
+
     config: ModelConfig
     reranker: Reranker
     fitter: DocumentFitter
@@ -44,6 +47,8 @@ def score_fn(reranker: Reranker):
 
 @dataclass
 class SearchIndex:
+    """One served search index: its config, the built retriever (or pipeline), and the corpus it searches."""
+
     config: SearchConfig
     retriever: Any
     corpus: Any
@@ -51,6 +56,9 @@ class SearchIndex:
 
 @dataclass
 class State:
+    """What the app's handlers share: the config, models and search indexes by name, the metrics, whether the
+    server is ready or draining, and model aliases (each model's spec, usable as its name)."""
+
     config: ServeConfig
     models: dict[str, ServedModel]
     searches: dict[str, SearchIndex]
@@ -60,6 +68,8 @@ class State:
     aliases: dict[str, str] = field(default_factory=dict)
 
     def model(self, name: str | None) -> ServedModel:
+        """The model a request names, by config name or spec; the first configured one when it names none. An unknown
+        name raises `ServeError` (400)."""
         if not name:
             return next(iter(self.models.values()))
         key = name if name in self.models else self.aliases.get(name)
@@ -101,6 +111,8 @@ def load_searches(config: ServeConfig) -> dict[str, tuple[Any, Any]]:
 
 
 def served_model(config: ServeConfig, name: str, reranker: Reranker, metrics: Metrics) -> ServedModel:
+    """A configured model made ready to serve: its reranker with a document fitter and a batcher that follows the
+    `[batching]` and `[limits]` settings (batching across requests only for batchable families)."""
     batching = config.batching
 
     def on_batch(pairs: int, tokens: int) -> None:

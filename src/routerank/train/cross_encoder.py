@@ -134,6 +134,7 @@ class CrossEncoderTrainConfig:
 
     @property
     def names(self) -> list[str]:
+        """The dataset names `dataset` joins with commas, in order."""
         return [part.strip() for part in self.dataset.split(",") if part.strip()]
 
     def cap_for(self, dataset: str) -> int | None:
@@ -144,10 +145,12 @@ class CrossEncoderTrainConfig:
         return self.max_queries
 
     def trainer(self) -> TrainerConfig:
+        """The shared loop's `TrainerConfig`, from the fields this config has in common with it."""
         shared = {f.name for f in fields(TrainerConfig)}
         return TrainerConfig(**{k: v for k, v in asdict(self).items() if k in shared})
 
     def default_out(self) -> Path:
+        """Where a run is saved by default: `<cache>/models/ce-<datasets>-<objective>`, plus `-lora<r>` for LoRA."""
         label = "+".join(Path(name).name or name for name in self.names)
         lora = f"-lora{self.lora_r}" if self.lora_r else ""
         return cache_root() / "models" / f"ce-{label}-{self.objective}{lora}"
@@ -155,6 +158,9 @@ class CrossEncoderTrainConfig:
 
 @dataclass(frozen=True)
 class TrainResult:
+    """A finished run: the model folder, optimizer steps, training seconds over every sitting, groups per epoch,
+    the first and last step losses, and the manifest written beside the weights."""
+
     path: Path
     steps: int
     seconds: float
@@ -166,6 +172,8 @@ class TrainResult:
 
 @dataclass(frozen=True)
 class PreparedData:
+    """Every dataset's mined training pools, the fixed dev groups, and per-dataset sources for the manifest."""
+
     pools: list[NegativePool]
     dev: list[TrainGroup]
     sources: dict  # per dataset: query counts, dev split, dev query ids
@@ -247,15 +255,19 @@ class FullTrainable:
         self.model = model
 
     def parameters(self) -> list:
+        """Every weight that requires gradients."""
         return [p for p in self.model.parameters() if p.requires_grad]
 
     def trainable_state(self) -> dict:
+        """The model's whole state dict."""
         return dict(self.model.state_dict())
 
     def load_trainable_state(self, tensors: dict) -> None:
+        """Load a whole state dict that `trainable_state` handed out."""
         self.model.load_state_dict(tensors)
 
     def train(self, mode: bool = True):
+        """Switch training mode (dropout) on or off; returns the model."""
         return self.model.train(mode)
 
 
@@ -281,12 +293,15 @@ class LoraCrossEncoderTrainable(CrossEncoderTrainable):
         self.adapter = LoraTrainable(peft_model, backbone=None)
 
     def parameters(self) -> list:
+        """The adapter's and the head's trainable parameters."""
         return self.adapter.parameters()
 
     def trainable_state(self) -> dict:
+        """The adapter and head tensors alone, by name."""
         return self.adapter.trainable_state()
 
     def load_trainable_state(self, tensors: dict) -> None:
+        """Load adapter and head tensors that `trainable_state` handed out."""
         self.adapter.load_trainable_state(tensors)
 
 

@@ -132,6 +132,7 @@ class DeARConfig(LoRASettings):
         self.teacher_setting()  # checks the teacher spec, depth and chunk
 
     def teacher_setting(self) -> Teacher:
+        """The teacher these settings name: its spec, alpha (None for raw scores), first stage, depth and chunk size."""
         alpha = None if self.alpha == "none" else self.alpha
         return Teacher(self.teacher, alpha, self.first_stage, self.depth, self.teacher_chunk)
 
@@ -143,6 +144,7 @@ class DeARConfig(LoRASettings):
 
 
 def config_json(config: DeARConfig) -> dict:
+    """The config as a plain JSON record: the run's identity in checkpoint keys, manifests and folder names."""
     return json.loads(json.dumps(asdict(config)))
 
 
@@ -301,10 +303,13 @@ class Stage1Trainer(_Stage):
         self.progress = progress
 
     def reranker_spec(self) -> str:
+        """The pointwise reranker spec that loads this adapter, with its template and passage length."""
         c = self.config
         return f"pointwise:{c.backbone},adapter={self.out},template={c.template},max_doc_tokens={c.max_doc_tokens}"
 
     def fit(self, train: list[ScoredList], dev: list[ScoredList], *, stop_after_steps: int | None = None) -> Path:
+        """Train (or resume) the pointwise adapter on the teacher's lists, keeping the weights best on `dev`, and save
+        its folder; returns the folder. `stop_after_steps` simulates a kill right after a checkpoint."""
         c = self.config
         loop = self._loop(
             self.trainable,
@@ -345,6 +350,7 @@ class Stage2Trainer(_Stage):
         self.progress = progress
 
     def reranker_spec(self) -> str:
+        """The listwise reranker spec that loads this adapter: a window of `depth` passages, stepping half of it."""
         c = self.config
         step = max(1, c.depth // 2)
         return (
@@ -352,6 +358,7 @@ class Stage2Trainer(_Stage):
         )
 
     def examples(self, lists: list[ScoredList], epoch: int) -> list:
+        """The lists as permutation SFT examples for `epoch` (the passage shuffle changes with the epoch)."""
         c = self.config
         return [
             permutation_example(
@@ -366,6 +373,8 @@ class Stage2Trainer(_Stage):
         ]
 
     def fit(self, train: list[ScoredList], dev: list[ScoredList], *, stop_after_steps: int | None = None) -> Path:
+        """Train (or resume) the listwise adapter on `train`, keeping the weights best on `dev`, and save its folder;
+        returns the folder. `stop_after_steps` simulates a kill right after a checkpoint."""
         c = self.config
         trainer_config = _trainer_config(c, c.stage2_lr, c.stage2_epochs, c.stage2_grad_accum, c.batch_lists)
         loop = self._loop(self.trainable, trainer_config, train, permutation_loss, self.progress)
@@ -378,6 +387,9 @@ class Stage2Trainer(_Stage):
 
 @dataclass(frozen=True)
 class DeARResult:
+    """A DeAR run's outcome: its name, output folder, each stage's adapter folder (None where there is none) and
+    the pairs the teacher scored in this run."""
+
     name: str
     out: Path
     stage1: Path | None

@@ -49,6 +49,7 @@ class DenseTrainConfig(CrossEncoderTrainConfig):
     eval_every: int = 40
 
     def default_out(self) -> Path:
+        """Where a run is saved by default: `<cache>/models/dense-<datasets>`."""
         label = "+".join(Path(name).name or name for name in self.names)
         return cache_root() / "models" / f"dense-{label}"
 
@@ -58,6 +59,7 @@ class BiEncoderTrainable(FullTrainable):
     then every other document of the batch."""
 
     def embed(self, texts: list[str]):
+        """Unit-length sentence embeddings of the texts, with gradients."""
         # heavy: torch loads only when a model runs; sentence-transformers loads only when a model is used
         import torch
         from sentence_transformers.util import batch_to_device
@@ -66,6 +68,8 @@ class BiEncoderTrainable(FullTrainable):
         return torch.nn.functional.normalize(self.model(features)["sentence_embedding"], dim=-1)
 
     def group_logits(self, groups: Sequence[TrainGroup]):
+        """Per group, the query's cosines with its own positive and negatives first, then with every other document
+        of the batch."""
         # heavy: torch loads only when a model runs
         import torch
 

@@ -55,6 +55,7 @@ class ScoredList:
     labels: tuple[int, ...]
 
     def pairs(self) -> list[tuple[str, str]]:
+        """(query, document) pairs in list order: what the yes/no student scores."""
         return [(self.query, doc) for doc in self.documents]
 
     def teacher_order(self) -> list[int]:
@@ -127,14 +128,18 @@ class TeacherCache:
 
     @property
     def reranker(self):
+        """The teacher reranker: the one passed in, or built from its spec on first use."""
         if self._reranker is None:
             self._reranker = make_reranker(self.teacher.spec)
         return self._reranker
 
     def first_stage(self, ds: Dataset, queries: Sequence[Query]) -> Run:
+        """The first stage's top `depth` documents for each query: the lists the teacher scores."""
         return build(self.teacher.first_stage, ds.corpus).search(list(queries), self.teacher.depth)
 
     def alpha_for(self, ds: Dataset) -> float | None:
+        """The interpolation weight for this dataset (None: raw teacher scores); "auto" reads the weight saved beside
+        the teacher for its corpus. Recorded in `alphas`."""
         alpha = self.teacher.alpha
         if alpha == "auto":
             alpha = saved_alpha(self.reranker, canonical(self.teacher.first_stage), ds.corpus)
@@ -203,6 +208,9 @@ class TeacherCache:
 
 @dataclass(frozen=True)
 class DistillData:
+    """Teacher-scored lists for a student: train and dev lists, per-dataset sources for a manifest, and the pairs
+    the teacher scored this time."""
+
     train: list[ScoredList]
     dev: list[ScoredList]
     sources: dict  # per dataset: queries, lists, and the teacher weight used, for a manifest

@@ -22,17 +22,24 @@ from routerank.pipeline import build
 
 @dataclass(frozen=True)
 class TrainGroup:
+    """What a loss sees: a query, the text of one judged-relevant document (column 0 of the logit row) and the
+    texts of documents that should rank below it."""
+
     query_id: str
     query: str
     positive: str
     negatives: tuple[str, ...]
 
     def pairs(self) -> list[tuple[str, str]]:
+        """(query, document) pairs: the positive first, then the negatives in order."""
         return [(self.query, self.positive), *((self.query, doc) for doc in self.negatives)]
 
 
 @dataclass(frozen=True)
 class NegativePool:
+    """One query's mining result: its graded positives and the miner's graded candidates, as document ids into
+    `corpus`."""
+
     query_id: str
     query: str
     positives: tuple[tuple[str, int], ...]  # (doc id, grade >= 1), best grade first

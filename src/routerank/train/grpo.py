@@ -117,6 +117,7 @@ class GRPOSettings(LoRASettings):
 
 
 def config_json(config) -> dict:
+    """A settings dataclass as a plain JSON record, as the adapter's manifest keeps it."""
     return json.loads(json.dumps(asdict(config)))
 
 
@@ -151,6 +152,7 @@ class GRPOTask:
 
 
 def dataset_names(settings: GRPOSettings) -> list[str]:
+    """The names `settings.dataset` joins with commas, in order."""
     return [name.strip() for name in settings.dataset.split(",") if name.strip()]
 
 
@@ -220,6 +222,8 @@ class RunState:
             handle.write(json.dumps(self.key, indent=2))
 
     def records(self, build: Callable[[], list[dict]]) -> list[dict]:
+        """The run's prompt records: those kept in the state folder, or else `build()`'s, saved there first so a
+        resumed run trains on the same ones."""
         if self.records_path.exists():
             return [json.loads(line) for line in self.records_path.read_text().splitlines() if line.strip()]
         records = build()
@@ -230,6 +234,7 @@ class RunState:
         return records
 
     def last_checkpoint(self) -> str | None:
+        """The path of TRL's latest checkpoint in the state folder, or None."""
         # heavy: transformers loads only when a model is built
         from transformers.trainer_utils import get_last_checkpoint
 
@@ -246,10 +251,12 @@ class RunState:
         return kept[-1]["seconds"] if kept else 0.0
 
     def sft_summary(self) -> dict | None:
+        """The summary record of this run's finished format SFT, or None."""
         path = self.dir / "sft" / SFT_SUMMARY
         return json.loads(path.read_text()) if path.exists() else None
 
     def log(self) -> list[dict]:
+        """Every step record logged so far, in order."""
         if not self.log_path.exists():
             return []
         return [json.loads(line) for line in self.log_path.read_text().splitlines() if line.strip()]
@@ -485,6 +492,8 @@ def format_sft(model, tokenizer, task: GRPOTask, state: RunState, lora, progress
 
 
 def save_adapter(peft_model, out: Path, state: RunState, task: GRPOTask, fingerprint: str | None, steps: int) -> Path:
+    """Write the finished adapter to `out` in one swap (weights; a manifest with the config, steps, seconds,
+    reward curve and any format-SFT summary; the step log), then delete the state folder; returns `out`."""
     log = state.log()
     manifest = {
         **task.manifest,

@@ -46,15 +46,24 @@ AUTOCASTS = ("none", "bf16")
 
 
 class Trainable(Protocol):
-    def group_logits(self, groups: Sequence[TrainGroup]) -> Any: ...
+    """What `GroupTrainer` needs of a model: logits of a batch with gradients, its parameters, and the tensors
+    training changes."""
 
-    def parameters(self) -> list: ...
+    def group_logits(self, groups: Sequence[TrainGroup]) -> Any:
+        """A [groups, 1 + negatives] logit matrix of a batch, the positive in column 0, with gradients (a custom
+        `loss_fn` may agree on another batch and output)."""
 
-    def trainable_state(self) -> dict[str, Any]: ...
+    def parameters(self) -> list:
+        """The model's parameters; those that require gradients are optimised."""
 
-    def load_trainable_state(self, tensors: dict[str, Any]) -> None: ...
+    def trainable_state(self) -> dict[str, Any]:
+        """The tensors training changes, by name: what a checkpoint saves."""
 
-    def train(self, mode: bool = True) -> Any: ...
+    def load_trainable_state(self, tensors: dict[str, Any]) -> None:
+        """Load tensors that `trainable_state` handed out."""
+
+    def train(self, mode: bool = True) -> Any:
+        """Switch training mode (dropout) on or off, as `torch.nn.Module.train` does."""
 
 
 @dataclass(frozen=True)
@@ -162,6 +171,9 @@ class TrainState:
 
 @dataclass(frozen=True)
 class TrainSummary:
+    """How a `GroupTrainer.fit` call ended: the final state, whether it resumed a checkpoint, this sitting's
+    seconds, the final dev measure (None without dev groups) and this sitting's step losses."""
+
     state: TrainState
     resumed: bool
     seconds_this_run: float
@@ -237,6 +249,8 @@ class GroupTrainer:
         self._mark = now
 
     def save_state(self) -> None:
+        """Checkpoint the trainable tensors, optimizer and scheduler state, torch RNG, run state, log and best weights
+        to `state_dir` in one swap."""
         # heavy: torch loads only when a model runs; safetensors.torch imports torch
         import torch
         from safetensors.torch import save_file
@@ -264,6 +278,8 @@ class GroupTrainer:
                 (tmp / "best.safetensors").write_bytes(best.read_bytes())
 
     def load_state(self) -> bool:
+        """Resume from the checkpoint in `state_dir`, if there is one; returns whether there was. A checkpoint made
+        under another key is refused, and log lines past it are dropped."""
         # heavy: torch loads only when a model runs; safetensors.torch imports torch
         import torch
         from safetensors.torch import load_file
@@ -306,6 +322,7 @@ class GroupTrainer:
         tmp.replace(self.state_dir / "best.safetensors")
 
     def restore_best(self) -> bool:
+        """Load the best dev weights kept so far; returns False when none were kept."""
         # heavy: safetensors.torch imports torch
         from safetensors.torch import load_file
 
@@ -316,6 +333,7 @@ class GroupTrainer:
         return True
 
     def log(self, record: dict) -> None:
+        """Append one record to the JSONL training log."""
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
         with open(self.log_path, "a", encoding="utf-8") as handle:
             handle.write(json.dumps(record) + "\n")

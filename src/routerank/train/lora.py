@@ -67,23 +67,28 @@ class LoraTrainable:
         self.peft, self.backbone = peft_model, backbone
 
     def group_logits(self, groups):
+        """A [groups, 1 + negatives] matrix of the backbone's relevance logits, through the adapter."""
         pairs = [pair for group in groups for pair in group.pairs()]
         return self.backbone.relevance_logits(pairs).view(len(groups), -1)
 
     def parameters(self) -> list:
+        """The adapter's trainable parameters."""
         return [p for p in self.peft.parameters() if p.requires_grad]
 
     def trainable_state(self) -> dict:
+        """The adapter's tensors alone, by name."""
         # heavy: peft loads only when adapters are used
         from peft import get_peft_model_state_dict
 
         return dict(get_peft_model_state_dict(self.peft))
 
     def load_trainable_state(self, tensors: dict) -> None:
+        """Load adapter tensors that `trainable_state` handed out."""
         # heavy: peft loads only when adapters are used
         from peft import set_peft_model_state_dict
 
         set_peft_model_state_dict(self.peft, tensors)
 
     def train(self, mode: bool = True):
+        """Switch training mode (dropout) on or off; returns the peft model."""
         return self.peft.train(mode)

@@ -30,6 +30,8 @@ from routerank.train.losses import target_nll
 
 @dataclass(frozen=True)
 class PermutationExample:
+    """One SFT example: the listwise prompt's token ids and the answer's (the teacher's permutation, then EOS)."""
+
     query_id: str
     prompt_ids: tuple[int, ...]  # the chat-framed listwise prompt, ending with the assistant cue
     answer_ids: tuple[int, ...]  # the permutation's tokens and the end-of-sequence token
@@ -87,6 +89,7 @@ class PermutationTrainable(LoraTrainable):
         self.pad_id = pad_id
 
     def group_logits(self, batch: Sequence[PermutationExample]):
+        """[rows, longest answer, vocab] logits predicting the last tokens of each left-padded prompt-and-answer row."""
         rows = [[*e.prompt_ids, *e.answer_ids] for e in batch]
         ids, mask = pad_batch(rows, self.pad_id, left=True)
         device = next(self.peft.parameters()).device

@@ -134,6 +134,8 @@ def correct_reward(completions, label, **_) -> list[float]:
 
 
 def stage1_task(config: ProRankConfig) -> GRPOTask:
+    """Stage 1 as a GRPO job: balanced judgement prompts, rewarded for the format and for the right digit, keyed
+    by every field but stage 2's."""
     return GRPOTask(
         kind="prorank",
         records=lambda tokenizer: judgement_records(config, tokenizer),
@@ -202,6 +204,8 @@ def train_stage2(
 
 
 def save_stage2(peft, out: Path, loop, summary, key: dict, warmup: dict) -> Path:
+    """Write the stage-2 adapter to `out` in one swap (weights; a manifest that keeps stage 1's entries and adds
+    stage 2's config and losses; the step log), then delete the loop's state folder; returns `out`."""
     manifest = {
         **{k: v for k, v in warmup.items() if k not in ("stage", "steps", "seconds", "reward_curve", "run_key")},
         "stage": 2,
@@ -229,7 +233,8 @@ def save_stage2(peft, out: Path, loop, summary, key: dict, warmup: dict) -> Path
 
 
 def default_prorank_dir(config: ProRankConfig) -> Path:
-
+    """The cache folder named by the backbone and a hash of the stage-1 settings:
+    `<cache>/prorank/<backbone>-<digest>`."""
     digest = hashlib.sha256(json.dumps(stage1_key(config), sort_keys=True).encode()).hexdigest()[:10]
     return cache_root() / "prorank" / f"{safe_name(config.backbone)}-{digest}"
 

@@ -159,6 +159,8 @@ def format_reward(completions, **_) -> list[float]:
 
 
 def rank_r1_task(config: RankR1Config) -> GRPOTask:
+    """The Rank-R1 GRPO job: setwise candidate prompts rewarded for naming a relevant candidate in the format (a
+    weight-0 reward logs the format alone), after a format SFT when `sft_queries` > 0."""
     return GRPOTask(
         kind="rank-r1",
         records=lambda tokenizer: candidate_records(config, tokenizer),
@@ -180,7 +182,7 @@ def rank_r1_task(config: RankR1Config) -> GRPOTask:
 
 
 def default_rank_r1_dir(config: RankR1Config):
-
+    """The cache folder named by the backbone and a hash of the config: `<cache>/rank-r1/<backbone>-<digest>`."""
     digest = hashlib.sha256(json.dumps(config_json(config), sort_keys=True).encode()).hexdigest()[:10]
     return cache_root() / "rank-r1" / f"{safe_name(config.backbone)}-{digest}"
 
