@@ -253,6 +253,7 @@ LAYERS = {
     "routerank.r3ag.trainer": 9,
     "routerank.tune": 9,
     "routerank.serve": 9,
+    "routerank.integrations": 9,
     "routerank.cli": 10,
 }
 
