@@ -44,14 +44,14 @@ class PointwiseLLMReranker(PairScoringReranker):
     template: yes/no prompt family by name (chatml, qwen3, prorank) or a YesNoTemplate; chatml is SmolLM2-Instruct's.
     instruction: the `<Instruct>` line of the shared prompt prefix; part of the score-cache key.
     max_doc_tokens: each document is cut to this many tokens (the query and the answer cue never are); 256 is the
-        protocol of the README's zero-shot rows.
+        protocol of the zero-shot rows in reports/rerank-table.json.
     token_budget: tokens per padded batch, rows x longest row (the prefix counts only when it is not cached);
         default 65536 on GPU, 4096 on CPU.
     max_batch: at most this many documents per batch, whatever the budget; a batch that runs out of memory is split.
     device: where the model runs; default cuda when there is one, else cpu.
     dtype: a torch dtype name (`float32`, `bfloat16`); default bf16 on GPU, fp32 on CPU. Part of the cache key.
-    quantize: "int8" for dynamic int8 quantization of the Linear layers (CPU only); off, as the README's benchmark
-        measured no speedup and 0.043 nDCG@10 lost.
+    quantize: "int8" for dynamic int8 quantization of the Linear layers (CPU only); off, as the reranker benchmark
+        (reports/bench-rerank.json) measured no speedup and 0.043 nDCG@10 lost.
     prefix_cache: run the prefix (system + instruction + query) once per query and reuse its KV cache in every batch;
         off feeds each row its whole prompt (the reference the cached path is tested against).
     cache: keep every score in an on-disk SQLite cache (model, template, settings, query, document), so no pair is

@@ -13,7 +13,8 @@ set has none). The result is a sentence-transformers CrossEncoder folder (safete
 that the `ce:<folder>` reranker loads; beside the weights sit `routerank_train.json` (the manifest, with the
 dev query ids that score interpolation tunes on) and `train_log.jsonl` (one line per optimizer step).
 
-Cost on 2 CPU cores (MiniLM-L6, 192 tokens, 1 + 7 documents a group): see the README's training table.
+Cost on 2 CPU cores: the starter build records one run (MiniLM-L6, 128 tokens, 1 + 7 documents a group, bf16
+autocast) under `training.generalist` in reports/starter.json.
 """
 
 from __future__ import annotations
