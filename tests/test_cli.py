@@ -9,6 +9,8 @@ import sys
 
 import pytest
 
+from tests.conftest import shared_dataset
+
 
 def cli(*args: str, env_extra: dict | None = None) -> subprocess.CompletedProcess:
     env = {**os.environ, **(env_extra or {})}
@@ -235,3 +237,37 @@ def test_evaluate_puts_several_pipelines_side_by_side_with_p_values(scifact):
 def test_evaluate_saves_one_run_only(scifact, tmp_path):
     result = cli("evaluate", "-d", str(scifact.path), "-p", "bm25", "-p", "bm25", "--save-run", str(tmp_path / "r"))
     assert_clean_error(result, "--save-run writes one run")
+
+
+def test_documents_summarises_tatqa_pages():
+    tatqa = shared_dataset("tatqa")
+    result = cli("documents", "-d", str(tatqa), "--json")
+    assert result.returncode == 0, result.stderr
+    summary = json.loads(result.stdout)
+    assert (summary["documents"], summary["passages"], summary["tables"], summary["text"]) == (555, 3190, 555, 2635)
+    assert summary["passages_per_document"] == {"min": 3, "median": 5, "max": 27}
+    assert summary["splits"]["test"] == {"queries": 1663, "passage_pairs": 2241, "document_pairs": 1663}
+
+
+@pytest.mark.parametrize(
+    ("contents", "needle"),
+    [
+        (None, "has no documents.tsv"),
+        ("document-id\tpassage-id\tposition\nX\td1\t0\nX\td2\t0\n", "documents.tsv:3: document 'X' has two passages"),
+        ("document-id\tpassage-id\tposition\nX\tghost\t0\n", "documents.tsv:2: passage 'ghost' is not in the corpus"),
+    ],
+)
+def test_documents_bad_file_is_one_line_and_exit_2(tiny_beir, contents, needle):
+    if contents is not None:
+        (tiny_beir / "documents.tsv").write_text(contents)
+    assert_clean_error(cli("documents", "-d", str(tiny_beir)), needle)
+
+
+def test_documents_prints_counts_and_lifted_pairs(tiny_beir):
+    (tiny_beir / "documents.tsv").write_text("document-id\tpassage-id\tposition\nX\td2\t1\nX\td1\t0\n")
+    result = cli("documents", "-d", str(tiny_beir))
+    assert result.returncode == 0, result.stderr
+    assert "tiny: 2 documents over 3 passages (0 tables, 3 text)" in result.stdout
+    assert "passages per document: min 1, median 1.5, max 2" in result.stdout
+    row = next(line for line in result.stdout.splitlines() if " test " in line)
+    assert row.split()[1::2] == ["test", "2", "2", "2"]  # split, queries, passage pairs, document pairs

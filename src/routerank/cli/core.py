@@ -1,9 +1,10 @@
-"""The root `routerank` app and its own commands: datasets, index, search, evaluate, compare, qa, the dev-set
-tuners and serve."""
+"""The root `routerank` app and its own commands: datasets, documents, index, search, evaluate, compare, qa, the
+dev-set tuners and serve."""
 
 from __future__ import annotations
 
 import json
+import statistics
 import sys
 from dataclasses import replace
 from pathlib import Path
@@ -26,6 +27,9 @@ from routerank.cli.common import (
     parse_options,
     retrieve,
 )
+from routerank.data.documents import FILENAME as DOCUMENTS_FILE
+from routerank.data.documents import HEADER as DOCUMENTS_HEADER
+from routerank.data.documents import load_documents
 from routerank.data.registry import data_root, list_datasets, load_dataset
 from routerank.data.trec import read_run, write_run
 from routerank.data.types import Query, sample_queries
@@ -105,6 +109,58 @@ def datasets(
         splits = "  ".join(f"{k}: {q:,}/{p:,}" for k, (q, p) in s.splits.items())
         table.add_row(s.name, f"{s.docs:,}", f"{s.queries:,}", splits)
     console().print(table)
+
+
+@app.command()
+def documents(dataset: DatasetOpt, lenient: LenientOpt = False, as_json: JsonOpt = False) -> None:
+    """Check a dataset's documents.tsv and summarise it: documents, passages by kind, passages per document, and how
+    each split's judged query-passage pairs lift to query-document pairs."""
+    ds = load(dataset, None, lenient)
+    doc_map = load_documents(ds)
+    if doc_map is None:
+        raise RouterankError(
+            f"dataset {ds.name!r} has no {DOCUMENTS_FILE}",
+            path=ds.path,
+            fix=f"write one beside corpus.jsonl, tab-separated with the header {' '.join(DOCUMENTS_HEADER)}",
+        )
+    sizes = sorted(len(passages) for passages in doc_map.parts.values())
+    tables = sum(1 for kind in doc_map.kinds.values() if kind == "table")
+    splits = {}
+    for split in ds.splits:
+        qrels = ds.qrels[split]
+        splits[split] = {
+            "queries": len(qrels),
+            "passage_pairs": qrels.num_pairs,
+            "document_pairs": doc_map.lift_qrels(qrels).num_pairs,
+        }
+    summary = {
+        "dataset": ds.name,
+        "documents": len(doc_map),
+        "passages": len(doc_map.kinds),
+        "tables": tables,
+        "text": len(doc_map.kinds) - tables,
+        "passages_per_document": {"min": sizes[0], "median": statistics.median(sizes), "max": sizes[-1]},
+        "fingerprint": doc_map.fingerprint,
+        "splits": splits,
+    }
+    if as_json:
+        print(json.dumps(summary, indent=2))
+        return
+    per_doc = summary["passages_per_document"]
+    console().print(
+        f"{ds.name}: {len(doc_map):,} documents over {len(doc_map.kinds):,} passages "
+        f"({tables:,} tables, {len(doc_map.kinds) - tables:,} text)\n"
+        f"  passages per document: min {per_doc['min']}, median {per_doc['median']:g}, max {per_doc['max']}"
+    )
+    if splits:
+        table = Table(title="judged pairs, passages → documents")
+        for col in ("split", "queries", "passage pairs", "document pairs"):
+            table.add_column(col, justify="left" if col == "split" else "right")
+        for split, counts in splits.items():
+            table.add_row(
+                split, f"{counts['queries']:,}", f"{counts['passage_pairs']:,}", f"{counts['document_pairs']:,}"
+            )
+        console().print(table)
 
 
 @app.command()
