@@ -9,6 +9,7 @@ from routerank.errors import StaleIndexError
 KINDS = {
     "bm25": "routerank.retrieve.bm25:BM25Retriever",
     "dense": "routerank.retrieve.dense:DenseRetriever",
+    "documents": "routerank.retrieve.documents:DocumentRetriever",
     "null": "routerank.retrieve.null:NullRetriever",
 }
 
