@@ -7,6 +7,11 @@
     dense | dense:<model-spec>    bi-encoder + exact FAISS (default model: the packaged MiniLM)
     null                          R0, retrieve nothing
     r3ag:<router-folder>          per query, the R3AG router picks a member of the pool it was trained for (or R0)
+    docs:merge=mean,depth=5       documents made of passages (a documents.tsv): rank documents by merged passage
+                                  vectors (mean, max, attention with pooling=<folder>, first, concat, maxp) or
+                                  merge=bm25 over whole documents, then return the passages of the top `depth`
+                                  documents in document order; a rerank stage after it is the fine stage
+                                  (docs:merge=maxp,depth=3>>ce:starter@60). Options: model=, tables=, backend=
     hybrid                        rrf(bm25,dense)
     rrf(A,B,...)                  reciprocal rank fusion of any specs
     weighted(0.3*A,0.7*B)         min-max normalised score fusion
@@ -31,8 +36,10 @@ from functools import partial
 from pathlib import Path
 from types import MappingProxyType
 
+from routerank.data.documents import DocumentMap
 from routerank.data.types import Corpus, Ranking, Run
 from routerank.errors import SpecError
+from routerank.models.backends import TORCH
 from routerank.r3ag.pool import PoolConfig, RetrieverPool, RoutedRetriever
 from routerank.r3ag.router import R3AGRouter
 from routerank.rerank.base import candidates
@@ -40,9 +47,12 @@ from routerank.rerank.interpolate import InterpolatedReranker
 from routerank.rerank.registry import make_reranker
 from routerank.retrieve.base import IndexedRetriever, as_query_list
 from routerank.retrieve.bm25 import BM25Retriever
-from routerank.retrieve.dense import DenseRetriever, dense_options
+from routerank.retrieve.coarse import CoarseToFine, WholeDocuments
+from routerank.retrieve.dense import DEFAULT_MODEL, DenseRetriever, dense_options
+from routerank.retrieve.documents import DocumentRetriever
 from routerank.retrieve.fusion import FusionRetriever
 from routerank.retrieve.null import NullRetriever
+from routerank.retrieve.pooling import AttentionPooling
 from routerank.retrieve.rm3 import PARAMETERS, RM3Retriever
 from routerank.retrieve.store import cached_index
 from routerank.scale import LazyShards, ShardStore, chunks, executor_for
@@ -50,7 +60,7 @@ from routerank.starter import resolve_spec as resolve_starter
 
 ALIASES = {"hybrid": "rrf(bm25,dense)"}
 FUSIONS = ("rrf", "weighted")
-LEAVES = ("bm25", "rm3", "bm25+rm3", "dense", "null", "r3ag")
+LEAVES = ("bm25", "rm3", "bm25+rm3", "dense", "null", "r3ag", "docs")
 
 
 @dataclass(frozen=True)
@@ -123,7 +133,7 @@ def parse(spec: str) -> Spec:
     if name not in LEAVES:
         raise SpecError(
             f"unknown retriever {name!r} in pipeline {spec!r}",
-            fix="use bm25, rm3, dense[:model], null, r3ag:<folder>, hybrid, rrf(...), weighted(...)",
+            fix="use bm25, rm3, dense[:model], null, r3ag:<folder>, docs:merge=..., hybrid, rrf(...), weighted(...)",
         )
     return Spec(name, arg.strip())
 
@@ -196,9 +206,48 @@ def _routed(folder: str, progress: bool):
     return RoutedRetriever(router, RetrieverPool(members, router.pool), name=f"r3ag:{Path(folder).name}")
 
 
-def make_retriever(spec: str | Spec, progress: bool = False):
-    """An un-indexed retriever for a spec."""
+DOCS_OPTIONS = ("merge", "depth", "model", "tables", "pooling", "backend")
+
+
+def _documents_stage(arg: str, documents: DocumentMap | None, progress: bool) -> CoarseToFine:
+    """`docs:merge=...,depth=...`: the coarse stage over documents, returning the top documents' passages."""
+    if documents is None:
+        raise SpecError(
+            "docs: needs the documents its passages form",
+            fix="give a dataset with a documents.tsv beside its corpus, or build(..., documents=load_documents(ds))",
+        )
+    options = {}
+    for item in filter(None, (part.strip() for part in arg.split(","))):
+        key, eq, value = item.partition("=")
+        if not eq or key not in DOCS_OPTIONS:
+            raise SpecError(f"bad docs option {item!r}", fix=f"key=value with keys {', '.join(DOCS_OPTIONS)}")
+        options[key] = value.strip()
+    try:
+        depth = int(options.pop("depth", "5"))
+    except ValueError:
+        raise SpecError("docs: depth must be a whole number of documents") from None
+    merge, style = options.pop("merge", "mean"), options.pop("tables", "pipe")
+    if merge == "bm25":
+        coarse = WholeDocuments(BM25Retriever(progress=progress), documents, style)
+    else:
+        pooling = options.pop("pooling", None)
+        coarse = DocumentRetriever(
+            documents,
+            model=options.pop("model", DEFAULT_MODEL),
+            merge=merge,
+            pooling=AttentionPooling.load(pooling) if pooling else None,
+            table_style=style,
+            backend=options.pop("backend", TORCH),
+            progress=progress,
+        )
+    return CoarseToFine(coarse, documents, Corpus([]), depth=depth)
+
+
+def make_retriever(spec: str | Spec, progress: bool = False, documents: DocumentMap | None = None):
+    """An un-indexed retriever for a spec; `documents` is the passage-to-document map that `docs:` needs."""
     node = parse(spec) if isinstance(spec, str) else spec
+    if node.name == "docs":
+        return _documents_stage(node.arg, documents, progress)
     if node.name == "bm25":
         return BM25Retriever(**_bm25_params(node.arg), progress=progress)
     if node.name in ("rm3", "bm25+rm3"):
@@ -214,7 +263,7 @@ def make_retriever(spec: str | Spec, progress: bool = False):
     if node.name == "null":
         return NullRetriever()
 
-    children = [make_retriever(child, progress) for child in node.children]
+    children = [make_retriever(child, progress, documents) for child in node.children]
     return FusionRetriever(children, method=node.name, weights=node.weights or None)
 
 
@@ -383,17 +432,19 @@ def build(
     progress: bool = False,
     reranker_options: dict | None = None,
     ray=None,
+    documents: DocumentMap | None = None,
 ):
     """A retriever (or a Pipeline, if `spec` has `>>` stages) for `spec`, indexed on `corpus`.
 
     Leaf indexes come from (and go to) the cache. `ray` (True, an address or `RayOptions`) runs dense encoding
-    and every rerank stage in shards on Ray; None keeps everything in this process.
+    and every rerank stage in shards on Ray; None keeps everything in this process. `documents`: which passages
+    of `corpus` form each document (`routerank.data.documents.load_documents`), for `docs:` specs.
     """
     executor = None
     if ray is not None and ray is not False:
         executor = executor_for(ray, progress)
     first, stages = split_stages(spec)
-    retriever = _ready(make_retriever(first, progress), corpus, cache, cache_dir, rebuild, executor)
+    retriever = _ready(make_retriever(first, progress, documents), corpus, cache, cache_dir, rebuild, executor)
     if not stages:
         return retriever
     rerankers = []

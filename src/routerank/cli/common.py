@@ -8,6 +8,7 @@ from typing import Annotated
 
 import typer
 
+from routerank.data.documents import load_documents
 from routerank.data.registry import load_dataset
 from routerank.errors import RouterankError
 from routerank.pipeline import build
@@ -61,8 +62,22 @@ def parse_options(items: list[str] | None) -> dict:
     return options
 
 
+def documents_for(ds, spec: str):
+    """The dataset's documents.tsv map when `spec` has a `docs:` stage (read only then, so a bad file never stops
+    other pipelines), else None."""
+    return load_documents(ds) if "docs:" in spec else None
+
+
 def retrieve(ds, pipeline: str, queries, k: int, rebuild: bool = False, rerank_options: dict | None = None, ray=None):
-    retriever = build(pipeline, ds.corpus, rebuild=rebuild, progress=True, reranker_options=rerank_options, ray=ray)
+    retriever = build(
+        pipeline,
+        ds.corpus,
+        rebuild=rebuild,
+        progress=True,
+        reranker_options=rerank_options,
+        ray=ray,
+        documents=documents_for(ds, pipeline),
+    )
     return retriever.search(queries, k)
 
 

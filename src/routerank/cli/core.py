@@ -23,6 +23,7 @@ from routerank.cli.common import (
     PipelineOpt,
     RayOpt,
     console,
+    documents_for,
     load,
     parse_options,
     retrieve,
@@ -173,7 +174,9 @@ def index(
 ) -> None:
     """Build (or verify) the cached index for a pipeline on a dataset's corpus."""
     ds = load_dataset(dataset, splits=[])
-    retriever = build(pipeline, ds.corpus, rebuild=rebuild, progress=True, ray=ray)
+    retriever = build(
+        pipeline, ds.corpus, rebuild=rebuild, progress=True, ray=ray, documents=documents_for(ds, pipeline)
+    )
     if out is not None:
         retriever.save(out)
     print(f"indexed {len(ds.corpus):,} docs of {ds.name} with {retriever.name}", file=sys.stderr)
@@ -297,7 +300,14 @@ def evaluate(
         results.append(read_run(run))
     else:
         for spec in specs:
-            built = build(spec, ds.corpus, progress=True, reranker_options=parse_options(rerank_opt), ray=ray)
+            built = build(
+                spec,
+                ds.corpus,
+                progress=True,
+                reranker_options=parse_options(rerank_opt),
+                ray=ray,
+                documents=documents_for(ds, spec),
+            )
             results.append(built.search(queries, k))
             if counts := _routed_counts(built):
                 routed[results[-1].name] = counts

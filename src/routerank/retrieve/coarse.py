@@ -64,6 +64,24 @@ class VectorFine:
         return Run(MappingProxyType(out), f"{run.name}>>{self.name}")
 
 
+class WholeDocuments:
+    """A passage-level retriever run over whole documents: it indexes the document view of the passage corpus it
+    is given (`DocumentMap.document_corpus`), so `search` ranks document ids. BM25 over whole documents is the
+    lexical baseline of document retrieval."""
+
+    def __init__(self, retriever: Any, documents: DocumentMap, table_style: str = "pipe"):
+        self.retriever, self.documents, self.table_style = retriever, documents, table_style
+        self.name = f"{retriever.name}(documents)"
+
+    def index(self, corpus: Corpus) -> None:
+        """Index the documents that `corpus`'s passages form."""
+        self.retriever.index(self.documents.document_corpus(corpus, self.table_style))
+
+    def search(self, queries: Iterable[Query] | Mapping[str, Query], k: int = 100) -> Run:
+        """Each query's top `k` documents."""
+        return self.retriever.search(queries, k)
+
+
 @dataclass
 class CoarseToFine:
     """Documents from `coarse`, then the passages of the top `depth` documents ranked by `fine`.
@@ -91,6 +109,20 @@ class CoarseToFine:
         """`<coarse>@<depth>>>passages(<fine>)`."""
         fine = "document-order" if self.fine is None else self.fine.name
         return f"{getattr(self.coarse, 'name', 'docs')}@{self.depth}>>passages({fine})"
+
+    @property
+    def retrievers(self) -> list[Any]:
+        """The coarse stage, so a pipeline readies it from the index cache."""
+        return [self.coarse]
+
+    @retrievers.setter
+    def retrievers(self, value: list[Any]) -> None:
+        (self.coarse,) = value
+
+    def index(self, corpus: Corpus) -> None:
+        """Index the coarse stage on the passage corpus; the fine stage reads its passages from it."""
+        self.coarse.index(corpus)
+        self.passages = corpus
 
     def document_of(self, passage_id: str) -> str:
         """The document a returned passage belongs to."""
