@@ -245,6 +245,54 @@ def r3ag() -> str:
     return _table(["dataset", "queries", "R3AG F1", "best fixed choice F1", "oracle F1", "p"], rows, "r")
 
 
+def interleaved_documents() -> str:
+    """Document retrieval on TAT-QA report pages: each representation's nDCG@10 and R@10 on test."""
+    documents = report("interleaved.json")["documents"]
+    rows = [
+        [
+            f"`{name}`" if " " not in name else name,
+            _num(system["dev"]["means"]["nDCG@10"]),
+            _num(system["test"]["means"]["nDCG@10"]),
+            _num(system["test"]["means"]["R@10"]),
+        ]
+        for name, system in documents["systems"].items()
+    ]
+    return _table(["representation", "dev nDCG@10", "test nDCG@10", "test R@10"], rows, "r")
+
+
+def interleaved_passages() -> str:
+    """Passage retrieval on TAT-QA test: coarse to fine against flat, with the passages each scores per query."""
+    passages = report("interleaved.json")["passages"]
+    rows = [
+        [name, _num(system["means"]["nDCG@10"]), _num(system["means"]["R@10"]), system.get("passages_scored", DASH)]
+        for name, system in passages["systems"].items()
+    ]
+    return _table(["system", "nDCG@10", "R@10", "passages scored per query"], rows, "r")
+
+
+def interleaved_localisation() -> str:
+    """Inside each test query's gold page: the share whose first-ranked passage is relevant, per fine stage."""
+    located = report("interleaved.json")["localisation"]
+    rows = [[name, f"{r['first_is_relevant']:.1%}", r["queries"]] for name, r in located.items()]
+    return _table(["fine stage", "first passage relevant", "queries"], rows, "r")
+
+
+def interleaved_tables() -> str:
+    """Table linearisations on TAT-QA: passage-level BM25 and dense nDCG@10, train (where one is chosen) and test."""
+    styles = report("interleaved.json")["linearisation"]["styles"]
+    rows = [
+        [
+            f"`{style}`",
+            split,
+            _num(row[split]["bm25 passages"]["nDCG@10"]),
+            _num(row[split]["dense passages"]["nDCG@10"]),
+        ]
+        for style, row in styles.items()
+        for split in ("train", "test")
+    ]
+    return _table(["table style", "queries", "BM25 nDCG@10", "dense nDCG@10"], rows, "r")
+
+
 TABLES: dict[str, Callable[[], str]] = {
     "starter-test": starter_test,
     "starter-router": starter_router,
@@ -254,6 +302,10 @@ TABLES: dict[str, Callable[[], str]] = {
     "scale": scale,
     "r2r": r2r,
     "r3ag": r3ag,
+    "interleaved-documents": interleaved_documents,
+    "interleaved-passages": interleaved_passages,
+    "interleaved-localisation": interleaved_localisation,
+    "interleaved-tables": interleaved_tables,
 }
 
 
