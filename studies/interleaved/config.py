@@ -18,8 +18,8 @@ class InterleavedConfig(StudyConfig):
     compared; the one used elsewhere is chosen on train queries. attention_*: the attention pooling's training
     (train queries; the best epoch by dev loss). depths: the coarse stage's document depths tried on dev (the one
     chosen must score fewer passages per query than `flat_depth`). flat_depth: passages the flat baseline reranks.
-    fine: the fine stages (a reranker spec, or "passage-vectors"). long_dataset / chunk_words / max_chunks: the
-    document-level comparison on long documents cut into passages.
+    fine: the fine stages (a reranker spec, "passage-vectors", or "idcm-selector:<selector>"). long_dataset /
+    chunk_words / max_chunks: the document-level comparison on long documents cut into passages.
     """
 
     profile: str = "cpu"
@@ -34,7 +34,7 @@ class InterleavedConfig(StudyConfig):
     seed: int = 13
     depths: tuple[int, ...] = (1, 2, 3)
     flat_depth: int = 20
-    fine: tuple[str, ...] = ("passage-vectors", "ce:starter,backend=auto")
+    fine: tuple[str, ...] = ("passage-vectors", "idcm-selector:bm25", "ce:starter,backend=auto")
     long_dataset: str = "aila-cases"
     chunk_words: int = 200
     max_chunks: int = 8

@@ -29,6 +29,7 @@ from routerank.errors import RouterankError
 from routerank.evaluate.measures import evaluate
 from routerank.evaluate.significance import paired_test
 from routerank.fsutil import atomic_write, cache_root
+from routerank.rerank.passage_select import SelectorFineStage, make_selector
 from routerank.rerank.registry import make_reranker
 from routerank.retrieve.bm25 import BM25Retriever
 from routerank.retrieve.coarse import CoarseToFine, VectorFine, WholeDocuments
@@ -43,6 +44,7 @@ from studies.interleaved.config import InterleavedConfig
 MEASURES = "nDCG@10 R@10"
 POOLED = ("mean", "max", "attention")
 KINDS = ("measure", "train", "tune")
+SELECTOR = "idcm-selector:"  # a fine stage spec: an IDCM passage selector, e.g. idcm-selector:bm25
 FAMILIES = ("dense", "bm25")  # coarse and flat stages compared with the same models
 
 
@@ -134,6 +136,8 @@ class InterleavedStudy:
         """A fine stage: the passage vectors of `index`, or a reranker spec."""
         if spec == "passage-vectors":
             return VectorFine(index)
+        if spec.startswith(SELECTOR):
+            return SelectorFineStage(make_selector(spec.removeprefix(SELECTOR)), self.documents)
         return make_reranker(resolve_spec(spec))
 
     # stages --------------------------------------------------------------------------------------------------

@@ -10,6 +10,7 @@ import pytest
 from routerank.data.documents import DocumentMap
 from routerank.data.types import Corpus, Document, Query, Ranking, Run
 from routerank.errors import RouterankError
+from routerank.rerank.passage_select import BM25PassageSelector, SelectorFineStage
 from routerank.retrieve.coarse import CoarseToFine, VectorFine
 
 PASSAGES = Corpus(
@@ -112,3 +113,13 @@ def test_localisation_ranks_only_the_gold_documents_passages():
 def test_a_depth_below_one_is_refused():
     with pytest.raises(RouterankError, match="depth must be 1 or more"):
         CoarseToFine(COARSE, MAP, PASSAGES, depth=0)
+
+
+def test_an_idcm_selector_scores_each_documents_passages_with_its_own_statistics():
+    fine = SelectorFineStage(BM25PassageSelector(), MAP)
+    run = CoarseToFine(COARSE, MAP, PASSAGES, fine=fine, depth=2).search(QUERIES, k=10)
+    assert fine.name == "idcm-selector:bm25"
+    assert run["q1"].doc_ids[0] == "p1" and set(run["q1"].doc_ids) == {"t1", "p1", "p2", "t2", "p3"}
+    assert run["q2"].doc_ids[0] == "p3"
+    located = CoarseToFine(COARSE, MAP, PASSAGES, fine=fine).locate(QUERIES, {"q1": "d1"})
+    assert located["q1"].doc_ids[0] == "p1" and located["q1"].scores[-1] == 0.0  # p2 shares no query word

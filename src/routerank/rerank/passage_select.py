@@ -12,14 +12,18 @@ from __future__ import annotations
 import json
 import re
 from collections import Counter
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
+from types import MappingProxyType
 from typing import Protocol
 
 import numpy as np
 
+from routerank.data.documents import DocumentMap
+from routerank.data.types import Corpus, Query, Ranking, Run
 from routerank.errors import DataFormatError, SpecError
 from routerank.rerank.passages import Passage
+from routerank.retrieve.base import as_query_list
 from routerank.retrieve.dense import load_sentence_transformer
 
 TOKEN = re.compile(r"(?u)\b\w\w+\b")
@@ -264,3 +268,34 @@ def make_selector(spec: str, **options) -> PassageSelector | None:
         f"unknown IDCM passage selector {spec!r}",
         fix="use bm25, minilm, dense:<model-spec>, first, learned:<file>, or all",
     )
+
+
+class SelectorFineStage:
+    """An IDCM passage selector as the fine stage of coarse to fine (`routerank.retrieve.coarse.CoarseToFine`): the
+    candidates are grouped by the document they belong to, each document's passages are scored by the selector as
+    IDCM scores them (e.g. BM25 with statistics from that document alone), and all candidates are ranked by that
+    score, ties in candidate order. No model call beyond the selector's own."""
+
+    def __init__(self, selector: PassageSelector, documents: DocumentMap):
+        self.selector, self.documents = selector, documents
+        self.name = f"idcm-selector:{selector.name}"
+
+    def rerank_run(self, queries: Iterable[Query] | Mapping[str, Query], run: Run, corpus: Corpus, depth: int) -> Run:
+        """Each query's top `depth` candidates ranked by the selector's score."""
+        out = {}
+        for query in as_query_list(queries):
+            ids = list(run[query.id].doc_ids[:depth]) if query.id in run else []
+            groups: dict[str, list[str]] = {}
+            for passage_id in ids:
+                groups.setdefault(self.documents.document_of(passage_id), []).append(passage_id)
+            members = list(groups.values())
+            passages = [[Passage(p, 0, corpus[p].text, corpus[p].title) for p in group] for group in members]
+            found = self.selector.score(query.text, passages)
+            score = {
+                p: float(s)
+                for group, values in zip(members, found, strict=True)
+                for p, s in zip(group, values, strict=True)
+            }
+            order = sorted(range(len(ids)), key=lambda i: (-score[ids[i]], i))
+            out[query.id] = Ranking(tuple(ids[i] for i in order), tuple(score[ids[i]] for i in order))
+        return Run(MappingProxyType(out), f"{run.name}>>{self.name}")
