@@ -4,10 +4,12 @@ import json
 import os
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from routerank.data.registry import data_root
 from routerank.data.types import Document
+from routerank.r3ag.router import encoder_features
 
 
 @pytest.fixture(scope="session", autouse=True)
@@ -16,6 +18,19 @@ def _isolated_cache(tmp_path_factory):
     if "ROUTERANK_CACHE" not in os.environ:
         os.environ["ROUTERANK_CACHE"] = str(tmp_path_factory.mktemp("routerank-cache"))
     yield
+
+
+class CachedFeatures:
+    """MiniLM features of query texts (the R3AG router's real encoder), each text encoded once per session."""
+
+    def __init__(self):
+        self.encode, self.cache = encoder_features("minilm"), {}
+
+    def __call__(self, texts: list[str]) -> np.ndarray:
+        missing = [t for t in dict.fromkeys(texts) if t not in self.cache]
+        if missing:
+            self.cache.update(zip(missing, self.encode(missing), strict=True))
+        return np.stack([self.cache[t] for t in texts]) if texts else np.zeros((0, 384), np.float32)
 
 
 def shared_dataset(name: str) -> Path:

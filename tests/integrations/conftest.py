@@ -15,7 +15,7 @@ from routerank.data.beir import read_queries
 from routerank.data.types import Corpus, Document, Query
 from routerank.pipeline import build
 from routerank.route import RouteDecision
-from tests.conftest import shared_dataset
+from tests.conftest import CachedFeatures, shared_dataset
 
 RERANKED = "42"  # BM25's second document is the relevant one; the starter model puts it first
 OTHERS = ("5", "49", "127")  # "5" routes to the generalist
@@ -67,21 +67,6 @@ def expected(sample, starter) -> Expected:
     relevance = starter.relevance([ranked.scores[ranked.indices.index(i)] for i in range(len(documents))])
     [decision] = starter.route([query.text])
     return Expected(query, documents, ranked, relevance.tolist(), decision)
-
-
-class CachedFeatures:
-    """MiniLM query features, each text encoded once: the real encoder, loaded once per session."""
-
-    def __init__(self):
-        from routerank.r3ag.router import encoder_features
-
-        self.encode, self.cache = encoder_features("minilm"), {}
-
-    def __call__(self, texts: list[str]) -> np.ndarray:
-        missing = [t for t in dict.fromkeys(texts) if t not in self.cache]
-        if missing:
-            self.cache.update(zip(missing, self.encode(missing), strict=True))
-        return np.stack([self.cache[t] for t in texts]) if texts else np.zeros((0, 384), np.float32)
 
 
 @dataclass(frozen=True)

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from routerank.r3ag.labels import RoutingLabels
-from tests.conftest import shared_dataset
+from tests.conftest import CachedFeatures, shared_dataset
 
 POOL = ("R0", "bm25", "rm3", "dense", "hybrid")
 # dataset -> (best member by quality, best member by utility): on squad-dev retrieval finds good passages (hybrid
@@ -53,21 +53,6 @@ def cluster_labels(rows: list[tuple[str, str, str]], rng: np.random.Generator) -
         abstain=("R0",),
         meta={"synthetic": True},
     )
-
-
-class CachedFeatures:
-    """MiniLM features of query texts, each text encoded once per session."""
-
-    def __init__(self):
-        from routerank.r3ag.router import encoder_features
-
-        self.encode, self.cache = encoder_features("minilm"), {}
-
-    def __call__(self, texts: list[str]) -> np.ndarray:
-        missing = [t for t in dict.fromkeys(texts) if t not in self.cache]
-        if missing:
-            self.cache.update(zip(missing, self.encode(missing), strict=True))
-        return np.stack([self.cache[t] for t in texts]) if texts else np.zeros((0, 384), np.float32)
 
 
 @pytest.fixture(scope="session")
