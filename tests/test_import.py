@@ -249,6 +249,7 @@ LAYERS = {
     "routerank.pipeline": 7,
     "routerank.r3ag.labelling": 8,
     "routerank.train": 8,
+    "routerank.understand": 8,
     "routerank.r2r.trainer": 9,
     "routerank.r3ag.trainer": 9,
     "routerank.tune": 9,

@@ -21,6 +21,7 @@ edit a template or its examples, bump its version.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -67,6 +68,35 @@ YES_NO_OPEN_BOOK = Example(
     "yes",
 )
 YES_NO_CLOSED_BOOK = Example((), "Is the Sun a planet?", "no")
+
+COT_OPEN_INSTRUCTION = (
+    "Answer each question from the context. First reason step by step, then give the short answer on a last "
+    'line that starts with "Answer:".'
+)
+COT_CLOSED_INSTRUCTION = (
+    "Answer each question. First reason step by step, then give the short answer on a last line that starts "
+    'with "Answer:".'
+)
+COT_OPEN_EXAMPLES = (
+    Example(
+        OPEN_BOOK_EXAMPLES[0].documents,
+        OPEN_BOOK_EXAMPLES[0].question,
+        "The context says the tower was completed in 1889 for the World's Fair.\nAnswer: 1889",
+    ),
+    Example(
+        YES_NO_OPEN_BOOK.documents,
+        YES_NO_OPEN_BOOK.question,
+        "Exercise lowered resting blood pressure in every trial group, so it does.\nAnswer: yes",
+    ),
+)
+COT_CLOSED_EXAMPLES = (
+    Example((), "Is the Sun a planet?", "The Sun is a star, and planets orbit stars.\nAnswer: no"),
+    Example(
+        (),
+        "Who wrote Hamlet?",
+        "Hamlet is a tragedy by the English playwright William Shakespeare.\nAnswer: William Shakespeare",
+    ),
+)
 
 
 @dataclass(frozen=True)
@@ -140,7 +170,35 @@ TEMPLATES: dict[str, AnswerTemplate] = {
         open_examples=(*OPEN_BOOK_EXAMPLES, YES_NO_OPEN_BOOK),
         closed_examples=(YES_NO_CLOSED_BOOK, *CLOSED_BOOK_EXAMPLES),
     ),
+    # Chain of thought: reasoning, then a line that starts with "Answer:". Decode it with a stop at a blank line
+    # (stops=("\\n\\n",)) and room to reason (max_new_tokens=128), and read the answer with `cot_answer(raw)`.
+    "cot": AnswerTemplate(
+        name="cot",
+        version=1,
+        head="{instruction}\n\n",
+        open_ask="Context:\n{context}\nQuestion: {question}\nReasoning:",
+        closed_ask="Question: {question}\nReasoning:",
+        reply=" {answer}\n\n",
+        document="{text}",
+        separator="\n\n",
+        open_instruction=COT_OPEN_INSTRUCTION,
+        closed_instruction=COT_CLOSED_INSTRUCTION,
+        open_examples=COT_OPEN_EXAMPLES,
+        closed_examples=COT_CLOSED_EXAMPLES,
+    ),
 }
+
+_ANSWER_MARK = re.compile(r"answer\s*:", re.IGNORECASE)
+
+
+def cot_answer(text: str) -> str:
+    """The answer in a chain-of-thought output: the text after the last "Answer:" marker, up to the end of its
+    line; with no marker, the last non-empty line. Empty for empty output."""
+    marks = list(_ANSWER_MARK.finditer(text))
+    if marks:
+        return text[marks[-1].end() :].strip().split("\n", 1)[0].strip()
+    lines = [line.strip() for line in text.splitlines() if line.strip()]
+    return lines[-1] if lines else ""
 
 
 def get_template(name: str) -> AnswerTemplate:
