@@ -133,3 +133,30 @@ def test_bad_settings_are_refused(bm25):
         understood(bm25, aggregate="sum")
     with pytest.raises(RouterankError, match="rerank_against"):
         understood(bm25, rerank_against="both")
+
+
+class TableSpeller:
+    """A speller that knows a few fixes, enough to see where the stage applies denoising."""
+
+    def __init__(self, fixes: dict[str, str]):
+        self.fixes = fixes
+
+    def correct(self, text: str):
+        words = text.split()
+        fixed = " ".join(self.fixes.get(w, w) for w in words)
+        return type("Correction", (), {"text": fixed, "edits": tuple(w for w in words if w in self.fixes)})()
+
+
+def test_a_speller_cleans_the_query_before_it_is_split_and_searched(bm25):
+    noisy = Query("n", "Which band formd first, Awolnation or Foo Fightres?")
+    speller = TableSpeller({"formd": "formed", "Fightres?": "Fighters?"})
+    stage = UnderstoodPipeline(bm25, Decomposer("rules", speller=speller), aggregate="round-robin")
+    run = stage.search([noisy], 5)
+    understanding = stage.last_understanding["n"]
+    assert understanding.original == noisy.text and understanding.cleaned == TWO_HOP.text
+    assert understanding.corrections == ("formd", "Fightres?") and understanding.split
+    clean_run = UnderstoodPipeline(bm25, Decomposer("rules"), aggregate="round-robin").search([TWO_HOP], 5)
+    assert run["n"].doc_ids == clean_run[TWO_HOP.id].doc_ids
+    whole = Query("w", "Who wrote Hamlte?")
+    speller_only = UnderstoodPipeline(bm25, Decomposer("off", speller=TableSpeller({"Hamlte?": "Hamlet?"})))
+    assert speller_only.search([whole], 5)["w"] == bm25.search([Query("w", "Who wrote Hamlet?")], 5)["w"]

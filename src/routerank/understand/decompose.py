@@ -34,7 +34,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Any, Protocol
 
 from routerank.data.types import Query
 from routerank.errors import RouterankError
@@ -76,13 +76,15 @@ class SubQuery:
 
 @dataclass(frozen=True)
 class Understanding:
-    """What the decomposer made of one query: the original, the cleaned query (whitespace collapsed), its
-    sub-queries (exactly one, equal to `cleaned`, for a one-intent query) and the LLM calls it cost."""
+    """What the decomposer made of one query: the original, the cleaned query (whitespace collapsed, and spelling
+    corrected when a speller is set), its sub-queries (exactly one, equal to `cleaned`, for a one-intent query;
+    their spans index `cleaned`), the LLM calls it cost, and the speller's edits (spans of the original)."""
 
     original: str
     cleaned: str
     sub_queries: tuple[SubQuery, ...]
     llm_calls: int
+    corrections: tuple[Any, ...] = ()
 
     @property
     def split(self) -> bool:
@@ -424,11 +426,13 @@ class Decomposer:
         else one LLM call: the rules are free and precise on what they recognise, the LLM covers the rest), or
         "off" (every query kept whole).
     generator: what "llm" and "auto" call, e.g. `decomposition_generator("smollm2")`; unused otherwise.
+    speller: denoising before decomposition, e.g. `routerank.understand.speller.speller_for(corpus)`: anything with
+        `correct(text)` returning `.text` and `.edits`; None (the default) leaves the query's words as typed.
 
     A one-intent query costs at most one LLM call and comes back as one sub-query equal to the cleaned query.
     """
 
-    def __init__(self, mode: str = "rules", generator: TextGenerator | None = None):
+    def __init__(self, mode: str = "rules", generator: TextGenerator | None = None, speller: Any | None = None):
         if mode not in MODES:
             raise RouterankError(f"unknown decomposition mode {mode!r}", fix=f"choose one of {', '.join(MODES)}")
         if mode in ("llm", "auto") and generator is None:
@@ -436,11 +440,15 @@ class Decomposer:
                 f"decomposition mode {mode!r} needs an LLM generator",
                 fix='pass generator=decomposition_generator("smollm2"), or use mode="rules"',
             )
-        self.mode, self.generator = mode, generator
+        self.mode, self.generator, self.speller = mode, generator, speller
 
     def understand(self, query: Query | str) -> Understanding:
         """The query's sub-queries under this decomposer's mode, and the LLM calls they cost."""
-        text = query.text if isinstance(query, Query) else query
+        original = query.text if isinstance(query, Query) else query
+        text, corrections = clean(original), ()
+        if self.speller is not None:
+            correction = self.speller.correct(text)
+            text, corrections = correction.text, tuple(correction.edits)
         calls = 0
         if self.mode == "off":
             parts = [whole(text)]
@@ -450,4 +458,4 @@ class Decomposer:
                 parts, calls = decompose_llm(text, self.generator), 1
         if len(parts) < 2:
             parts = [whole(text)]
-        return Understanding(text, clean(text), tuple(parts), calls)
+        return Understanding(original, clean(text), tuple(parts), calls, corrections)

@@ -29,13 +29,14 @@ its ranking is the pipeline's, unchanged.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import replace
 from types import MappingProxyType
 
 from routerank.data.types import Query, Ranking, Run
 from routerank.errors import RouterankError
 from routerank.pipeline import Pipeline
 from routerank.retrieve.base import as_query_list
-from routerank.understand.decompose import Decomposer, Understanding
+from routerank.understand.decompose import Decomposer, Understanding, clean
 
 AGGREGATES = ("rrf", "round-robin", "max")
 RERANK_AGAINST = ("sub-query", "original")
@@ -123,6 +124,10 @@ class UnderstoodPipeline:
         against = ":original" if self.rerank_against == "original" else ""
         return f"understand:{self.decomposer.mode}:{self.aggregate}{against}({self.pipeline.name})"
 
+    def _cleaned(self, query: Query) -> Query:
+        cleaned = self.last_understanding[query.id].cleaned
+        return query if cleaned == clean(query.text) else replace(query, text=cleaned)
+
     def _combine(self, rankings: Sequence[Ranking]) -> tuple[Ranking, dict[str, int]]:
         if self.aggregate == "rrf":
             return aggregate_rrf(rankings, self.rrf_k)
@@ -159,7 +164,8 @@ class UnderstoodPipeline:
         split = [q for q in query_list if self.last_understanding[q.id].split]
         rankings: dict[str, Ranking] = {}
         provenance: dict[str, dict[str, int]] = {}
-        if whole:
+        if whole:  # searched as given, unless the speller changed the text
+            whole = [self._cleaned(q) for q in whole]
             plain = self.pipeline.search(whole, k)
             for q in whole:
                 rankings[q.id] = plain[q.id] if q.id in plain else Ranking()
