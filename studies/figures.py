@@ -293,6 +293,27 @@ def interleaved_tables() -> str:
     return _table(["table style", "queries", "BM25 nDCG@10", "dense nDCG@10"], rows, "r")
 
 
+def omni_hotpot() -> str:
+    """hotpotqa-500 test: both supporting paragraphs in the top 5, the raw question against each aggregation."""
+    hotpot = report("omni-rag.json")["hotpot"]
+    rows = [
+        ["raw question" if name == "raw" else f"decomposed, {name}", _num(row["both@5"]), _num(row["nDCG@10"])]
+        for name, row in hotpot["systems"].items()
+    ]
+    return _table(["system", "both supporting paragraphs in top 5", "nDCG@10"], rows, "r")
+
+
+def omni_noise() -> str:
+    """The multi-intent benchmark's test pairs: each system at each typo rate."""
+    rates = report("omni-rag.json")["synthetic"]["rates"]
+    rows = [
+        [f"{float(rate):.0%}", name, _num(row["nDCG@10"]), _num(row["intent_recall@10"]), _num(row["both_intents@10"])]
+        for rate, systems in sorted(rates.items(), key=lambda item: float(item[0]))
+        for name, row in systems.items()
+    ]
+    return _table(["typos", "system", "nDCG@10", "intent recall@10", "both intents@10"], rows, "r")
+
+
 TABLES: dict[str, Callable[[], str]] = {
     "starter-test": starter_test,
     "starter-router": starter_router,
@@ -306,6 +327,8 @@ TABLES: dict[str, Callable[[], str]] = {
     "interleaved-passages": interleaved_passages,
     "interleaved-localisation": interleaved_localisation,
     "interleaved-tables": interleaved_tables,
+    "omni-hotpot": omni_hotpot,
+    "omni-noise": omni_noise,
 }
 
 

@@ -348,3 +348,18 @@ def test_cot_template_exact_text():
 )
 def test_cot_answer_takes_the_last_marker(output, answer):
     assert cot_answer(output) == answer
+
+
+@pytest.mark.parametrize(
+    ("query", "parts"),
+    [
+        ("Vitamin D lowers cancer risk. In addition, what was the revenue in 2019?", 2),
+        ("Statins reduce mortality - and separately, who wrote the novel War and Peace?", 2),
+        ("Two questions: does aspirin prevent strokes? Leases are paid monthly by the tenant", 2),
+        ("Aspirin prevents strokes. Also: is the contract void if the seller is a minor?", 2),
+        ("The seller delivered the goods. The buyer refused to pay for them later.", 1),
+        ("A contract is void. It was signed by a minor in 2019.", 1),
+    ],
+)
+def test_sentences_split_only_at_a_connective_or_a_new_question(query, parts):
+    assert len(split_rules(query)) == parts

@@ -115,10 +115,21 @@ def _is_question(text: str) -> bool:
     return text.rstrip().endswith("?") or _first_word(text) in WH_WORDS | AUXILIARIES
 
 
+LEADS = re.compile(r"[\s,]*(?:(?:and also|and separately|also|and|in addition|separately)\s*[,:]?\s+)?", re.IGNORECASE)
+SENTENCE_CUT = re.compile(
+    r"(?<=[A-Za-z0-9%)\]]{2})[.!](?=\s+(?:also|in addition|separately|and|"
+    + "|".join(sorted(WH_WORDS | AUXILIARIES))
+    + r")\b)|\?(?=\s+\S)|;(?=\s*\S)",
+    re.IGNORECASE,
+)
+DASH_CUT = re.compile(r"\s[-\u2013\u2014]\s(?=(?:and|also)\b)", re.IGNORECASE)
+WH_CLAUSE_CUT = re.compile(r",?\s+and\s+(?=(?:what|which|who|when|where|why|how)\s+\w+\s+\w)")
+
+
 def _part(query: str, start: int, end: int) -> SubQuery | None:
-    """The sub-query of `query[start:end]` with surrounding space and a leading "Also,"/"And" dropped."""
-    text = query[start:end]
-    lead = re.match(r"\s*(?:(?:also|and|and also)\s*,?\s+)?", text, re.IGNORECASE)
+    """The sub-query of `query[start:end]` with surrounding space and a leading connective ("Also,", "And",
+    "In addition,", "and separately,") dropped; None when fewer than three words are left."""
+    lead = LEADS.match(query[start:end])
     start += lead.end() if lead else 0
     text = query[start:end].rstrip().rstrip(";,").rstrip()
     end = start + len(text)
@@ -129,15 +140,16 @@ def _part(query: str, start: int, end: int) -> SubQuery | None:
 
 
 def split_questions(query: str) -> list[SubQuery]:
-    """Two or more questions in one: split after a "?" followed by more text, at a ";", and at "and" before a
-    clause with its own wh-word. One item (the whole query) when nothing splits."""
-    cuts = [m.end() for m in re.finditer(r"\?(?=\s+\S)|;(?=\s*\S)", query)]
-    cuts += [m.start() for m in re.finditer(r",?\s+and\s+(?=(?:what|which|who|when|where|why|how)\s+\w+\s+\w)", query)]
+    """Two or more questions or requests in one: split after "?" before more text, at ";", at "." or "!" before a
+    connective ("Also", "In addition", "And") or a new question (a wh-word or an auxiliary), at a dash before
+    "and"/"also", and at "and" before a clause with its own wh-word. A plain sentence end does not split, so a
+    one-intent query told in several sentences stays whole. Each part needs three words or more, else the query
+    stays whole (one item)."""
+    cuts = [m.end() for m in SENTENCE_CUT.finditer(query)] + [m.start() for m in DASH_CUT.finditer(query)]
+    cuts += [m.start() for m in WH_CLAUSE_CUT.finditer(query)]
     bounds = [0, *sorted(set(cuts)), len(query)]
     parts = [_part(query, a, b) for a, b in zip(bounds, bounds[1:], strict=False)]
     if len(parts) < 2 or any(p is None for p in parts):
-        return [whole(query)]
-    if not all(_is_question(p.text) or ";" in query for p in parts):
         return [whole(query)]
     return [p for p in parts if p is not None]
 
