@@ -25,7 +25,9 @@ def test_the_cpu_config_loads_and_what_changes_results_keys_the_work_dir():
 
 
 def test_both_at_needs_every_relevant_document_in_the_top_k():
-    run = Run(MappingProxyType({"a": Ranking(("d1", "d2", "d3"), (3.0, 2.0, 1.0)), "b": Ranking(("d1", "d9"), (2.0, 1.0))}))
+    run = Run(
+        MappingProxyType({"a": Ranking(("d1", "d2", "d3"), (3.0, 2.0, 1.0)), "b": Ranking(("d1", "d9"), (2.0, 1.0))})
+    )
     qrels = Qrels(MappingProxyType({"a": {"d1": 1, "d3": 1}, "b": {"d1": 1, "d2": 1}, "c": {"d1": 1}}))
     assert both_at(run, qrels, 3) == {"a": 1.0, "b": 0.0, "c": 0.0}
     assert both_at(run, qrels, 2) == {"a": 0.0, "b": 0.0, "c": 0.0}
