@@ -109,6 +109,10 @@ class Study:
 
     # files -----------------------------------------------------------------------------------------------
 
+    def stage_file(self, name: str) -> Path:
+        """The JSON file that the stage `name` writes in the work dir."""
+        return self.work / f"{name}.json"
+
     @staticmethod
     def cached_run(path: Path, make: Callable[[], Run], tag: str) -> Run:
         """The run at `path`; made by `make` and written there (as `tag`) the first time."""

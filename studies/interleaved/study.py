@@ -16,7 +16,6 @@
 
 from __future__ import annotations
 
-import json
 import statistics
 from collections.abc import Callable
 from pathlib import Path
@@ -28,7 +27,6 @@ from routerank.data.types import Corpus, Dataset
 from routerank.errors import RouterankError
 from routerank.evaluate.measures import evaluate
 from routerank.evaluate.significance import paired_test
-from routerank.fsutil import atomic_write, cache_root
 from routerank.rerank.passage_select import SelectorFineStage, make_selector
 from routerank.rerank.registry import make_reranker
 from routerank.retrieve.bm25 import BM25Retriever
@@ -39,6 +37,7 @@ from routerank.retrieve.pooling import AttentionPooling, train_attention_pooling
 from routerank.retrieve.store import cached_index
 from routerank.stages import Stage, Step, run_plan
 from routerank.starter import resolve_spec
+from studies.base import Study
 from studies.interleaved.config import InterleavedConfig
 
 MEASURES = "nDCG@10 R@10"
@@ -64,47 +63,35 @@ def test_pair(a: dict[str, float], b: dict[str, float]) -> dict[str, float]:
     return {"delta": round(result.delta, 4), "p": result.t_pvalue, "p_perm": result.randomization_pvalue}
 
 
-class InterleavedStudy:
+class InterleavedStudy(Study):
     """The stages over one dataset with a documents.tsv, and the long-document comparison."""
 
+    FOLDER = "interleaved"
+
     def __init__(self, config: InterleavedConfig, work_dir: Path | None = None):
-        self.config = config
-        self.work = work_dir or cache_root() / "interleaved" / f"{config.profile}-{config.digest()}"
+        super().__init__(config, work_dir)
         self.work.mkdir(parents=True, exist_ok=True)
-        self.dataset: Dataset = load_dataset(config.dataset)
-        documents = load_documents(self.dataset)
+        self.source: Dataset = load_dataset(config.dataset)  # the dataset with a documents.tsv
+        documents = load_documents(self.source)
         if documents is None:
             raise RouterankError(
                 f"dataset {config.dataset!r} has no documents.tsv", fix="give a BEIR folder with a documents.tsv"
             )
         self.documents: DocumentMap = documents
-        self.queries = {split: self.dataset.split_queries(split) for split in ("train", "dev", "test")}
-        self.qrels = {split: self.dataset.split_qrels(split) for split in ("train", "dev", "test")}
+        self.queries = {split: self.source.split_queries(split) for split in ("train", "dev", "test")}
+        self.qrels = {split: self.source.split_qrels(split) for split in ("train", "dev", "test")}
         self.doc_qrels = {split: documents.lift_qrels(q) for split, q in self.qrels.items()}
 
     # files -----------------------------------------------------------------------------------------------------
-    def path(self, name: str) -> Path:
-        """The JSON file of a stage."""
-        return self.work / f"{name}.json"
-
-    def read(self, name: str) -> Any:
-        """A finished stage's result."""
-        return json.loads(self.path(name).read_text())
-
-    def write(self, name: str, data: Any) -> None:
-        """A stage's result, atomically."""
-        with atomic_write(self.path(name)) as out:
-            json.dump(data, out, indent=1)
-
     # building blocks -----------------------------------------------------------------------------------------
     @property
     def style(self) -> str:
         """The table style chosen on train queries."""
-        return self.read("linearisation")["chosen"]
+        return self.read_json(self.stage_file("linearisation"))["chosen"]
 
     def passages(self, style: str) -> Corpus:
         """The passage corpus with tables in `style`."""
-        return self.documents.passage_corpus(self.dataset.corpus, style)
+        return self.documents.passage_corpus(self.source.corpus, style)
 
     def pooling(self) -> AttentionPooling:
         """The trained attention pooling."""
@@ -121,7 +108,7 @@ class InterleavedStudy:
             backend=self.config.backend,
             progress=True,
         )
-        return cached_index(retriever, self.dataset.corpus)
+        return cached_index(retriever, self.source.corpus)
 
     def dense_passages(self, style: str):
         """Flat dense retrieval over the passages."""
@@ -160,7 +147,9 @@ class InterleavedStudy:
                 }
             rows[style] = row
         chosen = max(rows, key=lambda s: rows[s]["train"]["dense passages"]["nDCG@10"])
-        self.write("linearisation", {"chosen": chosen, "chosen_on": "train", "styles": rows})
+        self.write_json(
+            self.stage_file("linearisation"), indent=1, record={"chosen": chosen, "chosen_on": "train", "styles": rows}
+        )
 
     def attention(self) -> None:
         """Train the attention pooling on train queries, the best epoch by dev loss."""
@@ -178,7 +167,7 @@ class InterleavedStudy:
             seed=self.config.seed,
         )
         pooling.save(self.work / "attention")
-        self.write("attention-metrics", metrics)
+        self.write_json(self.stage_file("attention-metrics"), indent=1, record=metrics)
 
     def documents_stage(self) -> None:
         """Document-level measures of every representation on dev and test."""
@@ -187,7 +176,7 @@ class InterleavedStudy:
         for merge in self.config.merges:
             retriever = self.document_retriever(merge, style)
             systems[merge] = {s: summary(self._eval_docs(retriever, s)) for s in ("dev", "test")}
-        whole = self.bm25(self.documents.document_corpus(self.dataset.corpus, style))
+        whole = self.bm25(self.documents.document_corpus(self.source.corpus, style))
         systems["bm25 (whole documents)"] = {s: summary(self._eval_docs(whole, s)) for s in ("dev", "test")}
         pooled = [m for m in POOLED if m in systems]
         best_merge = max(pooled, key=lambda m: systems[m]["dev"]["means"]["nDCG@10"])
@@ -200,9 +189,10 @@ class InterleavedStudy:
             for other in ("first", "concat", "maxp", "bm25 (whole documents)")
             if other in systems
         }
-        self.write(
-            "documents",
-            {
+        self.write_json(
+            self.stage_file("documents"),
+            indent=1,
+            record={
                 "style": style,
                 "best_merge": best_merge,
                 "best": best,
@@ -219,12 +209,12 @@ class InterleavedStudy:
         """Coarse to fine with one fine stage (None: document order). The coarse stage of the `dense` family is the
         dense representation chosen on dev; of the `bm25` family, BM25 over whole documents. A passage-vectors
         fine stage reads the dense document index's passage vectors in either family."""
-        dense = self.document_retriever(self.read("documents")["best"], self.style)
+        dense = self.document_retriever(self.read_json(self.stage_file("documents"))["best"], self.style)
         if family == "dense":
             retriever = dense
         else:
             retriever = WholeDocuments(BM25Retriever(), self.documents, self.style)
-            retriever.index(self.dataset.corpus)
+            retriever.index(self.source.corpus)
         fine = None if fine_spec is None else self.fine_stage(fine_spec, dense)
         return CoarseToFine(retriever, self.documents, self.passages(self.style), fine=fine, depth=depth)
 
@@ -250,7 +240,9 @@ class InterleavedStudy:
                 cheaper = {d: r for d, r in rows.items() if r["passages_scored"] < self.config.flat_depth}
                 pool = cheaper or rows
                 chosen[family][spec] = int(max(pool, key=lambda d: pool[d]["nDCG@10"]))
-        self.write("depth", {"chosen": chosen, "chosen_on": "dev", "tried": tried})
+        self.write_json(
+            self.stage_file("depth"), indent=1, record={"chosen": chosen, "chosen_on": "dev", "tried": tried}
+        )
 
     def passages_stage(self) -> None:
         """Passage-level nDCG@10 on test: per family, coarse to fine against flat passages of the same family
@@ -262,7 +254,7 @@ class InterleavedStudy:
             flat_run = self.flat(family).search(test, 100)
             rows[f"{family} passages"] = summary(evaluate(flat_run, qrels, MEASURES))
             for spec in self.config.fine:
-                depth = self.read("depth")["chosen"][family][spec]
+                depth = self.read_json(self.stage_file("depth"))["chosen"][family][spec]
                 system = self.coarse(spec, depth, family)
                 coarse_run = system.search(test, 100)
                 flat = system.fine.rerank_run(test, flat_run, self.passages(style), flat_depth)
@@ -273,7 +265,7 @@ class InterleavedStudy:
                     "passages_scored": round(statistics.fmean(system.last_scored.values()), 2),
                 }
                 tests[f"{family}, {spec}"] = test_pair(scores(flat_eval), scores(coarse_eval))
-        self.write("passages", {"style": style, "systems": rows, "tests": tests})
+        self.write_json(self.stage_file("passages"), indent=1, record={"style": style, "systems": rows, "tests": tests})
 
     def localisation(self) -> None:
         """Inside the gold document of each test query: is the fine stage's first passage relevant?"""
@@ -297,7 +289,7 @@ class InterleavedStudy:
                 "queries": len(first),
                 "passages_per_gold_document": round(statistics.fmean(passages), 2),
             }
-        self.write("localisation", results)
+        self.write_json(self.stage_file("localisation"), indent=1, record=results)
 
     def long(self) -> None:
         """Document-level comparison on long documents cut into passages (no train queries choose anything here)."""
@@ -317,9 +309,10 @@ class InterleavedStudy:
         systems["bm25 (whole documents)"] = summary(
             evaluate(self.bm25(dataset.corpus).search(queries, 100), qrels, MEASURES)
         )
-        self.write(
-            "long",
-            {
+        self.write_json(
+            self.stage_file("long"),
+            indent=1,
+            record={
                 "dataset": self.config.long_dataset,
                 "split": split,
                 "queries": len(queries),
@@ -337,9 +330,9 @@ class InterleavedStudy:
             return Step(
                 name,
                 kind,
-                done=lambda: self.path(name).exists(),
+                done=lambda: self.stage_file(name).exists(),
                 action=action,
-                needs=lambda: all(self.path(n).exists() for n in needs),
+                needs=lambda: all(self.stage_file(n).exists() for n in needs),
             )
 
         return [
@@ -365,4 +358,4 @@ class InterleavedStudy:
             return data
 
         names = ("linearisation", "attention-metrics", "documents", "depth", "passages", "localisation", "long")
-        return {n: strip(self.read(n)) for n in names if self.path(n).exists()}
+        return {n: strip(self.read_json(self.stage_file(n))) for n in names if self.stage_file(n).exists()}

@@ -14,7 +14,6 @@
 
 from __future__ import annotations
 
-import json
 import statistics
 import time
 from collections import Counter
@@ -28,13 +27,13 @@ from routerank.data.registry import load_dataset
 from routerank.data.types import Qrels, Query, Run
 from routerank.evaluate.measures import evaluate
 from routerank.evaluate.significance import paired_test
-from routerank.fsutil import atomic_write, cache_root
 from routerank.pipeline import build
 from routerank.stages import Stage, Step, run_plan
 from routerank.understand.benchmark import IntentPair, build_pairs, combined_corpus, pair_queries
 from routerank.understand.decompose import Decomposer
 from routerank.understand.speller import speller_for
 from routerank.understand.stage import UnderstoodPipeline
+from studies.base import Study
 from studies.omni.config import OmniConfig
 
 KINDS = ("measure",)
@@ -70,26 +69,14 @@ def pair_hits(run: Run, pairs: Sequence[IntentPair], k: int = 10) -> tuple[dict[
     return recall, both
 
 
-class OmniStudy:
+class OmniStudy(Study):
     """The stages over hotpotqa-500 and the multi-intent benchmark."""
 
+    FOLDER = "omni"
+
     def __init__(self, config: OmniConfig, work_dir: Path | None = None):
-        self.config = config
-        self.work = work_dir or cache_root() / "omni" / f"{config.profile}-{config.digest()}"
+        super().__init__(config, work_dir)
         self.work.mkdir(parents=True, exist_ok=True)
-
-    def path(self, name: str) -> Path:
-        """The JSON file of a stage."""
-        return self.work / f"{name}.json"
-
-    def read(self, name: str) -> Any:
-        """A finished stage's result."""
-        return json.loads(self.path(name).read_text())
-
-    def write(self, name: str, data: Any) -> None:
-        """A stage's result, atomically."""
-        with atomic_write(self.path(name)) as out:
-            json.dump(data, out, indent=1)
 
     def understood(self, pipeline, aggregate: str, speller=None, mode: str | None = None) -> UnderstoodPipeline:
         """The pipeline behind the study's decomposer (or `mode`), with an optional speller."""
@@ -121,9 +108,10 @@ class OmniStudy:
             "both@5": test_pair(systems["raw"]["per_query_both5"], best["per_query_both5"]),
             "nDCG@10": test_pair(systems["raw"]["per_query_ndcg"], best["per_query_ndcg"]),
         }
-        self.write(
-            "hotpot",
-            {
+        self.write_json(
+            self.stage_file("hotpot"),
+            indent=1,
+            record={
                 "dataset": self.config.hotpot,
                 "first_stage": self.config.first_stage,
                 "chosen": chosen,
@@ -216,9 +204,10 @@ class OmniStudy:
                     "both_intents@10": test_pair(rows["raw"]["per_query_both"], rows[name]["per_query_both"]),
                 }
             rates[f"{rate:.2f}"] = rows
-        self.write(
-            "synthetic",
-            {
+        self.write_json(
+            self.stage_file("synthetic"),
+            indent=1,
+            record={
                 "datasets": list(self.config.datasets),
                 "train_pairs": len(train),
                 "test_pairs": len(test),
@@ -275,13 +264,17 @@ class OmniStudy:
                 "share_of_split_pairs": round(own / split, 4) if split else None,
                 "raw_query": dict(raw_choices),
             }
-        self.write("routing", {"router": self.config.router, "domains": sorted(domains), "rates": results})
+        self.write_json(
+            self.stage_file("routing"),
+            indent=1,
+            record={"router": self.config.router, "domains": sorted(domains), "rates": results},
+        )
 
     # plan ----------------------------------------------------------------------------------------------------
     def steps(self) -> list[Step]:
         """The plan, in order."""
         return [
-            Step(name, "measure", done=lambda n=name: self.path(n).exists(), action=action)
+            Step(name, "measure", done=lambda n=name: self.stage_file(n).exists(), action=action)
             for name, action in (("hotpot", self.hotpot), ("synthetic", self.synthetic), ("routing", self.routing))
         ]
 
@@ -297,4 +290,8 @@ class OmniStudy:
                 return {k: strip(v) for k, v in data.items() if not k.startswith("per_query")}
             return data
 
-        return {n: strip(self.read(n)) for n in ("hotpot", "synthetic", "routing") if self.path(n).exists()}
+        return {
+            n: strip(self.read_json(self.stage_file(n)))
+            for n in ("hotpot", "synthetic", "routing")
+            if self.stage_file(n).exists()
+        }
