@@ -12,9 +12,14 @@
                                   merge=bm25 over whole documents, then return the passages of the top `depth`
                                   documents in document order; a rerank stage after it is the fine stage
                                   (docs:merge=maxp,depth=3>>ce:starter@60). Options: model=, tables=, backend=
+    genread | genread:n=2         the LLM writes n passages per query (1-3, default 1; default LLM: the packaged
+                                  SmolLM2; genread:<llm-spec> or genread:llm=<spec>,n=2,tokens=96 for another)
+    hyde(A)                       search A with the query plus an LLM-written passage (mode=passage: the passage
+                                  alone; llm=<spec>), e.g. hyde(bm25), hyde(dense,mode=passage)
     hybrid                        rrf(bm25,dense)
     rrf(A,B,...)                  reciprocal rank fusion of any specs
     weighted(0.3*A,0.7*B)         min-max normalised score fusion
+    mix(2*A,1*B)                  stacked: A's first 2 documents, then B's first 1 (retrieved plus generated)
     RETRIEVER>>RERANKER@N         rerank the retriever's top N (e.g. bm25>>ce:/models/ce@100)
     RETRIEVER>>RERANKER@N~0.6     ... and mix its scores with the retriever's: 0.6 * rerank + 0.4 * first stage
     RETRIEVER>>RERANKER@N~auto    ... with the weight chosen on dev data (`routerank tune-alpha`)
@@ -39,7 +44,9 @@ from types import MappingProxyType
 from routerank.data.documents import DocumentMap
 from routerank.data.types import Corpus, Ranking, Run
 from routerank.errors import SpecError
+from routerank.generate.genread import GenRead, HyDE
 from routerank.models.backends import TORCH
+from routerank.models.llm import DEFAULT_LLM
 from routerank.r3ag.pool import PoolConfig, RetrieverPool, RoutedRetriever
 from routerank.r3ag.router import R3AGRouter
 from routerank.rerank.base import candidates
@@ -59,8 +66,12 @@ from routerank.scale import LazyShards, ShardStore, chunks, executor_for
 from routerank.starter import resolve_spec as resolve_starter
 
 ALIASES = {"hybrid": "rrf(bm25,dense)"}
-FUSIONS = ("rrf", "weighted")
-LEAVES = ("bm25", "rm3", "bm25+rm3", "dense", "null", "r3ag", "docs")
+FUSIONS = ("rrf", "weighted", "mix")
+COUNTED = ("weighted", "mix")  # fusions whose children carry a number: a weight, or mix's count
+WRAPPERS = ("hyde",)
+LEAVES = ("bm25", "rm3", "bm25+rm3", "dense", "null", "r3ag", "docs", "genread")
+HYDE_OPTIONS = ("llm", "mode", "tokens")
+GENREAD_OPTIONS = ("llm", "n", "tokens")
 
 
 @dataclass(frozen=True)
@@ -112,6 +123,8 @@ def parse(spec: str) -> Spec:
     if not text:
         raise SpecError("empty pipeline spec", fix="e.g. bm25, dense, hybrid")
     head, paren, rest = text.partition("(")
+    if paren and head.strip() in WRAPPERS and rest.endswith(")"):
+        return _parse_wrapper(head.strip(), rest[:-1], spec)
     if paren:
         name = head.strip()
         if name not in FUSIONS or not rest.endswith(")"):
@@ -119,7 +132,7 @@ def parse(spec: str) -> Spec:
         children, weights = [], []
         for part in _merge_params(_split_top_level(rest[:-1], spec)):
             weight, star, child = part.partition("*")
-            if star and name == "weighted":
+            if star and name in COUNTED:
                 try:
                     weights.append(float(weight))
                 except ValueError:
@@ -128,14 +141,30 @@ def parse(spec: str) -> Spec:
             children.append(parse(part))
         if weights and len(weights) != len(children):
             raise SpecError(f"give a weight for every retriever in {spec!r}, or none")
+        if name == "mix" and (len(weights) != len(children) or any(w < 1 or w != int(w) for w in weights)):
+            raise SpecError(
+                f"mix needs a whole count of documents for every source in {spec!r}", fix="e.g. mix(2*bm25,1*genread)"
+            )
         return Spec(name, children=tuple(children), weights=tuple(weights))
     name, _, arg = text.partition(":")
     if name not in LEAVES:
         raise SpecError(
             f"unknown retriever {name!r} in pipeline {spec!r}",
-            fix="use bm25, rm3, dense[:model], null, r3ag:<folder>, docs:merge=..., hybrid, rrf(...), weighted(...)",
+            fix="use bm25, rm3, dense[:model], null, genread, r3ag:<folder>, docs:merge=..., hybrid, rrf(...), "
+            "weighted(...), mix(...), hyde(...)",
         )
     return Spec(name, arg.strip())
+
+
+def _parse_wrapper(name: str, inner: str, spec: str) -> Spec:
+    """`hyde(dense,mode=passage)`: one wrapped spec, then the wrapper's own key=value options."""
+    parts = _split_top_level(inner, spec)
+    options = [p for p in parts if re.match(rf"^({'|'.join(HYDE_OPTIONS)})=", p)]
+    wrapped = [p for p in parts if p not in options]
+    wrapped = _merge_params(wrapped)
+    if len(wrapped) != 1 or not wrapped[0]:
+        raise SpecError(f"{name}(...) wraps exactly one retriever in {spec!r}", fix=f"e.g. {name}(bm25)")
+    return Spec(name, ",".join(options), children=(parse(wrapped[0]),))
 
 
 def fusion_children(spec: str) -> tuple[str, list[str]]:
@@ -149,7 +178,7 @@ def fusion_children(spec: str) -> tuple[str, list[str]]:
     children = []
     for part in _merge_params(_split_top_level(rest, spec)):
         weight, star, child = part.partition("*")
-        children.append(child.strip() if star and parsed.name == "weighted" else part)
+        children.append(child.strip() if star and parsed.name in COUNTED else part)
     return parsed.name, children
 
 
@@ -243,9 +272,77 @@ def _documents_stage(arg: str, documents: DocumentMap | None, progress: bool) ->
     return CoarseToFine(coarse, documents, Corpus([]), depth=depth)
 
 
+def _options(arg: str, keys: tuple[str, ...], what: str, bare: str | None = None) -> dict[str, str]:
+    """`llm=smollm2,n=2` as a dict of the allowed `keys`; a bare first item is the value of `bare`, if given."""
+    options: dict[str, str] = {}
+    for i, item in enumerate(filter(None, (part.strip() for part in arg.split(",")))):
+        key, eq, value = item.partition("=")
+        if not eq and i == 0 and bare is not None:
+            key, value = bare, item
+        elif not eq or key not in keys:
+            raise SpecError(f"bad {what} option {item!r}", fix=f"key=value with keys {', '.join(keys)}")
+        options[key] = value.strip()
+    return options
+
+
+def _whole(options: dict[str, str], key: str, what: str) -> dict[str, int]:
+    if key not in options:
+        return {}
+    try:
+        return {key: int(options[key])}
+    except ValueError:
+        raise SpecError(f"{what} option {key}={options[key]!r} is not a whole number") from None
+
+
+def _genread(arg: str) -> GenRead:
+    options = _options(arg, GENREAD_OPTIONS, "genread", bare="llm")
+    passages = _whole(options, "n", "genread").get("n", 1)
+    tokens = _whole(options, "tokens", "genread")
+    return GenRead(options.get("llm", DEFAULT_LLM), passages=passages, **_writer_options(tokens))
+
+
+def _writer_options(tokens: dict[str, int]) -> dict[str, int]:
+    return {"max_new_tokens": tokens["tokens"]} if tokens else {}
+
+
+def _hyde(node: Spec, progress: bool, documents: DocumentMap | None) -> HyDE:
+    options = _options(node.arg, HYDE_OPTIONS, "hyde")
+    inner = make_retriever(node.children[0], progress, documents)
+    tokens = _whole(options, "tokens", "hyde")
+    return HyDE(
+        inner, options.get("llm", DEFAULT_LLM), mode=options.get("mode", "query+passage"), **_writer_options(tokens)
+    )
+
+
+def llm_cost(obj) -> dict[str, int]:
+    """What the LLM context sources inside a retriever or pipeline (GenRead, HyDE) have generated since they were
+    made: LLM calls, generated tokens and passages, summed."""
+    total = {"llm_calls": 0, "generated_tokens": 0, "passages": 0}
+    seen: set[int] = set()
+
+    def walk(node) -> None:
+        if id(node) in seen:
+            return
+        seen.add(id(node))
+        if isinstance(node, GenRead | HyDE):
+            for key, value in node.cost().items():
+                total[key] += value
+        for child in getattr(node, "retrievers", None) or []:
+            walk(child)
+        if isinstance(node, Pipeline):
+            walk(node.retriever)
+
+    walk(obj)
+    return total
+
+
 def make_retriever(spec: str | Spec, progress: bool = False, documents: DocumentMap | None = None):
     """An un-indexed retriever for a spec; `documents` is the passage-to-document map that `docs:` needs."""
     node = parse(spec) if isinstance(spec, str) else spec
+    if node.name == "genread":
+        return _genread(node.arg)
+    if node.name == "hyde":
+        return _hyde(node, progress, documents)
     if node.name == "docs":
         return _documents_stage(node.arg, documents, progress)
     if node.name == "bm25":
@@ -326,13 +423,16 @@ class Pipeline:
         return ">>".join([self.retriever.name, *(f"{r.name}@{d}" for r, d in self.stages)])
 
     def search(self, queries, k: int = 100):
-        """Each query's top `k` after every stage; the retriever fetches `k` or the deepest stage's depth, if deeper."""
+        """Each query's top `k` after every stage; the retriever fetches `k` or the deepest stage's depth, if deeper.
+        Passages the retriever generated (`Run.documents`) are reranked like corpus documents and stay in the run."""
         query_list = as_query_list(queries)
         depth = max([k, *(d for _, d in self.stages)])
         run = self.retriever.search(query_list, depth)
+        made = run.documents  # generated passages: rerankers score them as corpus documents
+        corpus = self.corpus.extended(made)
         for reranker, stage_depth in self.stages:
-            run = reranker.rerank_run(query_list, run, self.corpus, stage_depth)
-        return run.top(k)
+            run = reranker.rerank_run(query_list, run, corpus, stage_depth)
+        return run.top(k).with_documents(made)
 
 
 def stage_reranker(stage: StageSpec, above: str, options: dict | None = None):

@@ -86,10 +86,15 @@ class Ranking:
 
 @dataclass(frozen=True)
 class Run:
-    """Query id → ranking. The unit every retriever and reranker produces."""
+    """Query id → ranking. The unit every retriever and reranker produces.
+
+    documents: documents the run made itself and the corpus lacks (passages an LLM wrote, as `genread` does), by
+    id; stages look an id up here before the corpus. Empty for every run over a corpus alone.
+    """
 
     rankings: Mapping[str, Ranking]
     name: str = "run"
+    documents: Mapping[str, Document] = field(default_factory=lambda: MappingProxyType({}))
 
     def __getitem__(self, query_id: str) -> Ranking:
         return self.rankings[query_id]
@@ -105,11 +110,28 @@ class Run:
 
     def top(self, k: int) -> Run:
         """The same run with every ranking cut to its first `k` documents."""
-        return Run({q: r.top(k) for q, r in self.rankings.items()}, self.name)
+        return Run({q: r.top(k) for q, r in self.rankings.items()}, self.name, self.documents)
+
+    def with_documents(self, documents: Mapping[str, Document]) -> Run:
+        """The same rankings carrying `documents` as well as this run's own (see `documents`)."""
+        if not documents:
+            return self
+        return Run(self.rankings, self.name, MappingProxyType({**self.documents, **documents}))
+
+    def lookup(self, doc_id: str, corpus: Mapping[str, Document]) -> Document | None:
+        """The document an id names: the run's own, else the corpus's, else None."""
+        found = self.documents.get(doc_id)
+        return found if found is not None else corpus.get(doc_id)
 
     def as_dict(self) -> dict[str, dict[str, float]]:
         """Query id → {doc id: score}, as plain dicts."""
         return {q: r.as_dict() for q, r in self.rankings.items()}
+
+
+def documents_of(runs: Iterable[Run]) -> Mapping[str, Document]:
+    """The documents several runs carry themselves (`Run.documents`), merged: what a run made from them carries."""
+    merged = {d: doc for run in runs for d, doc in run.documents.items()}
+    return MappingProxyType(merged)
 
 
 @dataclass(frozen=True)
@@ -190,6 +212,18 @@ class Corpus(Mapping[str, Document]):
         part = self.subset(doc_ids)
         part._fingerprint = self.fingerprint
         return part
+
+    def extended(self, documents: Mapping[str, Document]) -> Corpus:
+        """This corpus plus `documents` (a run's generated passages), keeping this corpus's fingerprint, so caches
+        keyed by corpus (saved interpolation weights) still match; an id already here is refused."""
+        if not documents:
+            return self
+        clash = [d for d in documents if d in self._by_id]
+        if clash:
+            raise DuplicateIdError(f"{len(clash)} added documents reuse corpus ids, e.g. {clash[:3]}")
+        out = Corpus((*self._docs, *documents.values()))
+        out._fingerprint = self.fingerprint
+        return out
 
     @property
     def fingerprint(self) -> str:

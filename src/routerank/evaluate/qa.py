@@ -40,3 +40,10 @@ def _f1(prediction: str, answer: str) -> float:
 def token_f1(prediction: str, answers: Iterable[str]) -> float:
     """The best token-overlap F1 of the prediction against any gold answer (normalised); 0.0 with no answers."""
     return max((_f1(prediction, a) for a in answers), default=0.0)
+
+
+def answer_in_text(text: str, answers: Iterable[str]) -> bool:
+    """Whether any gold answer occurs in `text` as whole words, both normalised (DPR's answer recall: does the
+    context hold the answer string?). An answer that normalises to nothing never counts."""
+    padded = f" {normalize_answer(text)} "
+    return any(norm and f" {norm} " in padded for norm in (normalize_answer(a) for a in answers))

@@ -74,13 +74,15 @@ def _check_k(k: int) -> None:
 
 
 def retrieved_contexts(queries: Sequence[Query], run: Run, corpus: Corpus, k: int) -> list[list[Document]]:
-    """Each query's top k documents from a run (fewer if the run has fewer; none for a query it lacks)."""
+    """Each query's top k documents from a run (fewer if the run has fewer; none for a query it lacks); a passage
+    the run made itself (`Run.documents`, e.g. genread's) is taken from the run."""
     _check_k(k)
     out = []
     for query in queries:
         ranking = run.rankings.get(query.id)
         ids = ranking.doc_ids[:k] if ranking is not None else ()
-        out.append([corpus[d] for d in ids if d in corpus])
+        found = (run.lookup(d, corpus) for d in ids)
+        out.append([doc for doc in found if doc is not None])
     return out
 
 

@@ -25,7 +25,7 @@ from pathlib import Path
 from types import MappingProxyType
 from typing import Any
 
-from routerank.data.types import Corpus, Query, Ranking, Run
+from routerank.data.types import Corpus, Query, Ranking, Run, documents_of
 from routerank.errors import RouterankError, SpecError
 from routerank.retrieve.base import Retriever, as_query_list
 
@@ -216,10 +216,12 @@ class RetrieverPool:
         for query, choice in zip(query_list, choices, strict=True):
             groups.setdefault(choice, []).append(query)
         rankings: dict[str, Ranking] = {}
+        runs = []
         for choice, group in groups.items():
             run = self.members[choice].search(group, k)
+            runs.append(run)
             rankings.update({q.id: run[q.id] if q.id in run else Ranking() for q in group})
-        return Run(MappingProxyType({q.id: rankings[q.id] for q in query_list}), name)
+        return Run(MappingProxyType({q.id: rankings[q.id] for q in query_list}), name, documents_of(runs))
 
 
 class RoutedRetriever:

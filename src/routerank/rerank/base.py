@@ -59,13 +59,14 @@ def candidates(run: Run, query_id: str, corpus: Corpus, depth: int) -> list[Docu
     """The query's top `depth` documents in `run`, taken from the corpus (none when the run lacks the query); a
     RouterankError when the run names documents the corpus does not hold."""
     ranking = run[query_id] if query_id in run else Ranking()
-    missing = [d for d in ranking.doc_ids[:depth] if d not in corpus]
+    found = [run.lookup(d, corpus) for d in ranking.doc_ids[:depth]]
+    missing = [d for d, doc in zip(ranking.doc_ids, found, strict=False) if doc is None]
     if missing:
         raise RouterankError(
             f"run names {len(missing)} documents not in the corpus, e.g. {missing[:3]}",
             fix="rerank a run made on the same corpus",
         )
-    return [corpus[d] for d in ranking.doc_ids[:depth]]
+    return found
 
 
 def merge_below(reranked: Ranking, original: Ranking, depth: int) -> Ranking:
@@ -87,7 +88,7 @@ def assemble_run(
         chunk, start = scores[start : start + len(docs)], start + len(docs)
         reranked = Ranking.from_scores(dict(zip((d.id for d in docs), chunk, strict=True)))
         out[query.id] = merge_below(reranked, run[query.id] if query.id in run else Ranking(), depth)
-    return Run(MappingProxyType(out), name)
+    return Run(MappingProxyType(out), name, run.documents)
 
 
 class BaseReranker:
@@ -110,7 +111,7 @@ class BaseReranker:
             docs = candidates(run, query.id, corpus, depth)
             reranked = self.rerank(query, docs) if docs else Ranking()
             out[query.id] = merge_below(reranked, run[query.id] if query.id in run else Ranking(), depth)
-        return Run(MappingProxyType(out), f"{run.name}>>{self.name}")
+        return Run(MappingProxyType(out), f"{run.name}>>{self.name}", run.documents)
 
 
 class PairScoringReranker(BaseReranker):

@@ -23,7 +23,7 @@ from types import MappingProxyType
 
 import numpy as np
 
-from routerank.data.types import Corpus, Query, Ranking, Run
+from routerank.data.types import Corpus, Query, Ranking, Run, documents_of
 from routerank.errors import RouterankError, SpecError
 from routerank.evaluate import evaluate
 from routerank.fsutil import atomic_write, cache_root, safe_name
@@ -172,4 +172,4 @@ def interpolate_runs(reranked: Run, first: Run, depth: int, alpha: float, name: 
         mixed = mix([inner[d] for d in head.doc_ids], head.scores, alpha)
         ranking = Ranking.from_scores(dict(zip(head.doc_ids, mixed.tolist(), strict=True)))
         out[qid] = merge_below(ranking, original, depth)
-    return Run(MappingProxyType(out), name)
+    return Run(MappingProxyType(out), name, documents_of([first, reranked]))

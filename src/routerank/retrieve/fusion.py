@@ -8,11 +8,11 @@ from types import MappingProxyType
 
 import numpy as np
 
-from routerank.data.types import Corpus, Query, Ranking, Run
+from routerank.data.types import Corpus, Query, Ranking, Run, documents_of
 from routerank.errors import SpecError
 from routerank.retrieve.base import Retriever, as_query_list
 
-METHODS = ("rrf", "weighted")
+METHODS = ("rrf", "weighted", "mix")
 NORMS = ("minmax", "zscore")
 
 
@@ -31,7 +31,24 @@ def rrf(
                 for rank, doc_id in enumerate(run[qid].doc_ids, start=1):
                     scores[doc_id] = scores.get(doc_id, 0.0) + weight / (rrf_k + rank)
         fused[qid] = Ranking.from_scores(scores, k)
-    return Run(MappingProxyType(fused), name)
+    return Run(MappingProxyType(fused), name, documents_of(runs))
+
+
+def stack(runs: Sequence[Run], counts: Sequence[int], k: int = 100, name: str = "mix") -> Run:
+    """Each run's first `counts[i]` documents, run after run in the order given (a document already taken is
+    skipped): e.g. two retrieved passages, then one generated. Scores fall by one per place, from the count."""
+    if len(counts) != len(runs) or any(c < 1 for c in counts):
+        raise SpecError(f"give every run a count of at least 1, got {list(counts)} for {len(runs)} runs")
+    query_ids = dict.fromkeys(q for run in runs for q in run)
+    out: dict[str, Ranking] = {}
+    for qid in query_ids:
+        taken: list[str] = []
+        for run, count in zip(runs, counts, strict=True):
+            fresh = [d for d in (run[qid].doc_ids if qid in run else ()) if d not in taken]
+            taken.extend(fresh[:count])
+        taken = taken[:k]
+        out[qid] = Ranking(tuple(taken), tuple(float(len(taken) - i) for i in range(len(taken))))
+    return Run(MappingProxyType(out), name, documents_of(runs))
 
 
 def _normalise(scores: np.ndarray, norm: str) -> np.ndarray:
@@ -70,11 +87,12 @@ def weighted(
         for doc_id in all_docs:
             scores[doc_id] = sum(w * docs.get(doc_id, floor) for (docs, floor), w in zip(per_run, weights, strict=True))
         fused[qid] = Ranking.from_scores(scores, k)
-    return Run(MappingProxyType(fused), name)
+    return Run(MappingProxyType(fused), name, documents_of(runs))
 
 
 class FusionRetriever:
-    """A retriever made of others: each child searches `depth` deep, then the runs are fused."""
+    """A retriever made of others: each child searches `depth` deep, then the runs are fused: by reciprocal rank
+    (`rrf`), normalised score (`weighted`), or stacked (`mix`: each child's first `weights[i]` documents in turn)."""
 
     def __init__(
         self,
@@ -91,6 +109,8 @@ class FusionRetriever:
             raise SpecError("fusion needs at least two retrievers")
         if weights is not None and len(weights) != len(retrievers):
             raise SpecError(f"{len(weights)} weights for {len(retrievers)} retrievers")
+        if method == "mix" and (weights is None or any(w < 1 or w != int(w) for w in weights)):
+            raise SpecError("mix takes a whole count of documents for each retriever", fix="e.g. mix(2*bm25,1*genread)")
         self.retrievers = list(retrievers)
         self.method, self.weights, self.rrf_k, self.norm, self.depth = method, weights, rrf_k, norm, depth
         self.name = f"{method}({','.join(r.name for r in self.retrievers)})"
@@ -106,6 +126,8 @@ class FusionRetriever:
         runs = [r.search(query_list, max(k, self.depth)) for r in self.retrievers]
         if self.method == "rrf":
             return rrf(runs, k, self.rrf_k, self.weights, self.name)
+        if self.method == "mix":
+            return stack(runs, [int(w) for w in self.weights or ()], k, self.name)
         return weighted(runs, k, self.weights, self.norm, self.name)
 
     def save(self, path) -> None:
