@@ -11,9 +11,10 @@ import pytest
 import torch
 
 from routerank.data.beir import read_queries
-from routerank.data.types import Corpus, Document, Query
+from routerank.data.types import Corpus, Dataset, Document, Query
 from routerank.generate import genread
 from routerank.pipeline import build
+from routerank.r3ag.labelling import member_runs
 from routerank.r3ag.labels import RoutingLabels
 from routerank.r3ag.pool import PoolConfig
 from routerank.r3ag.router import R3AGConfig, R3AGRouter
@@ -77,3 +78,20 @@ def test_genread_joins_a_trained_pool_without_retraining_the_encoders(texts, tmp
     assert run["s"].doc_ids[0] == "d1"
     [generated] = run["f"].doc_ids
     assert generated.startswith("gen:") and run.documents[generated].text == VITAMIN
+
+
+def test_label_runs_keep_generated_passages_across_a_restart(tmp_path, monkeypatch):
+    """The labeller saves each member's run; genread's passages are saved beside it and come back on reload."""
+    monkeypatch.setitem(genread._WRITERS, ("smollm2", ()), writer_for([VITAMIN], tmp_path))
+    corpus = Corpus([Document("d1", "Vitamin D and bones."), Document("d2", "Cats purr.")])
+    queries = {"q1": Query("q1", "does vitamin D help bones")}
+    dataset = Dataset("tiny", corpus, queries, {})
+    pool = PoolConfig.from_specs({"R0": "null", "bm25": "bm25", "genread": "genread"})
+    runs, _ = member_runs(dataset, list(queries.values()), pool, tmp_path / "runs", depth=3, progress=False)
+    [generated] = runs["genread"]["q1"].doc_ids
+    monkeypatch.setitem(genread._WRITERS, ("smollm2", ()), None)  # a reload must not generate
+    again, _ = member_runs(dataset, list(queries.values()), pool, tmp_path / "runs", depth=3, progress=False)
+    assert again["genread"]["q1"].doc_ids == (generated,)
+    assert again["genread"].documents[generated].text == VITAMIN
+    assert again["genread"].documents[generated].metadata["generated"] is True
+    assert again["bm25"]["q1"].doc_ids[0] == "d1" and not again["bm25"].documents

@@ -16,7 +16,14 @@ from routerank.rerank.base import option_value
 from routerank.scale import executor_for
 
 DatasetOpt = Annotated[str, typer.Option("--dataset", "-d", help="name under ROUTERANK_DATA, or a BEIR folder")]
-PipelineOpt = Annotated[str, typer.Option("--pipeline", "-p", help="bm25 | dense[:model] | hybrid | rrf(..) | null")]
+PipelineOpt = Annotated[
+    str,
+    typer.Option(
+        "--pipeline",
+        "-p",
+        help="bm25 | dense[:model] | hybrid | rrf(..) | null | genread | hyde(A) | mix(2*A,1*B) (any first stage)",
+    ),
+]
 MeasuresOpt = Annotated[str, typer.Option("--measures", "-m", help="ir_measures names, space separated")]
 LenientOpt = Annotated[bool, typer.Option("--lenient", help="drop judgments naming unknown ids (and say which)")]
 JsonOpt = Annotated[bool, typer.Option("--json", help="machine-readable output on stdout")]

@@ -32,7 +32,7 @@ from tqdm.auto import tqdm
 
 from routerank.data.registry import load_dataset
 from routerank.data.trec import read_run, write_run
-from routerank.data.types import Dataset, Query, Run, sample_queries
+from routerank.data.types import Dataset, Document, Query, Run, sample_queries
 from routerank.errors import RouterankError, SpecError
 from routerank.evaluate.measures import evaluate
 from routerank.evaluate.qa import exact_match, token_f1
@@ -105,7 +105,15 @@ def work_dir_for(dataset: str, pool: PoolConfig, settings: LabelSettings, root: 
     return (root or cache_root() / "r3ag" / "labels") / name
 
 
+def _documents_path(path: Path) -> Path:
+    return path.with_name(path.stem + ".documents.json")
+
+
 def _save_run(run: Run, path: Path) -> None:
+    if run.documents:  # generated passages (genread): kept beside the run, written first so the run marks both done
+        record = {d: {"text": doc.text, "metadata": dict(doc.metadata)} for d, doc in run.documents.items()}
+        with atomic_write(_documents_path(path)) as out:
+            json.dump(record, out)
     if any(len(run[q]) for q in run):
         write_run(run, path, tag=safe_name(run.name or "run"))
     else:
@@ -114,9 +122,12 @@ def _save_run(run: Run, path: Path) -> None:
 
 
 def _load_run(path: Path, name: str) -> Run:
-    if path.stat().st_size == 0:
-        return Run(MappingProxyType({}), name)
-    return read_run(path)
+    run = Run(MappingProxyType({}), name) if path.stat().st_size == 0 else read_run(path)
+    documents = _documents_path(path)
+    if documents.exists():
+        record = json.loads(documents.read_text(encoding="utf-8"))
+        run = run.with_documents({d: Document(d, v["text"], metadata=v["metadata"]) for d, v in record.items()})
+    return run
 
 
 def member_runs(
