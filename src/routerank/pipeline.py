@@ -26,6 +26,11 @@
 
 Stages chain left to right: `bm25>>ce:/m@100>>pointwise@20` reranks 100, then the top 20 of that.
 
+    understand(P,mode=rules,aggregate=round-robin,speller=1,against=sub-query)
+                                  query understanding around a whole pipeline P: denoise, split into intents,
+                                  run each through P, aggregate (routerank.understand; a `routerank.pipelines`
+                                  entry point, as other packages may add wrappers of their own)
+
 With `ray=` (the CLI's `--ray`), dense indexes are encoded in shards on Ray actors, and each rerank stage
 runs as a `ShardedReranker`: query shards, each reranked by an actor that built the stage's reranker once.
 The driver then loads no reranker model at all. Results equal the in-process ones.
@@ -38,6 +43,7 @@ import json
 import re
 from dataclasses import dataclass, field
 from functools import partial
+from importlib.metadata import EntryPoint, entry_points
 from pathlib import Path
 from types import MappingProxyType
 
@@ -522,6 +528,27 @@ class ShardedReranker:
         return Run(MappingProxyType({q.id: rankings[q.id] for q in query_list}), name)
 
 
+PIPELINE_PLUGINS = "routerank.pipelines"
+WRAPPED = re.compile(r"^\s*([A-Za-z_][\w-]*)\((.*)\)\s*$", re.DOTALL)
+
+
+def pipeline_plugins() -> dict[str, EntryPoint]:
+    """Whole-pipeline wrappers that layers above the pipeline register under the `routerank.pipelines` entry
+    point group (`understand(...)` from `routerank.understand`): name -> entry point of a
+    `build(arguments, corpus, **build_options)` callable."""
+    return {ep.name: ep for ep in entry_points(group=PIPELINE_PLUGINS)}
+
+
+def _wrapper(spec: str) -> tuple[EntryPoint, str] | None:
+    """The registered wrapper a spec is, `name(arguments)` around a whole pipeline, with its arguments; None for
+    any other spec. Fusions and `hyde` are first stages, never wrappers."""
+    match = WRAPPED.match(spec)
+    if not match or match.group(1) in (*FUSIONS, *WRAPPERS):
+        return None
+    plugin = pipeline_plugins().get(match.group(1))
+    return (plugin, match.group(2)) if plugin is not None else None
+
+
 def build(
     spec: str,
     corpus: Corpus,
@@ -534,12 +561,20 @@ def build(
     ray=None,
     documents: DocumentMap | None = None,
 ):
-    """A retriever (or a Pipeline, if `spec` has `>>` stages) for `spec`, indexed on `corpus`.
+    """A retriever (or a Pipeline, if `spec` has `>>` stages) for `spec`, indexed on `corpus`. A spec wrapped in a
+    registered pipeline plugin, `understand(bm25>>ce:starter@20,aggregate=round-robin)`, is built by the plugin.
 
     Leaf indexes come from (and go to) the cache. `ray` (True, an address or `RayOptions`) runs dense encoding
     and every rerank stage in shards on Ray; None keeps everything in this process. `documents`: which passages
     of `corpus` form each document (`routerank.data.documents.load_documents`), for `docs:` specs.
     """
+    wrapped = _wrapper(spec)
+    if wrapped is not None:
+        plugin, arguments = wrapped
+        options = {"cache": cache, "cache_dir": cache_dir, "rebuild": rebuild, "progress": progress}
+        return plugin.load()(
+            arguments, corpus, reranker_options=reranker_options, ray=ray, documents=documents, **options
+        )
     executor = None
     if ray is not None and ray is not False:
         executor = executor_for(ray, progress)

@@ -160,3 +160,28 @@ def test_a_speller_cleans_the_query_before_it_is_split_and_searched(bm25):
     whole = Query("w", "Who wrote Hamlte?")
     speller_only = UnderstoodPipeline(bm25, Decomposer("off", speller=TableSpeller({"Hamlte?": "Hamlet?"})))
     assert speller_only.search([whole], 5)["w"] == bm25.search([Query("w", "Who wrote Hamlet?")], 5)["w"]
+
+
+def test_the_understand_spec_builds_the_same_system(corpus, bm25):
+    """`understand(...)` through `routerank.pipeline.build` equals the stage built by hand, options included."""
+    built = build("understand(bm25,aggregate=round-robin,mode=rules)", corpus, cache=False)
+    by_hand = UnderstoodPipeline(bm25, Decomposer("rules"), aggregate="round-robin")
+    assert isinstance(built, UnderstoodPipeline) and built.name == by_hand.name
+    assert built.search([TWO_HOP], 5)[TWO_HOP.id] == by_hand.search([TWO_HOP], 5)[TWO_HOP.id]
+    assert GOLD <= set(built.search([TWO_HOP], 5)[TWO_HOP.id].doc_ids)
+    assert build("understand(rrf(bm25,bm25:k1=0.9,b=0.4))", corpus, cache=False).pipeline.name.startswith("rrf(")
+
+
+@pytest.mark.parametrize(
+    ("spec", "message"),
+    [
+        ("understand(bm25,mode=magic)", "unknown understand mode"),
+        ("understand(bm25,speller=3)", "speller=off, speller=1 or speller=2"),
+        ("understand(bm25,aggregate=sum)", "unknown aggregation"),
+        ("understand(mode=rules)", "wraps a pipeline"),
+        ("understand(bm25,mode=rules,mode=off)", "given twice"),
+    ],
+)
+def test_the_understand_spec_refuses_bad_options(corpus, spec, message):
+    with pytest.raises(RouterankError, match=message):
+        build(spec, corpus, cache=False)

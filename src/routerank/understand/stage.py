@@ -28,15 +28,19 @@ its ranking is the pipeline's, unchanged.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 from dataclasses import replace
 from types import MappingProxyType
+from typing import Any
 
-from routerank.data.types import Query, Ranking, Run
-from routerank.errors import RouterankError
-from routerank.pipeline import Pipeline
+from routerank.data.types import Corpus, Query, Ranking, Run
+from routerank.errors import RouterankError, SpecError
+from routerank.models.llm import DEFAULT_LLM
+from routerank.pipeline import Pipeline, build
 from routerank.retrieve.base import as_query_list
-from routerank.understand.decompose import Decomposer, Understanding, clean
+from routerank.understand.decompose import MODES, Decomposer, Understanding, clean, decomposition_generator
+from routerank.understand.speller import speller_for
 
 AGGREGATES = ("rrf", "round-robin", "max")
 RERANK_AGAINST = ("sub-query", "original")
@@ -184,3 +188,51 @@ class UnderstoodPipeline:
                 provenance[q.id] = {d: provenance[q.id].get(d, 0) for d in rankings[q.id].doc_ids}
         self.last_provenance = provenance
         return Run(MappingProxyType({q.id: rankings[q.id] for q in query_list}), self.name)
+
+
+UNDERSTAND_OPTIONS = ("mode", "aggregate", "speller", "against", "llm")
+_OPTION = re.compile(rf"^({'|'.join(UNDERSTAND_OPTIONS)})=")
+
+
+def split_arguments(arguments: str) -> tuple[str, dict[str, str]]:
+    """`bm25>>ce:starter@20,mode=rules,aggregate=max` -> ("bm25>>ce:starter@20", {"mode": "rules", ...}): the
+    trailing known key=value items are options, the rest (commas inside it kept) is the wrapped pipeline."""
+    parts = arguments.split(",")
+    options: dict[str, str] = {}
+    while parts and _OPTION.match(parts[-1].strip()):
+        key, _, value = parts.pop().strip().partition("=")
+        if key in options:
+            raise SpecError(f"understand option {key!r} is given twice")
+        options[key] = value.strip()
+    inner = ",".join(parts).strip()
+    if not inner:
+        raise SpecError("understand(...) wraps a pipeline", fix="e.g. understand(bm25>>ce:starter@20,mode=rules)")
+    return inner, options
+
+
+def build_understood(arguments: str, corpus: Corpus, **build_options: Any) -> UnderstoodPipeline:
+    """The `understand(P,...)` pipeline spec: P built by `routerank.pipeline.build` on `corpus`, behind a decomposer.
+
+    Options: mode (rules, llm, auto or off; default rules), aggregate (rrf, round-robin or max; default rrf),
+    speller (off, or the corpus speller's largest edit distance, 1 or 2; default off), against (sub-query or
+    original; default sub-query), llm (the model that `llm` and `auto` decompose with; default the packaged SmolLM2).
+    """
+    inner, options = split_arguments(arguments)
+    mode = options.get("mode", "rules")
+    if mode not in MODES:
+        raise SpecError(f"unknown understand mode {mode!r}", fix=f"choose one of {', '.join(MODES)}")
+    speller = None
+    distance = options.get("speller", "off")
+    if distance != "off":
+        if distance not in ("1", "2"):
+            raise SpecError(f"understand speller={distance!r}", fix="speller=off, speller=1 or speller=2")
+        speller = speller_for(corpus, max_edit_distance=int(distance))
+    generator = decomposition_generator(options.get("llm", DEFAULT_LLM)) if mode in ("llm", "auto") else None
+    pipeline = build(inner, corpus, **build_options)
+    decomposer = Decomposer(mode, generator=generator, speller=speller)
+    return UnderstoodPipeline(
+        pipeline,
+        decomposer,
+        aggregate=options.get("aggregate", "rrf"),
+        rerank_against=options.get("against", "sub-query"),
+    )
