@@ -168,7 +168,7 @@ def test_the_understand_spec_builds_the_same_system(corpus, bm25):
     by_hand = UnderstoodPipeline(bm25, Decomposer("rules"), aggregate="round-robin")
     assert isinstance(built, UnderstoodPipeline) and built.name == by_hand.name
     assert built.search([TWO_HOP], 5)[TWO_HOP.id] == by_hand.search([TWO_HOP], 5)[TWO_HOP.id]
-    assert GOLD <= set(built.search([TWO_HOP], 5)[TWO_HOP.id].doc_ids)
+    assert set(built.search([TWO_HOP], 5)[TWO_HOP.id].doc_ids) >= GOLD
     assert build("understand(rrf(bm25,bm25:k1=0.9,b=0.4))", corpus, cache=False).pipeline.name.startswith("rrf(")
 
 
