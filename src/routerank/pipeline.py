@@ -322,8 +322,8 @@ def _hyde(node: Spec, progress: bool, documents: DocumentMap | None) -> HyDE:
 
 def llm_cost(obj) -> dict[str, int]:
     """What the LLM context sources inside a retriever or pipeline (GenRead, HyDE) have generated since they were
-    made: LLM calls, generated tokens and passages, summed."""
-    total = {"llm_calls": 0, "generated_tokens": 0, "passages": 0}
+    made: LLM calls, generated tokens, passages and how many passages came from the cache, summed."""
+    total = {"llm_calls": 0, "generated_tokens": 0, "passages": 0, "cached": 0}
     seen: set[int] = set()
 
     def walk(node) -> None:

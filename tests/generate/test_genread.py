@@ -176,8 +176,7 @@ def test_hyde_spec_wraps_a_cached_index(shared_writer):
     assert (
         isinstance(pipeline, HyDE) and pipeline.search([Query("q1", "does vitamin D help")], 2)["q1"].doc_ids[0] == "d1"
     )
-    assert llm_cost(pipeline) == {
-        "llm_calls": 1,
-        "generated_tokens": llm_cost(pipeline)["generated_tokens"],
-        "passages": 1,
-    }
+    cost = llm_cost(pipeline)
+    assert (cost["llm_calls"], cost["passages"], cost["cached"]) == (1, 1, 0) and cost["generated_tokens"] > 5
+    pipeline.search([Query("q1", "does vitamin D help")], 2)
+    assert llm_cost(pipeline)["cached"] == 1

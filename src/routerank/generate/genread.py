@@ -112,7 +112,7 @@ class PassageWriter:
     paragraph; longer costs time on a CPU and a 135M model drifts off topic). loaded: an already-loaded
     (model, tokenizer), e.g. a scripted test model. cache_dir: where generations are kept (default:
     ROUTERANK_CACHE/generations). Counters `llm_calls`, `generated_tokens` and `passages` add up what it wrote,
-    cached or not (a cached passage costs what it cost when it was written).
+    cached or not (a cached passage costs what it cost when it was written); `cached` counts the cached ones.
     """
 
     def __init__(
@@ -141,8 +141,8 @@ class PassageWriter:
         family = "chatml" if "<|im_start|>" in first.tokenizer.get_vocab() else "plain"
         names = [_passage_template(family, v).name for v in range(MAX_PASSAGES)]
         self.generators = [first.with_template(name) for name in names]
-        self.tokenizer = first.tokenizer
-        self.llm_calls = self.generated_tokens = self.passages = 0
+        self.model, self.tokenizer = first.model, first.tokenizer  # the loaded LLM, e.g. to score with it too
+        self.llm_calls = self.generated_tokens = self.passages = self.cached = 0
 
     def write(self, texts: Sequence[str], variant: int = 0) -> list[Written]:
         """One passage per text, from prompt `variant` (0 to MAX_PASSAGES - 1)."""
@@ -158,15 +158,22 @@ class PassageWriter:
         self.llm_calls += len(out)
         self.generated_tokens += sum(w.tokens for w in out)
         self.passages += len(out)
+        self.cached += sum(w.cached for w in out)
         return out
 
     def cost(self) -> dict[str, int]:
-        """What it has written so far: LLM calls (one per passage), generated tokens and passages."""
-        return {"llm_calls": self.llm_calls, "generated_tokens": self.generated_tokens, "passages": self.passages}
+        """What it has written so far: LLM calls (one per passage), generated tokens, passages, and how many of
+        those passages came from the cache (written before, so they cost no time now)."""
+        return {
+            "llm_calls": self.llm_calls,
+            "generated_tokens": self.generated_tokens,
+            "passages": self.passages,
+            "cached": self.cached,
+        }
 
     def reset_cost(self) -> None:
         """Start the counters again from zero."""
-        self.llm_calls = self.generated_tokens = self.passages = 0
+        self.llm_calls = self.generated_tokens = self.passages = self.cached = 0
 
     def key(self, variant: int) -> str:
         """The cache key of prompt `variant`'s generator: model, template and decoding settings."""
