@@ -19,6 +19,11 @@ class OmniConfig(StudyConfig):
     from train splits choose, test pairs from test splits measure). noise_rates: typo rates. speller_distances: the
     speller's max edit distances tried on train pairs at `choose_at_noise`. router: the R2R model whose router
     routes each sub-query (its domains are the datasets it was trained on).
+
+    llm_model / llm_pairs / llm_hotpot: the LLM stage (`studies.omni.llm`): LLM denoising, LLM decomposition and the
+    multi-query baseline on the first `llm_pairs` test pairs at `choose_at_noise` and the first `llm_hotpot`
+    hotpotqa-500 test questions (0 and 0: no LLM stage). Its file is keyed by these, so they leave the other stages'
+    work dir as it is.
     """
 
     profile: str = "cpu"
@@ -34,8 +39,11 @@ class OmniConfig(StudyConfig):
     choose_at_noise: float = 0.1
     speller_distances: tuple[int, ...] = (1, 2)
     router: str = "starter"
+    llm_model: str = "smollm2"
+    llm_pairs: int = 0
+    llm_hotpot: int = 0
 
-    UNKEYED = ("profile",)
+    UNKEYED = ("profile", "llm_model", "llm_pairs", "llm_hotpot")
 
     @classmethod
     def load(cls, path: str | Path) -> OmniConfig:

@@ -130,4 +130,65 @@ def markdown(results: dict[str, Any], command: str, figure_name: str | None) -> 
                 _row([f"{float(rate):.0%}", row["pairs"], row["split_into_two"], row["both_to_own_expert"], share, raw])
             )
         out.append("")
+    out += llm_section(results.get("llm"))
     return "\n".join(out)
+
+
+def llm_section(llm: dict[str, Any] | None) -> list[str]:
+    """The LLM stage's tables: denoisers, decomposers and the multi-query baseline against the raw query."""
+    if not llm:
+        return []
+    out = ["## With an LLM", ""]
+    synthetic = llm.get("synthetic")
+    if synthetic:
+        shares = synthetic["denoising_recovery"].items()
+        recovery = ", ".join(f"{k} {DASH if v is None else f'{v:.0%}'}" for k, v in shares)
+        out += [
+            f"The first {synthetic['pairs']} test pairs at {synthetic['noise']:.0%} typos, `{llm['first_stage']}`, "
+            f"every LLM call to `{llm['model']}`. Without typos the raw query reaches nDCG@10 "
+            f"{synthetic['clean_raw_nDCG@10']:.4f}; share of what the typos cost that each denoiser recovers: "
+            f"{recovery}. Differences are against the raw query (paired t-test).",
+            "",
+            _row(["system", *METRICS, "Δ nDCG@10", "Δ both-intents@10", "ms/query", "LLM calls"]),
+            "|---|---:|---:|---:|---:|---:|---:|---:|",
+        ]
+        for name, row in synthetic["systems"].items():
+            vs = row.get("vs_raw", {})
+            out.append(
+                _row(
+                    [
+                        name,
+                        *(f"{row[m]:.4f}" for m in METRICS),
+                        _p(vs.get("nDCG@10")),
+                        _p(vs.get("both_intents@10")),
+                        row["ms_per_query"],
+                        row["llm_calls_per_query"],
+                    ]
+                )
+            )
+        out.append("")
+    hotpot = llm.get("hotpot")
+    if hotpot:
+        out += [
+            f"The first {hotpot['questions']} hotpotqa-500 test questions (aggregation {hotpot['aggregate']}):",
+            "",
+            _row(["system", "both@5", "nDCG@10", "Δ both@5", "Δ nDCG@10", "ms/query", "LLM calls"]),
+            "|---|---:|---:|---:|---:|---:|---:|",
+        ]
+        for name, row in hotpot["systems"].items():
+            vs = row.get("vs_raw", {})
+            out.append(
+                _row(
+                    [
+                        name,
+                        f"{row['both@5']:.4f}",
+                        f"{row['nDCG@10']:.4f}",
+                        _p(vs.get("both@5")),
+                        _p(vs.get("nDCG@10")),
+                        row["ms_per_query"],
+                        row["llm_calls_per_query"],
+                    ]
+                )
+            )
+        out.append("")
+    return out

@@ -17,16 +17,15 @@ from __future__ import annotations
 import statistics
 import time
 from collections import Counter
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
+from functools import partial
 from pathlib import Path
-from types import MappingProxyType
 from typing import Any
 
 from routerank.api import Reranker
 from routerank.data.registry import load_dataset
 from routerank.data.types import Qrels, Query, Run
 from routerank.evaluate.measures import evaluate
-from routerank.evaluate.significance import paired_test
 from routerank.pipeline import build
 from routerank.stages import Stage, Step, run_plan
 from routerank.understand.benchmark import IntentPair, build_pairs, combined_corpus, pair_queries
@@ -34,39 +33,16 @@ from routerank.understand.decompose import Decomposer
 from routerank.understand.speller import speller_for
 from routerank.understand.stage import UnderstoodPipeline
 from studies.base import Study
+from studies.omni import llm
 from studies.omni.config import OmniConfig
+from studies.omni.measures import both_at, pair_hits, pair_qrels, test_pair
 
-KINDS = ("measure",)
+KINDS = ("measure", "llm")
 SYSTEMS = ("raw", "speller", "decompose", "speller+decompose")
 
 
-def test_pair(a: dict[str, float], b: dict[str, float]) -> dict[str, float]:
-    """b against a: delta of the means, paired t-test and randomisation p."""
-    result = paired_test(a, b)
-    return {"delta": round(result.delta, 4), "p": result.t_pvalue, "p_perm": result.randomization_pvalue}
-
-
-def both_at(run: Run, qrels: Qrels, k: int) -> dict[str, float]:
-    """Per query: 1 when every relevant document is in the top `k`, else 0."""
-    return {
-        q: float(bool(qrels.relevant(q)) and qrels.relevant(q) <= set(run[q].doc_ids[:k]) if q in run else False)
-        for q in qrels
-    }
-
-
-def pair_qrels(pairs: Sequence[IntentPair]) -> Qrels:
-    """Each pair's gold: the relevant documents of both intents, grade 1."""
-    return Qrels(MappingProxyType({p.id: {d: 1 for i in p.intents for d in i.relevant} for p in pairs}))
-
-
-def pair_hits(run: Run, pairs: Sequence[IntentPair], k: int = 10) -> tuple[dict[str, float], dict[str, float]]:
-    """Per pair: the share of its two intents with a relevant document in the top `k`, and whether both have one."""
-    recall, both = {}, {}
-    for pair in pairs:
-        top = set(run[pair.id].doc_ids[:k]) if pair.id in run else set()
-        hits = [bool(top & set(i.relevant)) for i in pair.intents]
-        recall[pair.id], both[pair.id] = sum(hits) / 2, float(all(hits))
-    return recall, both
+def _kind(stage: str) -> str:
+    return "llm" if stage.startswith("llm-") else "measure"
 
 
 class OmniStudy(Study):
@@ -273,9 +249,17 @@ class OmniStudy(Study):
     # plan ----------------------------------------------------------------------------------------------------
     def steps(self) -> list[Step]:
         """The plan, in order."""
+        stages = [("hotpot", self.hotpot), ("synthetic", self.synthetic), ("routing", self.routing)]
+        if self.config.llm_pairs or self.config.llm_hotpot:
+            stages.append((llm.stage_name(self.config), partial(llm.run_llm_stage, self)))
         return [
-            Step(name, "measure", done=lambda n=name: self.stage_file(n).exists(), action=action)
-            for name, action in (("hotpot", self.hotpot), ("synthetic", self.synthetic), ("routing", self.routing))
+            Step(
+                name,
+                "llm" if name.startswith("llm-") else "measure",
+                done=lambda n=name: self.stage_file(n).exists(),
+                action=action,
+            )
+            for name, action in stages
         ]
 
     def run(self, max_minutes: float | None = None, only: set[str] | None = None) -> list[Stage]:
@@ -290,8 +274,12 @@ class OmniStudy(Study):
                 return {k: strip(v) for k, v in data.items() if not k.startswith("per_query")}
             return data
 
-        return {
+        out = {
             n: strip(self.read_json(self.stage_file(n)))
             for n in ("hotpot", "synthetic", "routing")
             if self.stage_file(n).exists()
         }
+        llm_file = self.stage_file(llm.stage_name(self.config))
+        if (self.config.llm_pairs or self.config.llm_hotpot) and llm_file.exists():
+            out["llm"] = strip(self.read_json(llm_file))
+        return out
