@@ -314,6 +314,62 @@ def omni_noise() -> str:
     return _table(["typos", "system", "nDCG@10", "intent recall@10", "both intents@10"], rows, "r")
 
 
+def rvg_qa() -> str:
+    """Retrieval vs generation, open-domain QA: answer F1 of each context source per set (seeded test samples)."""
+    qa = report("retrieval-vs-generation.json")["qa"]
+    conditions = list(next(iter(qa.values()))["conditions"])
+    rows = [
+        [name, data["test_queries"], *(_num(data["conditions"][c]["F1"]) for c in conditions)]
+        for name, data in qa.items()
+    ]
+    return _table(["set", "questions", *conditions], rows, "r")
+
+
+def rvg_rank() -> str:
+    """Retrieval vs generation, ranking: nDCG@10 of each system per set (seeded test samples)."""
+    rank = report("retrieval-vs-generation.json")["rank"]
+    systems = list(next(iter(rank.values()))["systems"])
+    rows = [
+        [name, data["test_queries"], *(_num(data["systems"][s]["nDCG@10"]) for s in systems)]
+        for name, data in rank.items()
+    ]
+    return _table(["set", "queries", *(f"`{s}`" for s in systems)], rows, "r")
+
+
+def rvg_lm() -> str:
+    """Retrieval vs generation, language modelling: perplexity of a passage's second half given each context."""
+    lm = report("retrieval-vs-generation.json")["lm"]
+    rows = [
+        [name, data["passages"], *(_num(data["conditions"][c]["perplexity"], 2) for c in ("none", "bm25", "generated"))]
+        for name, data in lm.items()
+    ]
+    return _table(["set", "passages", "no context", "BM25 context", "generated context"], rows, "r")
+
+
+R3AG_GENREAD_ROWS = (
+    "r3ag",
+    "r3ag-without-genread",
+    "r3ag+genread-added",
+    "always-retrieve",
+    "fixed:genread",
+    "fixed:R0",
+)
+
+
+def r3ag_genread() -> str:
+    """R3AG with a generative member: answer F1 per set of the fresh router, the current pool's router, the router
+    that added genread with add_retriever, always-retrieve, and the share of queries routed to genread."""
+    data = report("r3ag-genread.json")
+    rows = []
+    for name, result in data["sets"].items():
+        systems = result["systems"]
+        shares = [_num(systems[s].get("routes", {}).get("genread", 0.0), 2) for s in ("r3ag", "r3ag+genread-added")]
+        rows.append([name, result["queries"], *(_num(systems[s]["f1"]) for s in R3AG_GENREAD_ROWS), *shares])
+    header = ["set", "queries", "R3AG (fresh)", "R3AG without genread", "genread added", "always-retrieve"]
+    header += ["genread alone", "closed-book", "to genread (fresh)", "to genread (added)"]
+    return _table(header, rows, "r")
+
+
 TABLES: dict[str, Callable[[], str]] = {
     "starter-test": starter_test,
     "starter-router": starter_router,
@@ -329,6 +385,10 @@ TABLES: dict[str, Callable[[], str]] = {
     "interleaved-tables": interleaved_tables,
     "omni-hotpot": omni_hotpot,
     "omni-noise": omni_noise,
+    "rvg-qa": rvg_qa,
+    "rvg-rank": rvg_rank,
+    "rvg-lm": rvg_lm,
+    "r3ag-genread": r3ag_genread,
 }
 
 

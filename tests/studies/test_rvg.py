@@ -22,7 +22,7 @@ CONFIGS = ROOT / "studies" / "rvg" / "configs"
 
 def test_the_profiles_load_and_what_changes_results_keys_the_work_dir():
     cpu, gpu = RvgConfig.load(CONFIGS / "cpu.toml"), RvgConfig.load(CONFIGS / "gpu.toml")
-    assert cpu.qa_sample == 50 and cpu.choose_sample == 30 and cpu.k == 3 and cpu.rank_sample == 100
+    assert cpu.qa_sample == 30 and cpu.choose_sample == 20 and cpu.k == 3 and cpu.rank_sample == 50
     assert gpu.qa_sample is None and gpu.rank_sample is None  # 0 means the full test set
     assert cpu.reranked == "hybrid>>ce:starter@20" and "mix(2*hybrid,1*genread)" in cpu.mixed_candidates
     assert replace(cpu, profile="x", batch_size=1).digest() == cpu.digest()
@@ -31,8 +31,8 @@ def test_the_profiles_load_and_what_changes_results_keys_the_work_dir():
 
 
 def test_the_shipped_profiles_keep_their_work_dir_digests():
-    assert RvgConfig.load(CONFIGS / "cpu.toml").digest() == "7993ae961f"
-    assert RvgConfig.load(CONFIGS / "gpu.toml").digest() == "36aecdeb66"
+    assert RvgConfig.load(CONFIGS / "cpu.toml").digest() == "ebea7f7206"
+    assert RvgConfig.load(CONFIGS / "gpu.toml").digest() == "41a4d6e7f8"
 
 
 def test_an_unknown_config_key_is_an_error_that_names_it(tmp_path):
