@@ -9,11 +9,13 @@ traceback.
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from routerank.errors import RouterankError, SpecError
+from routerank.fsutil import atomic_write
 
 RAY_HELP = (
     "run dense encoding and reranking in shards on Ray: alone, a local Ray on this machine's cores; with ADDRESS, "
@@ -68,3 +70,36 @@ def run_main(
     except KeyboardInterrupt:
         print("routerank: interrupted", file=sys.stderr)
         raise SystemExit(130) from None
+
+
+def staged_parser(name: str, doc: str | None, report: str, kinds: Sequence[str], *, figure: bool = True):
+    """The parser of a staged study `studies.<name>` with a `configs/cpu.toml`, a work dir under
+    `<cache>/<name>/`, and a Markdown report (with its JSON, and its figure when `figure`, beside it)."""
+    beside = "the JSON and the figure go beside it" if figure else "the JSON goes beside it"
+    return study_parser(
+        f"python -m studies.{name}",
+        doc,
+        config_example=f"studies/{name}/configs/cpu.toml",
+        work_dir_help=f"where stages keep their results (default: <cache>/{name}/<profile>-<digest>)",
+        report=report,
+        report_help=f"the Markdown report; {beside}",
+        only_kinds=kinds,
+    )
+
+
+def run_stages(study, args: argparse.Namespace, kinds: Sequence[str], width: int = 20) -> dict:
+    """Run a study's plan (`--max-minutes`, `--only`), printing each stage's note, and return its results."""
+    for stage in study.run(args.max_minutes, parse_kinds(args.only, kinds)):
+        print(f"{stage.name:{width}s} {stage.note}", file=sys.stderr)
+    return study.results()
+
+
+def write_report(args: argparse.Namespace, study, results: dict, markdown: str, config_key: str = "config") -> None:
+    """The report's JSON (the results, the config file and the work dir, cache root left out) and its Markdown,
+    each written atomically beside `args.report`."""
+    record = {config_key: str(args.config), "work_dir": f"<cache>/{study.FOLDER}/{study.work.name}", **results}
+    with atomic_write(args.report.with_suffix(".json")) as out:
+        json.dump(record, out, indent=1)
+    with atomic_write(args.report) as out:
+        out.write(markdown)
+    print(f"wrote {args.report} and {args.report.with_suffix('.json')}", file=sys.stderr)

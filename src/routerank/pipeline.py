@@ -50,7 +50,7 @@ from types import MappingProxyType
 from routerank.data.documents import DocumentMap
 from routerank.data.types import Corpus, Ranking, Run
 from routerank.errors import SpecError
-from routerank.generate.genread import GenRead, HyDE
+from routerank.generate.genread import GenRead, HyDE, WriterCost
 from routerank.models.backends import TORCH
 from routerank.models.llm import DEFAULT_LLM
 from routerank.r3ag.pool import PoolConfig, RetrieverPool, RoutedRetriever
@@ -330,7 +330,7 @@ def llm_cost(obj) -> dict[str, int]:
         if id(node) in seen:
             return
         seen.add(id(node))
-        if isinstance(node, GenRead | HyDE):
+        if isinstance(node, WriterCost):
             for key, value in node.cost().items():
                 total[key] += value
         for child in getattr(node, "retrievers", None) or []:

@@ -197,7 +197,24 @@ def passage_id(key: str, query: str) -> str:
     return "gen:" + hashlib.sha256(f"{key}\n{query}".encode()).hexdigest()[:16]
 
 
-class GenRead:
+class WriterCost:
+    """What a context source built on a shared `PassageWriter` has cost: the writer's counters since the source was
+    made (or `reset_cost`), so sources sharing one writer each count their own."""
+
+    writer: PassageWriter
+    _cost_base: dict[str, int]
+
+    def cost(self) -> dict[str, int]:
+        """LLM calls, generated tokens, passages and cached passages since this source was made (or `reset_cost`)."""
+        now = self.writer.cost()
+        return {key: now[key] - self._cost_base.get(key, 0) for key in now}
+
+    def reset_cost(self) -> None:
+        """Count cost from now on."""
+        self._cost_base = self.writer.cost()
+
+
+class GenRead(WriterCost):
     """A context source whose documents an LLM writes: up to `passages` passages per query (see the module
     docstring). It searches like a retriever, so it fits wherever one does: a pipeline spec (`genread`,
     `genread:n=2`, `mix(2*hybrid,1*genread)`), an R3AG pool member, or `run_qa(retriever=...)`.
@@ -252,15 +269,6 @@ class GenRead:
             for w in self.writer.write(list(texts), 0)
         ]
 
-    def cost(self) -> dict[str, int]:
-        """LLM calls, generated tokens and passages since this GenRead was made (or `reset_cost`)."""
-        now = self.writer.cost()
-        return {key: now[key] - self._cost_base[key] for key in now}
-
-    def reset_cost(self) -> None:
-        """Count cost from now on."""
-        self._cost_base = self.writer.cost()
-
     def save(self, path: str | Path) -> None:
         """Nothing to save: passages live in the generation cache."""
 
@@ -268,7 +276,7 @@ class GenRead:
 HYDE_MODES = ("query+passage", "passage")
 
 
-class HyDE:
+class HyDE(WriterCost):
     """Hypothetical document embeddings, for any retriever: the LLM writes a passage that would answer the query,
     and `retriever` searches with the query plus that passage (`mode="query+passage"`) or the passage alone
     (`"passage"`; the query itself when the passage came out empty). Spec: `hyde(bm25)`, `hyde(dense,mode=passage)`.
@@ -327,15 +335,6 @@ class HyDE:
         self.last_queries = self.expand(queries)
         run = self.retriever.search(self.last_queries, k)
         return Run(run.rankings, self.name, run.documents)
-
-    def cost(self) -> dict[str, int]:
-        """LLM calls, generated tokens and passages since this HyDE was made (or `reset_cost`)."""
-        now = self.writer.cost()
-        return {key: now[key] - self._cost_base[key] for key in now}
-
-    def reset_cost(self) -> None:
-        """Count cost from now on."""
-        self._cost_base = self.writer.cost()
 
     def save(self, path: str | Path) -> None:
         """Save the wrapped retriever's index to `path`."""
