@@ -350,6 +350,7 @@ R3AG_GENREAD_ROWS = (
     "r3ag",
     "r3ag-without-genread",
     "r3ag+genread-added",
+    "r3ag-argmax",
     "always-retrieve",
     "fixed:genread",
     "fixed:R0",
@@ -358,15 +359,16 @@ R3AG_GENREAD_ROWS = (
 
 def r3ag_genread() -> str:
     """R3AG with a generative member: answer F1 per set of the fresh router, the current pool's router, the router
-    that added genread with add_retriever, always-retrieve, and the share of queries routed to genread."""
+    that added genread with add_retriever, always-retrieve, and how many test queries each router sends to genread."""
     data = report("r3ag-genread.json")
     rows = []
     for name, result in data["sets"].items():
         systems = result["systems"]
-        shares = [_num(systems[s].get("routes", {}).get("genread", 0.0), 2) for s in ("r3ag", "r3ag+genread-added")]
+        shares = [systems[s].get("routes", {}).get("genread", 0) for s in ("r3ag", "r3ag+genread-added", "r3ag-argmax")]
         rows.append([name, result["queries"], *(_num(systems[s]["f1"]) for s in R3AG_GENREAD_ROWS), *shares])
-    header = ["set", "queries", "R3AG (fresh)", "R3AG without genread", "genread added", "always-retrieve"]
-    header += ["genread alone", "closed-book", "to genread (fresh)", "to genread (added)"]
+    header = ["set", "queries", "R3AG (fresh)", "R3AG without genread", "genread added", "fresh, no margins"]
+    header += ["always-retrieve"]
+    header += ["genread alone", "closed-book", "routed to genread: fresh", "added", "no margins"]
     return _table(header, rows, "r")
 
 
