@@ -16,6 +16,15 @@ RECALL_DEPTHS = (1, 5)
 _HYDE = re.compile(r"^hyde\((?P<base>[^,]+)(,.*)?\)$")
 
 
+YES_NO = frozenset(["yes", "no", "maybe"])
+
+
+def closed_answers(queries: Sequence[Query]) -> bool:
+    """Whether every gold answer is yes, no or maybe (PubMedQA): then "the context holds the answer string" says
+    nothing about its evidence, and answer recall is left out."""
+    return all(normalize_answer(a) in YES_NO for q in queries for a in q.answers)
+
+
 def hyde_base(spec: str) -> str | None:
     """The retriever a `hyde(...)` spec expands queries for (`hyde(dense,mode=passage)` -> dense), else None."""
     match = _HYDE.match(spec.strip())

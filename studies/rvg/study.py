@@ -37,6 +37,7 @@ from studies.rvg.measures import (
     RECALL_DEPTHS,
     answer_recall,
     clip_words,
+    closed_answers,
     hyde_base,
     leaks,
     lm_documents,
@@ -191,7 +192,7 @@ class RvgStudy(Study):
         require_answers(test, f"{name} (test split)")
         require_answers(train, f"{name} (train split)")
         generator = self.generator(name)
-        recall = name not in config.closed_set  # "yes"/"no" in a passage says nothing about its evidence
+        recall = name not in config.closed_set and not closed_answers(test)  # "yes" in a passage proves nothing
         conditions = {CLOSED_BOOK: self.closed_book(generator, test)}
         for label, spec in self.qa_sources().items():
             searcher = build(spec, ds.corpus, progress=self.progress)

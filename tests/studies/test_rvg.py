@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 from studies.rvg.__main__ import main
 from studies.rvg.config import RvgConfig
-from studies.rvg.measures import answer_recall, hyde_base, leaks, lm_documents, split_halves
+from studies.rvg.measures import answer_recall, closed_answers, hyde_base, leaks, lm_documents, split_halves
 from studies.rvg.report import figure, markdown
 from studies.rvg.study import RvgStudy, cost_since
 
@@ -191,3 +191,8 @@ def test_the_report_states_the_numbers_and_where_the_small_model_is_too_weak(tmp
     assert "3 of 40 BM25 contexts repeat the target's first words" in text
     drawn = figure(results, tmp_path / "rvg.png")
     assert drawn is None or drawn.read_bytes().startswith(b"\x89PNG")
+
+
+def test_answer_recall_is_left_out_for_yes_no_answers():
+    assert closed_answers([Query("a", "q", ("yes",)), Query("b", "q", ("Maybe",))])
+    assert not closed_answers([Query("a", "q", ("yes",)), Query("b", "q", ("1889",))])
