@@ -408,6 +408,12 @@ def fill(text: str, where: str = "<text>") -> str:
         fmt = f" {match['fmt']}" if match["fmt"] else ""
         return f"<!-- fig: {match['file']} {match['path']}{fmt} -->{value}<!-- /fig -->"
 
+    for number, line in enumerate(text.splitlines(), 1):
+        if line.count("<!-- fig:") != len(FIG.findall(line)):
+            raise RouterankError(
+                f"{where}:{number}: a fig marker that does not parse",
+                fix="<!-- fig: FILE KEYPATH [FMT] -->value<!-- /fig --> on one line, with no spaces in the key path",
+            )
     return FIG.sub(fig, TABLE.sub(table, text))
 
 

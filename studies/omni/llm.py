@@ -91,12 +91,12 @@ def synthetic_systems(study, pipeline, corpus, generators: Generators, queries: 
         "raw": lambda q: (pipeline.search(q, 100), 0.0),
         "speller": understood("off", speller),
         "llm-rewrite": understood("off", rewriter),
-        "decompose (rules)": understood("rules"),
-        "decompose (llm)": understood("llm", generator=decompose),
+        "rules": understood("rules"),
+        "llm": understood("llm", generator=decompose),
         "speller+rules": understood("rules", speller),
         "llm-rewrite+rules": understood("rules", rewriter),
-        "multi-query (concat)": _multi(MultiQuery(pipeline, generators.get("multi"), order="concat")),
-        "multi-query (round-robin)": _multi(MultiQuery(pipeline, generators.get("multi"))),
+        "multi-query": _multi(MultiQuery(pipeline, generators.get("multi"), order="concat")),
+        "multi-query-rr": _multi(MultiQuery(pipeline, generators.get("multi"))),
     }
 
 
@@ -161,14 +161,10 @@ def hotpot(study, generators: Generators) -> dict[str, Any]:
     _warm_decompositions(decompose, queries)
     systems: dict[str, Search] = {
         "raw": lambda q: (pipeline.search(q, 100), 0.0),
-        "decompose (rules)": _staged(UnderstoodPipeline(pipeline, Decomposer("rules"), aggregate=aggregate)),
-        "decompose (llm)": _staged(
-            UnderstoodPipeline(pipeline, Decomposer("llm", generator=decompose), aggregate=aggregate)
-        ),
-        "decompose (auto)": _staged(
-            UnderstoodPipeline(pipeline, Decomposer("auto", generator=decompose), aggregate=aggregate)
-        ),
-        "multi-query (round-robin)": _multi(MultiQuery(pipeline, generators.get("multi"))),
+        "rules": _staged(UnderstoodPipeline(pipeline, Decomposer("rules"), aggregate=aggregate)),
+        "llm": _staged(UnderstoodPipeline(pipeline, Decomposer("llm", generator=decompose), aggregate=aggregate)),
+        "auto": _staged(UnderstoodPipeline(pipeline, Decomposer("auto", generator=decompose), aggregate=aggregate)),
+        "multi-query-rr": _multi(MultiQuery(pipeline, generators.get("multi"))),
     }
     rows = {}
     for name, search in systems.items():

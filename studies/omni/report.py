@@ -147,7 +147,12 @@ def llm_section(llm: dict[str, Any] | None) -> list[str]:
             f"The first {synthetic['pairs']} test pairs at {synthetic['noise']:.0%} typos, `{llm['first_stage']}`, "
             f"every LLM call to `{llm['model']}`. Without typos the raw query reaches nDCG@10 "
             f"{synthetic['clean_raw_nDCG@10']:.4f}; share of what the typos cost that each denoiser recovers: "
-            f"{recovery}. Differences are against the raw query (paired t-test).",
+            f"{recovery}. Differences are against the raw query (paired t-test). Systems: `rules`, `llm` and "
+            "`auto` decompose by rules, by the LLM, or by rules and then the LLM where they do not split; "
+            "`multi-query` is three LLM rephrasings merged as the frameworks merge them (in query order), "
+            "`multi-query-rr` the same rephrasings interleaved. LLM outputs are generated in batches before the "
+            "systems run (or come from the generation cache), so ms/query leaves generation out: each LLM call "
+            "costs about 1-3 s on 2 CPU cores.",
             "",
             _row(["system", *METRICS, "Δ nDCG@10", "Δ both-intents@10", "ms/query", "LLM calls"]),
             "|---|---:|---:|---:|---:|---:|---:|---:|",

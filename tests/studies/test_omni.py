@@ -79,7 +79,7 @@ def test_the_report_renders_the_llm_stage():
             "questions": 300,
             "aggregate": "round-robin",
             "systems": {
-                "multi-query (round-robin)": {
+                "multi-query-rr": {
                     "both@5": 0.62,
                     "nDCG@10": 0.8,
                     "ms_per_query": 9.0,
@@ -91,4 +91,4 @@ def test_the_report_renders_the_llm_stage():
     text = markdown({"llm": llm}, "python -m studies.omni --config c.toml", None)
     assert "## With an LLM" in text and "speller 69%, llm-rewrite –" in text
     assert "| llm-rewrite | 0.5500 | 0.6000 | 0.2500 | +0.0500 (p 0.010)" in text
-    assert "| multi-query (round-robin) | 0.6200 | 0.8000 |" in text
+    assert "| multi-query-rr | 0.6200 | 0.8000 |" in text
