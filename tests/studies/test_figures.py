@@ -48,7 +48,7 @@ def test_a_table_block_is_regenerated_between_its_markers():
         ("<!-- fig: starter.json figures.nope -->1<!-- /fig -->", "no key 'nope'"),
         ("<!-- fig: r3ag.json headline.99.dataset -->1<!-- /fig -->", "out of range"),
         ("<!-- table: no-such-table -->\n<!-- /table -->", "unknown table"),
-        ("<!-- fig: r3ag.json headline.0.a key -->1<!-- /fig -->", "does not parse"),
+        ("<!-- fig: r3ag.json headline.0 a key .3f -->1<!-- /fig -->", "does not parse"),
     ],
 )
 def test_a_marker_that_names_nothing_is_one_clear_error(text, message):
