@@ -19,7 +19,6 @@ same query) costs nothing, and an interrupted run resumes where it stopped.
 from __future__ import annotations
 
 import hashlib
-import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,7 +27,7 @@ from types import MappingProxyType
 from routerank.data.types import Corpus, Document, Query, Ranking, Run
 from routerank.errors import RouterankError
 from routerank.generate.generator import Generator
-from routerank.generate.templates import TEMPLATES, AnswerTemplate, Example
+from routerank.generate.templates import CHAT_MARKUP, TEMPLATES, AnswerTemplate, Example, chatml_task
 from routerank.models.llm import DEFAULT_LLM
 from routerank.retrieve.base import as_query_list
 
@@ -46,29 +45,13 @@ PASSAGE_EXAMPLE = Example(
 )
 MAX_PASSAGES = len(PASSAGE_INSTRUCTIONS)
 PASSAGE_STOPS = ("<|im_end|>", "<|im_start|>", "\nQuestion:")
-_MARKUP = re.compile(r"<\|[^|>]*\|>")
 
 
 def _passage_template(family: str, variant: int) -> AnswerTemplate:
     """The prompt for passage `variant` (0-based) in a model family: ChatML turns, or plain text after a cue."""
     instruction = PASSAGE_INSTRUCTIONS[variant]
-    common = {
-        "version": 1,
-        "open_instruction": instruction,
-        "closed_instruction": instruction,
-        "open_examples": (),
-        "closed_examples": (PASSAGE_EXAMPLE,),
-    }
     if family == "chatml":
-        ask = "<|im_start|>user\nQuestion: {question}<|im_end|>\n<|im_start|>assistant\n"
-        return AnswerTemplate(
-            name=f"genread{variant + 1}",
-            head="<|im_start|>system\n{instruction}<|im_end|>\n",
-            open_ask=ask,
-            closed_ask=ask,
-            reply="{answer}<|im_end|>\n",
-            **common,
-        )
+        return chatml_task(f"genread{variant + 1}", instruction, (PASSAGE_EXAMPLE,))
     ask = "Question: {question}\nPassage:"
     return AnswerTemplate(
         name=f"genread{variant + 1}-plain",
@@ -76,7 +59,11 @@ def _passage_template(family: str, variant: int) -> AnswerTemplate:
         open_ask=ask,
         closed_ask=ask,
         reply=" {answer}\n\n",
-        **common,
+        version=1,
+        open_instruction=instruction,
+        closed_instruction=instruction,
+        open_examples=(),
+        closed_examples=(PASSAGE_EXAMPLE,),
     )
 
 
@@ -89,7 +76,7 @@ for _family in ("chatml", "plain"):
 def clean_passage(raw: str) -> str:
     """A generated passage as a document's text: chat markup dropped, cut at its first blank line (after any
     leading whitespace), whitespace runs collapsed."""
-    text = _MARKUP.sub(" ", raw).strip()
+    text = CHAT_MARKUP.sub(" ", raw).strip()
     text = text.split("\n\n", 1)[0]
     return " ".join(text.split())
 

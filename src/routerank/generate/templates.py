@@ -201,6 +201,28 @@ def cot_answer(text: str) -> str:
     return lines[-1] if lines else ""
 
 
+CHAT_MARKUP = re.compile(r"<\|[^|>]*\|>")  # ChatML turn markers, as a 135M model sometimes writes them into its text
+
+
+def chatml_task(name: str, instruction: str, examples: Sequence[Example], version: int = 1) -> AnswerTemplate:
+    """A ChatML template for a task that is not open-book QA (decomposing, rewriting, writing a passage): the
+    instruction as the system turn, each worked example a user turn ("Question: ...") and an assistant turn, the same
+    prompt with or without documents."""
+    ask = "<|im_start|>user\nQuestion: {question}<|im_end|>\n<|im_start|>assistant\n"
+    return AnswerTemplate(
+        name=name,
+        version=version,
+        head="<|im_start|>system\n{instruction}<|im_end|>\n",
+        open_ask=ask,
+        closed_ask=ask,
+        reply="{answer}<|im_end|>\n",
+        open_instruction=instruction,
+        closed_instruction=instruction,
+        open_examples=(),
+        closed_examples=tuple(examples),
+    )
+
+
 def get_template(name: str) -> AnswerTemplate:
     """The answer template of that name; an unknown name is refused with the known ones."""
     if name not in TEMPLATES:

@@ -39,7 +39,7 @@ from typing import Any, Protocol
 from routerank.data.types import Query
 from routerank.errors import RouterankError
 from routerank.generate.generator import Generator
-from routerank.generate.templates import TEMPLATES, AnswerTemplate, Example
+from routerank.generate.templates import CHAT_MARKUP, TEMPLATES, AnswerTemplate, Example, chatml_task
 from routerank.models.llm import DEFAULT_LLM
 
 MODES = ("rules", "llm", "auto", "off")
@@ -317,17 +317,10 @@ DECOMPOSE_INSTRUCTION = (
 )
 
 # ChatML, the format of the offline SmolLM2-Instruct; the examples are invented, so no dataset leaks in.
-DECOMPOSE_PROMPT = AnswerTemplate(
-    name="decompose",
-    version=1,
-    head="<|im_start|>system\n{instruction}<|im_end|>\n",
-    open_ask="<|im_start|>user\nQuestion: {question}<|im_end|>\n<|im_start|>assistant\n",
-    closed_ask="<|im_start|>user\nQuestion: {question}<|im_end|>\n<|im_start|>assistant\n",
-    reply="{answer}<|im_end|>\n",
-    open_instruction=DECOMPOSE_INSTRUCTION,
-    closed_instruction=DECOMPOSE_INSTRUCTION,
-    open_examples=(),
-    closed_examples=(
+DECOMPOSE_PROMPT = chatml_task(
+    "decompose",
+    DECOMPOSE_INSTRUCTION,
+    (
         Example(
             (),
             "Who designed the Eiffel Tower and when was the Statue of Liberty built?",
@@ -339,7 +332,6 @@ DECOMPOSE_PROMPT = AnswerTemplate(
 TEMPLATES.setdefault(DECOMPOSE_PROMPT.name, DECOMPOSE_PROMPT)  # so `Generator(template="decompose")` finds it
 DECOMPOSE_STOPS = ("\n\n", "<|im_end|>", "\nQuestion:")
 
-_MARKUP = re.compile(r"<\|[^|>]*\|>")
 _LABEL = re.compile(r"^(sub-?\s*questions?|questions?|answer|output|assistant|user)\s*[:\-]\s*", re.IGNORECASE)
 _BULLET = re.compile(r"^(?:[-*•·‣▪>]+|\(?\d{1,3}[.):\]]|\([a-zA-Z]\)|[a-zA-Z][.)](?=\s)|q\d{1,2}[.:)])\s*", re.I)
 _QUOTED = re.compile(r'^["“\'](.*)["”\']$')
@@ -351,7 +343,7 @@ def _key(text: str) -> str:
 
 def _clean_line(line: str) -> tuple[str, str]:
     """(label, text) of one output line: markup, a label, bullets, numbering and enclosing quotes removed."""
-    text = _MARKUP.sub(" ", line).strip()
+    text = CHAT_MARKUP.sub(" ", line).strip()
     label = ""
     for _ in range(4):
         before = text

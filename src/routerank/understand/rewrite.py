@@ -22,7 +22,7 @@ from types import MappingProxyType
 from routerank.data.types import Query, Ranking, Run
 from routerank.errors import RouterankError
 from routerank.generate.generator import Generator
-from routerank.generate.templates import TEMPLATES, AnswerTemplate, Example
+from routerank.generate.templates import CHAT_MARKUP, TEMPLATES, Example, chatml_task
 from routerank.models.llm import DEFAULT_LLM
 from routerank.retrieve.base import as_query_list
 from routerank.understand.decompose import TextGenerator, clean, parse_sub_queries
@@ -38,24 +38,8 @@ MULTI_QUERY_INSTRUCTION = (
 )
 
 
-def _chatml(name: str, instruction: str, examples: tuple[Example, ...]) -> AnswerTemplate:
-    ask = "<|im_start|>user\nQuestion: {question}<|im_end|>\n<|im_start|>assistant\n"
-    return AnswerTemplate(
-        name=name,
-        version=1,
-        head="<|im_start|>system\n{instruction}<|im_end|>\n",
-        open_ask=ask,
-        closed_ask=ask,
-        reply="{answer}<|im_end|>\n",
-        open_instruction=instruction,
-        closed_instruction=instruction,
-        open_examples=(),
-        closed_examples=examples,
-    )
-
-
 # ChatML, the format of the offline SmolLM2-Instruct; the examples are invented, so no dataset leaks in.
-REWRITE_PROMPT = _chatml(
+REWRITE_PROMPT = chatml_task(
     "rewrite",
     REWRITE_INSTRUCTION,
     (
@@ -67,7 +51,7 @@ REWRITE_PROMPT = _chatml(
         Example((), "What is the capital of France?", "What is the capital of France?"),
     ),
 )
-MULTI_QUERY_PROMPT = _chatml(
+MULTI_QUERY_PROMPT = chatml_task(
     "multi-query",
     MULTI_QUERY_INSTRUCTION.format(n=3),
     (
@@ -84,7 +68,6 @@ for _template in (REWRITE_PROMPT, MULTI_QUERY_PROMPT):
 REWRITE_STOPS = ("\n", "<|im_end|>")
 MULTI_QUERY_STOPS = ("\n\n", "<|im_end|>", "\nQuestion:")
 _LABEL = re.compile(r"^\s*(corrected question|question|answer)\s*:\s*", re.IGNORECASE)
-_MARKUP = re.compile(r"<\|[^|>]*\|>")
 _WORD = re.compile(r"\S+")
 
 
@@ -139,7 +122,7 @@ def parse_rewrite(raw: str, original: str, max_growth: float = 1.5) -> str:
     """The corrected query in an LLM's output: its first non-empty line, labels, markup and quotes removed; the
     original (cleaned) when that line is empty or its length strays beyond `max_growth` times the original's."""
     cleaned = clean(original)
-    lines = [clean(_MARKUP.sub(" ", line)) for line in str(raw).splitlines()]
+    lines = [clean(CHAT_MARKUP.sub(" ", line)) for line in str(raw).splitlines()]
     first = next((line for line in lines if line), "")
     first = _LABEL.sub("", first).strip().strip("\"'“”").strip()
     if not first or not cleaned:
